@@ -1,0 +1,1 @@
+"""The kubeworkers operator: WorkerPool and Job custom resources, reconciled with kopf."""

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real Redis, the real local control plane, a namespace per test.
+
+Markers: ``unit`` (no services), ``integration`` (Redis), ``e2e`` (control plane + Redis).
+A missing service binary is a test *failure* with the fix in the message, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests take their marker from their folder, so nobody forgets it.
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for marker in ("unit", "integration", "e2e"):
+            if marker in parts:
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session (AOF off); tests get a flushed database each."""
+    try:
+        server = RedisServer(aof=False).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if server.version() < (7, 0):
+        pytest.fail(f"redis-server {server.version()} is too old: kubeworkers needs >= 7.0", pytrace=False)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start private Redis servers (e.g. ``redis_factory(aof=True)``); all stopped at teardown."""
+    servers: list[RedisServer] = []
+
+    def start(aof: bool = False) -> RedisServer:
+        try:
+            server = RedisServer(aof=aof).start()
+        except RuntimeError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.cleanup()
+
+
+# --------------------------------------------------------------------------- control plane
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[object]:
+    """The real control plane: ``KUBEWORKERS_KUBECONFIG`` if reachable, else ``hack/local-cluster.sh up``."""
+    from tests.support.cluster import Cluster, ClusterError
+
+    try:
+        c = Cluster.from_environment()
+    except ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def namespace(cluster: object) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for finalization)."""
+    from tests.support.cluster import Cluster
+
+    assert isinstance(cluster, Cluster)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    if os.environ.get("KUBEWORKERS_KEEP_NAMESPACES") != "1":
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,192 @@
+"""The Redis protocol shared by the SDK, the workers and the operator.
+
+One module holds every key name and every message shape, so the three parties
+cannot drift apart. See ``docs/protocol.md`` for the prose version.
+
+Keys of one pool share the hash tag ``{<namespace>/<pool>}`` so that a Lua
+script touching a pool's stream, its job records and its dead-letter stream
+stays within one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Consumer group every worker of a pool reads through.
+WORKER_GROUP = "workers"
+#: Consumer group the operator's status sync reads the events stream through.
+OPERATOR_GROUP = "operator"
+#: The single events stream every worker appends state changes to.
+EVENTS_STREAM = "kw:events"
+#: Pub/sub channel on which cancellations are announced (payload: record key).
+CANCEL_CHANNEL = "kw:cancel"
+
+
+class Priority(str, enum.Enum):
+    """Scheduling class of a job. Workers always drain ``high`` before ``normal`` before ``low``."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+#: Order in which a worker reads the per-priority streams.
+PRIORITY_ORDER: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+
+
+class JobState(str, enum.Enum):
+    """Life of a job, as written to its record and mirrored into ``Job.status.phase``."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class PoolKeys:
+    """Every Redis key that belongs to one pool."""
+
+    def __init__(self, namespace: str, pool: str) -> None:
+        self.namespace = namespace
+        self.pool = pool
+        self.tag = f"{{{namespace}/{pool}}}"
+
+    def stream(self, priority: Priority | str) -> str:
+        """Job stream for one priority level."""
+        return f"kw:{self.tag}:jobs:{Priority(priority).value}"
+
+    @property
+    def streams(self) -> list[str]:
+        """All job streams of the pool, highest priority first."""
+        return [self.stream(p) for p in PRIORITY_ORDER]
+
+    def record(self, job_id: str) -> str:
+        """Hash holding the job's state, attempts, worker, times, progress, output, error."""
+        return f"kw:{self.tag}:job:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        """Flag set when a job is cancelled (checked before a queued job starts)."""
+        return f"kw:{self.tag}:cancel:{job_id}"
+
+    @property
+    def dead_letter(self) -> str:
+        """Stream of jobs that exhausted their attempts, with the reason."""
+        return f"kw:{self.tag}:dlq"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set of retries waiting out their backoff (score: due time, unix seconds)."""
+        return f"kw:{self.tag}:delayed"
+
+    @property
+    def workers(self) -> str:
+        """Hash: worker (pod) name -> JSON heartbeat (see :class:`WorkerHeartbeat`)."""
+        return f"kw:{self.tag}:workers"
+
+    @property
+    def reaper_lock(self) -> str:
+        """Lock (SET NX PX) held by the single worker reclaiming expired leases."""
+        return f"kw:{self.tag}:reaper"
+
+    @property
+    def stats(self) -> str:
+        """Hash of rolling counters (enqueued, completed, duration sums) the autoscaler reads."""
+        return f"kw:{self.tag}:stats"
+
+
+def job_pool_key(namespace: str, job_id: str) -> str:
+    """Pointer from a job id to its pool, so ``Client.get(job_id)`` needs no pool name."""
+    return f"kw:{{{namespace}}}:jobpool:{job_id}"
+
+
+class JobMessage(BaseModel):
+    """One entry on a pool's job stream: everything a worker needs to run the job.
+
+    The operator (for Job custom resources) and the SDK (for direct submits)
+    produce exactly this; workers consume exactly this.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str = Field(description="'<namespace>/<name>' for Job CRs, generated for SDK jobs.")
+    uid: str = Field(description="Dedupe identity: the Job CR's metadata.uid, or the job id for SDK jobs.")
+    namespace: str
+    pool: str
+    handler: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    timeout_seconds: float | None = Field(default=None, description="None: the handler's default.")
+    max_attempts: int | None = Field(default=None, description="None: the handler's default.")
+    enqueued_at: float = Field(default_factory=time.time, description="Unix seconds.")
+
+    def to_fields(self) -> dict[str, str]:
+        """Stream entry fields (a single JSON field keeps XADD cheap and the format versionable)."""
+        return {"v": "1", "m": self.model_dump_json()}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> JobMessage:
+        raw = fields.get(b"m") if b"m" in fields else fields.get("m")  # type: ignore[call-overload]
+        if raw is None:
+            raise ValueError("stream entry has no 'm' field")
+        return cls.model_validate_json(raw)
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    type: str = Field(description="Exception class name, or a kubeworkers reason such as 'Timeout'.")
+    message: str
+    traceback: str | None = Field(default=None, description="Last frames only, capped in size.")
+    retryable: bool = True
+
+
+class JobEvent(BaseModel):
+    """One state change appended by a worker to :data:`EVENTS_STREAM`.
+
+    The operator's status sync folds these into ``Job.status``; the record in
+    Redis stays the source of truth, the event is the notification.
+    """
+
+    job_id: str
+    uid: str
+    namespace: str
+    pool: str
+    state: JobState
+    attempt: int = 0
+    worker: str | None = None
+    at: float = Field(default_factory=time.time)
+    progress: float | None = None
+    message: str | None = None
+    output: Any = None
+    error: JobError | None = None
+
+    def to_fields(self) -> dict[str, str]:
+        return {"e": self.model_dump_json(exclude_none=True)}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> JobEvent:
+        raw = fields.get(b"e") if b"e" in fields else fields.get("e")  # type: ignore[call-overload]
+        if raw is None:
+            raise ValueError("event entry has no 'e' field")
+        return cls.model_validate_json(raw)
+
+
+class WorkerHeartbeat(BaseModel):
+    """A worker's entry in its pool's registry hash."""
+
+    worker: str
+    in_flight: int
+    concurrency: int
+    last_job: str | None = None
+    at: float = Field(default_factory=time.time)
+    draining: bool = False
