@@ -1,0 +1,213 @@
+"""Pydantic models of the two custom resources, ``Job`` and ``WorkerPool`` (group ``workers.io``).
+
+The CRD schemas in ``crds/`` are the source of truth for the API (validation,
+defaults, descriptions shown by ``kubectl explain``); these models are the one
+Python view of them, shared by the operator and the SDK.
+``tests/unit/test_crd_models_agree.py`` walks both and fails when they drift.
+
+Python attributes are snake_case; the wire names are the CRD's camelCase, so
+parse with ``JobSpec.model_validate(body["spec"])`` and write with
+:meth:`CrdModel.to_k8s`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from kubeworkers.protocol import JobState, Priority
+
+#: API group and version of both custom resources.
+GROUP = "workers.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+JOB_KIND = "Job"
+JOB_PLURAL = "jobs"
+WORKERPOOL_KIND = "WorkerPool"
+WORKERPOOL_PLURAL = "workerpools"
+
+#: Pool names end up in Deployment and pod names, so they are DNS-1123 labels.
+POOL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: Handler names as registered with ``@handler(...)`` (dotted names allowed for namespacing).
+HANDLER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]*$"
+#: Python module paths as passed to ``kubeworkers worker --import``.
+MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+PoolName = Annotated[str, Field(min_length=1, max_length=63, pattern=POOL_NAME_PATTERN)]
+HandlerName = Annotated[str, Field(min_length=1, max_length=253, pattern=HANDLER_NAME_PATTERN)]
+ModuleName = Annotated[str, Field(min_length=1, max_length=253, pattern=MODULE_PATTERN)]
+
+
+class CrdModel(BaseModel):
+    """Base of every model here: camelCase on the wire, snake_case in Python.
+
+    Unknown fields are ignored rather than rejected: the apiserver already
+    prunes them, and an older operator must keep reading objects written by a
+    newer CRD version.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_k8s(self) -> dict[str, Any]:
+        """The object as the apiserver wants it: camelCase keys, JSON types, unset optionals left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ConditionStatus(enum.StrEnum):
+    """``status`` of a :class:`Condition`, as in ``metav1.Condition``."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(CrdModel):
+    """One entry of ``status.conditions``, the standard ``metav1.Condition`` shape."""
+
+    type: str = Field(min_length=1, max_length=316)
+    status: ConditionStatus
+    reason: str = Field(min_length=1, max_length=1024)
+    message: str = Field(max_length=32768)
+    last_transition_time: datetime
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+# --------------------------------------------------------------------------- Job
+
+
+class JobSpec(CrdModel):
+    """``Job.spec``: which pool runs which handler on what input (field docs: ``kubectl explain jobs.spec``).
+
+    ``pool``, ``handler``, ``input``, ``priority``, ``timeoutSeconds`` and
+    ``maxAttempts`` are immutable once created; ``cancel`` may only go from
+    false to true.
+    """
+
+    pool: PoolName
+    handler: HandlerName
+    input: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    timeout_seconds: int | None = Field(default=None, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    cancel: bool = False
+
+
+class JobProgress(CrdModel):
+    """``Job.status.progress``: what the handler last reported through ``ctx.progress()``."""
+
+    fraction: float = Field(ge=0, le=1)
+    message: str | None = None
+
+
+class JobErrorInfo(CrdModel):
+    """``Job.status.error``: why the last attempt failed."""
+
+    type: str
+    message: str
+
+
+class JobStatus(CrdModel):
+    """``Job.status``, written by the operator from the job's record in Redis."""
+
+    phase: JobState | None = None
+    attempts: int | None = Field(default=None, ge=0)
+    worker: str | None = None
+    queued_at: datetime | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    progress: JobProgress | None = None
+    output: Any = None
+    output_truncated: bool | None = None
+    error: JobErrorInfo | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+# --------------------------------------------------------------------------- WorkerPool
+
+
+class ImagePullPolicy(enum.StrEnum):
+    """``imagePullPolicy`` of the worker container (unset: Kubernetes' own default)."""
+
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class AutoscalingSpec(CrdModel):
+    """``WorkerPool.spec.autoscaling``: the knobs of the per-pool autoscaler."""
+
+    enabled: bool = True
+    target_drain_seconds: int = Field(default=30, ge=1)
+    scale_down_stabilization_seconds: int = Field(default=60, ge=0)
+    idle_seconds_before_zero: int = Field(default=120, ge=0)
+    poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    max_scale_up_step: int | None = Field(default=None, ge=1)
+
+
+class RedisRef(CrdModel):
+    """``WorkerPool.spec.redis``: the Secret key holding the Redis URL the pool's workers use."""
+
+    secret_name: str = Field(min_length=1, max_length=253)
+    key: str = Field(default="url", min_length=1, max_length=253)
+
+
+class EnvVar(CrdModel):
+    """One item of ``WorkerPool.spec.env`` (a ``corev1.EnvVar``; ``valueFrom`` is passed through as is)."""
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
+class WorkerPoolSpec(CrdModel):
+    """``WorkerPool.spec``: the worker fleet (field docs: ``kubectl explain workerpools.spec``)."""
+
+    image: str = Field(min_length=1)
+    image_pull_policy: ImagePullPolicy | None = None
+    imports: list[ModuleName] = Field(min_length=1)
+    handlers: Annotated[list[HandlerName], Field(min_length=1)] | None = None
+    concurrency: int = Field(default=4, ge=1, le=1000)
+    min_replicas: int = Field(default=0, ge=0)
+    max_replicas: int = Field(default=10, ge=0)
+    replicas: int | None = Field(default=None, ge=0)
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    lease_seconds: int = Field(default=30, ge=1)
+    termination_grace_period_seconds: int = Field(default=60, ge=0)
+    redis: RedisRef | None = None
+    resources: dict[str, Any] | None = None
+    env: list[EnvVar] | None = None
+    env_from: list[dict[str, Any]] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    service_account_name: str | None = None
+    pod_annotations: dict[str, str] | None = None
+    pod_labels: dict[str, str] | None = None
+
+    @property
+    def fixed_replicas(self) -> int:
+        """Replica count when autoscaling is disabled: ``replicas``, or ``minReplicas`` when unset."""
+        return self.min_replicas if self.replicas is None else self.replicas
+
+
+class WorkerPoolStatus(CrdModel):
+    """``WorkerPool.status``: the Deployment's state and the autoscaler's last decision and inputs."""
+
+    replicas: int | None = Field(default=None, ge=0)
+    ready_replicas: int | None = Field(default=None, ge=0)
+    desired_replicas: int | None = Field(default=None, ge=0)
+    backlog: int | None = Field(default=None, ge=0)
+    in_flight: int | None = Field(default=None, ge=0)
+    arrival_rate: float | None = Field(default=None, ge=0)
+    duration_estimate_seconds: float | None = Field(default=None, ge=0)
+    last_scale_time: datetime | None = None
+    last_scale_reason: str | None = None
+    selector: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(default=None, ge=0)
