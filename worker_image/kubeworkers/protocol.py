@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +27,7 @@ EVENTS_STREAM = "kw:events"
 CANCEL_CHANNEL = "kw:cancel"
 
 
-class Priority(str, enum.Enum):
+class Priority(enum.StrEnum):
     """Scheduling class of a job. Workers always drain ``high`` before ``normal`` before ``low``."""
 
     HIGH = "high"
@@ -38,7 +39,7 @@ class Priority(str, enum.Enum):
 PRIORITY_ORDER: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """Life of a job, as written to its record and mirrored into ``Job.status.phase``."""
 
     PENDING = "Pending"
@@ -190,3 +191,68 @@ class WorkerHeartbeat(BaseModel):
     last_job: str | None = None
     at: float = Field(default_factory=time.time)
     draining: bool = False
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobRecord(BaseModel):
+    """The job record hash (``PoolKeys.record``), decoded: the source of truth for a job.
+
+    Written by the enqueue script (state Queued) and by workers (every state
+    change); expires ``result TTL`` seconds after the job finishes.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    uid: str
+    namespace: str
+    pool: str
+    handler: str
+    priority: Priority = Priority.NORMAL
+    state: JobState
+    attempts: int = Field(default=0, description="Attempts started so far (the current one included).")
+    max_attempts: int | None = None
+    worker: str | None = Field(default=None, description="Consumer (pod) name that ran the last attempt.")
+    entry: str | None = Field(default=None, description="Stream entry id of the current delivery.")
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    progress: float | None = None
+    message: str | None = None
+    output: Any = None
+    error: JobError | None = None
+    cancel_requested: bool = False
+    input: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float | None = None
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> JobRecord:
+        """Decode ``HGETALL`` of a record (bytes or str keys)."""
+        import json
+
+        fields: dict[str, str] = {}
+        for key, value in raw.items():
+            k, v = _text(key), _text(value)
+            if k is not None and v is not None:
+                fields[k] = v
+        structured = ("msg", "output", "error")
+        data: dict[str, Any] = {k: v for k, v in fields.items() if v != "" and k not in structured}
+        if fields.get("msg"):
+            msg = JobMessage.model_validate_json(fields["msg"])
+            data.setdefault("input", msg.input)
+            data.setdefault("timeout_seconds", msg.timeout_seconds)
+            for name in ("job_id", "uid", "namespace", "pool", "handler"):
+                data.setdefault(name, getattr(msg, name))
+            data.setdefault("priority", msg.priority)
+        if fields.get("output"):
+            data["output"] = json.loads(fields["output"])
+        if fields.get("error"):
+            data["error"] = JobError.model_validate_json(fields["error"])
+        data["cancel_requested"] = fields.get("cancel_requested") == "1"
+        return cls.model_validate(data)
