@@ -1,0 +1,57 @@
+# Developer entry points. `make demo` and `make test` are the two a newcomer needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: venv test unit integration e2e lint demo demo-down cluster-up cluster-down cluster-status bench kind-up binaries
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+
+venv: $(PY)
+
+binaries:
+	bash hack/build-binaries.sh
+
+## The whole suite: unit, integration (real Redis) and e2e (real control plane, started on demand).
+test: $(PY)
+	$(VENV)/bin/pytest -rs $(PYTEST_ARGS)
+
+unit: $(PY)
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+integration: $(PY)
+	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+
+e2e: $(PY)
+	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)
+
+lint: $(PY)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+## Local control plane, Redis, operator and workers; applies examples/job.yaml.
+demo: $(PY)
+	bash hack/demo.sh up
+
+demo-down:
+	bash hack/demo.sh down
+
+cluster-up: $(PY)
+	bash hack/local-cluster.sh up
+
+cluster-down:
+	bash hack/local-cluster.sh down
+
+cluster-status:
+	bash hack/local-cluster.sh status
+
+bench: $(PY)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+## For machines with Docker: kind cluster, images, helm install, examples.
+kind-up:
+	bash hack/kind-up.sh
