@@ -91,7 +91,7 @@ class JobSpec(CrdModel):
     handler: HandlerName
     input: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
-    timeout_seconds: int | None = Field(default=None, gt=0)
+    timeout_seconds: int | None = Field(default=None, ge=1)
     max_attempts: int | None = Field(default=None, ge=1)
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     cancel: bool = False
