@@ -6,12 +6,14 @@ chart test would let a broken chart through CI unnoticed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_BINARIES = REPO / "hack" / "build-binaries.sh"
@@ -111,3 +113,61 @@ def run_helm(*args: str, check: bool = True, timeout: float = 120, env: dict[str
             pytrace=False,
         )
     return result
+
+
+# --------------------------------------------------------------------------- the chart
+
+CHART = REPO / "helm" / "kubeworkers"
+RELEASE = "kw"
+RELEASE_NAMESPACE = "kw-system"
+
+# Every install mode docs/install.md documents; lint and render must pass for each.
+MODES: dict[str, dict[str, object]] = {
+    "default": {},
+    "namespaced": {"operator": {"watchNamespace": "team-a"}},
+    "external-redis-url": {"redis": {"enabled": False, "url": "rediss://:pw@redis.example:6380/0"}},
+    "external-redis-secret": {"redis": {"enabled": False, "existingSecret": "my-redis", "existingSecretUrlKey": "uri"}},
+    "metrics-all-on": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+            "podMonitor": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+            "workers": {"service": {"namespaces": ["team-a", "team-b"]}},
+        },
+        "redis": {"networkPolicy": {"enabled": True}, "secretNamespaces": ["team-a", "team-b"]},
+    },
+    "redis-ephemeral": {"redis": {"persistence": {"enabled": False}, "maxmemory": "256mb"}},
+}
+
+
+def kubernetes_version() -> str:
+    """The Kubernetes version the project pins (hack/versions.env), e.g. ``v1.36.3``."""
+    for line in (REPO / "hack" / "versions.env").read_text().splitlines():
+        if line.startswith("KUBERNETES_VERSION="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError("KUBERNETES_VERSION missing from hack/versions.env")
+
+
+def values_args(values: dict[str, object] | None, workdir: Path) -> list[str]:
+    """``-f <file>`` for a values override (JSON is YAML, so no YAML writer is needed)."""
+    if not values:
+        return []
+    path = workdir / f"values-{len(list(workdir.glob('values-*.json')))}.json"
+    path.write_text(json.dumps(values))
+    return ["-f", str(path)]
+
+
+def helm_template(values: dict[str, object] | None, workdir: Path, *extra: str,
+                  check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``helm template`` of the chart as release ``kw`` in ``kw-system``."""
+    return run_helm(
+        "template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
+        "--kube-version", kubernetes_version(), *values_args(values, workdir), *extra, check=check,
+    )
+
+
+def render_chart(values: dict[str, object] | None, workdir: Path) -> list[dict[str, object]]:
+    """The chart's templated objects (not crds/) as parsed YAML documents."""
+    out = helm_template(values, workdir).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+

@@ -26,8 +26,6 @@ the base name is cut shorter where a suffix follows.
 
 {{/*
 Standard labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/).
-part-of=kubeworkers is also what the Redis NetworkPolicy admits, and what the operator puts
-on the worker pods it creates.
 */}}
 {{- define "kubeworkers.labels" -}}
 helm.sh/chart: {{ include "kubeworkers.chart" . }}

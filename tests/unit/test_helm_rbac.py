@@ -1,0 +1,97 @@
+"""The operator's RBAC: exactly the verbs it uses, no wildcards, no Secrets, in every mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.tools import MODES, RELEASE_NAMESPACE, render_chart
+
+Obj = dict[str, Any]
+Grants = dict[tuple[str, str], set[str]]
+
+# (apiGroup, resource) -> verbs. This table is the contract docs/security.md explains line by
+# line; a change to the operator's API calls must change it deliberately.
+NAMESPACED_GRANTS: Grants = {
+    ("workers.io", "jobs"): {"get", "list", "watch", "patch", "delete"},
+    ("workers.io", "workerpools"): {"get", "list", "watch", "patch"},
+    ("workers.io", "jobs/status"): {"get", "patch"},
+    ("workers.io", "workerpools/status"): {"get", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("apps", "deployments/scale"): {"get", "patch"},
+    ("", "pods"): {"get", "list", "watch", "patch"},
+    ("", "events"): {"create"},
+    ("events.k8s.io", "events"): {"create"},
+}
+CLUSTER_GRANTS: Grants = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+
+
+def grants(role: Obj) -> Grants:
+    out: Grants = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def roles(objs: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_no_rule_uses_a_wildcard_or_touches_secrets(mode: str, tmp_path: Path) -> None:
+    objs = render_chart(MODES[mode], tmp_path)
+    all_roles = roles(objs, "ClusterRole") + roles(objs, "Role")
+    assert all_roles
+    for role in all_roles:
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"{role['metadata']['name']}: wildcard in {field}: {rule}"
+            assert "secrets" not in rule["resources"], rule
+            # Escalation paths: none of these may ever be granted to the operator.
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+
+
+def test_cluster_wide_mode_grants_exactly_what_the_operator_uses(tmp_path: Path) -> None:
+    objs = render_chart(None, tmp_path)
+    assert not roles(objs, "Role") and not roles(objs, "RoleBinding")
+    (cluster_role,) = roles(objs, "ClusterRole")
+    assert grants(cluster_role) == {**CLUSTER_GRANTS, **NAMESPACED_GRANTS}
+    (binding,) = roles(objs, "ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": cluster_role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kw-kubeworkers", "namespace": RELEASE_NAMESPACE}]
+
+
+def test_namespaced_mode_confines_every_namespaced_right_to_the_watched_namespace(tmp_path: Path) -> None:
+    objs = render_chart(MODES["namespaced"], tmp_path)
+    (cluster_role,) = roles(objs, "ClusterRole")
+    # Cluster-wide, only the read of CRDs that kopf's resource discovery needs remains.
+    assert grants(cluster_role) == CLUSTER_GRANTS
+    (role,) = roles(objs, "Role")
+    assert role["metadata"]["namespace"] == "team-a"
+    assert grants(role) == NAMESPACED_GRANTS
+    (binding,) = roles(objs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "team-a"
+    assert binding["roleRef"]["kind"] == "Role" and binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["namespace"] == RELEASE_NAMESPACE
+
+
+def test_cluster_scoped_names_include_the_release_namespace(tmp_path: Path) -> None:
+    # Two releases named "kw" in two namespaces must not overwrite each other's ClusterRole.
+    objs = render_chart(None, tmp_path)
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        (obj,) = roles(objs, kind)
+        assert obj["metadata"]["name"] == f"{RELEASE_NAMESPACE}-kw-kubeworkers"
+
+
+def test_rbac_create_false_renders_no_rbac(tmp_path: Path) -> None:
+    objs = render_chart({"rbac": {"create": False}}, tmp_path)
+    kinds = {o["kind"] for o in objs}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

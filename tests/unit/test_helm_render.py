@@ -1,0 +1,229 @@
+"""What ``helm template`` renders, parsed and checked object by object, in every install mode."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.tools import CHART, MODES, RELEASE_NAMESPACE, render_chart
+
+Obj = dict[str, Any]
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "helm.sh/chart",
+)
+
+
+def find(objs: list[Obj], kind: str, name: str | None = None, namespace: str | None = None) -> list[Obj]:
+    return [
+        o for o in objs
+        if o["kind"] == kind
+        and (name is None or o["metadata"]["name"] == name)
+        and (namespace is None or o["metadata"].get("namespace") == namespace)
+    ]
+
+
+def one(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
+    found = find(objs, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def pod_specs(objs: list[Obj]) -> list[tuple[str, Obj]]:
+    return [(f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
+            for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+
+
+@pytest.fixture(params=sorted(MODES))
+def rendered(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, list[Obj]]:
+    mode: str = request.param
+    return mode, render_chart(MODES[mode], tmp_path)
+
+
+def test_every_object_carries_the_standard_labels_and_an_explicit_namespace(rendered: tuple[str, list[Obj]]) -> None:
+    _, objs = rendered
+    assert objs
+    for obj in objs:
+        labels = obj["metadata"].get("labels", {})
+        missing = [label for label in STANDARD_LABELS if label not in labels]
+        assert not missing, f"{obj['kind']}/{obj['metadata']['name']} lacks {missing}"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert obj["metadata"].get("namespace"), f"{obj['kind']}/{obj['metadata']['name']} has no namespace"
+
+
+def test_every_container_is_locked_down(rendered: tuple[str, list[Obj]]) -> None:
+    _, objs = rendered
+    specs = pod_specs(objs)
+    assert specs
+    for where, spec in specs:
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert container["resources"]["requests"] and container["resources"]["limits"], where
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                assert probe in container, f"{where} has no {probe}"
+            assert ":" in container["image"] or "@" in container["image"], where
+            # A read-only root filesystem still needs somewhere to write temporary files.
+            mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, where
+
+
+def test_operator_is_one_replica_replaced_not_rolled(tmp_path: Path) -> None:
+    deployment = one(render_chart(None, tmp_path), "Deployment", "kw-kubeworkers")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    tmp = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
+    assert "emptyDir" in tmp
+    assert container["image"] == "kubeworkers/operator:0.1.0"
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "kw-kubeworkers"
+
+
+def _env(container: Obj) -> dict[str, Obj]:
+    return {e["name"]: e for e in container["env"]}
+
+
+@pytest.mark.parametrize(("mode", "secret", "key"), [
+    ("default", "kw-kubeworkers-redis", "url"),
+    ("external-redis-url", "kw-kubeworkers-redis", "url"),
+    ("external-redis-secret", "my-redis", "uri"),
+])
+def test_operator_reads_the_redis_url_from_a_secret_and_learns_its_name_for_workers(
+        mode: str, secret: str, key: str, tmp_path: Path) -> None:
+    objs = render_chart(MODES[mode], tmp_path)
+    env = _env(one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["spec"]["containers"][0])
+    assert env["KUBEWORKERS_REDIS_URL"] == {
+        "name": "KUBEWORKERS_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+    assert env["KUBEWORKERS_REDIS_SECRET"]["value"] == secret
+    assert env["KUBEWORKERS_REDIS_SECRET_KEY"]["value"] == key
+    # No Redis address or password in plain text anywhere in a pod spec.
+    for _, spec in pod_specs(objs):
+        assert "redis://" not in json.dumps(spec) and "rediss://" not in json.dumps(spec)
+
+
+def test_external_redis_url_is_stored_in_the_chart_secret_and_no_redis_is_deployed(tmp_path: Path) -> None:
+    objs = render_chart(MODES["external-redis-url"], tmp_path)
+    assert not find(objs, "StatefulSet")
+    secret = one(objs, "Secret", "kw-kubeworkers-redis")
+    assert base64.b64decode(secret["data"]["url"]).decode() == "rediss://:pw@redis.example:6380/0"
+    assert "password" not in secret["data"]
+
+
+def test_existing_secret_mode_renders_no_secret_at_all(tmp_path: Path) -> None:
+    assert not find(render_chart(MODES["external-redis-secret"], tmp_path), "Secret")
+
+
+def test_builtin_redis_keeps_an_aof_on_a_claim_that_uninstall_deletes(tmp_path: Path) -> None:
+    objs = render_chart(None, tmp_path)
+    sts = one(objs, "StatefulSet", "kw-kubeworkers-redis")
+    assert sts["spec"]["replicas"] == 1
+    script = sts["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "--appendonly yes" in script and "--appendfsync everysec" in script
+    assert "--maxmemory-policy noeviction" in script
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    assert sts["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    service = one(objs, "Service", "kw-kubeworkers-redis")
+    assert service["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+
+
+def test_ephemeral_redis_uses_an_emptydir_and_sets_maxmemory(tmp_path: Path) -> None:
+    sts = one(render_chart(MODES["redis-ephemeral"], tmp_path), "StatefulSet")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["data"]
+    assert "--maxmemory 256mb" in sts["spec"]["template"]["spec"]["containers"][0]["args"][0]
+
+
+def test_generated_redis_secret_is_strong_and_identical_in_every_namespace(tmp_path: Path) -> None:
+    objs = render_chart(MODES["metrics-all-on"], tmp_path)
+    secrets = find(objs, "Secret", "kw-kubeworkers-redis")
+    assert {s["metadata"]["namespace"] for s in secrets} == {RELEASE_NAMESPACE, "team-a", "team-b"}
+    assert len({json.dumps(s["data"], sort_keys=True) for s in secrets}) == 1
+    password = base64.b64decode(secrets[0]["data"]["password"]).decode()
+    assert len(password) >= 32 and password.isalnum()
+    url = base64.b64decode(secrets[0]["data"]["url"]).decode()
+    assert url == f"redis://:{password}@kw-kubeworkers-redis.{RELEASE_NAMESPACE}.svc:6379/0"
+
+
+def test_namespaced_mode_tells_the_operator_its_namespace(tmp_path: Path) -> None:
+    objs = render_chart(MODES["namespaced"], tmp_path)
+    args = one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["--namespace=team-a"]
+    # Workers in the watched namespace need the Redis Secret and the worker metrics Service there.
+    assert find(objs, "Secret", "kw-kubeworkers-redis", "team-a")
+    assert find(objs, "Service", "kw-kubeworkers-workers", "team-a")
+
+
+def test_cluster_wide_mode_watches_all_namespaces(tmp_path: Path) -> None:
+    objs = render_chart(None, tmp_path)
+    args = one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["--all-namespaces"]
+
+
+def test_metrics_services_select_the_operator_and_the_workers(tmp_path: Path) -> None:
+    objs = render_chart(None, tmp_path)
+    operator = one(objs, "Deployment", "kw-kubeworkers")
+    metrics = one(objs, "Service", "kw-kubeworkers-metrics")
+    pod_labels = operator["spec"]["template"]["metadata"]["labels"]
+    assert metrics["spec"]["selector"].items() <= pod_labels.items()
+    assert metrics["spec"]["ports"][0]["targetPort"] == "http"
+    workers = one(objs, "Service", "kw-kubeworkers-workers")
+    assert workers["spec"]["clusterIP"] == "None"
+    # The labels the operator's Deployment builder puts on every worker pod.
+    assert workers["spec"]["selector"] == {
+        "app.kubernetes.io/name": "kubeworkers-worker", "app.kubernetes.io/component": "worker"}
+    assert workers["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_prometheus_operator_objects_are_off_by_default(tmp_path: Path) -> None:
+    objs = render_chart(None, tmp_path)
+    assert not find(objs, "ServiceMonitor") and not find(objs, "PodMonitor")
+    assert not find(objs, "ConfigMap") and not find(objs, "NetworkPolicy")
+
+
+def test_monitoring_mode_renders_servicemonitor_podmonitor_dashboard_and_networkpolicy(tmp_path: Path) -> None:
+    objs = render_chart(MODES["metrics-all-on"], tmp_path)
+    monitor = one(objs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        one(objs, "Service", "kw-kubeworkers-metrics")["metadata"]["labels"].items())
+    assert one(objs, "PodMonitor")["spec"]["namespaceSelector"] == {"any": True}
+    dashboard = json.loads(one(objs, "ConfigMap")["data"]["kubeworkers.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "kubeworkers.json").read_text())
+    policy = one(objs, "NetworkPolicy")
+    sources = policy["spec"]["ingress"][0]["from"]
+    operator_pod = one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["metadata"]["labels"]
+    assert sources[0]["podSelector"]["matchLabels"].items() <= operator_pod.items()
+    assert sources[1] == {"namespaceSelector": {}, "podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "kubeworkers-worker", "app.kubernetes.io/component": "worker"}}}
+    assert {s["metadata"]["namespace"] for s in find(objs, "Service", "kw-kubeworkers-workers")} == {"team-a", "team-b"}
+
+
+def test_grafana_dashboard_covers_backlog_replicas_throughput_durations_and_failures() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "kubeworkers.json").read_text())
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for topic in ("backlog", "replicas", "throughput", "duration", "fail"):
+        assert topic in titles, f"no panel about {topic}"
+    for panel in dashboard["panels"]:
+        if panel.get("type") != "row":
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
