@@ -93,7 +93,7 @@ def test_operator_is_one_replica_replaced_not_rolled(tmp_path: Path) -> None:
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     tmp = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
     assert "emptyDir" in tmp
-    assert container["image"] == "kubeworkers/operator:0.1.0"
+    assert container["image"] == "kubeworkers-operator:0.1.0"
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "kw-kubeworkers"
 
 
