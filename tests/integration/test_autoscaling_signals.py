@@ -9,7 +9,6 @@ import pytest
 import redis.asyncio as aioredis
 from kubeworkers.protocol import WORKER_GROUP, PoolKeys, Priority, WorkerHeartbeat
 from kubeworkers_operator.autoscaling.load import (
-    STATS_COMPLETED,
     STATS_DURATION_SUM,
     ArrivalRate,
     DurationEstimate,
@@ -104,7 +103,8 @@ async def test_arrival_rate_comes_from_entries_added(r: aioredis.Redis) -> None:
 
 
 async def test_handler_durations_come_from_the_workers_counters(r: aioredis.Redis) -> None:
-    await r.hset(KEYS.stats, mapping={STATS_COMPLETED: 8, STATS_DURATION_SUM: 12.0, "enqueued": 9})
+    # Field names as lua/finish.lua writes them: failed runs took time too.
+    await r.hset(KEYS.stats, mapping={"completed": 6, "failed": 2, STATS_DURATION_SUM: 12.0, "enqueued": 9})
     snap = await RedisSignalReader(r, KEYS).read(now=NOW)
     assert (snap.completed, snap.duration_sum) == (8, 12.0)
     assert DurationEstimate().observe(0.0, snap.completed, snap.duration_sum) == 1.5

@@ -16,10 +16,11 @@ from kubeworkers.protocol import WorkerHeartbeat
 
 from kubeworkers_operator.autoscaling.decision import Load
 
-#: Field of ``PoolKeys.stats`` that workers ``HINCRBY`` by one per finished handler run.
-STATS_COMPLETED = "completed"
+#: Fields of ``PoolKeys.stats`` that workers (``lua/finish.lua``) ``HINCRBY`` by one per handler run
+#: that ended in success or failure; both kinds add their duration to :data:`STATS_DURATION_SUM`.
+STATS_RUN_COUNTERS = ("completed", "failed")
 #: Field of ``PoolKeys.stats`` that workers ``HINCRBYFLOAT`` by each run's duration in seconds.
-STATS_DURATION_SUM = "duration_seconds_sum"
+STATS_DURATION_SUM = "duration_seconds_total"
 #: A heartbeat older than this (seconds) marks its worker dead: its pending entries count as backlog.
 DEFAULT_HEARTBEAT_TIMEOUT = 20.0
 
@@ -59,7 +60,9 @@ class PoolSnapshot:
     streams: tuple[StreamSnapshot, ...]
     heartbeats: tuple[WorkerHeartbeat, ...] = ()
     completed: int = 0
+    """Handler runs finished (succeeded or failed), all time."""
     duration_sum: float = 0.0
+    """Their summed durations in seconds."""
     retries_due: int = 0
     retries_waiting: int = 0
 
@@ -164,7 +167,7 @@ class ArrivalRate:
 
 
 class DurationEstimate:
-    """Mean handler duration from the workers' ``completed`` / ``duration_seconds_sum`` counters.
+    """Mean handler duration from the workers' run counters and ``duration_seconds_total``.
 
     Recent runs (within the window) win; with no recent run the last estimate stands (handlers
     do not get faster by being idle); before any window has data, the all-time mean is used.

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
 from kubeworkers_operator.autoscaling.load import (
-    STATS_COMPLETED,
     STATS_DURATION_SUM,
+    STATS_RUN_COUNTERS,
     GroupSnapshot,
     PoolSnapshot,
     StreamSnapshot,
@@ -63,7 +63,7 @@ class RedisSignalReader:
             pipe.xinfo_groups(name)
             pipe.xinfo_consumers(name, self.group)
         pipe.hgetall(self.keys.workers)
-        pipe.hmget(self.keys.stats, [STATS_COMPLETED, STATS_DURATION_SUM])
+        pipe.hmget(self.keys.stats, [*STATS_RUN_COUNTERS, STATS_DURATION_SUM])
         pipe.zcount(self.keys.delayed, "-inf", at)
         pipe.zcard(self.keys.delayed)
         replies = await pipe.execute(raise_on_error=False)
@@ -78,12 +78,12 @@ class RedisSignalReader:
                 raise reply
 
         snapshots = await self._count_null_lag(snapshots)
-        completed_raw, duration_raw = stats
+        *runs_raw, duration_raw = stats
         return PoolSnapshot(
             at=at,
             streams=tuple(snapshots),
             heartbeats=tuple(self._heartbeats(workers)),
-            completed=_int(completed_raw),
+            completed=sum(_int(v) for v in runs_raw),
             duration_sum=float(duration_raw) if duration_raw is not None else 0.0,
             retries_due=int(due),
             retries_waiting=max(0, int(delayed) - int(due)),
