@@ -1,0 +1,197 @@
+"""Folding worker events and job records into ``Job.status``: pure functions, no I/O.
+
+The status is handled as the plain camelCase dict the apiserver stores, so the
+result can be diffed into a JSON merge patch without a round trip through
+models. The one rule everything here obeys: a finished phase never moves
+backwards, and an older attempt never overwrites a newer one. That makes
+folding idempotent, so replaying events after an operator restart (events are
+acked only after their patch landed) can never corrupt a status.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kubeworkers.protocol import JobEvent, JobRecord, JobState
+
+Status = dict[str, Any]
+
+#: Default cap on the JSON size of ``status.output`` (etcd objects are limited to ~1.5 MiB).
+DEFAULT_OUTPUT_LIMIT = 16 * 1024
+#: Cap on error messages and progress messages copied into the status.
+MESSAGE_LIMIT = 2048
+
+_RANK = {
+    JobState.PENDING: 0,
+    JobState.QUEUED: 1,
+    JobState.RUNNING: 2,
+    JobState.SUCCEEDED: 3,
+    JobState.FAILED: 3,
+    JobState.CANCELLED: 3,
+}
+
+
+def rfc3339(unix: float) -> str:
+    """Kubernetes' timestamp format (seconds precision, UTC)."""
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_phase(status: Mapping[str, Any] | None) -> JobState | None:
+    """The phase of a status dict, or None when unset or unknown."""
+    raw = (status or {}).get("phase")
+    try:
+        return JobState(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def is_finished(status: Mapping[str, Any] | None) -> bool:
+    phase = parse_phase(status)
+    return phase is not None and phase.finished
+
+
+def cap_output(output: Any, limit: int) -> tuple[Any, bool]:
+    """The output to store in the status and whether it was truncated.
+
+    An output whose JSON exceeds ``limit`` bytes is replaced by the first
+    ``limit`` characters of its JSON text; the full value stays in Redis.
+    """
+    if output is None:
+        return None, False
+    text = json.dumps(output, separators=(",", ":"), default=str)
+    if len(text.encode()) <= limit:
+        return output, False
+    return text.encode()[:limit].decode(errors="ignore"), True
+
+
+def _cap(text: str | None) -> str | None:
+    return None if text is None else text[:MESSAGE_LIMIT]
+
+
+def _supersedes(status: Mapping[str, Any], state: JobState, attempt: int, *, retry: bool = False) -> bool:
+    """Whether an event/record at (attempt, state) may replace the current status.
+
+    ``retry``: a Queued event carrying the error of the attempt that just failed
+    (the job waits out its backoff), which legitimately follows that Running.
+    """
+    current = parse_phase(status)
+    if current is None:
+        return True
+    if current.finished:
+        return False
+    if state.finished:
+        # A finish always wins over an unfinished phase, unless it belongs to an older attempt
+        # (a worker that lost its lease reporting late). Attempt 0: cancelled before any start.
+        return attempt == 0 or attempt >= int(status.get("attempts") or 0)
+    known_attempt = int(status.get("attempts") or 0)
+    if attempt != known_attempt:
+        return attempt > known_attempt
+    if retry and state is JobState.QUEUED and current is JobState.RUNNING:
+        return True
+    return _RANK[state] >= _RANK[current]
+
+
+def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> Status:
+    """The status after ``event``; the same content when the event is stale or a replay."""
+    new: Status = dict(status)
+    retry = event.state is JobState.QUEUED and event.error is not None
+    if not _supersedes(status, event.state, event.attempt, retry=retry):
+        return new
+    new["phase"] = event.state.value
+    if event.attempt:
+        new["attempts"] = max(event.attempt, int(status.get("attempts") or 0))
+    if event.worker:
+        new["worker"] = event.worker
+
+    if event.state is JobState.RUNNING:
+        new.setdefault("startTime", rfc3339(event.at))
+        if event.progress is not None:
+            progress: dict[str, Any] = {"fraction": min(1.0, max(0.0, event.progress))}
+            if event.message:
+                progress["message"] = _cap(event.message)
+            new["progress"] = progress
+    elif event.state is JobState.QUEUED:
+        # Waiting for a retry: the previous attempt's progress no longer describes anything.
+        new.pop("progress", None)
+        if event.error is not None:
+            new["error"] = {"type": event.error.type, "message": _cap(event.error.message)}
+    elif event.state.finished:
+        new["completionTime"] = rfc3339(event.at)
+        if event.state is JobState.SUCCEEDED:
+            output, truncated = cap_output(event.output, output_limit)
+            new["output"] = output
+            new["outputTruncated"] = truncated
+            new.pop("error", None)
+            if "progress" in new:
+                new["progress"] = {**new["progress"], "fraction": 1.0}
+        elif event.error is not None:
+            new["error"] = {"type": event.error.type, "message": _cap(event.error.message)}
+        elif event.state is JobState.CANCELLED:
+            new["error"] = {"type": "Cancelled", "message": _cap(event.message) or "cancelled"}
+    return new
+
+
+def apply_events(
+    status: Mapping[str, Any], events: Iterable[JobEvent], *, output_limit: int = DEFAULT_OUTPUT_LIMIT
+) -> Status:
+    """Fold a batch of one job's events, oldest first, into one status."""
+    new: Status = dict(status)
+    for event in events:
+        new = apply_event(new, event, output_limit=output_limit)
+    return new
+
+
+def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> Status:
+    """The status after reconciling with the job's record in Redis (the periodic resync).
+
+    The record is the truth, but it too obeys the rule: a finished status stays.
+    """
+    new: Status = dict(status)
+    if not _supersedes(status, record.state, record.attempts):
+        return new
+    current = parse_phase(status)
+    if current is record.state and int(status.get("attempts") or 0) == record.attempts:
+        # Same phase and attempt: nothing the events path has not already told, except
+        # finished details, which only matter for finished records (handled below).
+        return new
+    new["phase"] = record.state.value
+    if record.attempts:
+        new["attempts"] = record.attempts
+    if record.worker:
+        new["worker"] = record.worker
+    if record.started_at:
+        new.setdefault("startTime", rfc3339(record.started_at))
+    if record.progress is not None and record.state is JobState.RUNNING:
+        progress: dict[str, Any] = {"fraction": min(1.0, max(0.0, record.progress))}
+        if record.message:
+            progress["message"] = _cap(record.message)
+        new["progress"] = progress
+    if record.state.finished:
+        new["completionTime"] = rfc3339(record.finished_at or record.updated_at or 0.0)
+        if record.state is JobState.SUCCEEDED:
+            output, truncated = cap_output(record.output, output_limit)
+            new["output"] = output
+            new["outputTruncated"] = truncated
+            new.pop("error", None)
+        elif record.error is not None:
+            new["error"] = {"type": record.error.type, "message": _cap(record.error.message)}
+        elif record.state is JobState.CANCELLED:
+            new["error"] = {"type": "Cancelled", "message": _cap(record.message) or "cancelled"}
+    return new
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> Status:
+    """Top-level JSON merge patch turning ``old`` into ``new`` (removed keys become null)."""
+    patch: Status = {k: v for k, v in new.items() if old.get(k) != v}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+def only_progress_changed(patch: Mapping[str, Any]) -> bool:
+    """A patch that only moves the progress bar (these are rate-limited)."""
+    return bool(patch) and set(patch) <= {"progress"}

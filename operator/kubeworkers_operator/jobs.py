@@ -1,0 +1,288 @@
+"""The Job path: validate, enqueue (idempotently), cancel, clean up after deletion.
+
+Jobs are handled from kopf's raw watch events (``@kopf.on.event``), not from
+``on.create`` handlers: the decision is a function of the Job's current state
+(no phase yet -> enqueue; ``cancel: true`` -> cancel; gone -> clean up), so no
+per-Job progress annotations, last-handled-configuration or finalizers are
+written. A restart re-lists every Job and re-derives the same decisions;
+enqueue is idempotent per Job uid in Redis, so nothing is enqueued twice.
+
+Deletion uses no finalizer: when a Job is deleted while the operator runs, its
+DELETED event cancels it in Redis and removes its record. A Job deleted while
+the operator is down leaves a record that expires on Redis' own TTL, and a
+queued entry that workers skip once the record is gone or cancelled; that is
+the documented price of not putting a finalizer on thousands of Jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kubeworkers import queue
+from kubeworkers.protocol import JobMessage, JobState
+from kubeworkers.resources import JobSpec
+from pydantic import ValidationError
+
+from kubeworkers_operator.index import TrackedJob, TrackedPool
+from kubeworkers_operator.job_status import is_finished, parse_phase, rfc3339
+from kubeworkers_operator.runtime import Runtime
+from kubeworkers_operator.status_writer import WriteResult, job_ref
+
+logger = logging.getLogger(__name__)
+
+ENQUEUED = "Enqueued"
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str
+) -> list[dict[str, Any]]:
+    """``conditions`` with ``type_`` set; lastTransitionTime only moves when ``status`` changes."""
+    now = rfc3339(time.time())
+    out: list[dict[str, Any]] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") == type_:
+            found = True
+            changed = cond.get("status") != status
+            out.append({
+                "type": type_, "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": now if changed else cond.get("lastTransitionTime", now),
+            })
+        else:
+            out.append(cond)
+    if not found:
+        out.append({"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now})
+    return out
+
+
+def check_admission(job: TrackedJob, spec: JobSpec, pool: TrackedPool | None) -> tuple[str, str] | None:
+    """Why the Job cannot be enqueued yet (reason, message), or None when it can."""
+    if pool is None:
+        return (
+            "PoolNotFound",
+            f"WorkerPool {spec.pool!r} does not exist in namespace {job.namespace}; "
+            "the job will be enqueued when it appears",
+        )
+    if pool.spec is None:
+        return "PoolInvalid", f"WorkerPool {spec.pool!r} has an invalid spec; fix the pool to run this job"
+    if pool.spec.handlers is not None and spec.handler not in pool.spec.handlers:
+        known = ", ".join(pool.spec.handlers) or "none"
+        return (
+            "UnknownHandler",
+            f"WorkerPool {spec.pool!r} does not serve handler {spec.handler!r} (it declares: {known}); "
+            "the job waits until the pool declares it",
+        )
+    return None
+
+
+def message_for(job: TrackedJob, spec: JobSpec) -> JobMessage:
+    return JobMessage(
+        job_id=job.job_id,
+        uid=job.uid,
+        namespace=job.namespace,
+        pool=spec.pool,
+        handler=spec.handler,
+        input=spec.input,
+        priority=spec.priority,
+        timeout_seconds=spec.timeout_seconds,
+        max_attempts=spec.max_attempts,
+    )
+
+
+async def on_job_event(rt: Runtime, event_type: str | None, body: Mapping[str, Any]) -> None:
+    """React to one watch event of a Job (kopf's ``on.event``)."""
+    if event_type == "DELETED":
+        await job_deleted(rt, TrackedJob.from_body(body))
+        return
+    job = rt.index.observe_job(body)
+    phase = parse_phase(job.status)
+    if phase is None or phase is JobState.PENDING:
+        if job.spec.get("cancel"):
+            await cancel_unqueued(rt, job)
+        else:
+            await admit(rt, job)
+    elif not phase.finished:
+        if job.spec.get("cancel"):
+            await request_cancel(rt, job)
+    else:
+        rt.ttl.consider(job)
+
+
+async def admit(rt: Runtime, job: TrackedJob) -> None:
+    """Validate the Job and enqueue it, or record (condition + Event) why it waits."""
+    try:
+        spec = JobSpec.model_validate(job.spec)
+    except ValidationError as exc:
+        await fail_invalid(rt, job, str(exc))
+        return
+    pool = await rt.lookup_pool(job.namespace, spec.pool)
+    problem = check_admission(job, spec, pool)
+    if problem is not None:
+        await mark_pending(rt, job, *problem)
+        return
+    try:
+        enqueued = await rt.enqueuer.submit(message_for(job, spec))
+        record = None if enqueued else await queue.get_record(rt.redis, job.namespace, spec.pool, job.job_id)
+    except Exception as exc:  # Redis down: wait and retry from the pending sweep
+        logger.warning("could not enqueue %s: %s", job.job_id, exc)
+        await mark_pending(rt, job, "RedisUnavailable", f"could not enqueue, will retry: {exc}")
+        return
+    if enqueued:
+        rt.metrics.jobs_enqueued.inc()
+    else:
+        rt.metrics.jobs_enqueue_duplicates.inc()
+        if record is not None and record.uid != job.uid:
+            await mark_pending(
+                rt, job, "PreviousJobActive",
+                f"an earlier Job named {job.name} is still {record.state.value} in Redis; waiting for it to finish",
+            )
+            return
+    queued_at = rfc3339(time.time())
+
+    def to_queued(current: TrackedJob) -> dict[str, Any] | None:
+        if parse_phase(current.status) not in (None, JobState.PENDING):
+            return None  # the status sync got there first: never move backwards
+        return {
+            **current.status,
+            "phase": JobState.QUEUED.value,
+            "attempts": current.status.get("attempts") or 0,
+            "queuedAt": current.status.get("queuedAt") or queued_at,
+            "conditions": set_condition(
+                current.status.get("conditions") or [], ENQUEUED, "True", "Enqueued",
+                f"on the {spec.priority.value}-priority stream of pool {spec.pool}",
+            ),
+        }
+
+    await rt.writer.write(job.namespace, job.name, job.uid, to_queued, source="enqueue")
+    rt.waiting.discard(job.job_id)
+    rt.metrics.jobs_waiting.set(len(rt.waiting))
+
+
+async def mark_pending(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
+    """Phase Pending with condition Enqueued=False; a Warning Event when the reason is new."""
+    rt.waiting.add(job.job_id)
+    rt.metrics.jobs_waiting.set(len(rt.waiting))
+
+    def to_pending(current: TrackedJob) -> dict[str, Any] | None:
+        if parse_phase(current.status) not in (None, JobState.PENDING):
+            return None
+        return {
+            **current.status,
+            "phase": JobState.PENDING.value,
+            "conditions": set_condition(current.status.get("conditions") or [], ENQUEUED, "False", reason, message),
+        }
+
+    previous: dict[str, Any] = next((c for c in job.status.get("conditions") or [] if c.get("type") == ENQUEUED), {})
+    result = await rt.writer.write(job.namespace, job.name, job.uid, to_pending, source="enqueue")
+    if result is WriteResult.WRITTEN and previous.get("reason") != reason:
+        rt.metrics.jobs_rejected.labels(reason=reason).inc()
+        rt.recorder.warning(job_ref(job), reason, message)
+
+
+async def fail_invalid(rt: Runtime, job: TrackedJob, detail: str) -> None:
+    """A spec the CRD schema let through but the models refuse: Failed, with the reason."""
+    message = f"invalid Job spec: {detail}"[:2000]
+
+    def to_failed(current: TrackedJob) -> dict[str, Any] | None:
+        if is_finished(current.status):
+            return None
+        return {
+            **current.status,
+            "phase": JobState.FAILED.value,
+            "error": {"type": "InvalidSpec", "message": message},
+            "completionTime": rfc3339(time.time()),
+            "conditions": set_condition(
+                current.status.get("conditions") or [], ENQUEUED, "False", "InvalidSpec", message
+            ),
+        }
+
+    if await rt.writer.write(job.namespace, job.name, job.uid, to_failed, source="enqueue") is WriteResult.WRITTEN:
+        rt.metrics.jobs_rejected.labels(reason="InvalidSpec").inc()
+
+
+async def cancel_unqueued(rt: Runtime, job: TrackedJob) -> None:
+    """``cancel: true`` on a Job that never reached Redis: Cancelled right here."""
+    now = rfc3339(time.time())
+
+    def to_cancelled(current: TrackedJob) -> dict[str, Any] | None:
+        if parse_phase(current.status) not in (None, JobState.PENDING):
+            return None
+        return {
+            **current.status,
+            "phase": JobState.CANCELLED.value,
+            "completionTime": now,
+            "error": {"type": "Cancelled", "message": "cancelled before it was enqueued"},
+        }
+
+    rt.waiting.discard(job.job_id)
+    rt.metrics.jobs_waiting.set(len(rt.waiting))
+    if await rt.writer.write(job.namespace, job.name, job.uid, to_cancelled, source="cancel") is WriteResult.WRITTEN:
+        rt.metrics.cancels.labels(via="spec").inc()
+
+
+async def request_cancel(rt: Runtime, job: TrackedJob) -> None:
+    """Ask Redis to cancel a queued or running job; the worker (or the script) reports Cancelled."""
+    if job.uid in rt.cancel_sent:
+        return
+    try:
+        accepted = await queue.cancel(rt.redis, job.namespace, job.pool, job.job_id)
+    except Exception as exc:
+        logger.warning("could not cancel %s: %s (the resync retries)", job.job_id, exc)
+        return
+    rt.cancel_sent.add(job.uid)
+    rt.metrics.cancels.labels(via="spec").inc()
+    if accepted:
+        rt.recorder.normal(job_ref(job), "CancelRequested", "cancellation sent to the pool's workers")
+
+
+async def job_deleted(rt: Runtime, job: TrackedJob) -> None:
+    """A deleted Job: cancel it if it still runs or waits, and drop its Redis record."""
+    rt.index.forget_job(job.namespace, job.name, job.uid)
+    rt.waiting.discard(job.job_id)
+    rt.cancel_sent.discard(job.uid)
+    rt.ttl.forget(job.job_id)
+    if not job.pool:
+        return
+    try:
+        record = await queue.get_record(rt.redis, job.namespace, job.pool, job.job_id)
+        if record is None or record.uid != job.uid:
+            return
+        if not record.state.finished:
+            await queue.cancel(rt.redis, job.namespace, job.pool, job.job_id)
+            rt.metrics.cancels.labels(via="delete").inc()
+            record = await queue.get_record(rt.redis, job.namespace, job.pool, job.job_id)
+        # A running job's worker still has to stop its handler and record that; its record then
+        # expires on Redis' result TTL. Everything else can go now.
+        if record is not None and record.state is not JobState.RUNNING:
+            await queue.delete_job(rt.redis, job.namespace, job.pool, job.job_id)
+    except Exception as exc:
+        logger.warning("cleanup of deleted job %s failed: %s", job.job_id, exc)
+
+
+async def retry_waiting(rt: Runtime, namespace: str | None = None, pool: str | None = None) -> None:
+    """Evaluate again the Jobs that wait (for a pool, a handler, Redis); all of them or one pool's."""
+    for job_id in list(rt.waiting):
+        job = rt.index.jobs.get(job_id)
+        if job is None or parse_phase(job.status) not in (None, JobState.PENDING):
+            rt.waiting.discard(job_id)
+            continue
+        if namespace is not None and (job.namespace != namespace or job.pool != pool):
+            continue
+        try:
+            await admit(rt, job)
+        except Exception:
+            logger.exception("admission of %s failed", job_id)
+    # Jobs the operator saw but never handled (an exception in the watch handler) are caught here too.
+    if namespace is None:
+        for job in list(rt.index.jobs.values()):
+            if parse_phase(job.status) is None and job.job_id not in rt.waiting and not job.spec.get("cancel"):
+                await asyncio.sleep(0)
+                try:
+                    await admit(rt, job)
+                except Exception:
+                    logger.exception("admission of %s failed", job.job_id)
+    rt.metrics.jobs_waiting.set(len(rt.waiting))

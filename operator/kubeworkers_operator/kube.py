@@ -1,0 +1,158 @@
+"""A small asynchronous Kubernetes API client for the operator's own calls.
+
+kopf drives the watches and handlers; everything the operator writes outside
+a handler (status patches from the status sync, Deployments, Events, TTL
+deletions) goes through this client so that no synchronous kubernetes-client
+call ever blocks the event loop. It reuses kopf's login result
+(:class:`kopf.ConnectionInfo`), so in-cluster service accounts and kubeconfig
+files both work exactly as they do for kopf itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import kopf
+
+logger = logging.getLogger(__name__)
+
+GROUP = "workers.io"
+VERSION = "v1alpha1"
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the apiserver."""
+
+    def __init__(self, status: int, method: str, path: str, body: str) -> None:
+        super().__init__(f"{method} {path} -> {status}: {body[:300]}")
+        self.status = status
+        self.body = body
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+Body = dict[str, Any]
+
+
+def custom_path(plural: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    """URL path of a ``workers.io`` custom resource (or collection)."""
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}"
+    if name is not None:
+        path += f"/{quote(name)}"
+    if sub is not None:
+        path += f"/{sub}"
+    return path
+
+
+def deployment_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/apps/v1/namespaces/{quote(namespace)}/deployments"
+    return path if name is None else f"{path}/{quote(name)}"
+
+
+class KubeApi:
+    """Async JSON client bound to one apiserver, with bounded concurrency.
+
+    ``concurrency`` caps in-flight requests so a burst (a thousand finished
+    jobs) queues here instead of overwhelming the apiserver or the operator.
+    """
+
+    def __init__(self, info: kopf.ConnectionInfo, *, concurrency: int = 16, timeout: float = 30.0) -> None:
+        self._info = info
+        self._server = info.server.rstrip("/")
+        self._limit = asyncio.Semaphore(concurrency)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        #: Counts of requests by verb, for the operator's metrics and the benchmark.
+        self.requests: dict[str, int] = {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._info.as_ssl_context()),
+                headers={**self._info.as_http_headers(), "User-Agent": "kubeworkers-operator"},
+                timeout=self._timeout,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> Body:
+        """Send one request; return the decoded JSON body or raise :class:`ApiError`."""
+        url = self._server + path
+        if params:
+            url += "?" + urlencode(params)
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type} if data is not None else {}
+        async with self._limit:
+            self.requests[method] = self.requests.get(method, 0) + 1
+            async with self._get_session().request(method, url, data=data, headers=headers) as resp:
+                text = await resp.text()
+                if resp.status >= 300:
+                    raise ApiError(resp.status, method, path, text)
+        result: Body = json.loads(text) if text else {}
+        return result
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> Body:
+        return await self.request("GET", path, params=params)
+
+    async def create(self, path: str, body: Body) -> Body:
+        return await self.request("POST", path, body=body)
+
+    async def merge_patch(self, path: str, patch: Body) -> Body:
+        return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def json_patch(self, path: str, ops: list[Body]) -> Body:
+        return await self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
+
+    async def apply(self, path: str, body: Body, *, manager: str) -> Body:
+        """Server-side apply: fields we omit (``replicas``) stay owned by whoever set them."""
+        return await self.request(
+            "PATCH", path, body=body, content_type=APPLY_PATCH, params={"fieldManager": manager, "force": "true"}
+        )
+
+    async def delete(self, path: str, *, uid: str | None = None, propagation: str = "Background") -> Body:
+        """Delete, optionally only if the object still has ``uid`` (not a namesake created since)."""
+        options: Body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
+        return await self.request("DELETE", path, body=options)
+
+    async def list_all(self, path: str, *, label_selector: str | None = None, page: int = 500) -> list[Body]:
+        """List a collection with paging (``continue`` tokens)."""
+        items: list[Body] = []
+        params: dict[str, str] = {"limit": str(page)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            result = await self.get(path, params)
+            items.extend(result.get("items", []))
+            token = result.get("metadata", {}).get("continue")
+            if not token:
+                return items
+            params["continue"] = token

@@ -1,0 +1,126 @@
+"""Operator startup and shutdown: build the :class:`Runtime`, start and stop the background tasks.
+
+Background tasks of one operator, whatever the number of Jobs: the status
+sync consumer, the housekeeping loop (resync, pending retries, TTL), the
+Event posters, the health/metrics server, and one autoscaler per WorkerPool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import redis.asyncio as aioredis
+
+from kubeworkers_operator.autoscaling import AutoscalerMetrics
+from kubeworkers_operator.enqueuer import Enqueuer
+from kubeworkers_operator.events import EventRecorder
+from kubeworkers_operator.index import ClusterIndex
+from kubeworkers_operator.kube import KubeApi
+from kubeworkers_operator.metrics import HealthServer, OperatorMetrics
+from kubeworkers_operator.pools import PoolControllers
+from kubeworkers_operator.runtime import Runtime
+from kubeworkers_operator.settings import OperatorSettings
+from kubeworkers_operator.status_sync import StatusSync
+from kubeworkers_operator.status_writer import JobStatusWriter
+
+logger = logging.getLogger(__name__)
+
+#: A background loop silent for longer than this makes /healthz fail (liveness restarts the pod).
+STALL_SECONDS = 120.0
+
+
+@dataclass
+class Background:
+    """What :func:`start` started and :func:`stop` stops."""
+
+    rt: Runtime
+    sync: StatusSync
+    controllers: PoolControllers
+    health: HealthServer
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def healthy(self) -> bool:
+        now = time.time()
+        alive = all(not task.done() for task in self.tasks)
+        turning = (
+            now - self.sync.consumer_turned_at < STALL_SECONDS
+            and now - self.sync.housekeeping_turned_at < STALL_SECONDS
+        )
+        return alive and turning
+
+
+def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """The same credentials kopf uses: the pod's service account, else the kubeconfig."""
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account and no kubeconfig: cannot reach the Kubernetes API")
+    return info
+
+
+def sync_api_client() -> Any:
+    """A ``kubernetes.client.ApiClient`` for the autoscaler's threaded calls."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config()
+
+
+async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings) -> Background:
+    """Build the runtime and start every background task."""
+    metrics = OperatorMetrics()
+    api = KubeApi(connection_info(kopf_settings), concurrency=settings.api_concurrency)
+    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    recorder = EventRecorder(api, metrics)
+    index = ClusterIndex()
+    rt = Runtime(
+        settings=settings,
+        api=api,
+        redis=redis,
+        metrics=metrics,
+        recorder=recorder,
+        writer=JobStatusWriter(api, index, recorder, metrics),
+        enqueuer=Enqueuer(redis, linger=settings.enqueue_linger_seconds),
+        index=index,
+    )
+    sync = StatusSync(rt)
+    controllers = PoolControllers(
+        api_client=await asyncio.to_thread(sync_api_client) if settings.autoscaling else None,
+        metrics=AutoscalerMetrics(metrics.registry),
+    )
+    bg = Background(rt, sync, controllers, HealthServer(metrics, port=settings.metrics_port, is_healthy=lambda: True))
+    bg.health = HealthServer(metrics, port=settings.metrics_port, is_healthy=bg.healthy)
+    await bg.health.start()
+    recorder.start()
+    bg.tasks = [
+        asyncio.create_task(sync.run(), name="status-sync"),
+        asyncio.create_task(sync.housekeeping(), name="housekeeping"),
+    ]
+    logger.info(
+        "kubeworkers operator started (namespaces: %s, events group %s)",
+        ", ".join(settings.namespaces) or "all", settings.events_group,
+    )
+    return bg
+
+
+async def stop(bg: Background) -> None:
+    """Stop everything :func:`start` started, the Event queue drained first (briefly)."""
+    await bg.controllers.stop_all()
+    for task in bg.tasks:
+        task.cancel()
+    for task in bg.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await bg.rt.recorder.stop()
+    await bg.rt.enqueuer.close()
+    await bg.health.stop()
+    await bg.rt.api.close()
+    await bg.rt.redis.aclose()

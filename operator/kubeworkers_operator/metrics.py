@@ -1,0 +1,120 @@
+"""The operator's Prometheus metrics and its ``/healthz`` + ``/metrics`` HTTP endpoint.
+
+A private registry (not the process-global default) keeps the numbers of one
+operator instance together and lets tests start several operators in one
+process without duplicate-metric errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OperatorMetrics:
+    """Every metric the operator exports (names prefixed ``kubeworkers_operator_``)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        p = "kubeworkers_operator_"
+        self.jobs_enqueued = Counter(p + "jobs_enqueued_total", "Job CRs put on a pool stream.", registry=r)
+        self.jobs_enqueue_duplicates = Counter(
+            p + "jobs_enqueue_duplicates_total", "Enqueues skipped because the Job uid was already queued.",
+            registry=r,
+        )
+        self.jobs_rejected = Counter(
+            p + "jobs_rejected_total", "Job CRs refused by validation.", ["reason"], registry=r
+        )
+        self.jobs_waiting = Gauge(
+            p + "jobs_waiting_for_pool", "Job CRs waiting for their WorkerPool to appear.", registry=r
+        )
+        self.status_patches = Counter(
+            p + "job_status_patches_total", "Writes to jobs/status, by source.", ["source"], registry=r
+        )
+        self.status_patch_errors = Counter(
+            p + "job_status_patch_errors_total", "Failed writes to jobs/status, by reason.", ["reason"],
+            registry=r,
+        )
+        self.events_consumed = Counter(
+            p + "events_consumed_total", "Worker events read from the events stream.", registry=r
+        )
+        self.events_stale = Counter(
+            p + "events_ignored_total", "Worker events that changed nothing (replays, stale, unknown Job).",
+            registry=r,
+        )
+        self.sync_batch = Histogram(
+            p + "status_sync_batch_jobs", "Jobs patched per status-sync batch.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=r,
+        )
+        self.resync_corrections = Counter(
+            p + "resync_corrections_total", "Job statuses corrected by the periodic resync from Redis.",
+            registry=r,
+        )
+        self.k8s_events = Counter(
+            p + "k8s_events_posted_total", "Kubernetes Events posted, by type.", ["type"], registry=r
+        )
+        self.ttl_deleted = Counter(
+            p + "jobs_ttl_deleted_total", "Finished Jobs deleted by ttlSecondsAfterFinished.", registry=r
+        )
+        self.cancels = Counter(p + "jobs_cancelled_total", "Cancellations sent to Redis.", ["via"], registry=r)
+        self.deployments_applied = Counter(
+            p + "deployments_applied_total", "Worker Deployments created or updated.", registry=r
+        )
+        self.loop_heartbeat = Gauge(
+            p + "status_sync_heartbeat_seconds", "Unix time of the status sync's last loop turn.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """Serves ``/healthz`` (liveness: the background loops are turning) and ``/metrics``."""
+
+    def __init__(
+        self, metrics: OperatorMetrics, *, port: int, host: str = "0.0.0.0", is_healthy: Callable[[], bool]
+    ) -> None:
+        self._metrics = metrics
+        self._host = host
+        self._port = port
+        self._is_healthy = is_healthy
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics_page)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        # Port 0 picks a free port (tests run many operators on one host): report the real one.
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        logger.info("health and metrics endpoint listening on port %s", self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        if self._is_healthy():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="unhealthy\n")
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

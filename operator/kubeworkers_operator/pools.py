@@ -1,0 +1,157 @@
+"""The WorkerPool path: its Deployment, its autoscaler loop, its status, its waiting Jobs.
+
+Pools are few, so their handling is direct: every watch event of a pool
+server-side applies the Deployment built by :mod:`.deployment` when the pool's
+``generation`` moved (or the first time this process sees it), starts or
+updates the pool's autoscaler, and lets Jobs that waited for the pool go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubeworkers.resources import API_VERSION, WORKERPOOL_KIND, WORKERPOOL_PLURAL
+
+from kubeworkers_operator import jobs
+from kubeworkers_operator.autoscaling import AutoscalerMetrics, KubernetesScaler, PoolAutoscaler
+from kubeworkers_operator.deployment import FIELD_MANAGER, build_deployment, deployment_name, initial_replicas
+from kubeworkers_operator.events import ObjectRef
+from kubeworkers_operator.index import TrackedPool
+from kubeworkers_operator.kube import ApiError, custom_path, deployment_path
+from kubeworkers_operator.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _RunningScaler:
+    scaler: PoolAutoscaler
+    task: asyncio.Task[None]
+
+
+@dataclass
+class PoolControllers:
+    """One autoscaler loop per pool, plus what was last applied per pool."""
+
+    api_client: Any = None
+    """``kubernetes.client.ApiClient`` for the autoscaler's (threaded) calls."""
+    metrics: AutoscalerMetrics | None = None
+    scalers: dict[tuple[str, str], _RunningScaler] = field(default_factory=dict)
+    applied_generation: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    async def ensure_scaler(self, rt: Runtime, pool: TrackedPool) -> None:
+        key = (pool.namespace, pool.name)
+        running = self.scalers.get(key)
+        if pool.spec is None or not rt.settings.autoscaling or not pool.spec.autoscaling.enabled:
+            await self.stop_scaler(key)
+            return
+        if running is not None and not running.task.done():
+            running.scaler.update_spec(pool.spec)
+            return
+        scaler = PoolAutoscaler(
+            pool.namespace, pool.name, rt.redis, KubernetesScaler(pool.namespace, pool.name, self.api_client),
+            spec=pool.spec, metrics=self.metrics,
+        )
+        task = asyncio.create_task(scaler.run(), name=f"autoscaler-{pool.namespace}/{pool.name}")
+        self.scalers[key] = _RunningScaler(scaler, task)
+
+    async def stop_scaler(self, key: tuple[str, str]) -> None:
+        running = self.scalers.pop(key, None)
+        if running is None:
+            return
+        try:
+            await asyncio.wait_for(running.scaler.stop(), 10)
+        except TimeoutError:
+            running.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running.task
+
+    async def stop_all(self) -> None:
+        for key in list(self.scalers):
+            await self.stop_scaler(key)
+
+
+def pool_ref(pool: TrackedPool) -> ObjectRef:
+    return ObjectRef(API_VERSION, WORKERPOOL_KIND, pool.namespace, pool.name, pool.uid)
+
+
+async def apply_deployment(rt: Runtime, pool: TrackedPool) -> None:
+    """Create the pool's Deployment, or bring it in line with the pool's spec.
+
+    Created with the initial replica count; afterwards server-side applied
+    without ``replicas`` (unless the pool autoscales not at all), so the
+    autoscaler's scale writes are never undone.
+    """
+    assert pool.spec is not None
+    manifest = build_deployment(
+        name=pool.name, namespace=pool.namespace, uid=pool.uid, spec=pool.spec,
+        default_redis_secret=rt.settings.default_redis_secret,
+    )
+    name = deployment_name(pool.name)
+    # A plain create first: had server-side apply created it, the operator's manager would own
+    # `replicas`, and every later apply without it would hand the field back to its default.
+    created = {**manifest, "spec": {**manifest["spec"]}}
+    created["spec"].setdefault("replicas", initial_replicas(pool.spec))
+    try:
+        await rt.api.request(
+            "POST", deployment_path(pool.namespace), body=created, params={"fieldManager": FIELD_MANAGER}
+        )
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        await rt.api.apply(deployment_path(pool.namespace, name), manifest, manager=FIELD_MANAGER)
+        rt.metrics.deployments_applied.inc()
+        return
+    rt.metrics.deployments_applied.inc()
+    rt.recorder.normal(pool_ref(pool), "DeploymentCreated", f"created Deployment {name}")
+
+
+async def on_pool_event(
+    rt: Runtime, controllers: PoolControllers, event_type: str | None, body: Mapping[str, Any]
+) -> None:
+    """React to one watch event of a WorkerPool (kopf's ``on.event``)."""
+    meta = body.get("metadata", {})
+    key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+    if event_type == "DELETED":
+        rt.index.forget_pool(*key)
+        controllers.applied_generation.pop(key, None)
+        await controllers.stop_scaler(key)
+        return  # the garbage collector removes the Deployment (owner reference)
+    pool = rt.index.observe_pool(body)
+    if pool.spec is None:
+        rt.recorder.warning(pool_ref(pool), "InvalidSpec", "the WorkerPool spec does not parse; nothing applied")
+        return
+    generation = int(meta.get("generation") or 0)
+    if controllers.applied_generation.get(key) != generation:
+        try:
+            await apply_deployment(rt, pool)
+        except ApiError as exc:
+            rt.recorder.warning(pool_ref(pool), "DeploymentFailed", f"could not apply the Deployment: {exc}")
+            raise
+        controllers.applied_generation[key] = generation
+        await jobs.retry_waiting(rt, pool.namespace, pool.name)
+    await controllers.ensure_scaler(rt, pool)
+
+
+async def on_deployment_event(rt: Runtime, event_type: str | None, body: Mapping[str, Any], pool_name: str) -> None:
+    """Copy the worker Deployment's replica counts into its WorkerPool's status."""
+    if event_type == "DELETED":
+        return
+    namespace = body.get("metadata", {}).get("namespace", "")
+    status = body.get("status") or {}
+    wanted = {"replicas": int(status.get("replicas") or 0), "readyReplicas": int(status.get("readyReplicas") or 0)}
+    seen = rt.pool_status_seen.get((namespace, pool_name))
+    if seen == wanted:
+        return
+    try:
+        await rt.api.merge_patch(custom_path(WORKERPOOL_PLURAL, namespace, pool_name, "status"), {"status": wanted})
+    except ApiError as exc:
+        if exc.not_found:
+            return  # the pool is being deleted
+        raise
+    rt.pool_status_seen[(namespace, pool_name)] = wanted

@@ -1,0 +1,129 @@
+"""The one place that writes ``jobs/status``: optimistic, idempotent, counted, narrated.
+
+Every write is a JSON merge patch carrying the ``resourceVersion`` the status
+was computed from. When someone else wrote in between (409), the Job is read
+again and the same computation is re-run on the fresh status, so folding rules
+(a finished phase never moves backwards) hold whatever the interleaving of the
+Job path, the status sync and the resync. Phase changes become Kubernetes
+Events here, so every writer narrates the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubeworkers.protocol import JobState
+from kubeworkers.resources import API_VERSION, JOB_KIND, JOB_PLURAL
+
+from kubeworkers_operator.events import EventRecorder, ObjectRef
+from kubeworkers_operator.index import ClusterIndex, TrackedJob
+from kubeworkers_operator.job_status import merge_patch, parse_phase
+from kubeworkers_operator.kube import ApiError, KubeApi, custom_path
+from kubeworkers_operator.metrics import OperatorMetrics
+
+logger = logging.getLogger(__name__)
+
+#: Computes the wanted status from the current one; None means "leave it".
+StatusFn = Callable[[TrackedJob], Mapping[str, Any] | None]
+
+MAX_CONFLICT_RETRIES = 5
+
+
+class WriteResult(enum.Enum):
+    WRITTEN = "written"
+    UNCHANGED = "unchanged"
+    GONE = "gone"
+    """The Job does not exist (any more), or is a newer namesake (different uid)."""
+
+
+def job_ref(job: TrackedJob) -> ObjectRef:
+    return ObjectRef(API_VERSION, JOB_KIND, job.namespace, job.name, job.uid)
+
+
+class JobStatusWriter:
+    """Writes Job statuses through :class:`KubeApi`, keeping :class:`ClusterIndex` current."""
+
+    def __init__(
+        self, api: KubeApi, index: ClusterIndex, recorder: EventRecorder, metrics: OperatorMetrics
+    ) -> None:
+        self._api = api
+        self._index = index
+        self._recorder = recorder
+        self._metrics = metrics
+
+    async def fetch(self, namespace: str, name: str) -> TrackedJob | None:
+        """GET the Job and record it in the index; None when it does not exist."""
+        try:
+            body = await self._api.get(custom_path(JOB_PLURAL, namespace, name))
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return self._index.observe_job(body)
+
+    async def write(
+        self, namespace: str, name: str, uid: str | None, compute: StatusFn, *, source: str
+    ) -> WriteResult:
+        """Patch the Job's status to ``compute(job)``; ``uid`` (if given) must match the Job's."""
+        job = self._index.jobs.get(f"{namespace}/{name}")
+        if job is None:
+            job = await self.fetch(namespace, name)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if job is None or (uid is not None and job.uid != uid):
+                return WriteResult.GONE
+            wanted = compute(job)
+            if wanted is None:
+                return WriteResult.UNCHANGED
+            patch = merge_patch(job.status, wanted)
+            if not patch:
+                return WriteResult.UNCHANGED
+            body = {"metadata": {"resourceVersion": job.resource_version}, "status": patch}
+            try:
+                response = await self._api.merge_patch(custom_path(JOB_PLURAL, namespace, name, "status"), body)
+            except ApiError as exc:
+                if exc.conflict:
+                    self._metrics.status_patch_errors.labels(reason="conflict").inc()
+                    job = await self.fetch(namespace, name)
+                    continue
+                if exc.not_found:
+                    self._metrics.status_patch_errors.labels(reason="not_found").inc()
+                    return WriteResult.GONE
+                self._metrics.status_patch_errors.labels(reason=str(exc.status)).inc()
+                raise
+            self._metrics.status_patches.labels(source=source).inc()
+            before = job
+            after = self._index.observe_job(response)
+            self._narrate(before, after)
+            return WriteResult.WRITTEN
+        raise RuntimeError(f"status of {namespace}/{name} kept conflicting ({MAX_CONFLICT_RETRIES} retries)")
+
+    def _narrate(self, before: TrackedJob, after: TrackedJob) -> None:
+        """One Kubernetes Event per phase change, worded for ``kubectl describe``."""
+        old, new = parse_phase(before.status), parse_phase(after.status)
+        if new is None or old is new:
+            return
+        ref = job_ref(after)
+        status = after.status
+        attempt = status.get("attempts") or 0
+        worker = status.get("worker") or "?"
+        error = status.get("error") or {}
+        if new is JobState.QUEUED and old is JobState.RUNNING:
+            self._recorder.warning(
+                ref, "Retrying", f"attempt {attempt} failed ({error.get('type')}: {error.get('message')}); retrying"
+            )
+        elif new is JobState.QUEUED:
+            self._recorder.normal(ref, "Queued", f"enqueued on pool {after.pool}")
+        elif new is JobState.RUNNING:
+            self._recorder.normal(ref, "Started", f"attempt {attempt} running on worker {worker}")
+        elif new is JobState.SUCCEEDED:
+            note = " (output truncated in status)" if status.get("outputTruncated") else ""
+            self._recorder.normal(ref, "Succeeded", f"succeeded on attempt {attempt} on worker {worker}{note}")
+        elif new is JobState.FAILED:
+            self._recorder.warning(
+                ref, "Failed", f"failed after {attempt} attempt(s): {error.get('type')}: {error.get('message')}"
+            )
+        elif new is JobState.CANCELLED:
+            self._recorder.normal(ref, "Cancelled", str(error.get("message") or "cancelled"))
