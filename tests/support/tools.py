@@ -10,7 +10,9 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -122,7 +124,7 @@ RELEASE = "kw"
 RELEASE_NAMESPACE = "kw-system"
 
 # Every install mode docs/install.md documents; lint and render must pass for each.
-MODES: dict[str, dict[str, object]] = {
+MODES: dict[str, Mapping[str, object]] = {
     "default": {},
     "namespaced": {"operator": {"watchNamespace": "team-a"}},
     "external-redis-url": {"redis": {"enabled": False, "url": "rediss://:pw@redis.example:6380/0"}},
@@ -148,7 +150,7 @@ def kubernetes_version() -> str:
     raise AssertionError("KUBERNETES_VERSION missing from hack/versions.env")
 
 
-def values_args(values: dict[str, object] | None, workdir: Path) -> list[str]:
+def values_args(values: Mapping[str, object] | None, workdir: Path) -> list[str]:
     """``-f <file>`` for a values override (JSON is YAML, so no YAML writer is needed)."""
     if not values:
         return []
@@ -157,7 +159,7 @@ def values_args(values: dict[str, object] | None, workdir: Path) -> list[str]:
     return ["-f", str(path)]
 
 
-def helm_template(values: dict[str, object] | None, workdir: Path, *extra: str,
+def helm_template(values: Mapping[str, object] | None, workdir: Path, *extra: str,
                   check: bool = True) -> subprocess.CompletedProcess[str]:
     """``helm template`` of the chart as release ``kw`` in ``kw-system``."""
     return run_helm(
@@ -166,7 +168,7 @@ def helm_template(values: dict[str, object] | None, workdir: Path, *extra: str,
     )
 
 
-def render_chart(values: dict[str, object] | None, workdir: Path) -> list[dict[str, object]]:
+def render_chart(values: Mapping[str, object] | None, workdir: Path) -> list[dict[str, Any]]:
     """The chart's templated objects (not crds/) as parsed YAML documents."""
     out = helm_template(values, workdir).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
