@@ -118,15 +118,17 @@ def test_helm_install_creates_crds_operator_rbac_services_and_redis(cluster: Clu
 
 # (verb, resource) the operator uses, in any namespace
 OPERATOR_NEEDS = [
-    ("watch", "jobs.workers.io"), ("patch", "jobs.workers.io"), ("delete", "jobs.workers.io"),
+    ("watch", "jobs.workers.io"), ("get", "jobs.workers.io"), ("delete", "jobs.workers.io"),
     ("patch", "jobs.workers.io/status"), ("patch", "workerpools.workers.io/status"),
     ("list", "workerpools.workers.io"), ("create", "deployments.apps"), ("patch", "deployments.apps"),
-    ("patch", "deployments.apps/scale"), ("list", "pods"), ("patch", "pods"), ("create", "events"),
+    ("watch", "deployments.apps"), ("patch", "deployments.apps/scale"), ("list", "pods"), ("patch", "pods"),
+    ("create", "events"),
 ]
 # Things a compromised operator must still not be able to do.
 OPERATOR_MUST_NOT = [
     ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", "secrets"),
     ("delete", "pods"), ("delete", "namespaces"), ("delete", "workerpools.workers.io"),
+    ("patch", "workerpools.workers.io"), ("update", "jobs.workers.io"), ("delete", "deployments.apps"),
     ("create", "pods"), ("create", "pods/exec"), ("update", "customresourcedefinitions"),
     ("delete", "customresourcedefinitions"), ("create", "clusterrolebindings"), ("escalate", "clusterroles"),
     ("impersonate", "serviceaccounts"), ("create", "serviceaccounts/token"), ("delete", "nodes"),

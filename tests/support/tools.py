@@ -128,7 +128,7 @@ MODES: dict[str, Mapping[str, object]] = {
     "default": {},
     "namespaced": {"operator": {"watchNamespace": "team-a"}},
     "external-redis-url": {"redis": {"enabled": False, "url": "rediss://:pw@redis.example:6380/0"}},
-    "external-redis-secret": {"redis": {"enabled": False, "existingSecret": "my-redis", "existingSecretUrlKey": "uri"}},
+    "external-redis-secret": {"redis": {"enabled": False, "existingSecret": "my-redis"}},
     "metrics-all-on": {
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},

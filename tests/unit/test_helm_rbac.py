@@ -15,15 +15,14 @@ Grants = dict[tuple[str, str], set[str]]
 # (apiGroup, resource) -> verbs. This table is the contract docs/security.md explains line by
 # line; a change to the operator's API calls must change it deliberately.
 NAMESPACED_GRANTS: Grants = {
-    ("workers.io", "jobs"): {"get", "list", "watch", "patch", "delete"},
-    ("workers.io", "workerpools"): {"get", "list", "watch", "patch"},
-    ("workers.io", "jobs/status"): {"get", "patch"},
-    ("workers.io", "workerpools/status"): {"get", "patch"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("workers.io", "jobs"): {"get", "list", "watch", "delete"},
+    ("workers.io", "workerpools"): {"get", "list", "watch"},
+    ("workers.io", "jobs/status"): {"patch"},
+    ("workers.io", "workerpools/status"): {"patch"},
+    ("apps", "deployments"): {"list", "watch", "create", "patch"},
     ("apps", "deployments/scale"): {"get", "patch"},
-    ("", "pods"): {"get", "list", "watch", "patch"},
+    ("", "pods"): {"list", "patch"},
     ("", "events"): {"create"},
-    ("events.k8s.io", "events"): {"create"},
 }
 CLUSTER_GRANTS: Grants = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

@@ -101,19 +101,18 @@ def _env(container: Obj) -> dict[str, Obj]:
     return {e["name"]: e for e in container["env"]}
 
 
-@pytest.mark.parametrize(("mode", "secret", "key"), [
-    ("default", "kw-kubeworkers-redis", "url"),
-    ("external-redis-url", "kw-kubeworkers-redis", "url"),
-    ("external-redis-secret", "my-redis", "uri"),
+@pytest.mark.parametrize(("mode", "secret"), [
+    ("default", "kw-kubeworkers-redis"),
+    ("external-redis-url", "kw-kubeworkers-redis"),
+    ("external-redis-secret", "my-redis"),
 ])
-def test_operator_reads_the_redis_url_from_a_secret_and_learns_its_name_for_workers(
-        mode: str, secret: str, key: str, tmp_path: Path) -> None:
+def test_operator_reads_the_redis_url_from_a_secret_and_names_it_to_worker_pools(
+        mode: str, secret: str, tmp_path: Path) -> None:
     objs = render_chart(MODES[mode], tmp_path)
-    env = _env(one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["spec"]["containers"][0])
-    assert env["KUBEWORKERS_REDIS_URL"] == {
-        "name": "KUBEWORKERS_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-    assert env["KUBEWORKERS_REDIS_SECRET"]["value"] == secret
-    assert env["KUBEWORKERS_REDIS_SECRET_KEY"]["value"] == key
+    container = one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["spec"]["containers"][0]
+    assert _env(container)["KUBEWORKERS_REDIS_URL"] == {
+        "name": "KUBEWORKERS_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": "url"}}}
+    assert f"--default-redis-secret={secret}" in container["args"]
     # No Redis address or password in plain text anywhere in a pod spec.
     for _, spec in pod_specs(objs):
         assert "redis://" not in json.dumps(spec) and "rediss://" not in json.dumps(spec)
@@ -167,7 +166,7 @@ def test_generated_redis_secret_is_strong_and_identical_in_every_namespace(tmp_p
 def test_namespaced_mode_tells_the_operator_its_namespace(tmp_path: Path) -> None:
     objs = render_chart(MODES["namespaced"], tmp_path)
     args = one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args == ["--namespace=team-a"]
+    assert args[0] == "--namespace=team-a"
     # Workers in the watched namespace need the Redis Secret and the worker metrics Service there.
     assert find(objs, "Secret", "kw-kubeworkers-redis", "team-a")
     assert find(objs, "Service", "kw-kubeworkers-workers", "team-a")
@@ -176,7 +175,8 @@ def test_namespaced_mode_tells_the_operator_its_namespace(tmp_path: Path) -> Non
 def test_cluster_wide_mode_watches_all_namespaces(tmp_path: Path) -> None:
     objs = render_chart(None, tmp_path)
     args = one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args == ["--all-namespaces"]
+    assert not any(a.startswith("--namespace") for a in args)
+    assert "--metrics-port=8080" in args
 
 
 def test_metrics_services_select_the_operator_and_the_workers(tmp_path: Path) -> None:
@@ -227,3 +227,21 @@ def test_grafana_dashboard_covers_backlog_replicas_throughput_durations_and_fail
     for panel in dashboard["panels"]:
         if panel.get("type") != "row":
             assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+
+
+@pytest.mark.parametrize("mode", ["default", "namespaced", "external-redis-secret"])
+def test_the_operator_accepts_the_arguments_the_chart_gives_it(
+        mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The chart and the operator's CLI are written apart; parse the rendered args with the real parser.
+    from kubeworkers_operator.cli import parse_args
+
+    container = one(render_chart(MODES[mode], tmp_path), "Deployment", "kw-kubeworkers")["spec"]["template"][
+        "spec"]["containers"][0]
+    for env in container["env"]:
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    settings = parse_args(container["args"])
+    assert settings.metrics_port == container["ports"][0]["containerPort"]
+    assert settings.namespaces == (["team-a"] if mode == "namespaced" else [])
+    assert settings.default_redis_secret == _env(container)["KUBEWORKERS_REDIS_URL"]["valueFrom"][
+        "secretKeyRef"]["name"]

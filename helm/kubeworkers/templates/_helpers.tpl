@@ -79,17 +79,13 @@ app.kubernetes.io/component: redis
 {{- default .Release.Namespace .Values.operator.watchNamespace }}
 {{- end }}
 
-{{/* Redis: which Secret (and key) holds the URL, whoever made it. */}}
+{{/* Redis: which Secret holds the URL (always under key "url"), whoever made it. */}}
 {{- define "kubeworkers.redis.fullname" -}}
 {{- printf "%s-redis" (include "kubeworkers.fullname" .) }}
 {{- end }}
 
 {{- define "kubeworkers.redis.secretName" -}}
 {{- default (include "kubeworkers.redis.fullname" .) .Values.redis.existingSecret }}
-{{- end }}
-
-{{- define "kubeworkers.redis.secretKey" -}}
-{{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretUrlKey }}{{ else }}url{{ end }}
 {{- end }}
 
 {{/*
