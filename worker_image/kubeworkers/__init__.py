@@ -1,3 +1,29 @@
 """kubeworkers: typed Python handlers run by an autoscaled fleet of Kubernetes worker pods."""
 
+from kubeworkers.client import AsyncClient, Client, InvalidInputError, JobNotFoundError
+from kubeworkers.context import JobContext
+from kubeworkers.errors import PermanentError, RetryableError
+from kubeworkers.protocol import JobRecord, JobState, Priority
+from kubeworkers.registry import App, DuplicateHandlerError, HandlerSpec, Registry, RegistryError, handler, registry
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "AsyncClient",
+    "Client",
+    "DuplicateHandlerError",
+    "HandlerSpec",
+    "InvalidInputError",
+    "JobContext",
+    "JobNotFoundError",
+    "JobRecord",
+    "JobState",
+    "PermanentError",
+    "Priority",
+    "Registry",
+    "RegistryError",
+    "RetryableError",
+    "handler",
+    "registry",
+]

@@ -1,0 +1,99 @@
+"""What a running handler can know and do about its job: :class:`JobContext`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+#: Receives (fraction, message) on the worker's event loop; writes record and event.
+ProgressSink = Callable[[float, "str | None"], None]
+
+
+class _Done:
+    """An awaitable that is already complete: ``await ctx.progress(...)`` never waits on Redis."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+class JobContext:
+    """The job a handler is running: ids, attempt, logger, progress reports and cancellation.
+
+    Pass it by annotating a handler parameter with ``JobContext``. ``progress``
+    may be called (and awaited) from ``async`` handlers and called from
+    thread-pool (sync) handlers alike.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        uid: str,
+        namespace: str,
+        pool: str,
+        handler: str,
+        attempt: int,
+        max_attempts: int,
+        worker: str,
+        enqueued_at: float,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        loop: asyncio.AbstractEventLoop | None = None,
+        progress_sink: ProgressSink | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.uid = uid
+        self.namespace = namespace
+        self.pool = pool
+        self.handler = handler
+        #: 1 on the first run, 2 on the first retry, ...
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        #: Name of the worker (pod) running this attempt.
+        self.worker = worker
+        self.enqueued_at = enqueued_at
+        #: A logger whose records carry this job's id and handler name.
+        self.logger = logger
+        self._loop = loop
+        self._sink = progress_sink
+        self._cancelled = threading.Event()
+        self.last_progress: tuple[float, str | None] | None = None
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job has been cancelled; long sync handlers should poll it and return."""
+        return self._cancelled.is_set()
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block (a sync handler's thread) until the job is cancelled or ``timeout`` passes."""
+        return self._cancelled.wait(timeout)
+
+    def _mark_cancelled(self) -> None:
+        self._cancelled.set()
+
+    def progress(self, fraction: float, message: str | None = None) -> _Done:
+        """Report progress (``fraction`` is clamped to 0..1) with an optional message.
+
+        The update is written to the job record and the events stream in the
+        worker's next batch; the returned awaitable is already complete.
+        """
+        fraction = min(1.0, max(0.0, float(fraction)))
+        self.last_progress = (fraction, message)
+        sink, loop = self._sink, self._loop
+        if sink is not None and loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                sink(fraction, message)
+            else:
+                loop.call_soon_threadsafe(sink, fraction, message)
+        return _Done()

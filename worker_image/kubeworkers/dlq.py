@@ -1,0 +1,82 @@
+"""The dead-letter stream of a pool: jobs that failed for good, with the reason. List and replay."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+from pydantic import BaseModel
+
+from kubeworkers import scripts
+from kubeworkers.protocol import EVENTS_STREAM, JobError, JobMessage, PoolKeys
+
+
+class DeadLetter(BaseModel):
+    """One entry of ``PoolKeys.dead_letter``."""
+
+    id: str
+    job_id: str
+    handler: str
+    reason: str
+    attempts: int
+    at: float
+    worker: str | None = None
+    error: JobError | None = None
+    message: JobMessage
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _parse(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    msg = JobMessage.model_validate_json(f["m"])
+    return DeadLetter(
+        id=_text(entry_id),
+        job_id=msg.job_id,
+        handler=msg.handler,
+        reason=f.get("reason", ""),
+        attempts=int(f.get("attempts") or 0),
+        at=float(f.get("at") or 0),
+        worker=f.get("worker") or None,
+        error=JobError.model_validate(json.loads(f["error"])) if f.get("error") else None,
+        message=msg,
+    )
+
+
+def list_dead(r: redis.Redis, keys: PoolKeys, count: int = 100) -> list[DeadLetter]:
+    """The oldest ``count`` dead-lettered jobs of a pool."""
+    entries: Any = r.xrange(keys.dead_letter, count=count)
+    return [_parse(i, f) for i, f in entries]
+
+
+def replay(r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None) -> list[str]:
+    """Put dead-lettered jobs back on their streams with fresh attempts (all of them when ``ids`` is None).
+
+    Returns the job ids replayed. Each replay is atomic: the job is queued and
+    its dead-letter entry removed together.
+    """
+    if ids is None:
+        entries: Any = r.xrange(keys.dead_letter)
+    else:
+        entries = []
+        for entry_id in ids:
+            entries.extend(r.xrange(keys.dead_letter, entry_id, entry_id))
+    replayed = []
+    now = repr(time.time())
+    for entry_id, fields in entries:
+        dead = _parse(entry_id, fields)
+        msg = dead.message
+        new_id = scripts.call_sync(
+            r,
+            "replay",
+            [keys.dead_letter, keys.stream(msg.priority), keys.record(msg.job_id), keys.cancel(msg.job_id),
+             EVENTS_STREAM],
+            [dead.id, msg.model_dump_json(), now],
+        )
+        if new_id:
+            replayed.append(msg.job_id)
+    return replayed

@@ -1,0 +1,138 @@
+"""Prometheus metrics of a worker, and the small HTTP server for /metrics, /healthz and /readyz.
+
+Each :class:`Worker` owns its own ``CollectorRegistry`` so several workers can
+live in one process (tests do that) without colliding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger("kubeworkers.metrics")
+
+
+class WorkerMetrics:
+    """The metrics a worker exports (names prefixed ``kubeworkers_``)."""
+
+    def __init__(self, pool: str, namespace: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = {"namespace": namespace, "pool": pool}
+        self.jobs = Counter(
+            "kubeworkers_jobs",
+            "Attempts that ended, by handler and outcome (succeeded, failed, retried, cancelled, "
+            "timed_out, handed_back, lost).",
+            ["namespace", "pool", "handler", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "kubeworkers_job_duration_seconds",
+            "Wall time of one attempt of a handler.",
+            ["namespace", "pool", "handler"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "kubeworkers_jobs_in_flight", "Jobs this worker is running.", ["namespace", "pool"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.retries = Counter(
+            "kubeworkers_retries", "Attempts that failed and were scheduled again.",
+            ["namespace", "pool", "handler"], registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            "kubeworkers_dead_lettered", "Jobs moved to the dead-letter stream.",
+            ["namespace", "pool", "handler"], registry=self.registry,
+        )
+        self.namespace = namespace
+        self.pool = pool
+
+    def outcome(self, handler: str, outcome: str) -> None:
+        self.jobs.labels(self.namespace, self.pool, handler, outcome).inc()
+
+    def observe(self, handler: str, seconds: float) -> None:
+        self.duration.labels(self.namespace, self.pool, handler).observe(seconds)
+
+    def retried(self, handler: str) -> None:
+        self.retries.labels(self.namespace, self.pool, handler).inc()
+
+    def dead_letter(self, handler: str) -> None:
+        self.dead_lettered.labels(self.namespace, self.pool, handler).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ProbeServer:
+    """A minimal HTTP/1.1 server on asyncio: ``GET /metrics``, ``/healthz``, ``/readyz``.
+
+    prometheus-client's own server only knows /metrics and runs in a thread; the
+    probes need the worker's state, which lives on the event loop.
+    """
+
+    def __init__(
+        self,
+        metrics: WorkerMetrics,
+        healthy: Callable[[], bool],
+        ready: Callable[[], bool],
+        host: str,
+        port: int,
+    ) -> None:
+        self.metrics = metrics
+        self.healthy = healthy
+        self.ready = ready
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        sock = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else "/"
+            if path == "/metrics":
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, self.metrics.render()
+            elif path == "/healthz":
+                ok = self.healthy()
+                status, ctype, body = ("200 OK" if ok else "503 Service Unavailable"), "text/plain", (
+                    b"ok\n" if ok else b"unhealthy\n"
+                )
+            elif path == "/readyz":
+                ok = self.ready()
+                status, ctype, body = ("200 OK" if ok else "503 Service Unavailable"), "text/plain", (
+                    b"ready\n" if ok else b"not ready\n"
+                )
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode("latin-1") + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
