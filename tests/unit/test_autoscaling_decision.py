@@ -55,6 +55,13 @@ def test_long_jobs_never_get_more_than_one_slot_each() -> None:
     assert recommend(load, POLICY)[0] == 3  # ceil(10 / 4)
 
 
+def test_backlog_waiting_behind_busy_slots_always_gets_a_free_slot() -> None:
+    # Every slot busy (maybe with long jobs) while the mean duration comes from short ones:
+    # Little's law alone would call 8 slots enough and leave the 3 waiting jobs stuck.
+    load = Load(backlog=3, in_flight=8, duration_estimate=0.1)
+    assert recommend(load, POLICY)[0] == 3
+
+
 def test_pods_never_fewer_than_running_jobs_need() -> None:
     load = Load(backlog=0, in_flight=40, duration_estimate=0.01)
     assert recommend(load, POLICY)[0] == 10

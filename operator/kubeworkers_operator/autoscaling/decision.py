@@ -7,10 +7,13 @@ The arithmetic (see ``docs/autoscaling.md``):
 
 * **work to hold**: jobs waiting (``backlog``) plus jobs running (``in_flight``);
 * **Little's law**: with a measured mean handler duration ``d`` and arrival rate
-  ``λ``, keeping up takes ``λ·d`` busy slots and finishing today's work within
-  ``targetDrainSeconds`` (``T``) takes ``(backlog + in_flight)·min(1, d/T)`` more —
-  no more than one slot per job, and one slot per job when ``d`` is unknown;
-* never fewer slots than jobs already running, never fewer pods than pods busy;
+  ``λ``, keeping up takes ``λ·d`` busy slots (or the slots busy now, if more);
+  draining the backlog within ``targetDrainSeconds`` (``T``) takes
+  ``backlog·min(1, d/T)`` slots on top — no more than one slot per waiting job,
+  and one slot per waiting job while ``d`` is unknown. Running jobs keep their
+  slots in full: a mean drawn from short jobs must not leave the backlog stuck
+  behind long ones, so whenever something waits there is a free slot;
+* never fewer pods than pods busy when scaling down;
 * pods = ceil(slots / concurrency), within ``[minReplicas, maxReplicas]``, at least
   one while anything is waiting, running, arriving or due for retry;
 * up at once; down to the highest recommendation of the stabilization window,
@@ -87,7 +90,6 @@ class Decision:
 
 def recommend(load: Load, policy: AutoscalingPolicy) -> tuple[int, str]:
     """Pods the load asks for (before bounds) and the numbers that led there."""
-    jobs = load.backlog + load.in_flight
     d = load.duration_estimate
     if d is None or d <= 0:
         share = 1.0
@@ -100,7 +102,7 @@ def recommend(load: Load, policy: AutoscalingPolicy) -> tuple[int, str]:
             f"backlog {load.backlog}, in-flight {load.in_flight}, arrivals {load.arrival_rate:.2f}/s, "
             f"duration {d:.2f} s, drain target {policy.target_drain_seconds:g} s"
         )
-    slots = max(float(load.in_flight), keep_up + jobs * share)
+    slots = max(float(load.in_flight), keep_up) + load.backlog * share
     pods = math.ceil(slots / policy.concurrency - _EPSILON)
     if not load.idle:
         pods = max(pods, 1)
