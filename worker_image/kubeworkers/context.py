@@ -59,7 +59,9 @@ class JobContext:
         self.logger = logger
         self._loop = loop
         self._sink = progress_sink
-        self._cancelled = threading.Event()
+        self._cancelled = False
+        # Created only when a sync handler waits on it: most jobs never need one.
+        self._cancel_event: threading.Event | None = None
         self.last_progress: tuple[float, str | None] | None = None
 
     @property
@@ -69,14 +71,20 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         """True once the job has been cancelled; long sync handlers should poll it and return."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block (a sync handler's thread) until the job is cancelled or ``timeout`` passes."""
-        return self._cancelled.wait(timeout)
+        if self._cancel_event is None:
+            self._cancel_event = threading.Event()
+            if self._cancelled:
+                self._cancel_event.set()
+        return self._cancel_event.wait(timeout)
 
     def _mark_cancelled(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
+        if self._cancel_event is not None:
+            self._cancel_event.set()
 
     def progress(self, fraction: float, message: str | None = None) -> _Done:
         """Report progress (``fraction`` is clamped to 0..1) with an optional message.

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 
 from kubeworkers import scripts
-from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, JobMessage, PoolKeys, WorkerHeartbeat
+from kubeworkers.outbox import settle
+from kubeworkers.protocol import WORKER_GROUP, JobMessage, PoolKeys, WorkerHeartbeat
 
 log = logging.getLogger("kubeworkers.leases")
 
@@ -59,32 +60,26 @@ async def renew(r: aioredis.Redis, consumer: str, held: dict[str, list[str]]) ->
 async def requeue(
     r: aioredis.Redis,
     keys: PoolKeys,
-    entries: Iterable[tuple[str, str, str]],
+    entries: Iterable[tuple[int, str, str]],
     owner: str,
     *,
     uncount_attempt: bool,
     message: str,
+    result_ttl: int = 7 * 24 * 3600,
 ) -> list[str | None]:
-    """Hand entries (stream, entry id, job id) held by ``owner`` back to their streams.
+    """Hand entries (stream index 1-based, entry id, job id) held by ``owner`` back to their streams.
 
     Returns per entry the new entry id, '' when it was dropped (job finished or
     gone), or None when ``owner`` did not hold it.
     """
-    items = list(entries)
-    if not items:
+    bodies = [
+        {"k": "requeue", "s": index, "e": entry, "j": job_id, "m": message, "u": "1" if uncount_attempt else "0"}
+        for index, entry, job_id in entries
+    ]
+    if not bodies:
         return []
-    now = repr(time.time())
-
-    def build(pipe: object) -> None:
-        for stream, entry, job_id in items:
-            scripts.evalsha(
-                pipe,
-                "requeue",
-                [stream, keys.record(job_id), EVENTS_STREAM],
-                [entry, WORKER_GROUP, owner, "1" if uncount_attempt else "0", now, message],
-            )
-
-    return [None if x is None else _text(x) for x in await scripts.pipelined(r, build)]
+    results = await settle(r, keys, owner, result_ttl, bodies)
+    return [None if x == 0 else _text(x) for x in results]
 
 
 async def reap(r: aioredis.Redis, keys: PoolKeys, reaper: str, lease_seconds: float, budget: int = 1000) -> int:
@@ -107,7 +102,7 @@ async def reap(r: aioredis.Redis, keys: PoolKeys, reaper: str, lease_seconds: fl
             if deleted:
                 # Entries deleted while pending (e.g. trimmed): nothing left to run.
                 await r.xack(stream, WORKER_GROUP, *deleted)
-            triples: list[tuple[str, str, str]] = []
+            triples: list[tuple[int, str, str]] = []
             for entry_id, fields in claimed:
                 entry = _text(entry_id)
                 try:
@@ -116,7 +111,7 @@ async def reap(r: aioredis.Redis, keys: PoolKeys, reaper: str, lease_seconds: fl
                     await r.xack(stream, WORKER_GROUP, entry)
                     await r.xdel(stream, entry)
                     continue
-                triples.append((stream, entry, job_id))
+                triples.append((keys.streams.index(stream) + 1, entry, job_id))
             results = await requeue(
                 r, keys, triples, reaper, uncount_attempt=False,
                 message="lease expired: its worker stopped heartbeating; queued again",

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -51,11 +52,21 @@ class WorkerMetrics:
         self.namespace = namespace
         self.pool = pool
 
+        # labels() costs microseconds; a busy worker calls these for every job.
+        self._outcomes: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
     def outcome(self, handler: str, outcome: str) -> None:
-        self.jobs.labels(self.namespace, self.pool, handler, outcome).inc()
+        child = self._outcomes.get((handler, outcome))
+        if child is None:
+            child = self._outcomes[handler, outcome] = self.jobs.labels(self.namespace, self.pool, handler, outcome)
+        child.inc()
 
     def observe(self, handler: str, seconds: float) -> None:
-        self.duration.labels(self.namespace, self.pool, handler).observe(seconds)
+        child = self._durations.get(handler)
+        if child is None:
+            child = self._durations[handler] = self.duration.labels(self.namespace, self.pool, handler)
+        child.observe(seconds)
 
     def retried(self, handler: str) -> None:
         self.retries.labels(self.namespace, self.pool, handler).inc()

@@ -100,6 +100,11 @@ class PoolKeys:
         return f"kw:{self.tag}:reaper"
 
     @property
+    def prefix(self) -> str:
+        """Common prefix of the pool's keys (Lua scripts derive per-job keys from it)."""
+        return f"kw:{self.tag}:"
+
+    @property
     def stats(self) -> str:
         """Hash of rolling counters (enqueued, completed, duration sums) the autoscaler reads."""
         return f"kw:{self.tag}:stats"
@@ -107,7 +112,12 @@ class PoolKeys:
 
 def job_pool_key(namespace: str, job_id: str) -> str:
     """Pointer from a job id to its pool, so ``Client.get(job_id)`` needs no pool name."""
-    return f"kw:{{{namespace}}}:jobpool:{job_id}"
+    return f"{job_pool_prefix(namespace)}{job_id}"
+
+
+def job_pool_prefix(namespace: str) -> str:
+    """Prefix of :func:`job_pool_key` (Lua scripts append the job id)."""
+    return f"kw:{{{namespace}}}:jobpool:"
 
 
 class JobMessage(BaseModel):
@@ -131,8 +141,9 @@ class JobMessage(BaseModel):
     enqueued_at: float = Field(default_factory=time.time, description="Unix seconds.")
 
     def to_fields(self) -> dict[str, str]:
-        """Stream entry fields (a single JSON field keeps XADD cheap and the format versionable)."""
-        return {"v": "1", "m": self.model_dump_json()}
+        """Stream entry fields: the message as one JSON field ``m`` (versioned by ``v``), plus
+        ``j``/``u``/``h`` (job id, uid, handler) so Lua scripts need not decode the JSON."""
+        return {"v": "1", "m": self.model_dump_json(), "j": self.job_id, "u": self.uid, "h": self.handler}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> JobMessage:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -24,38 +25,35 @@ from kubeworkers.protocol import (
     JobRecord,
     PoolKeys,
     job_pool_key,
+    job_pool_prefix,
 )
 
 #: Seconds a finished job's record (and its cancel flag) is kept before Redis expires it.
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
 
-#: Messages per pipeline in :func:`enqueue_many` (bounds the memory of one round trip).
-ENQUEUE_CHUNK = 1000
+#: Messages per enqueue script call in :func:`enqueue_many` (bounds the time Redis spends in one call).
+ENQUEUE_CHUNK = 500
 
 
-def _enqueue_call(msg: JobMessage) -> tuple[list[str], list[scripts.Arg]]:
-    keys = PoolKeys(msg.namespace, msg.pool)
+def _enqueue_call(msgs: Sequence[JobMessage]) -> tuple[list[str], list[scripts.Arg]]:
+    """One enqueue script call for messages of a single pool."""
+    first = msgs[0]
+    keys = PoolKeys(first.namespace, first.pool)
     return (
-        [
-            keys.record(msg.job_id),
-            keys.stream(msg.priority),
-            job_pool_key(msg.namespace, msg.job_id),
-            keys.cancel(msg.job_id),
-            keys.stats,
-        ],
-        [
-            msg.uid,
-            msg.model_dump_json(),
-            msg.job_id,
-            msg.namespace,
-            msg.pool,
-            msg.handler,
-            msg.priority.value,
-            repr(msg.enqueued_at),
-            "" if msg.max_attempts is None else str(msg.max_attempts),
-            repr(time.time()),
-        ],
+        [],
+        [repr(time.time()), keys.prefix, job_pool_prefix(first.namespace), first.pool,
+         *(m.model_dump_json() for m in msgs)],
     )
+
+
+def _by_pool(msgs: Sequence[JobMessage]) -> list[tuple[list[int], list[JobMessage]]]:
+    """Group messages per (namespace, pool), remembering their positions."""
+    groups: dict[tuple[str, str], tuple[list[int], list[JobMessage]]] = {}
+    for i, m in enumerate(msgs):
+        positions, group = groups.setdefault((m.namespace, m.pool), ([], []))
+        positions.append(i)
+        group.append(m)
+    return list(groups.values())
 
 
 def _cancel_call(
@@ -84,31 +82,39 @@ async def enqueue(r: aioredis.Redis, msg: JobMessage) -> bool:
     A finished job with a *different* uid is replaced (a Job deleted and
     created again under the same name).
     """
-    keys, argv = _enqueue_call(msg)
-    return bool(await scripts.call(r, "enqueue", keys, argv))
+    keys, argv = _enqueue_call([msg])
+    return bool((await scripts.call(r, "enqueue", keys, argv))[0])
 
 
 async def enqueue_many(r: aioredis.Redis, msgs: Iterable[JobMessage]) -> list[bool]:
-    """:func:`enqueue` for many messages, pipelined (one round trip per 1,000)."""
-    results: list[bool] = []
-    batch: list[JobMessage] = []
+    """:func:`enqueue` for many messages: one script call per pool and 500 jobs, all pipelined."""
+    pending = list(msgs)
+    calls, positions = _plan(pending)
+    if not calls:
+        return []
 
-    async def flush() -> None:
-        calls = [_enqueue_call(m) for m in batch]
+    def build(pipe: object) -> None:
+        for keys, argv in calls:
+            scripts.evalsha(pipe, "enqueue", keys, argv)
 
-        def build(pipe: object) -> None:
-            for keys, argv in calls:
-                scripts.evalsha(pipe, "enqueue", keys, argv)
+    return _unplan(len(pending), positions, await scripts.pipelined(r, build))
 
-        results.extend(bool(x) for x in await scripts.pipelined(r, build))
-        batch.clear()
 
-    for msg in msgs:
-        batch.append(msg)
-        if len(batch) >= ENQUEUE_CHUNK:
-            await flush()
-    if batch:
-        await flush()
+def _plan(msgs: Sequence[JobMessage]) -> tuple[list[tuple[list[str], list[scripts.Arg]]], list[list[int]]]:
+    calls: list[tuple[list[str], list[scripts.Arg]]] = []
+    positions: list[list[int]] = []
+    for where, group in _by_pool(msgs):
+        for start in range(0, len(group), ENQUEUE_CHUNK):
+            calls.append(_enqueue_call(group[start : start + ENQUEUE_CHUNK]))
+            positions.append(where[start : start + ENQUEUE_CHUNK])
+    return calls, positions
+
+
+def _unplan(n: int, positions: list[list[int]], replies: list[Any]) -> list[bool]:
+    results = [False] * n
+    for where, reply in zip(positions, replies, strict=True):
+        for i, flag in zip(where, reply, strict=True):
+            results[i] = bool(flag)
     return results
 
 
@@ -151,23 +157,22 @@ async def delete_job(r: aioredis.Redis, namespace: str, pool: str, job_id: str) 
 
 def enqueue_sync(r: redis.Redis, msg: JobMessage) -> bool:
     """Blocking twin of :func:`enqueue`."""
-    keys, argv = _enqueue_call(msg)
-    return bool(scripts.call_sync(r, "enqueue", keys, argv))
+    keys, argv = _enqueue_call([msg])
+    return bool(scripts.call_sync(r, "enqueue", keys, argv)[0])
 
 
 def enqueue_many_sync(r: redis.Redis, msgs: Iterable[JobMessage]) -> list[bool]:
     """Blocking twin of :func:`enqueue_many`."""
-    results: list[bool] = []
     pending = list(msgs)
-    for start in range(0, len(pending), ENQUEUE_CHUNK):
-        calls = [_enqueue_call(m) for m in pending[start : start + ENQUEUE_CHUNK]]
+    calls, positions = _plan(pending)
+    if not calls:
+        return []
 
-        def build(pipe: object, calls: Sequence[tuple[list[str], list[scripts.Arg]]] = calls) -> None:
-            for keys, argv in calls:
-                scripts.evalsha(pipe, "enqueue", keys, argv)
+    def build(pipe: object) -> None:
+        for keys, argv in calls:
+            scripts.evalsha(pipe, "enqueue", keys, argv)
 
-        results.extend(bool(x) for x in scripts.pipelined_sync(r, build))
-    return results
+    return _unplan(len(pending), positions, scripts.pipelined_sync(r, build))
 
 
 def cancel_sync(

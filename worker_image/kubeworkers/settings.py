@@ -42,8 +42,9 @@ class WorkerSettings:
     worker_name: str = field(default_factory=default_worker_name)
     #: KUBEWORKERS_LEASE_SECONDS: a job held this long without a heartbeat is given to another worker.
     lease_seconds: float = 30.0
-    #: KUBEWORKERS_HEARTBEAT_SECONDS: how often leases and the registry entry are renewed.
-    heartbeat_seconds: float = 5.0
+    #: KUBEWORKERS_HEARTBEAT_SECONDS: how often leases and the registry entry are renewed
+    #: (0: automatic, ``min(5, lease / 6)``).
+    heartbeat_seconds: float = 0.0
     #: KUBEWORKERS_BLOCK_MS: longest a blocking read waits before the loop looks around again.
     block_ms: int = 1000
     #: KUBEWORKERS_RESULT_TTL: seconds a finished job's record is kept.
@@ -56,6 +57,10 @@ class WorkerSettings:
     log_level: str = "INFO"
     #: KUBEWORKERS_LOG_FORMAT: 'json' (one object per line) or 'text'.
     log_format: str = "json"
+
+    def __post_init__(self) -> None:
+        if not self.heartbeat_seconds:
+            self.heartbeat_seconds = min(5.0, self.lease_seconds / 6)
 
     def validate(self) -> None:
         """Raise ValueError on settings that cannot work."""

@@ -27,21 +27,21 @@ import json
 import logging
 import random
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubeworkers import leases, scripts
 from kubeworkers.context import JobContext
 from kubeworkers.errors import job_error
 from kubeworkers.metrics import ProbeServer, WorkerMetrics
+from kubeworkers.outbox import Outbox, Write
 from kubeworkers.protocol import (
     CANCEL_CHANNEL,
     EVENTS_STREAM,
@@ -51,7 +51,7 @@ from kubeworkers.protocol import (
     JobState,
     PoolKeys,
     WorkerHeartbeat,
-    job_pool_key,
+    job_pool_prefix,
 )
 from kubeworkers.registry import DEFAULT_MAX_ATTEMPTS, HandlerSpec, Registry
 from kubeworkers.registry import registry as default_registry
@@ -65,6 +65,7 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 @dataclass(eq=False)
 class _Job:
+    index: int  # 1-based position of its stream in PoolKeys.streams (high, normal, low)
     entry: str
     stream: str
     msg: JobMessage
@@ -75,17 +76,6 @@ class _Job:
     ctx: JobContext | None = None
     #: Why the worker stopped the handler: 'cancelled', 'shutdown' or 'lost'.
     stop_reason: str | None = None
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class _Write:
-    """One queued script call of the flusher; ``job`` is released once it is written."""
-
-    script: str
-    keys: list[str]
-    argv: list[scripts.Arg]
-    job: _Job | None = None
 
 
 def _event(job: _Job, state: JobState, worker: str, **extra: Any) -> str:
@@ -134,10 +124,8 @@ class Worker:
         self._held: dict[str, _Job] = {}  # delivered to us, not yet acknowledged
         self._running: dict[str, _Job] = {}  # handler started, not yet ended
         self._by_record: dict[str, _Job] = {}
-        self._buffer: deque[tuple[int, str, str]] = deque()  # read beyond free slots (rare)
-        self._outbox: list[_Write] = []
-        self._progress: dict[str, _Write] = {}
-        self._wake_flusher = asyncio.Event()
+        self.outbox = Outbox(self.redis, self.keys, self.name, settings.result_ttl)
+        self._handler_max = json.dumps({spec.name: spec.max_attempts for spec in self.registry})
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -188,7 +176,7 @@ class Worker:
         )
         self._reader = asyncio.create_task(self._read_loop(), name="kw-reader")
         helpers = [
-            asyncio.create_task(self._flush_loop(), name="kw-flusher"),
+            asyncio.create_task(self.outbox.run(), name="kw-outbox"),
             asyncio.create_task(self._heartbeat_loop(), name="kw-heartbeat"),
             asyncio.create_task(self._reap_loop(), name="kw-reaper"),
             asyncio.create_task(self._promote_loop(), name="kw-promoter"),
@@ -241,17 +229,12 @@ class Worker:
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
+                # Let every job that is finishing in this loop iteration finish, so the
+                # next read fills many slots in one round trip instead of one per job.
+                await asyncio.sleep(0)
                 continue
             try:
-                if self._buffer:
-                    batch = [self._buffer.popleft() for _ in range(min(free, len(self._buffer)))]
-                else:
-                    batch = await self._read(free)
-                    if len(batch) > free:
-                        self._buffer.extend(batch[free:])
-                        batch = batch[:free]
-                if batch:
-                    await self._start(batch)
+                self._start(await self._take(free), free)
                 delay = 0.1
             except asyncio.CancelledError:
                 if self._stop.is_set():
@@ -270,13 +253,19 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
 
-    async def _read(self, count: int) -> list[tuple[int, str, str]]:
-        """Up to ``count`` new entries: (stream index, entry id, message JSON), highest priority first."""
-        flat = await scripts.call(self.redis, "read", self.streams, [WORKER_GROUP, self.name, count])
+    def _take_args(self, mode: str, count: int) -> list[scripts.Arg]:
+        return [
+            mode, WORKER_GROUP, self.name, count, repr(time.time()), self.keys.prefix, EVENTS_STREAM,
+            job_pool_prefix(self.keys.namespace), self.settings.result_ttl, DEFAULT_MAX_ATTEMPTS,
+            self._handler_max,
+        ]
+
+    async def _take(self, count: int) -> list[Any]:
+        """Deliver and decide up to ``count`` entries (see ``lua/take.lua``): six items per entry."""
+        flat: list[Any] = await scripts.call(self.redis, "take", self.streams, self._take_args("read", count))
         if flat:
-            return [
-                (int(flat[i]) - 1, flat[i + 1].decode(), flat[i + 2].decode()) for i in range(0, len(flat), 3)
-            ]
+            return flat
+        # Nothing waiting: block until something arrives, then decide on what came.
         self._in_blocking_read = True
         try:
             reply: Any = await self.redis.xreadgroup(
@@ -288,80 +277,59 @@ class Worker:
             )
         finally:
             self._in_blocking_read = False
-        out: list[tuple[int, str, str]] = []
+        given: list[scripts.Arg] = []
         for stream, entries in reply or []:
-            index = self.streams.index(stream.decode())
+            index = self.streams.index(stream.decode()) + 1
             for entry_id, fields in entries:
-                raw = fields.get(b"m", b"")
-                out.append((index, entry_id.decode(), raw.decode()))
-        out.sort(key=lambda e: e[0])
-        return out
+                given += [
+                    index, entry_id, fields.get(b"m", b""),
+                    fields.get(b"j", b""), fields.get(b"u", b""), fields.get(b"h", b""),
+                ]
+        if not given:
+            return []
+        result: list[Any] = await scripts.call(
+            self.redis, "take", self.streams, [*self._take_args("given", count), *given]
+        )
+        return result
 
-    async def _start(self, batch: list[tuple[int, str, str]]) -> None:
-        """Mark a batch of delivered entries Running (one round trip) and launch their handlers."""
-        now = repr(time.time())
-        jobs: list[_Job] = []
-        for index, entry, raw in batch:
-            stream = self.streams[index]
+    def _start(self, flat: list[Any], free: int) -> None:
+        """Launch the runnable entries of a take; hand back any beyond ``free`` slots."""
+        surplus: list[_Job] = []
+        for i in range(0, len(flat), 6):
+            index, entry, raw, verdict = int(flat[i]), flat[i + 1].decode(), flat[i + 2], flat[i + 3].decode()
             try:
                 msg = JobMessage.model_validate_json(raw)
             except ValidationError as exc:
-                log.error(f"dropping an unreadable stream entry: {exc}", extra={"entry": entry})
-                await self.redis.xack(stream, WORKER_GROUP, entry)
-                await self.redis.xdel(stream, entry)
+                log.error(f"dropped an unreadable stream entry: {exc}", extra={"entry": entry})
                 continue
-            job = _Job(entry=entry, stream=stream, msg=msg, record=self.keys.record(msg.job_id))
-            self._held[entry] = job
-            jobs.append(job)
-        if not jobs:
-            return
-        ttl = self.settings.result_ttl
-
-        def build(pipe: object) -> None:
-            for job in jobs:
-                spec = self.registry.get(job.msg.handler)
-                default_max = spec.max_attempts if spec else DEFAULT_MAX_ATTEMPTS
-                scripts.evalsha(
-                    pipe,
-                    "start",
-                    [
-                        job.record,
-                        self.keys.cancel(job.msg.job_id),
-                        EVENTS_STREAM,
-                        job.stream,
-                        self.keys.dead_letter,
-                        self.keys.stats,
-                        job_pool_key(job.msg.namespace, job.msg.job_id),
-                    ],
-                    [job.entry, job.msg.uid, self.name, now, default_max, WORKER_GROUP, ttl],
-                )
-
-        try:
-            verdicts = await scripts.pipelined(self.redis, build)
-        except BaseException:
-            for job in jobs:
-                self._held.pop(job.entry, None)
-            raise
-        for job, (raw_verdict, attempt, max_attempts) in zip(jobs, verdicts, strict=True):
-            verdict = raw_verdict.decode()
-            job.attempt, job.max_attempts = int(attempt), int(max_attempts)
+            job = _Job(
+                index=index, entry=entry, stream=self.streams[index - 1], msg=msg,
+                record=self.keys.record(msg.job_id), attempt=int(flat[i + 4]), max_attempts=int(flat[i + 5]),
+            )
             if verdict == "run":
+                if len(self._running) >= self.settings.concurrency:
+                    # A blocking read over several streams can return more than asked.
+                    surplus.append(job)
+                    self._held[entry] = job
+                    continue
+                self._held[entry] = job
                 self._launch(job)
                 continue
-            self._held.pop(job.entry, None)
-            extra = {"job_id": job.msg.job_id, "handler": job.msg.handler, "attempt": job.attempt}
+            extra = {"job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt}
             if verdict == "cancelled":
-                self.metrics.outcome(job.msg.handler, "cancelled")
+                self.metrics.outcome(msg.handler, "cancelled")
                 log.info("job cancelled before it started", extra={**extra, "state": "Cancelled"})
             elif verdict == "dead":
-                self.metrics.dead_letter(job.msg.handler)
-                self.metrics.outcome(job.msg.handler, "failed")
+                self.metrics.dead_letter(msg.handler)
+                self.metrics.outcome(msg.handler, "failed")
                 log.error(
                     "job dead-lettered: every attempt was lost with its worker",
                     extra={**extra, "state": "Failed", "reason": "WorkerLost"},
                 )
             else:
-                log.info(f"skipping a {verdict} entry", extra={**extra, "reason": verdict})
+                log.info(f"skipped a {verdict} entry", extra={**extra, "reason": verdict})
+        for job in surplus:
+            self._hand_back(job, uncount=True, message=f"handed back by {self.name} (no free slot)")
 
     def _launch(self, job: _Job) -> None:
         self._running[job.entry] = job
@@ -398,7 +366,6 @@ class Worker:
                         message=f"input does not match {spec.input_model.__name__} of {spec.name!r}: {exc}",
                         retryable=False,
                     ),
-                    spec,
                 )
                 return
             log.info("job running", extra={**extra, "state": "Running"})
@@ -445,8 +412,6 @@ class Worker:
                     result = await self._loop.run_in_executor(
                         self._executor, functools.partial(spec.func, inp, **kwargs)
                     )
-            output = _output(result)
-            out_json = json.dumps(output)
         except asyncio.CancelledError:
             ctx._mark_cancelled()
             reason = job.stop_reason
@@ -467,13 +432,15 @@ class Worker:
                 error = job_error(exc)
             self._end_error(job, spec, error, time.monotonic() - started)
             return
-        except (TypeError, ValueError) as exc:
-            # Unserialisable outputs land here too; they are the handler's bug, not bad luck.
-            permanent = "must return" in str(exc) or "JSON serializable" in str(exc)
-            self._end_error(job, spec, job_error(exc, retryable=not permanent), time.monotonic() - started)
-            return
         except Exception as exc:
             self._end_error(job, spec, job_error(exc), time.monotonic() - started)
+            return
+        try:
+            output = _output(result)
+            out_json = json.dumps(output)
+        except (TypeError, ValueError) as exc:
+            # A handler returning something that is not JSON is a bug a retry cannot fix.
+            self._end_error(job, spec, job_error(exc, retryable=False), time.monotonic() - started)
             return
         duration = time.monotonic() - started
         self.metrics.outcome(spec.name, "succeeded")
@@ -489,6 +456,15 @@ class Worker:
 
     # ------------------------------------------------------------------ endings
 
+    def _write(self, job: _Job, body: dict[str, Any]) -> None:
+        """Queue a write that ends this delivery; the entry is released once it is applied."""
+        body.update(s=job.index, e=job.entry, j=job.msg.job_id)
+
+        def release(_result: Any) -> None:
+            self._held.pop(job.entry, None)
+
+        self.outbox.add(Write(body, release))
+
     def _finish(
         self,
         job: _Job,
@@ -501,32 +477,17 @@ class Worker:
         message: str = "",
         dead_letter_reason: str = "",
     ) -> None:
-        err_dict = error.model_dump(exclude_none=True) if error else None
+        err = error.model_dump(exclude_none=True) if error else None
         event = _event(
-            job, state, self.name, output=output, error=err_dict, message=message or None,
+            job, state, self.name, output=output, error=err, message=message or None,
             progress=1.0 if state is JobState.SUCCEEDED else None,
         )
-        self._queue_write(
-            _Write(
-                "finish",
-                [
-                    job.record,
-                    EVENTS_STREAM,
-                    job.stream,
-                    self.keys.stats,
-                    job_pool_key(job.msg.namespace, job.msg.job_id),
-                    self.keys.dead_letter,
-                ],
-                [
-                    job.entry, WORKER_GROUP, state.value, repr(time.time()), self.settings.result_ttl,
-                    out_json, json.dumps(err_dict) if err_dict else "", message, repr(duration), event,
-                    dead_letter_reason, self.name, job.attempt,
-                ],
-                job,
-            )
-        )
+        self._write(job, {
+            "k": "finish", "st": state.value, "o": out_json, "er": json.dumps(err) if err else "",
+            "m": message, "d": f"{duration:.6f}", "ev": event, "dl": dead_letter_reason, "a": job.attempt,
+        })
 
-    def _end_failed(self, job: _Job, error: JobError, spec: HandlerSpec | None = None) -> None:
+    def _end_failed(self, job: _Job, error: JobError) -> None:
         """Fail at once, without retry (unknown handler, invalid input)."""
         handler = job.msg.handler
         self.metrics.outcome(handler, "failed")
@@ -545,7 +506,7 @@ class Worker:
         self.metrics.observe(spec.name, duration)
         if error.retryable and job.attempt < job.max_attempts:
             base = min(self.settings.max_backoff, spec.retry_backoff * 2 ** (job.attempt - 1))
-            # Jitter spreads retries of a burst of failures over time.
+            # Jitter spreads the retries of a burst of failures over time.
             delay = base * random.uniform(0.5, 1.0)
             message = (
                 f"attempt {job.attempt}/{job.max_attempts} failed ({error.type}: {error.message}); "
@@ -554,17 +515,11 @@ class Worker:
             self.metrics.outcome(spec.name, "retried")
             self.metrics.retried(spec.name)
             log.warning(message, extra={**extra, "state": "Queued"})
-            now = time.time()
-            err_dict = error.model_dump(exclude_none=True)
-            event = _event(job, JobState.QUEUED, self.name, error=err_dict, message=message)
-            self._queue_write(
-                _Write(
-                    "retry",
-                    [job.record, EVENTS_STREAM, job.stream, self.keys.delayed, self.keys.stats],
-                    [job.entry, WORKER_GROUP, repr(now), repr(now + delay), json.dumps(err_dict), message, event],
-                    job,
-                )
-            )
+            err = error.model_dump(exclude_none=True)
+            self._write(job, {
+                "k": "retry", "due": f"{time.time() + delay:.6f}", "er": json.dumps(err), "m": message,
+                "ev": _event(job, JobState.QUEUED, self.name, error=err, message=message),
+            })
             return
         if error.retryable:
             reason = f"{error.type}: {error.message} (attempt {job.attempt} of {job.max_attempts})"
@@ -575,6 +530,9 @@ class Worker:
         log.error(f"job failed: {reason}", extra={**extra, "state": "Failed"})
         self._finish(job, JobState.FAILED, duration, error=error, message=reason, dead_letter_reason=reason)
 
+    def _hand_back(self, job: _Job, *, uncount: bool, message: str) -> None:
+        self._write(job, {"k": "requeue", "m": message, "u": "1" if uncount else "0"})
+
     def _end_stopped(self, job: _Job, reason: str, duration: float) -> None:
         extra = {"job_id": job.msg.job_id, "handler": job.msg.handler, "attempt": job.attempt}
         if reason == "cancelled":
@@ -584,15 +542,7 @@ class Worker:
         elif reason == "shutdown":
             self.metrics.outcome(job.msg.handler, "handed_back")
             log.warning("job handed back: the worker is shutting down", extra={**extra, "state": "Queued"})
-            self._queue_write(
-                _Write(
-                    "requeue",
-                    [job.stream, job.record, EVENTS_STREAM],
-                    [job.entry, WORKER_GROUP, self.name, "1", repr(time.time()),
-                     f"handed back by {self.name} (shutting down)"],
-                    job,
-                )
-            )
+            self._hand_back(job, uncount=True, message=f"handed back by {self.name} (shutting down)")
         else:
             # The lease went to another worker, which now owns the job: write nothing.
             self.metrics.outcome(job.msg.handler, "lost")
@@ -602,66 +552,10 @@ class Worker:
     def _report_progress(self, job: _Job, fraction: float, message: str | None) -> None:
         if job.entry not in self._running:
             return
-        event = _event(job, JobState.RUNNING, self.name, progress=fraction, message=message)
-        # Only the latest report of a job matters: earlier unsent ones are replaced.
-        self._progress[job.entry] = _Write(
-            "progress",
-            [job.record, EVENTS_STREAM],
-            [job.entry, repr(fraction), message or "", repr(time.time()), event],
-        )
-        self._wake_flusher.set()
-
-    def _queue_write(self, write: _Write) -> None:
-        self._outbox.append(write)
-        self._wake_flusher.set()
-
-    # ------------------------------------------------------------------ flushing
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._wake_flusher.wait()
-            self._wake_flusher.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        """Write everything queued, in one pipeline; keeps what failed for the next round."""
-        delay = 0.1
-        while self._outbox or self._progress:
-            progress = list(self._progress.values())
-            self._progress.clear()
-            batch = progress + self._outbox
-            self._outbox = []
-            try:
-                results = await self._pipeline(batch)
-            except TRANSIENT as exc:
-                log.warning(f"writing job results failed, retrying: {exc}")
-                self._outbox = [w for w in batch if w.script != "progress"] + self._outbox
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
-                continue
-            retry: list[_Write] = []
-            for write, result in zip(batch, results, strict=True):
-                if isinstance(result, NoScriptError):
-                    retry.append(write)
-                elif isinstance(result, Exception):
-                    log.error(f"{write.script} failed: {result}", extra={"job_id": write.keys[0]})
-                    self._release(write)
-                else:
-                    self._release(write)
-            if retry:
-                await scripts.load_all(self.redis)
-                self._outbox = retry + self._outbox
-
-    async def _pipeline(self, batch: list[_Write]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for w in batch:
-            scripts.evalsha(pipe, w.script, w.keys, w.argv)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-        return results
-
-    def _release(self, write: _Write) -> None:
-        if write.job is not None:
-            self._held.pop(write.job.entry, None)
+        self.outbox.progress(job.entry, Write({
+            "k": "progress", "s": job.index, "e": job.entry, "j": job.msg.job_id, "p": repr(fraction),
+            "m": message or "", "ev": _event(job, JobState.RUNNING, self.name, progress=fraction, message=message),
+        }))
 
     # ------------------------------------------------------------------ upkeep
 
@@ -777,7 +671,7 @@ class Worker:
             self._stop_job(job, "shutdown")
         if remaining:
             await asyncio.wait([j.task for j in remaining if j.task is not None], timeout=5)
-        await self._flush()
+        await self.outbox.flush()
         # Entries delivered to us but never started (buffered, or read while the
         # read was being interrupted) go back to the stream now, not after the lease.
         await self._hand_back_unstarted()
@@ -789,23 +683,23 @@ class Worker:
                     await self.redis.xgroup_delconsumer(stream, WORKER_GROUP, self.name)
 
     async def _hand_back_unstarted(self) -> None:
-        for stream in self.streams:
+        for index, stream in enumerate(self.streams, start=1):
             try:
                 pending: Any = await self.redis.xpending_range(
                     stream, WORKER_GROUP, "-", "+", 10_000, consumername=self.name
                 )
+                if not pending:
+                    continue
+                ids = {p["message_id"].decode() for p in pending}
+                entries: Any = await self.redis.xrange(stream, min(ids), max(ids))
             except TRANSIENT:
                 return
-            ids = [p["message_id"].decode() for p in pending]
-            if not ids:
-                continue
-            triples: list[tuple[str, str, str]] = []
-            entries: Any = await self.redis.xrange(stream, ids[0], ids[-1])
+            triples: list[tuple[int, str, str]] = []
             for entry_id, fields in entries:
                 entry = entry_id.decode()
                 if entry in ids:
                     with contextlib.suppress(ValueError):
-                        triples.append((stream, entry, JobMessage.from_fields(fields).job_id))
+                        triples.append((index, entry, JobMessage.from_fields(fields).job_id))
             await leases.requeue(
                 self.redis, self.keys, triples, self.name, uncount_attempt=False,
                 message=f"handed back by {self.name} (shutting down before starting it)",

@@ -12,7 +12,13 @@ for _, msg in ipairs(due) do
   if ok and decoded['priority'] and streams[decoded['priority']] then
     stream = streams[decoded['priority']]
   end
-  local id = redis.call('XADD', stream, '*', 'v', '1', 'm', msg)
+  local id
+  if ok then
+    id = redis.call('XADD', stream, '*', 'v', '1', 'm', msg, 'j', decoded['job_id'] or '',
+      'u', decoded['uid'] or '', 'h', decoded['handler'] or '')
+  else
+    id = redis.call('XADD', stream, '*', 'v', '1', 'm', msg)
+  end
   if ok and decoded['job_id'] then
     local record = ARGV[3] .. decoded['job_id']
     if redis.call('HGET', record, 'uid') == decoded['uid'] then

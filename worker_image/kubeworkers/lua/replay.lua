@@ -9,7 +9,8 @@ if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
   return false
 end
 local msg = cjson.decode(ARGV[2])
-local id = redis.call('XADD', KEYS[2], '*', 'v', '1', 'm', ARGV[2])
+local id = redis.call('XADD', KEYS[2], '*', 'v', '1', 'm', ARGV[2], 'j', msg['job_id'], 'u', msg['uid'],
+  'h', msg['handler'])
 redis.call('DEL', KEYS[4])
 redis.call('PERSIST', KEYS[3])
 redis.call('HSET', KEYS[3], 'job_id', msg['job_id'], 'uid', msg['uid'], 'namespace', msg['namespace'],

@@ -1,0 +1,141 @@
+-- Take jobs for a worker: deliver entries through the consumer group and decide,
+-- per entry, whether it runs; runnable jobs are marked Running in the same call.
+--
+-- Mode 'read' reads up to COUNT new entries strictly in priority order (high,
+-- then normal, then low); it never blocks (the worker falls back to a blocking
+-- XREADGROUP and then calls mode 'given' with what that returned).
+--
+-- KEYS: the pool's job streams, highest priority first
+-- ARGV[1] 'read' | 'given'   ARGV[2] group   ARGV[3] consumer   ARGV[4] count
+-- ARGV[5] now   ARGV[6] pool key prefix 'kw:{ns/pool}:'   ARGV[7] events stream
+-- ARGV[8] job->pool pointer prefix 'kw:{ns}:jobpool:'   ARGV[9] result TTL seconds
+-- ARGV[10] default max attempts   ARGV[11] JSON {handler: max attempts}
+-- ARGV[12..] mode 'given': stream index, entry id, message JSON, job id, uid, handler, ...
+-- (job id, uid and handler are also stream fields j, u, h, so reading needs no JSON decoding;
+-- entries without them are decoded)
+--
+-- Returns a flat list, six items per entry: stream index, entry id, message JSON,
+-- verdict, attempt, max attempts. Verdicts:
+--   run        the worker runs attempt `attempt` (record now Running)
+--   gone       no record (deleted): entry dropped
+--   stale      the record belongs to another incarnation (uid): entry dropped
+--   done       the job already finished: entry dropped
+--   cancelled  cancelled before it started: recorded Cancelled, entry dropped
+--   dead       every allowed attempt was lost with its worker: dead-lettered
+--   bad        unreadable message: entry dropped
+local group, consumer, now = ARGV[2], ARGV[3], ARGV[5]
+local prefix, events, pointer_prefix = ARGV[6], ARGV[7], ARGV[8]
+local ttl = tonumber(ARGV[9])
+local default_max = tonumber(ARGV[10])
+local handler_max = cjson.decode(ARGV[11])
+local out = {}
+
+local function finished(state)
+  return state == 'Succeeded' or state == 'Failed' or state == 'Cancelled'
+end
+
+local function decide(index, id, raw, job_id, uid, handler)
+  local stream = KEYS[index]
+  local function drop()
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+  end
+  if not job_id or job_id == '' then
+    local ok, msg = pcall(cjson.decode, raw)
+    if not ok or type(msg) ~= 'table' or type(msg['job_id']) ~= 'string' then
+      drop()
+      return 'bad', 0, 0
+    end
+    job_id, uid, handler = msg['job_id'], msg['uid'], msg['handler']
+  end
+  local record = prefix .. 'job:' .. job_id
+  local rec = redis.call('HMGET', record, 'uid', 'state', 'attempts', 'max_attempts', 'namespace', 'pool')
+  if not rec[1] then
+    drop()
+    return 'gone', 0, 0
+  end
+  if rec[1] ~= uid then
+    drop()
+    return 'stale', 0, 0
+  end
+  local attempts = tonumber(rec[3]) or 0
+  local max = tonumber(rec[4]) or handler_max[handler] or default_max
+  local function event(state, attempt, message, err)
+    local e = {job_id = job_id, uid = uid, namespace = rec[5], pool = rec[6],
+      state = state, attempt = attempt, worker = consumer, at = tonumber(now), message = message, error = err}
+    redis.call('XADD', events, '*', 'e', cjson.encode(e))
+  end
+  local function close(state, message, err_json)
+    redis.call('HSET', record, 'state', state, 'finished_at', now, 'updated_at', now, 'message', message)
+    if err_json then
+      redis.call('HSET', record, 'error', err_json)
+    end
+    redis.call('EXPIRE', record, ttl)
+    redis.call('EXPIRE', pointer_prefix .. job_id, ttl)
+  end
+  if finished(rec[2]) then
+    drop()
+    return 'done', attempts, max
+  end
+  if redis.call('EXISTS', prefix .. 'cancel:' .. job_id) == 1 then
+    local message = 'cancelled before it started'
+    close('Cancelled', message, nil)
+    event('Cancelled', attempts, message, nil)
+    redis.call('HINCRBY', prefix .. 'stats', 'cancelled', 1)
+    drop()
+    return 'cancelled', attempts, max
+  end
+  if attempts >= max then
+    local err = {type = 'WorkerLost', retryable = false,
+      message = 'the worker running attempt ' .. attempts .. ' of ' .. max .. ' stopped without finishing it'}
+    local err_json = cjson.encode(err)
+    redis.call('XADD', prefix .. 'dlq', '*', 'm', raw, 'reason', err.message, 'error', err_json,
+      'attempts', attempts, 'at', now, 'worker', consumer)
+    close('Failed', err.message, err_json)
+    event('Failed', attempts, err.message, err)
+    redis.call('HINCRBY', prefix .. 'stats', 'failed', 1)
+    redis.call('HINCRBY', prefix .. 'stats', 'dead_lettered', 1)
+    drop()
+    return 'dead', attempts, max
+  end
+  attempts = attempts + 1
+  redis.call('HSET', record, 'state', 'Running', 'attempts', attempts, 'max_attempts', max,
+    'worker', consumer, 'started_at', now, 'updated_at', now, 'entry', id, 'progress', '', 'message', '')
+  event('Running', attempts, nil, nil)
+  return 'run', attempts, max
+end
+
+local function take(index, id, raw, job_id, uid, handler)
+  local verdict, attempt, max = decide(index, id, raw, job_id, uid, handler)
+  out[#out + 1] = index
+  out[#out + 1] = id
+  out[#out + 1] = raw
+  out[#out + 1] = verdict
+  out[#out + 1] = attempt
+  out[#out + 1] = max
+end
+
+if ARGV[1] == 'read' then
+  local remaining = tonumber(ARGV[4])
+  for index, stream in ipairs(KEYS) do
+    if remaining <= 0 then
+      break
+    end
+    local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', remaining, 'STREAMS', stream, '>')
+    if reply then
+      for _, entry in ipairs(reply[1][2]) do
+        local fields, f = entry[2], {}
+        for j = 1, #fields, 2 do
+          f[fields[j]] = fields[j + 1]
+        end
+        take(index, entry[1], f['m'] or '', f['j'], f['u'], f['h'])
+        remaining = remaining - 1
+      end
+    end
+  end
+else
+  for i = 12, #ARGV, 6 do
+    take(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
+  end
+end
+return out
