@@ -45,6 +45,10 @@ def log(msg: str) -> None:
 def binaries_dir() -> Path:
     """Build (if needed) and return the directory holding the pinned control-plane binaries."""
     script = REPO / "hack" / "build-binaries.sh"
+    cached = subprocess.run(["bash", str(script), "--print-dir"], stdout=subprocess.PIPE, text=True, check=True)
+    cached_dir = Path(cached.stdout.strip())
+    if all((cached_dir / name).exists() for name in (*COMPONENTS, "helm")):
+        return cached_dir
     proc = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise ClusterError(
@@ -194,6 +198,16 @@ def _alive(name: str) -> int | None:
     return pid
 
 
+def _running(name: str) -> bool:
+    """Whether the recorded process exists and is not a zombie (no name check: it may not have exec'd yet)."""
+    try:
+        pid = int(_pid_file(name).read_text().strip())
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ValueError, OSError):
+        return False
+    return state != "Z"
+
+
 def _start(name: str, binary: Path, args: list[str]) -> None:
     if _alive(name):
         return
@@ -228,7 +242,7 @@ def _wait(what: str, check: object, timeout: float, component: str) -> None:
     while time.monotonic() < deadline:
         if callable(check) and check():
             return
-        if not _alive(component):
+        if not _running(component):
             tail = (STATE / "logs" / f"{component}.log").read_text(errors="replace")[-3000:]
             raise ClusterError(f"{component} exited while waiting for {what}:\n{tail}")
         time.sleep(0.25)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -61,8 +62,8 @@ spec:
   containers:
   - name: main
     image: example.invalid/runner:1
-    command: ["{sys.executable}", "-c", {SCRIPT!r}]
-    args: ["{workdir}"]
+    command: {json.dumps([sys.executable, "-c", SCRIPT])}
+    args: {json.dumps([str(workdir)])}
     envFrom:
     - configMapRef: {{name: settings}}
     env:
