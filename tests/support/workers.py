@@ -1,0 +1,182 @@
+"""Workers for the worker-runtime tests: in-process (:func:`start_worker`) and real processes
+(:class:`WorkerProcess`, ``python -m kubeworkers worker``), plus readers of what they wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
+from kubeworkers.registry import Registry
+from kubeworkers.settings import WorkerSettings
+from kubeworkers.worker import Worker
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Short leases so that crash tests finish quickly (the production default is 30 s).
+LEASE = 2.0
+HEARTBEAT = 0.25
+
+
+def fast_settings(redis_url: str, pool: str = "p", **overrides: Any) -> WorkerSettings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url, "pool": pool, "metrics_port": -1, "lease_seconds": LEASE,
+        "heartbeat_seconds": HEARTBEAT, "block_ms": 200, "promote_seconds": 0.05, "shutdown_grace": 5.0,
+        "concurrency": 4,
+    }
+    values.update(overrides)
+    return WorkerSettings(**values)
+
+
+@asynccontextmanager
+async def start_worker(
+    redis_url: str, registry: Registry, pool: str = "p", **overrides: Any
+) -> AsyncIterator[Worker]:
+    """An in-process worker, ready when entered, stopped gracefully on exit."""
+    worker = Worker(fast_settings(redis_url, pool, **overrides), registry)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: worker.ready() or task.done(), 20, "the worker to become ready")
+    if task.done():
+        task.result()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        done, _ = await asyncio.wait([task], timeout=60)
+        if not done:
+            stacks = "\n".join(f"{t.get_name()}: {t.get_stack(limit=3)}" for t in asyncio.all_tasks())
+            raise AssertionError(f"the worker did not stop within 60 s; tasks:\n{stacks}")
+        task.result()
+
+
+async def until(predicate: Callable[[], Any], within: float, what: str) -> None:
+    """Poll ``predicate`` (sync or async) until truthy; fail with ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def events(r: aioredis.Redis, job_id: str | None = None) -> list[JobEvent]:
+    """Every event on the events stream (of one job, if given), oldest first."""
+    out = [JobEvent.from_fields(f) for _, f in await r.xrange(EVENTS_STREAM)]
+    return [e for e in out if job_id is None or e.job_id == job_id]
+
+
+def events_sync(r: redis.Redis) -> list[JobEvent]:
+    return [JobEvent.from_fields(f) for _, f in r.xrange(EVENTS_STREAM)]  # type: ignore[union-attr]
+
+
+async def record(r: aioredis.Redis, job_id: str, pool: str = "p", namespace: str = "default") -> JobRecord:
+    raw = await r.hgetall(PoolKeys(namespace, pool).record(job_id))
+    assert raw, f"no record for {job_id}"
+    return JobRecord.from_hash(raw)
+
+
+async def wait_state(
+    r: aioredis.Redis, job_id: str, states: set[JobState], within: float = 30, pool: str = "p"
+) -> JobRecord:
+    found: list[JobRecord] = []
+
+    async def check() -> bool:
+        raw = await r.hgetall(PoolKeys("default", pool).record(job_id))
+        if raw:
+            found[:] = [JobRecord.from_hash(raw)]
+        return bool(found) and found[0].state in states
+
+    await until(check, within, f"{job_id} to reach {sorted(s.value for s in states)}")
+    return found[0]
+
+
+class WorkerProcess:
+    """``python -m kubeworkers worker`` as a child process, logging to a file."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        name: str,
+        *,
+        pool: str = "p",
+        imports: str = "kubeworkers.examples",
+        concurrency: int = 4,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        use_flags: bool = True,
+    ) -> None:
+        self.name = name
+        self.log_path = Path(tempfile.mkdtemp(prefix="kw-worker-")) / f"{name}.log"
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEWORKERS_")}
+        base_env["PYTHONPATH"] = str(REPO)
+        args = [sys.executable, "-m", "kubeworkers", "worker"]
+        if use_flags:
+            args += [
+                "--redis-url", redis_url, "--pool", pool, "--import", imports, "--concurrency", str(concurrency),
+                "--name", name, "--metrics-port", "0", "--lease-seconds", str(LEASE),
+                "--heartbeat-seconds", str(HEARTBEAT), "--shutdown-grace", "10",
+            ]
+        args += extra_args or []
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            args, env={**base_env, **(env or {})}, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def wait_started(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while "worker started" not in self.log():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited early:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {self.name} did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def metrics_port(self) -> int:
+        match = re.search(r"metrics listening on port (\d+)", self.log())
+        assert match, self.log()
+        return int(match.group(1))
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
