@@ -78,12 +78,14 @@ async def until(predicate: Callable[[], Any], within: float, what: str) -> None:
 
 async def events(r: aioredis.Redis, job_id: str | None = None) -> list[JobEvent]:
     """Every event on the events stream (of one job, if given), oldest first."""
-    out = [JobEvent.from_fields(f) for _, f in await r.xrange(EVENTS_STREAM)]
+    entries: Any = await r.xrange(EVENTS_STREAM)
+    out = [JobEvent.from_fields(f) for _, f in entries]
     return [e for e in out if job_id is None or e.job_id == job_id]
 
 
 def events_sync(r: redis.Redis) -> list[JobEvent]:
-    return [JobEvent.from_fields(f) for _, f in r.xrange(EVENTS_STREAM)]  # type: ignore[union-attr]
+    entries: Any = r.xrange(EVENTS_STREAM)
+    return [JobEvent.from_fields(f) for _, f in entries]
 
 
 async def record(r: aioredis.Redis, job_id: str, pool: str = "p", namespace: str = "default") -> JobRecord:
