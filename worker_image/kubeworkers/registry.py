@@ -190,7 +190,8 @@ class Registry:
 
 
 #: The process-wide registry that :func:`handler` and :class:`App` register into.
-registry = Registry()
+default_registry = Registry()
+registry = default_registry
 
 
 def handler(
@@ -213,11 +214,11 @@ class App:
     """A namespace of handlers: ``App("open_notebook").handler("process_source")`` registers
     ``open_notebook.process_source``."""
 
-    def __init__(self, name: str, *, registry_: Registry | None = None) -> None:
+    def __init__(self, name: str, *, registry: Registry | None = None) -> None:
         if not name or any(c.isspace() for c in name) or not all(name.split(".")):
             raise RegistryError(f"app name {name!r} is not valid")
         self.name = name
-        self.registry = registry_ or registry
+        self.registry = registry if registry is not None else default_registry
 
     def qualified(self, name: str) -> str:
         return f"{self.name}.{name}"
