@@ -16,7 +16,7 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from kubeworkers.protocol import JobState, Priority
@@ -165,6 +165,11 @@ class EnvVar(CrdModel):
     value_from: dict[str, Any] | None = None
 
 
+#: Messages of the WorkerPool CRD's cross-field rules, shared with the model's validator.
+MIN_ABOVE_MAX = "minReplicas must not be greater than maxReplicas"
+REPLICAS_OUT_OF_BOUNDS = "replicas must be between minReplicas and maxReplicas when autoscaling is disabled"
+
+
 class WorkerPoolSpec(CrdModel):
     """``WorkerPool.spec``: the worker fleet (field docs: ``kubectl explain workerpools.spec``)."""
 
@@ -189,6 +194,17 @@ class WorkerPoolSpec(CrdModel):
     service_account_name: str | None = None
     pod_annotations: dict[str, str] | None = None
     pod_labels: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _replica_bounds_agree(self) -> WorkerPoolSpec:
+        # The same rules (and messages) as the CRD's x-kubernetes-validations, so a spec
+        # built in Python fails where the apiserver would refuse it.
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(MIN_ABOVE_MAX)
+        bounded = self.min_replicas <= (self.replicas or 0) <= self.max_replicas
+        if not self.autoscaling.enabled and self.replicas is not None and not bounded:
+            raise ValueError(REPLICAS_OUT_OF_BOUNDS)
+        return self
 
     @property
     def fixed_replicas(self) -> int:
