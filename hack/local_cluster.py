@@ -382,7 +382,7 @@ def down(purge: bool = False) -> None:
             except ProcessLookupError:
                 pass
     for name in reversed(COMPONENTS):
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 5
         while _alive(name) and time.monotonic() < deadline:
             time.sleep(0.1)
         pid = _alive(name)

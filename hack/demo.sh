@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# `make demo`: the whole product on this machine, no Docker needed.
+#   up    local control plane + redis-server + CRDs + operator + kubelet stand-in for worker pods,
+#         then apply examples/workerpool.yaml and examples/job.yaml and show `kubectl get jobs.workers.io`
+#   down  stop everything `up` started (the control plane included)
+# State and logs: .local/demo/
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+LOCAL="${KUBEWORKERS_LOCAL_DIR:-$ROOT/.local}"
+DEMO="$LOCAL/demo"
+PY="$ROOT/.venv/bin/python"
+KUBECTL="$ROOT/.venv/bin/kubectl"
+export KUBECONFIG="$LOCAL/kubeconfig"
+mkdir -p "$DEMO"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+stop_pid() {  # name
+  local f="$DEMO/$1.pid"
+  [[ -f "$f" ]] || return 0
+  local pid; pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+start_bg() {  # name cmd...
+  local name="$1"; shift
+  if [[ -f "$DEMO/$name.pid" ]] && kill -0 "$(cat "$DEMO/$name.pid")" 2>/dev/null; then return 0; fi
+  setsid "$@" >"$DEMO/$name.log" 2>&1 < /dev/null &
+  echo $! >"$DEMO/$name.pid"
+}
+
+down() {
+  say "stopping the demo"
+  stop_pid pod-runner
+  stop_pid operator
+  stop_pid redis
+  bash hack/local-cluster.sh down
+}
+
+up() {
+  say "local control plane (the first run compiles it: 15-25 minutes on 2 cores)"
+  bash hack/local-cluster.sh up
+
+  say "redis-server"
+  local port
+  if [[ -f "$DEMO/redis.port" ]]; then port="$(cat "$DEMO/redis.port")"; else
+    port="$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    echo "$port" >"$DEMO/redis.port"
+  fi
+  mkdir -p "$DEMO/redis-data"
+  start_bg redis redis-server --port "$port" --bind 127.0.0.1 --dir "$DEMO/redis-data" \
+    --appendonly yes --save ""
+  local url="redis://127.0.0.1:$port/0"
+  for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+  say "CRDs and the Redis Secret"
+  $KUBECTL apply --server-side -f crds/ >/dev/null
+  $KUBECTL wait --for condition=Established crd/jobs.workers.io crd/workerpools.workers.io --timeout=60s >/dev/null
+  $KUBECTL create secret generic kubeworkers-redis --from-literal=url="$url" \
+    --dry-run=client -o yaml | $KUBECTL apply -f - >/dev/null
+
+  say "operator and the kubelet stand-in for worker pods"
+  start_bg operator env KUBEWORKERS_REDIS_URL="$url" .venv/bin/kubeworkers-operator --metrics-port 0
+  start_bg pod-runner $PY -m hack.pod_runner --namespace default --selector workers.io/pool \
+    --log-dir "$DEMO/pods" --env KUBEWORKERS_METRICS_PORT=0
+
+  say "kubectl apply -f examples/workerpool.yaml -f examples/job.yaml"
+  $KUBECTL apply -f examples/workerpool.yaml -f examples/job.yaml
+  local name; name="$($KUBECTL create --dry-run=client -o jsonpath='{.metadata.name}' -f examples/job.yaml)"
+  say "waiting for job $name (the pool wakes from zero, a worker runs it, the operator copies the status)"
+  local phase=""
+  for _ in $(seq 1 240); do
+    phase="$($KUBECTL get jobs.workers.io "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)"
+    case "$phase" in Succeeded|Failed|Cancelled) break ;; esac
+    sleep 0.5
+  done
+  $KUBECTL get workerpools,jobs.workers.io
+  echo
+  say "status.output of $name"
+  $KUBECTL get jobs.workers.io "$name" -o jsonpath='{.status.output}'; echo
+  echo
+  echo "Next: kubectl apply -f examples/slow-job.yaml && kubectl get jobs.workers.io -w"
+  echo "      export KUBECONFIG=$KUBECONFIG   (logs: $DEMO/, stop with: make demo-down)"
+  [[ "$phase" == "Succeeded" ]]
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: hack/demo.sh up|down" >&2; exit 2 ;;
+esac
