@@ -90,6 +90,12 @@ class Outbox:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5)
                     continue
+                except aioredis.ResponseError:
+                    # A script error is a bug, not bad luck: repeating the batch cannot help.
+                    # Its entries stay pending, are no longer renewed, and the reaper hands
+                    # them out again after the lease (at-least-once, never lost).
+                    log.exception(f"dropping a batch of {len(batch)} writes")
+                    results = [None] * len(batch)
                 delay = 0.1
                 for write, result in zip(batch, results, strict=True):
                     if write.done is not None:

@@ -80,10 +80,11 @@ async def enqueue(r: aioredis.Redis, msg: JobMessage) -> bool:
     Returns False, and changes nothing, when a record for ``msg.job_id`` already
     exists with the same uid, or with another uid whose job has not finished.
     A finished job with a *different* uid is replaced (a Job deleted and
-    created again under the same name).
+    created again under the same name). Being idempotent, the call is retried
+    on connection errors (e.g. after a Redis restart).
     """
     keys, argv = _enqueue_call([msg])
-    return bool((await scripts.call(r, "enqueue", keys, argv))[0])
+    return bool((await scripts.call(r, "enqueue", keys, argv, idempotent=True))[0])
 
 
 async def enqueue_many(r: aioredis.Redis, msgs: Iterable[JobMessage]) -> list[bool]:
@@ -97,7 +98,7 @@ async def enqueue_many(r: aioredis.Redis, msgs: Iterable[JobMessage]) -> list[bo
         for keys, argv in calls:
             scripts.evalsha(pipe, "enqueue", keys, argv)
 
-    return _unplan(len(pending), positions, await scripts.pipelined(r, build))
+    return _unplan(len(pending), positions, await scripts.pipelined(r, build, idempotent=True))
 
 
 def _plan(msgs: Sequence[JobMessage]) -> tuple[list[tuple[list[str], list[scripts.Arg]]], list[list[int]]]:
@@ -158,7 +159,7 @@ async def delete_job(r: aioredis.Redis, namespace: str, pool: str, job_id: str) 
 def enqueue_sync(r: redis.Redis, msg: JobMessage) -> bool:
     """Blocking twin of :func:`enqueue`."""
     keys, argv = _enqueue_call([msg])
-    return bool(scripts.call_sync(r, "enqueue", keys, argv)[0])
+    return bool(scripts.call_sync(r, "enqueue", keys, argv, idempotent=True)[0])
 
 
 def enqueue_many_sync(r: redis.Redis, msgs: Iterable[JobMessage]) -> list[bool]:
@@ -172,7 +173,7 @@ def enqueue_many_sync(r: redis.Redis, msgs: Iterable[JobMessage]) -> list[bool]:
         for keys, argv in calls:
             scripts.evalsha(pipe, "enqueue", keys, argv)
 
-    return _unplan(len(pending), positions, scripts.pipelined_sync(r, build))
+    return _unplan(len(pending), positions, scripts.pipelined_sync(r, build, idempotent=True))
 
 
 def cancel_sync(

@@ -8,7 +8,9 @@ That retry is safe because a ``NOSCRIPT`` reply means the script did not run.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,57 +60,99 @@ def load_all_sync(r: redis.Redis) -> None:
         r.script_load(s.source)
 
 
-async def call(r: aioredis.Redis, name: str, keys: Sequence[str], argv: Sequence[Arg]) -> Any:
-    """Run one script, loading it first if Redis does not know it."""
+async def call(
+    r: aioredis.Redis, name: str, keys: Sequence[str], argv: Sequence[Arg], *, idempotent: bool = False
+) -> Any:
+    """Run one script, loading it first if Redis does not know it.
+
+    With ``idempotent=True`` the call is repeated after a connection error.
+    """
     s = script(name)
-    try:
-        return await r.evalsha(s.sha, len(keys), *s.args(keys, argv))
-    except NoScriptError:
-        await r.script_load(s.source)
-        return await r.evalsha(s.sha, len(keys), *s.args(keys, argv))
+    failures = 0
+    while True:
+        try:
+            return await r.evalsha(s.sha, len(keys), *s.args(keys, argv))
+        except NoScriptError:
+            failures += 1
+            if failures > RETRIES:
+                raise
+            await r.script_load(s.source)
+        except (redis.ConnectionError, redis.TimeoutError):
+            failures += 1
+            if not idempotent or failures > RETRIES:
+                raise
+            await asyncio.sleep(0.1 * failures)
 
 
-def call_sync(r: redis.Redis, name: str, keys: Sequence[str], argv: Sequence[Arg]) -> Any:
+def call_sync(
+    r: redis.Redis, name: str, keys: Sequence[str], argv: Sequence[Arg], *, idempotent: bool = False
+) -> Any:
     s = script(name)
-    try:
-        return r.evalsha(s.sha, len(keys), *s.args(keys, argv))
-    except NoScriptError:
-        r.script_load(s.source)
-        return r.evalsha(s.sha, len(keys), *s.args(keys, argv))
+    failures = 0
+    while True:
+        try:
+            return r.evalsha(s.sha, len(keys), *s.args(keys, argv))
+        except NoScriptError:
+            failures += 1
+            if failures > RETRIES:
+                raise
+            r.script_load(s.source)
+        except (redis.ConnectionError, redis.TimeoutError):
+            failures += 1
+            if not idempotent or failures > RETRIES:
+                raise
+            time.sleep(0.1 * failures)
 
 
-async def pipelined(r: aioredis.Redis, build: Callable[[Any], None]) -> list[Any]:
+#: Connection errors an idempotent call survives (a Redis restart leaves pooled sockets dead).
+RETRIES = 3
+
+
+async def pipelined(r: aioredis.Redis, build: Callable[[Any], None], *, idempotent: bool = False) -> list[Any]:
     """Run the commands ``build`` queues on a (non-transactional) pipeline, in one round trip.
 
     Only pipelines whose commands are safe to repeat after a ``NOSCRIPT`` reply
     may use this: after a Redis restart every ``EVALSHA`` in the batch fails
     the same way, so the whole batch is sent again once the scripts are loaded.
+    With ``idempotent=True`` the batch is also sent again after a connection error.
     """
-    for attempt in (1, 2):
+    failures = 0
+    while True:
         pipe = r.pipeline(transaction=False)
         build(pipe)
         try:
             result: list[Any] = await pipe.execute()
             return result
         except NoScriptError:
-            if attempt == 2:
+            failures += 1
+            if failures > RETRIES:
                 raise
             await load_all(r)
-    raise AssertionError("unreachable")
+        except (redis.ConnectionError, redis.TimeoutError):
+            failures += 1
+            if not idempotent or failures > RETRIES:
+                raise
+            await asyncio.sleep(0.1 * failures)
 
 
-def pipelined_sync(r: redis.Redis, build: Callable[[Any], None]) -> list[Any]:
-    for attempt in (1, 2):
+def pipelined_sync(r: redis.Redis, build: Callable[[Any], None], *, idempotent: bool = False) -> list[Any]:
+    failures = 0
+    while True:
         pipe = r.pipeline(transaction=False)
         build(pipe)
         try:
             result: list[Any] = pipe.execute()
             return result
         except NoScriptError:
-            if attempt == 2:
+            failures += 1
+            if failures > RETRIES:
                 raise
             load_all_sync(r)
-    raise AssertionError("unreachable")
+        except (redis.ConnectionError, redis.TimeoutError):
+            failures += 1
+            if not idempotent or failures > RETRIES:
+                raise
+            time.sleep(0.1 * failures)
 
 
 def evalsha(pipe: Any, name: str, keys: Sequence[str], argv: Sequence[Arg]) -> None:

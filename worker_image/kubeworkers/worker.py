@@ -188,7 +188,10 @@ class Worker:
         finally:
             for task in [self._reader, *helpers]:
                 task.cancel()
-            await asyncio.gather(self._reader, *helpers, return_exceptions=True)
+            # Bounded: a helper stuck in a Redis call must not keep the process alive.
+            _, stuck = await asyncio.wait([self._reader, *helpers], timeout=5)
+            for task in stuck:
+                log.warning(f"{task.get_name()} did not stop in time", extra={"worker": self.name})
             if probe is not None:
                 await probe.stop()
             if self._executor is not None:
@@ -640,7 +643,7 @@ class Worker:
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), 2)  # type: ignore[no-untyped-call]
 
     def _stop_job(self, job: _Job, reason: str) -> None:
         if job.stop_reason is not None or job.task is None or job.task.done():
