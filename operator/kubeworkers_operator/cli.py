@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> OperatorSettings:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One INFO line per handled watch event drowns everything else with thousands of Jobs.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     return OperatorSettings(
         redis_url=args.redis_url,
         namespaces=list(args.namespace),

@@ -148,9 +148,11 @@ class StatusSync:
         idle_ms = int(self.rt.settings.claim_idle_seconds * 1000)
         start = "0-0"
         while True:
-            reply = await self.rt.redis.xautoclaim(
-                EVENTS_STREAM, self.rt.settings.events_group, self.rt.settings.consumer_name, idle_ms, start, count=500,
-                justid=True,
+            # Without JUSTID: redis-py drops the cursor from JUSTID replies. The claimed entries
+            # are then processed by the pass over our own pending entries that follows.
+            reply: Any = await self.rt.redis.xautoclaim(
+                EVENTS_STREAM, self.rt.settings.events_group, self.rt.settings.consumer_name,
+                idle_ms, start, count=500,
             )
             start = _text(reply[0])
             if start == "0-0" or not reply[1]:

@@ -1,0 +1,191 @@
+"""A Job's life on the real control plane: applied, enqueued, run by a worker process, status copied back."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from kubeworkers.protocol import PoolKeys
+
+from tests.e2e.operator_fixtures import *  # noqa: F403
+from tests.e2e.operator_fixtures import REPO, OperatorProcess, get_job, pool_manifest, wait_for
+from tests.support.cluster import Cluster
+from tests.support.pod_runner import PodRunner
+
+EXAMPLES = REPO / "examples"
+
+
+def job_yaml(name: str, handler: str, input: dict[str, object], pool: str = "demo", **spec: object) -> str:
+    body = {"pool": pool, "handler": handler, "input": input, **spec}
+    return json.dumps({"apiVersion": "workers.io/v1alpha1", "kind": "Job", "metadata": {"name": name},
+                       "spec": body})
+
+
+def phase_of(cluster: Cluster, namespace: str, name: str) -> str | None:
+    job = get_job(cluster, namespace, name)
+    return None if job is None else job.get("status", {}).get("phase")
+
+
+def wait_phase(cluster: Cluster, namespace: str, name: str, phases: set[str], timeout: float = 90) -> dict:
+    def reached() -> dict | None:
+        job = get_job(cluster, namespace, name)
+        if job is not None and job.get("status", {}).get("phase") in phases:
+            return job
+        return None
+
+    return wait_for(reached, timeout=timeout, what=f"job {name} in {phases}")  # type: ignore[no-any-return]
+
+
+def events_for(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:
+    out = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                          f"involvedObject.name={name},involvedObject.kind=Job", "-o", "json").stdout
+    return [(e["reason"], e["message"]) for e in json.loads(out)["items"]]
+
+
+def test_applied_example_job_succeeds_with_its_output_in_status(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "workerpool.yaml"),
+                    "-f", str(EXAMPLES / "job.yaml"))
+    job = wait_phase(cluster, namespace, "word-count", {"Succeeded", "Failed"})
+    status = job["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["output"]["words"] == 11
+    assert status["output"]["counts"]["the"] == 3
+    assert status["attempts"] == 1
+    assert status["worker"].startswith("demo-workers-")
+    assert status["outputTruncated"] is False
+    table = cluster.kubectl("get", "jobs.workers.io", "-n", namespace).stdout
+    assert "word-count" in table and "Succeeded" in table
+    assert_events(cluster, namespace, "word-count", {"Queued", "Started", "Succeeded"})
+
+
+def assert_events(cluster: Cluster, namespace: str, name: str, reasons: set[str]) -> list[tuple[str, str]]:
+    """Wait until the Job's Events include every reason in ``reasons`` (Events are posted asynchronously)."""
+
+    def seen() -> list[tuple[str, str]] | None:
+        events = events_for(cluster, namespace, name)
+        return events if reasons <= {r for r, _ in events} else None
+
+    return wait_for(seen, timeout=30, what=f"events {reasons} on {name}")  # type: ignore[no-any-return]
+
+
+def test_failing_handler_ends_failed_with_the_error_after_its_attempts(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("doomed", "fail", {"message": "disk on fire"}), namespace)
+    status = wait_phase(cluster, namespace, "doomed", {"Succeeded", "Failed", "Cancelled"})["status"]
+    assert status["phase"] == "Failed"
+    assert status["error"]["type"] == "RuntimeError"
+    assert "disk on fire" in status["error"]["message"]
+    assert status["attempts"] == 2  # the handler's max_attempts
+    events = assert_events(cluster, namespace, "doomed", {"Queued", "Started", "Failed"})
+    assert any("disk on fire" in msg for reason, msg in events if reason == "Failed")
+
+
+def test_job_over_its_timeout_fails_with_a_timeout_error(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("too-slow", "slow", {"seconds": 30, "steps": 3}, timeoutSeconds=1), namespace)
+    status = wait_phase(cluster, namespace, "too-slow", {"Succeeded", "Failed", "Cancelled"})["status"]
+    assert status["phase"] == "Failed"
+    assert "timeout" in status["error"]["type"].lower(), status["error"]
+
+
+def test_transient_failure_is_retried_and_succeeds_on_attempt_two(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("wobbly", "flaky", {"value": 7}), namespace)
+    status = wait_phase(cluster, namespace, "wobbly", {"Succeeded", "Failed", "Cancelled"})["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["attempts"] == 2
+    assert status["output"] == {"value": 7, "attempt": 2}
+
+
+def test_cancel_true_stops_a_running_job(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("long", "slow", {"seconds": 120, "steps": 120}), namespace)
+    wait_phase(cluster, namespace, "long", {"Running"})
+    cluster.kubectl("patch", "jobs.workers.io", "long", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"cancel": true}}')
+    status = wait_phase(cluster, namespace, "long", {"Succeeded", "Failed", "Cancelled"}, timeout=60)["status"]
+    assert status["phase"] == "Cancelled"
+    assert_events(cluster, namespace, "long", {"Started", "CancelRequested", "Cancelled"})
+
+
+def test_cancel_true_on_a_queued_job_cancels_it_before_it_runs(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    # No pool yet: the job waits in Pending, then is cancelled without ever reaching a worker.
+    cluster.apply(job_yaml("never", "word_count", {"text": "x"}), namespace)
+    wait_phase(cluster, namespace, "never", {"Pending"})
+    cluster.kubectl("patch", "jobs.workers.io", "never", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"cancel": true}}')
+    status = wait_phase(cluster, namespace, "never", {"Succeeded", "Failed", "Cancelled"}, timeout=60)["status"]
+    assert status["phase"] == "Cancelled"
+
+
+def test_finished_job_is_deleted_with_its_redis_record_after_its_ttl(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
+) -> None:
+
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("ephemeral", "word_count", {"text": "a b"}, ttlSecondsAfterFinished=2), namespace)
+    wait_phase(cluster, namespace, "ephemeral", {"Succeeded"})
+    r = redis.Redis.from_url(redis_url)
+    record_key = PoolKeys(namespace, "demo").record(f"{namespace}/ephemeral")
+    assert r.exists(record_key)
+    wait_for(lambda: get_job(cluster, namespace, "ephemeral") is None, timeout=30, what="TTL deletion")
+    wait_for(lambda: not r.exists(record_key), timeout=10, what="record removal")
+    assert operator.metric_sum("kubeworkers_operator_jobs_ttl_deleted_total") == 1
+
+
+def test_job_for_a_missing_pool_waits_with_a_condition_and_runs_when_the_pool_appears(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(job_yaml("early", "word_count", {"text": "one two"}), namespace)
+    job = wait_phase(cluster, namespace, "early", {"Pending"})
+    (cond,) = [c for c in job["status"]["conditions"] if c["type"] == "Enqueued"]
+    assert (cond["status"], cond["reason"]) == ("False", "PoolNotFound")
+    assert_events(cluster, namespace, "early", {"PoolNotFound"})
+    cluster.apply(pool_manifest(), namespace)
+    status = wait_phase(cluster, namespace, "early", {"Succeeded", "Failed"})["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["output"]["words"] == 2
+
+
+def test_job_for_a_handler_the_pool_does_not_declare_waits_with_a_condition_and_an_event(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("typo", "wordcount", {"text": "x"}), namespace)
+    job = wait_phase(cluster, namespace, "typo", {"Pending"})
+    (cond,) = [c for c in job["status"]["conditions"] if c["type"] == "Enqueued"]
+    assert cond["reason"] == "UnknownHandler"
+    assert "wordcount" in cond["message"]
+    events = assert_events(cluster, namespace, "typo", {"UnknownHandler"})
+    assert any("word_count" in msg for _, msg in events)
+    assert operator.healthy()
+
+
+def test_deleting_a_running_job_cancels_it_in_redis(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
+) -> None:
+
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("doomed-run", "slow", {"seconds": 120, "steps": 120}), namespace)
+    wait_phase(cluster, namespace, "doomed-run", {"Running"})
+    cluster.kubectl("delete", "jobs.workers.io", "doomed-run", "-n", namespace)
+    r = redis.Redis.from_url(redis_url)
+    key = PoolKeys(namespace, "demo").record(f"{namespace}/doomed-run")
+
+    def cancelled() -> bool:
+        state = r.hget(key, "state")
+        return state is None or state == b"Cancelled"
+
+    wait_for(cancelled, timeout=60, what="the deleted job's record to be cancelled")
