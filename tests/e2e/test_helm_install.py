@@ -51,9 +51,11 @@ class Release:
     def helm(self, *args: str, check: bool = True) -> Any:
         return run_helm(*args, "--namespace", self.namespace, check=check, env=self.cluster.env, timeout=300)
 
-    def install(self, values: Mapping[str, object] | None = None) -> None:
-        self.helm("install", self.name, str(CHART), *values_args(values, self.workdir))
+    def install(self, values: Mapping[str, object] | None = None) -> str:
+        """Install; returns helm's output (with the rendered NOTES.txt)."""
+        out: str = self.helm("install", self.name, str(CHART), *values_args(values, self.workdir)).stdout
         self.installed = True
+        return out
 
     def upgrade(self, *args: str) -> None:
         self.helm("upgrade", self.name, str(CHART), *args)
@@ -93,7 +95,10 @@ def release(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Releas
 
 
 def test_helm_install_creates_crds_operator_rbac_services_and_redis(cluster: Cluster, release: Release) -> None:
-    release.install(NO_PVC)
+    out = release.install(NO_PVC)
+    notes = out.split("NOTES:", 1)[1]
+    assert f"rollout status deployment/{release.fullname}" in notes
+    assert "kubectl get jobs.workers.io" in notes
     for crd in ("jobs.workers.io", "workerpools.workers.io"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     operator = release.get("deployment", release.fullname)

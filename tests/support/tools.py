@@ -136,9 +136,10 @@ MODES: dict[str, Mapping[str, object]] = {
             "grafanaDashboard": {"enabled": True},
             "workers": {"service": {"namespaces": ["team-a", "team-b"]}},
         },
-        "redis": {"networkPolicy": {"enabled": True}, "secretNamespaces": ["team-a", "team-b"]},
+        "redis": {"secretNamespaces": ["team-a", "team-b"]},
     },
     "redis-ephemeral": {"redis": {"persistence": {"enabled": False}, "maxmemory": "256mb"}},
+    "no-network-policies": {"networkPolicy": {"enabled": False}},
 }
 
 

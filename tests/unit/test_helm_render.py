@@ -140,6 +140,11 @@ def test_builtin_redis_keeps_an_aof_on_a_claim_that_uninstall_deletes(tmp_path: 
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
     assert sts["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # The password is read from a mounted file, never from env or an argument.
+    redis = sts["spec"]["template"]["spec"]["containers"][0]
+    assert "env" not in redis
+    assert "cat /run/secrets/redis/password" in script
+    assert "cat /run/secrets/redis/password" in redis["livenessProbe"]["exec"]["command"][2]
     service = one(objs, "Service", "kw-kubeworkers-redis")
     assert service["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
 
@@ -197,10 +202,10 @@ def test_metrics_services_select_the_operator_and_the_workers(tmp_path: Path) ->
 def test_prometheus_operator_objects_are_off_by_default(tmp_path: Path) -> None:
     objs = render_chart(None, tmp_path)
     assert not find(objs, "ServiceMonitor") and not find(objs, "PodMonitor")
-    assert not find(objs, "ConfigMap") and not find(objs, "NetworkPolicy")
+    assert not find(objs, "ConfigMap")
 
 
-def test_monitoring_mode_renders_servicemonitor_podmonitor_dashboard_and_networkpolicy(tmp_path: Path) -> None:
+def test_monitoring_mode_renders_servicemonitor_podmonitor_and_dashboard(tmp_path: Path) -> None:
     objs = render_chart(MODES["metrics-all-on"], tmp_path)
     monitor = one(objs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
@@ -210,12 +215,6 @@ def test_monitoring_mode_renders_servicemonitor_podmonitor_dashboard_and_network
     assert one(objs, "PodMonitor")["spec"]["namespaceSelector"] == {"any": True}
     dashboard = json.loads(one(objs, "ConfigMap")["data"]["kubeworkers.json"])
     assert dashboard == json.loads((CHART / "dashboards" / "kubeworkers.json").read_text())
-    policy = one(objs, "NetworkPolicy")
-    sources = policy["spec"]["ingress"][0]["from"]
-    operator_pod = one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["metadata"]["labels"]
-    assert sources[0]["podSelector"]["matchLabels"].items() <= operator_pod.items()
-    assert sources[1] == {"namespaceSelector": {}, "podSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "kubeworkers-worker", "app.kubernetes.io/component": "worker"}}}
     assert {s["metadata"]["namespace"] for s in find(objs, "Service", "kw-kubeworkers-workers")} == {"team-a", "team-b"}
 
 
@@ -245,3 +244,47 @@ def test_the_operator_accepts_the_arguments_the_chart_gives_it(
     assert settings.namespaces == (["team-a"] if mode == "namespaced" else [])
     assert settings.default_redis_secret == _env(container)["KUBEWORKERS_REDIS_URL"]["valueFrom"][
         "secretKeyRef"]["name"]
+
+
+def test_network_policies_admit_only_the_operator_port_and_kubeworkers_pods_to_redis(tmp_path: Path) -> None:
+    objs = render_chart(None, tmp_path)
+    operator_pod = one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["metadata"]["labels"]
+    redis_pod = one(objs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    operator_policy = one(objs, "NetworkPolicy", "kw-kubeworkers")
+    assert operator_policy["spec"]["podSelector"]["matchLabels"].items() <= operator_pod.items()
+    assert operator_policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    redis_policy = one(objs, "NetworkPolicy", "kw-kubeworkers-redis")
+    assert redis_policy["spec"]["podSelector"]["matchLabels"].items() <= redis_pod.items()
+    sources = redis_policy["spec"]["ingress"][0]["from"]
+    assert sources[0]["podSelector"]["matchLabels"].items() <= operator_pod.items()
+    assert "namespaceSelector" not in sources[0]  # the operator of this release, in this namespace
+    # Worker pods of any namespace, by the labels the operator's Deployment builder sets.
+    assert sources[1] == {"namespaceSelector": {}, "podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "kubeworkers-worker", "app.kubernetes.io/component": "worker"}}}
+    assert redis_policy["spec"]["ingress"][0]["ports"] == [{"port": "redis", "protocol": "TCP"}]
+
+
+def test_network_policies_can_be_turned_off(tmp_path: Path) -> None:
+    assert not find(render_chart(MODES["no-network-policies"], tmp_path), "NetworkPolicy")
+
+
+def test_worker_pods_the_operator_builds_match_the_charts_worker_selectors(tmp_path: Path) -> None:
+    # The Service, PodMonitor and Redis NetworkPolicy select worker pods by labels that the
+    # operator's Deployment builder sets; build a real one and compare.
+    from kubeworkers.resources import WorkerPoolSpec
+    from kubeworkers_operator.deployment import WORKER_METRICS_PORT, build_deployment
+
+    spec = WorkerPoolSpec.model_validate({"image": "w:1", "imports": ["kubeworkers.examples"]})
+    pod = build_deployment(name="demo", namespace="team-a", uid="u", spec=spec)["spec"]["template"]
+    objs = render_chart(MODES["metrics-all-on"], tmp_path)
+    selectors = [
+        one(objs, "PodMonitor")["spec"]["selector"]["matchLabels"],
+        find(objs, "Service", "kw-kubeworkers-workers")[0]["spec"]["selector"],
+        one(objs, "NetworkPolicy", "kw-kubeworkers-redis")["spec"]["ingress"][0]["from"][1]["podSelector"][
+            "matchLabels"],
+    ]
+    for selector in selectors:
+        assert selector.items() <= pod["metadata"]["labels"].items(), selector
+    ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert ports["metrics"] == WORKER_METRICS_PORT == find(objs, "Service", "kw-kubeworkers-workers")[0][
+        "spec"]["ports"][0]["port"]

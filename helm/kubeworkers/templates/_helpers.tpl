@@ -125,3 +125,8 @@ lookup returns nothing under `helm template` and --dry-run, which then show a fr
 {{- fail "redis.url is for an external Redis: set redis.enabled=false to use it" }}
 {{- end }}
 {{- end }}
+
+{{/* The Redis probes' command: PONG with the password read from the mounted Secret. */}}
+{{- define "kubeworkers.redis.ping" -}}
+REDISCLI_AUTH=\"$(cat /run/secrets/redis/password)\" redis-cli ping | grep -q PONG
+{{- end }}
