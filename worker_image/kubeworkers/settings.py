@@ -35,7 +35,7 @@ class WorkerSettings:
     #: KUBEWORKERS_SHUTDOWN_GRACE: seconds in-flight jobs may take to finish after SIGTERM.
     shutdown_grace: float = 25.0
     #: KUBEWORKERS_METRICS_PORT: port of /metrics, /healthz, /readyz (0: ephemeral, -1: off).
-    metrics_port: int = 8080
+    metrics_port: int = 9100
     #: KUBEWORKERS_METRICS_HOST: address the metrics server binds.
     metrics_host: str = "0.0.0.0"  # probes and Prometheus reach the pod IP
     #: POD_NAME, else hostname-pid: consumer name in the group and key in the worker registry.
