@@ -63,3 +63,11 @@ def test_model_and_crd_share_the_cross_field_messages() -> None:
     crd = yaml.safe_load((EXAMPLES.parent / "crds" / "workers.io_workerpools.yaml").read_text())
     rules = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
     assert {rule["message"] for rule in rules} == {MIN_ABOVE_MAX, REPLICAS_OUT_OF_BOUNDS}
+
+
+def test_every_bad_example_quotes_the_message_it_is_refused_with() -> None:
+    bad = sorted((EXAMPLES / "bad-jobs").glob("*.yaml"))
+    assert len(bad) >= 10
+    for path in bad:
+        expects = [line for line in path.read_text().splitlines() if line.startswith("# expect: ")]
+        assert len(expects) == 1, path
