@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,6 +24,9 @@ Status = dict[str, Any]
 DEFAULT_OUTPUT_LIMIT = 16 * 1024
 #: Cap on error messages and progress messages copied into the status.
 MESSAGE_LIMIT = 2048
+
+#: Condition type telling whether (and why not) the Job is on its pool's stream.
+ENQUEUED = "Enqueued"
 
 _RANK = {
     JobState.PENDING: 0,
@@ -180,6 +184,45 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
             new["error"] = {"type": record.error.type, "message": _cap(record.error.message)}
         elif record.state is JobState.CANCELLED:
             new["error"] = {"type": "Cancelled", "message": _cap(record.message) or "cancelled"}
+    return new
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+    *, now: float | None = None,
+) -> list[dict[str, Any]]:
+    """``conditions`` with ``type_`` set; lastTransitionTime only moves when ``status`` changes."""
+    stamp = rfc3339(time.time() if now is None else now)
+    out: list[dict[str, Any]] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") == type_:
+            found = True
+            changed = cond.get("status") != status
+            out.append({
+                "type": type_, "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": stamp if changed else cond.get("lastTransitionTime", stamp),
+            })
+        else:
+            out.append(cond)
+    if not found:
+        out.append({"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": stamp})
+    return out
+
+
+def with_enqueued_condition(status: Mapping[str, Any], pool: str) -> Status:
+    """A status that has left Pending says so in its Enqueued condition too.
+
+    The status sync can be first to write a Job (a fast job finishes before the
+    enqueue path's own write lands, or the operator restarted in between).
+    """
+    new: Status = dict(status)
+    if parse_phase(new) in (None, JobState.PENDING):
+        return new
+    conditions = new.get("conditions") or []
+    if any(c.get("type") == ENQUEUED and c.get("status") == "True" for c in conditions):
+        return new
+    new["conditions"] = set_condition(conditions, ENQUEUED, "True", "Enqueued", f"on the stream of pool {pool}")
     return new
 
 

@@ -28,36 +28,11 @@ from kubeworkers.resources import JobSpec
 from pydantic import ValidationError
 
 from kubeworkers_operator.index import TrackedJob, TrackedPool
-from kubeworkers_operator.job_status import is_finished, parse_phase, rfc3339
+from kubeworkers_operator.job_status import ENQUEUED, is_finished, parse_phase, rfc3339, set_condition
 from kubeworkers_operator.runtime import Runtime
 from kubeworkers_operator.status_writer import WriteResult, job_ref
 
 logger = logging.getLogger(__name__)
-
-ENQUEUED = "Enqueued"
-
-
-def set_condition(
-    conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str
-) -> list[dict[str, Any]]:
-    """``conditions`` with ``type_`` set; lastTransitionTime only moves when ``status`` changes."""
-    now = rfc3339(time.time())
-    out: list[dict[str, Any]] = []
-    found = False
-    for cond in conditions:
-        if cond.get("type") == type_:
-            found = True
-            changed = cond.get("status") != status
-            out.append({
-                "type": type_, "status": status, "reason": reason, "message": message,
-                "lastTransitionTime": now if changed else cond.get("lastTransitionTime", now),
-            })
-        else:
-            out.append(cond)
-    if not found:
-        out.append({"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now})
-    return out
-
 
 def check_admission(job: TrackedJob, spec: JobSpec, pool: TrackedPool | None) -> tuple[str, str] | None:
     """Why the Job cannot be enqueued yet (reason, message), or None when it can."""

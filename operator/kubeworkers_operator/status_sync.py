@@ -37,6 +37,7 @@ from kubeworkers_operator.job_status import (
     merge_patch,
     only_progress_changed,
     parse_phase,
+    with_enqueued_condition,
 )
 from kubeworkers_operator.kube import ApiError, custom_path
 from kubeworkers_operator.runtime import Runtime
@@ -65,7 +66,7 @@ class _Deferred:
 
 def _record_folder(record: JobRecord, limit: int) -> Callable[[TrackedJob], dict[str, Any]]:
     def compute(job: TrackedJob) -> dict[str, Any]:
-        return apply_record(job.status, record, output_limit=limit)
+        return with_enqueued_condition(apply_record(job.status, record, output_limit=limit), job.pool)
 
     return compute
 
@@ -205,7 +206,8 @@ class StatusSync:
         limit = rt.settings.output_limit_bytes
 
         def compute(job: TrackedJob) -> dict[str, Any]:
-            return apply_events(job.status, [ev for ev in events if ev.uid == job.uid], output_limit=limit)
+            folded = apply_events(job.status, [ev for ev in events if ev.uid == job.uid], output_limit=limit)
+            return with_enqueued_condition(folded, job.pool)
 
         job = rt.index.jobs.get(job_id)
         if job is not None and job.uid == uid and not force:
