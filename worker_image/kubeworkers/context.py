@@ -40,7 +40,7 @@ class JobContext:
         max_attempts: int,
         worker: str,
         enqueued_at: float,
-        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         progress_sink: ProgressSink | None = None,
     ) -> None:
@@ -55,14 +55,24 @@ class JobContext:
         #: Name of the worker (pod) running this attempt.
         self.worker = worker
         self.enqueued_at = enqueued_at
-        #: A logger whose records carry this job's id and handler name.
-        self.logger = logger
+        self._logger = logger
         self._loop = loop
         self._sink = progress_sink
         self._cancelled = False
         # Created only when a sync handler waits on it: most jobs never need one.
         self._cancel_event: threading.Event | None = None
         self.last_progress: tuple[float, str | None] | None = None
+
+    @property
+    def logger(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry this job's id, handler and attempt."""
+        if self._logger is None:
+            # Built on first use: most handlers never log, and a busy worker runs thousands of jobs.
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger(f"kubeworkers.handler.{self.handler}"),
+                {"job_id": self.job_id, "handler": self.handler, "attempt": self.attempt},
+            )
+        return self._logger
 
     @property
     def is_last_attempt(self) -> bool:

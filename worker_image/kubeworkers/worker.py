@@ -120,6 +120,7 @@ class Worker:
         self.streams = self.keys.streams
         self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
         self.metrics = WorkerMetrics(settings.pool, settings.namespace)
+        self.metrics.in_flight.set_function(lambda: len(self._running))
         self.metrics_port: int | None = None
         self._held: dict[str, _Job] = {}  # delivered to us, not yet acknowledged
         self._running: dict[str, _Job] = {}  # handler started, not yet ended
@@ -337,7 +338,6 @@ class Worker:
     def _launch(self, job: _Job) -> None:
         self._running[job.entry] = job
         self._by_record[job.record] = job
-        self.metrics.in_flight.set(len(self._running))
         self.last_job = job.msg.job_id
         job.task = asyncio.create_task(self._run(job))
 
@@ -376,7 +376,6 @@ class Worker:
         finally:
             self._running.pop(job.entry, None)
             self._by_record.pop(job.record, None)
-            self.metrics.in_flight.set(len(self._running))
             self._slot_free.set()
 
     async def _call(self, job: _Job, spec: HandlerSpec, inp: BaseModel) -> None:
@@ -392,29 +391,25 @@ class Worker:
             max_attempts=job.max_attempts,
             worker=self.name,
             enqueued_at=msg.enqueued_at,
-            logger=logging.LoggerAdapter(
-                logging.getLogger(f"kubeworkers.handler.{spec.name}"),
-                {"job_id": msg.job_id, "handler": spec.name, "attempt": job.attempt},
-            ),
             loop=self._loop,
             progress_sink=functools.partial(self._report_progress, job),
         )
         kwargs = {spec.context_param: ctx} if spec.context_param else {}
         timeout = msg.timeout_seconds if msg.timeout_seconds is not None else spec.timeout
         started = time.monotonic()
-        deadline = asyncio.timeout(timeout)
+        deadline = asyncio.timeout(timeout) if timeout is not None else None
         try:
-            async with deadline:
-                if spec.is_async:
-                    result = await spec.func(inp, **kwargs)
-                else:
-                    if self._executor is None:
-                        self._executor = ThreadPoolExecutor(
-                            self.settings.concurrency, thread_name_prefix="kw-handler"
-                        )
-                    result = await self._loop.run_in_executor(
-                        self._executor, functools.partial(spec.func, inp, **kwargs)
-                    )
+            if spec.is_async:
+                call = spec.func(inp, **kwargs)
+            else:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="kw-handler")
+                call = self._loop.run_in_executor(self._executor, functools.partial(spec.func, inp, **kwargs))
+            if deadline is None:
+                result = await call
+            else:
+                async with deadline:
+                    result = await call
         except asyncio.CancelledError:
             ctx._mark_cancelled()
             reason = job.stop_reason
@@ -426,9 +421,9 @@ class Worker:
             return
         except TimeoutError as exc:
             ctx._mark_cancelled()
-            if deadline.expired():
+            if deadline is not None and deadline.expired():
                 error = JobError(
-                    type="Timeout", message=f"timed out after {timeout:g}s (attempt {job.attempt})", retryable=True
+                    type="Timeout", message=f"timed out after {timeout}s (attempt {job.attempt})", retryable=True
                 )
                 self.metrics.outcome(spec.name, "timed_out")
             else:
