@@ -162,6 +162,7 @@ def test_namespaced_install_confines_the_operator_to_the_watched_namespace(
             assert not release.can(verb, resource, "-n", "default"), f"{verb} {resource} outside {watched}"
             assert not release.can(verb, resource, "--all-namespaces"), f"{verb} {resource} cluster-wide"
         assert release.can("list", "customresourcedefinitions.apiextensions.k8s.io")
+        assert not release.can("delete", "namespaces") and not release.can("get", "secrets", "-n", watched)
         args = release.get("deployment", release.fullname)["spec"]["template"]["spec"]["containers"][0]["args"]
         assert f"--namespace={watched}" in args
         # Workers in the watched namespace can read the Redis URL from their own namespace.

@@ -26,6 +26,7 @@ NAMESPACED_GRANTS: Grants = {
 }
 CLUSTER_GRANTS: Grants = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("", "namespaces"): {"list", "watch"},
 }
 
 
@@ -71,7 +72,7 @@ def test_cluster_wide_mode_grants_exactly_what_the_operator_uses(tmp_path: Path)
 def test_namespaced_mode_confines_every_namespaced_right_to_the_watched_namespace(tmp_path: Path) -> None:
     objs = render_chart(MODES["namespaced"], tmp_path)
     (cluster_role,) = roles(objs, "ClusterRole")
-    # Cluster-wide, only the read of CRDs that kopf's resource discovery needs remains.
+    # Cluster-wide, only the reads of CRDs and namespace names that kopf's discovery needs remain.
     assert grants(cluster_role) == CLUSTER_GRANTS
     (role,) = roles(objs, "Role")
     assert role["metadata"]["namespace"] == "team-a"
