@@ -10,6 +10,7 @@ Events here, so every writer narrates the same way.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Callable, Mapping
@@ -53,6 +54,10 @@ class JobStatusWriter:
         self._index = index
         self._recorder = recorder
         self._metrics = metrics
+        # Writers of one Job (the enqueue path, the status sync, the resync) take turns, so the
+        # second computes from the first one's result instead of colliding into a 409.
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
 
     async def fetch(self, namespace: str, name: str) -> TrackedJob | None:
         """GET the Job and record it in the index; None when it does not exist."""
@@ -68,6 +73,21 @@ class JobStatusWriter:
         self, namespace: str, name: str, uid: str | None, compute: StatusFn, *, source: str
     ) -> WriteResult:
         """Patch the Job's status to ``compute(job)``; ``uid`` (if given) must match the Job's."""
+        key = f"{namespace}/{name}"
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._lock_users[key] = self._lock_users.get(key, 0) + 1
+        try:
+            async with lock:
+                return await self._write(namespace, name, uid, compute, source=source)
+        finally:
+            self._lock_users[key] -= 1
+            if not self._lock_users[key]:
+                del self._lock_users[key]
+                del self._locks[key]
+
+    async def _write(
+        self, namespace: str, name: str, uid: str | None, compute: StatusFn, *, source: str
+    ) -> WriteResult:
         job = self._index.jobs.get(f"{namespace}/{name}")
         if job is None:
             job = await self.fetch(namespace, name)

@@ -33,6 +33,8 @@ __all__ = [
     "crds",
     "demo_pool",
     "get_job",
+    "install_crds",
+    "job_list_yaml",
     "list_jobs",
     "operator",
     "pool_manifest",
@@ -125,9 +127,8 @@ class OperatorProcess:
                 self.proc.wait()
 
 
-@pytest.fixture(scope="session")
-def crds(cluster: Cluster) -> None:
-    """The project's CRDs, installed and established."""
+def install_crds(cluster: Cluster) -> None:
+    """Apply the project's CRDs and wait until they are established."""
     docs = []
     for path in sorted((REPO / "crds").glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
@@ -140,6 +141,12 @@ def crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input="---\n".join(docs))
     for name in ("jobs.workers.io", "workerpools.workers.io"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    """The project's CRDs, installed and established."""
+    install_crds(cluster)
 
 
 @pytest.fixture
@@ -180,6 +187,16 @@ def demo_pool(cluster: Cluster, namespace: str, operator: OperatorProcess,
                        log_dir=LOG_ROOT / request.node.name / "pods")
     with runner:
         yield runner
+
+
+def job_list_yaml(names: list[str], pool: str, handler: str, input: dict[str, Any]) -> str:
+    """One ``kind: List`` of Jobs (``input`` gets each Job's index as ``n``)."""
+    items = [
+        {"apiVersion": "workers.io/v1alpha1", "kind": "Job", "metadata": {"name": name},
+         "spec": {"pool": pool, "handler": handler, "input": {**input, "n": i}}}
+        for i, name in enumerate(names)
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
 def list_jobs(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,175 @@
+"""End-to-end Job benchmark: N Jobs applied at once with kubectl, all the way to ``Succeeded``.
+
+Everything is real: the local control plane (``hack/local-cluster.sh``, or
+``KUBEWORKERS_KUBECONFIG``), a private ``redis-server``, the ``kubeworkers-operator``
+subprocess, and worker processes started by the kubelet stand-in for every
+Running worker pod (the autoscaler decides how many).
+
+Measured:
+
+* wall time from ``kubectl apply`` to the last Job ``Succeeded`` (and to applied, and to
+  all enqueued);
+* status writes per Job, counted twice: by the operator (``job_status_patches_total``)
+  and independently by the apiserver's audit log (PATCH/UPDATE of ``jobs/status`` in the
+  run's namespace, successful ones and conflicts);
+* that every Job's ``status.output`` is the handler's output.
+
+    .venv/bin/python benchmarks/bench_jobs_e2e.py [--jobs 1000] [--max-replicas 4] [--concurrency 16]
+
+Results go to ``benchmarks/results/bench_jobs_e2e-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.operator_fixtures import (  # noqa: E402
+    LOG_ROOT,
+    OperatorProcess,
+    install_crds,
+    job_list_yaml,
+    list_jobs,
+    pool_manifest,
+    wait_for,
+)
+from tests.support.cluster import Cluster  # noqa: E402
+from tests.support.pod_runner import PodRunner  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+TEXT = "the quick brown fox the end"
+AUDIT_LOG = REPO / ".local" / "cluster" / "logs" / "audit.log"
+
+
+def audit_status_writes(namespace: str) -> collections.Counter[str]:
+    """Writes to jobs/status in ``namespace`` seen by the apiserver, by response code."""
+    counts: collections.Counter[str] = collections.Counter()
+    if not AUDIT_LOG.exists():
+        return counts
+    with AUDIT_LOG.open() as f:
+        for line in f:
+            if namespace not in line or '"status"' not in line:
+                continue
+            entry = json.loads(line)
+            ref = entry.get("objectRef", {})
+            if (ref.get("namespace") == namespace and ref.get("resource") == "jobs"
+                    and ref.get("subresource") == "status" and entry.get("verb") in ("patch", "update")
+                    and entry.get("stage") == "ResponseComplete"):
+                counts[str(entry.get("responseStatus", {}).get("code"))] += 1
+    return counts
+
+
+def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[str, Any]:
+    cluster = Cluster.from_environment()
+    redis = RedisServer(aof=False).start()
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    log_dir = LOG_ROOT / namespace
+    install_crds(cluster)
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("create", "secret", "generic", "kubeworkers-redis", "-n", namespace,
+                    f"--from-literal=url={redis.url}")
+    operator = OperatorProcess(cluster, redis.url, [namespace], log_dir)
+    operator.start()
+    runner = PodRunner(cluster, namespace, "workers.io/pool", extra_env={"KUBEWORKERS_METRICS_PORT": "0"},
+                       log_dir=log_dir / "pods")
+    try:
+        with runner:
+            cluster.apply(pool_manifest(concurrency=concurrency, maxReplicas=max_replicas), namespace)
+            names = [f"bench-{i:05d}" for i in range(jobs)]
+
+            # kubectl creates objects one by one; several at once make a burst like many clients.
+            chunks = [names[i::parallel] for i in range(parallel)]
+            manifests = [job_list_yaml(chunk, "demo", "word_count", {"text": TEXT}) for chunk in chunks if chunk]
+            t0 = time.monotonic()
+            procs = [
+                subprocess.Popen([str(VENV_BIN / "kubectl"), "apply", "-n", namespace, "-f", "-"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=cluster.env, text=True)
+                for _ in manifests
+            ]
+            for proc, text in zip(procs, manifests, strict=True):
+                assert proc.stdin is not None
+                proc.stdin.write(text)
+                proc.stdin.close()
+            for proc in procs:
+                if proc.wait(900) != 0:
+                    raise RuntimeError("kubectl apply failed")
+            applied = time.monotonic() - t0
+
+            def enqueued() -> bool:
+                return operator.metric_sum("kubeworkers_operator_jobs_enqueued_total") >= jobs
+
+            wait_for(enqueued, timeout=900, every=0.2, what="all jobs enqueued")
+            all_enqueued = time.monotonic() - t0
+
+            def done() -> bool:
+                phases = collections.Counter(
+                    j.get("status", {}).get("phase") for j in list_jobs(cluster, namespace).values()
+                )
+                return phases["Succeeded"] == jobs
+
+            wait_for(done, timeout=1800, every=1.0, what=f"{jobs} jobs Succeeded")
+            wall = time.monotonic() - t0
+
+            final = list_jobs(cluster, namespace)
+            wrong = [n for n, j in final.items() if (j["status"].get("output") or {}).get("words") != 6]
+            metrics = operator.metrics()
+            by_source = {
+                k.split('source="')[1].rstrip('"}'): v
+                for k, v in metrics.items() if k.startswith("kubeworkers_operator_job_status_patches_total{")
+            }
+            time.sleep(3)  # the audit backend writes in batches
+            audit = audit_status_writes(namespace)
+            return {
+                "jobs": jobs,
+                "max_replicas": max_replicas,
+                "concurrency_per_pod": concurrency,
+                "kubectl_apply_processes": parallel,
+                "seconds_to_applied": round(applied, 2),
+                "seconds_to_all_enqueued": round(all_enqueued, 2),
+                "seconds_to_all_succeeded": round(wall, 2),
+                "jobs_per_second": round(jobs / wall, 1),
+                "status_writes_by_source": by_source,
+                "status_writes_per_job": round(sum(by_source.values()) / jobs, 3),
+                "audit_status_writes_by_code": dict(audit),
+                "audit_status_writes_per_job": round(audit.get("200", 0) / jobs, 3) if audit else None,
+                "status_conflicts": metrics.get(
+                    'kubeworkers_operator_job_status_patch_errors_total{reason="conflict"}', 0.0),
+                "k8s_events_posted": sum(v for k, v in metrics.items()
+                                         if k.startswith("kubeworkers_operator_k8s_events_posted_total{")),
+                "wrong_outputs": len(wrong),
+                "worker_pods_started": len(list(Path(log_dir / "pods").glob("*"))),
+            }
+    finally:
+        operator.stop()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        redis.cleanup()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=1000)
+    p.add_argument("--max-replicas", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--parallel", type=int, default=8, help="kubectl apply processes at once")
+    args = p.parse_args()
+    result = run(args.jobs, args.max_replicas, args.concurrency, args.parallel)
+    print(json.dumps(result, indent=2))
+    out = REPO / "benchmarks" / "results" / f"bench_jobs_e2e-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""WorkerPool -> Deployment on the real control plane: built, owned, kept in sync, never fighting the scaler."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.e2e.operator_fixtures import *  # noqa: F403
+from tests.e2e.operator_fixtures import LOG_ROOT, OperatorProcess, pool_manifest, wait_for
+from tests.support.cluster import Cluster
+
+
+def deployment(cluster: Cluster, namespace: str, name: str = "demo-workers") -> dict[str, Any] | None:
+    proc = cluster.kubectl("get", "deployment", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def test_pool_gets_an_owned_locked_down_deployment_and_its_status_shows_replicas(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(pool_manifest(autoscaling={"enabled": False}, replicas=2), namespace)
+    d = wait_for(lambda: deployment(cluster, namespace), what="the worker Deployment")
+    pool = json.loads(cluster.kubectl("get", "wp", "demo", "-n", namespace, "-o", "json").stdout)
+    (owner,) = d["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "WorkerPool", "demo", pool["metadata"]["uid"], True)
+    assert d["spec"]["replicas"] == 2
+    container = d["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["kubeworkers", "worker"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "KUBEWORKERS_REDIS_URL",
+            "valueFrom": {"secretKeyRef": {"name": "kubeworkers-redis", "key": "url"}}} in container["env"]
+
+    def pool_status() -> dict[str, Any] | None:
+        status = json.loads(cluster.kubectl("get", "wp", "demo", "-n", namespace, "-o", "json").stdout).get(
+            "status", {})
+        return status if status.get("replicas") == 2 and status.get("readyReplicas") == 2 else None
+
+    wait_for(pool_status, timeout=90, what="pool status replicas=2 readyReplicas=2")
+
+
+def test_deleting_the_pool_deletes_its_deployment(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(pool_manifest(autoscaling={"enabled": False}, replicas=1), namespace)
+    wait_for(lambda: deployment(cluster, namespace), what="the worker Deployment")
+    cluster.kubectl("delete", "wp", "demo", "-n", namespace)
+    wait_for(lambda: deployment(cluster, namespace) is None, timeout=60, what="garbage collection")
+
+
+def test_pool_spec_change_updates_the_deployment_but_never_the_replicas_someone_else_scaled(
+    cluster: Cluster, namespace: str, crds: None, redis_url: str, redis_secret: str
+) -> None:
+    # No autoscaler in this operator: the test plays the scaler with `kubectl scale`.
+    op = OperatorProcess(cluster, redis_url, [namespace], LOG_ROOT / "pool-spec-change",
+                         extra_args=["--no-autoscaling"]).start()
+    try:
+        cluster.apply(pool_manifest(concurrency=4), namespace)
+        wait_for(lambda: deployment(cluster, namespace), what="the worker Deployment")
+        cluster.kubectl("scale", "deployment", "demo-workers", "-n", namespace, "--replicas=3")
+        cluster.apply(pool_manifest(concurrency=6, imports=["kubeworkers.examples", "json"]), namespace)
+
+        def updated() -> dict[str, Any] | None:
+            d = deployment(cluster, namespace)
+            args = d["spec"]["template"]["spec"]["containers"][0]["args"] if d else []
+            return d if "6" in args and "kubeworkers.examples,json" in args else None
+
+        d = wait_for(updated, timeout=60, what="the Deployment to follow the pool spec")
+        assert d["spec"]["replicas"] == 3
+    finally:
+        op.stop()
