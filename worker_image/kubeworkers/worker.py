@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from kubeworkers import leases, scripts
+from kubeworkers import leases, logs, scripts
 from kubeworkers.context import JobContext
 from kubeworkers.errors import job_error
 from kubeworkers.metrics import ProbeServer, WorkerMetrics
@@ -615,6 +615,7 @@ class Worker:
     async def _promote_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.promote_seconds)
+            logs.flush()  # log lines are buffered; an idle worker still shows them promptly
             try:
                 await leases.promote(self.redis, self.keys)
             except TRANSIENT as exc:
