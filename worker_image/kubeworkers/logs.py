@@ -29,13 +29,16 @@ class JsonFormatter(logging.Formatter):
     _second = -1
     _prefix = ""
 
-    def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def timestamp(self, created: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": f"{self._prefix}.{int(record.msecs):03d}Z",
+            "ts": self.timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -71,6 +74,12 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
 
+    def write_line(self, level: int, line: str) -> None:
+        self.stream.write(line + "\n")
+        self._dirty = True
+        if level >= logging.WARNING or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
     def flush(self) -> None:
         if self._dirty:
             self._dirty = False
@@ -98,6 +107,35 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [_handler]
     root.setLevel(level.upper())
     atexit.register(_handler.flush)
+
+
+class JobLog:
+    """The per-job state-change lines, which a busy worker writes thousands of per second.
+
+    With the JSON handler of :func:`configure` in place the line is written
+    directly (no LogRecord); otherwise (e.g. under pytest's log capture) it goes
+    through ``logging`` like any other line, with the same fields.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def __call__(self, level: int, msg: str, fields: dict[str, Any]) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        handler = _handler
+        formatter = handler.formatter if handler is not None else None
+        if handler is None or not isinstance(formatter, JsonFormatter) or logging.getLogger().handlers != [handler]:
+            self.logger.log(level, msg, extra=fields)
+            return
+        line = {
+            "ts": formatter.timestamp(time.time()),
+            "level": logging.getLevelName(level).lower(),
+            "logger": self.logger.name,
+            "msg": msg,
+        }
+        line.update((k, v) for k, v in fields.items() if v is not None)
+        handler.write_line(level, json.dumps(line, default=str))
 
 
 def flush() -> None:

@@ -29,6 +29,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -58,6 +59,8 @@ from kubeworkers.registry import registry as default_registry
 from kubeworkers.settings import WorkerSettings
 
 log = logging.getLogger("kubeworkers.worker")
+#: One line per job state change (see :class:`kubeworkers.logs.JobLog`).
+job_log = logs.JobLog(log)
 
 #: Redis errors a loop survives by waiting and trying again.
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -322,7 +325,7 @@ class Worker:
             extra = {"job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt}
             if verdict == "cancelled":
                 self.metrics.outcome(msg.handler, "cancelled")
-                log.info("job cancelled before it started", extra={**extra, "state": "Cancelled"})
+                job_log(INFO, "job cancelled before it started", {**extra, "state": "Cancelled"})
             elif verdict == "dead":
                 self.metrics.dead_letter(msg.handler)
                 self.metrics.outcome(msg.handler, "failed")
@@ -371,7 +374,7 @@ class Worker:
                     ),
                 )
                 return
-            log.info("job running", extra={**extra, "state": "Running"})
+            job_log(INFO, "job running", {**extra, "state": "Running"})
             await self._call(job, spec, inp)
         finally:
             self._running.pop(job.entry, None)
@@ -381,6 +384,8 @@ class Worker:
     async def _call(self, job: _Job, spec: HandlerSpec, inp: BaseModel) -> None:
         msg = job.msg
         assert self._loop is not None
+        if spec.context_param is None:
+            return await self._invoke(job, spec, inp, None, {})
         job.ctx = ctx = JobContext(
             job_id=msg.job_id,
             uid=msg.uid,
@@ -394,7 +399,13 @@ class Worker:
             loop=self._loop,
             progress_sink=functools.partial(self._report_progress, job),
         )
-        kwargs = {spec.context_param: ctx} if spec.context_param else {}
+        return await self._invoke(job, spec, inp, ctx, {spec.context_param: ctx})
+
+    async def _invoke(
+        self, job: _Job, spec: HandlerSpec, inp: BaseModel, ctx: JobContext | None, kwargs: dict[str, Any]
+    ) -> None:
+        msg = job.msg
+        assert self._loop is not None
         timeout = msg.timeout_seconds if msg.timeout_seconds is not None else spec.timeout
         started = time.monotonic()
         deadline = asyncio.timeout(timeout) if timeout is not None else None
@@ -411,7 +422,8 @@ class Worker:
                 async with deadline:
                     result = await call
         except asyncio.CancelledError:
-            ctx._mark_cancelled()
+            if ctx is not None:
+                ctx._mark_cancelled()
             reason = job.stop_reason
             task = asyncio.current_task()
             if reason is None or task is None:
@@ -420,7 +432,8 @@ class Worker:
             self._end_stopped(job, reason, time.monotonic() - started)
             return
         except TimeoutError as exc:
-            ctx._mark_cancelled()
+            if ctx is not None:
+                ctx._mark_cancelled()
             if deadline is not None and deadline.expired():
                 error = JobError(
                     type="Timeout", message=f"timed out after {timeout}s (attempt {job.attempt})", retryable=True
@@ -443,13 +456,10 @@ class Worker:
         duration = time.monotonic() - started
         self.metrics.outcome(spec.name, "succeeded")
         self.metrics.observe(spec.name, duration)
-        log.info(
-            "job succeeded",
-            extra={
-                "job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt,
-                "state": "Succeeded", "duration": round(duration, 6),
-            },
-        )
+        job_log(INFO, "job succeeded", {
+            "job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt,
+            "state": "Succeeded", "duration": round(duration, 6),
+        })
         self._finish(job, JobState.SUCCEEDED, duration, out_json=out_json, output=output)
 
     # ------------------------------------------------------------------ endings
@@ -490,11 +500,10 @@ class Worker:
         handler = job.msg.handler
         self.metrics.outcome(handler, "failed")
         self.metrics.dead_letter(handler)
-        log.error(
-            f"job failed: {error.message}",
-            extra={"job_id": job.msg.job_id, "handler": handler, "attempt": job.attempt, "state": "Failed",
-                   "error": error.type},
-        )
+        job_log(ERROR, f"job failed: {error.message}", {
+            "job_id": job.msg.job_id, "handler": handler, "attempt": job.attempt, "state": "Failed",
+            "error": error.type,
+        })
         self._finish(job, JobState.FAILED, 0.0, error=error, message=error.message,
                      dead_letter_reason=f"{error.type}: {error.message}")
 
@@ -512,7 +521,7 @@ class Worker:
             )
             self.metrics.outcome(spec.name, "retried")
             self.metrics.retried(spec.name)
-            log.warning(message, extra={**extra, "state": "Queued"})
+            job_log(WARNING, message, {**extra, "state": "Queued"})
             err = error.model_dump(exclude_none=True)
             self._write(job, {
                 "k": "retry", "due": f"{time.time() + delay:.6f}", "er": json.dumps(err), "m": message,
@@ -525,7 +534,7 @@ class Worker:
             reason = f"{error.type}: {error.message} (not retryable)"
         self.metrics.outcome(spec.name, "failed")
         self.metrics.dead_letter(spec.name)
-        log.error(f"job failed: {reason}", extra={**extra, "state": "Failed"})
+        job_log(ERROR, f"job failed: {reason}", {**extra, "state": "Failed"})
         self._finish(job, JobState.FAILED, duration, error=error, message=reason, dead_letter_reason=reason)
 
     def _hand_back(self, job: _Job, *, uncount: bool, message: str) -> None:
@@ -535,7 +544,7 @@ class Worker:
         extra = {"job_id": job.msg.job_id, "handler": job.msg.handler, "attempt": job.attempt}
         if reason == "cancelled":
             self.metrics.outcome(job.msg.handler, "cancelled")
-            log.info("job cancelled", extra={**extra, "state": "Cancelled"})
+            job_log(INFO, "job cancelled", {**extra, "state": "Cancelled"})
             self._finish(job, JobState.CANCELLED, duration, message="cancelled while running")
         elif reason == "shutdown":
             self.metrics.outcome(job.msg.handler, "handed_back")
