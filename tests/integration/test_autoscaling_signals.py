@@ -138,3 +138,20 @@ async def test_wait_for_activity_ignores_entries_already_seen(r: aioredis.Redis)
     reader = RedisSignalReader(r, KEYS)
     snap = await reader.read()
     assert await reader.wait_for_activity(snap, block_seconds=0.1) is False
+
+
+async def test_wait_for_activity_outlasts_the_client_socket_timeout(redis_url: str) -> None:
+    # redis-py 8 gives clients a 5 s socket timeout; a longer XREAD BLOCK must not turn into an error.
+    short = aioredis.Redis.from_url(redis_url, socket_timeout=0.5)
+    producer = aioredis.Redis.from_url(redis_url)
+    try:
+        reader = RedisSignalReader(short, KEYS)
+        snap = await reader.read()
+        assert await reader.wait_for_activity(snap, block_seconds=1.0) is False
+        waiting = asyncio.create_task(reader.wait_for_activity(snap, block_seconds=30))
+        await asyncio.sleep(0.8)
+        await producer.xadd(KEYS.stream(Priority.HIGH), {"m": "x"})
+        assert await asyncio.wait_for(waiting, 10) is True
+    finally:
+        await short.aclose()
+        await producer.aclose()

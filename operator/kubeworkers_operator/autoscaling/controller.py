@@ -252,9 +252,18 @@ class PoolAutoscaler:
                 logger.debug("XREAD wait failed: %r", activity.exception())
                 await self._sleep(seconds)
         finally:
-            for task in (activity, wakeup):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            pending = [task for task in (activity, wakeup) if not task.done()]
+            for task in pending:
+                task.cancel()
+                task.add_done_callback(_consume)
+            if pending:
+                # A blocking command being cancelled can take until its socket timeout to give up
+                # (redis-py); do not make stop() or the next tick wait for that.
+                await asyncio.wait(pending, timeout=0.5)
             self._wakeup.clear()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve a background task's outcome so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()

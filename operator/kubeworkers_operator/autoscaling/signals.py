@@ -157,9 +157,18 @@ class RedisSignalReader:
 
         A blocking ``XREAD`` from each stream's last id seen in ``after``: nothing added
         between the snapshot and this call is missed, and a waiting loop costs Redis nothing.
-        Returns True when woken by activity.
+        Each ``XREAD`` blocks for less than the client's socket timeout (redis-py 8 defaults it
+        to 5 s), which would otherwise turn a long wait into an error. Returns True when woken
+        by activity.
         """
         ids = {s.name: (s.last_generated_id if s.exists else "0-0") for s in after.streams}
-        block_ms = max(1, int(block_seconds * 1000))
-        found = await self.redis.xread(ids, count=1, block=block_ms)  # type: ignore[arg-type]
-        return bool(found)
+        socket_timeout = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        deadline = time.monotonic() + block_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            block = remaining if not socket_timeout else min(remaining, max(0.05, float(socket_timeout) / 2))
+            found = await self.redis.xread(ids, count=1, block=max(1, int(block * 1000)))  # type: ignore[arg-type]
+            if found:
+                return True
