@@ -27,7 +27,7 @@ async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def add_jobs(r: aioredis.Redis, priority: Priority, n: int) -> list[bytes]:
+async def add_jobs(r: aioredis.Redis, priority: Priority, n: int) -> list[bytes | str]:
     return [await r.xadd(KEYS.stream(priority), {"v": "1", "m": f"job-{i}"}) for i in range(n)]
 
 
