@@ -8,8 +8,8 @@ resources, through the same idempotent enqueue script.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -38,7 +38,8 @@ class JobNotFoundError(LookupError):
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    """A random 128-bit id, as hex (os.urandom: a tenth of uuid4's cost, which bulk submits feel)."""
+    return os.urandom(16).hex()
 
 
 class _Builder:
@@ -144,15 +145,29 @@ class AsyncClient:
         values = list(inputs)
         if job_ids is not None and len(job_ids) != len(values):
             raise ValueError(f"{len(job_ids)} job ids for {len(values)} inputs")
-        msgs = [
-            self._build.message(
-                pool, handler, v, priority=priority, timeout=timeout, max_attempts=max_attempts,
-                job_id=job_ids[i] if job_ids is not None else None,
-            )
-            for i, v in enumerate(values)
-        ]
-        await queue.enqueue_many(self.redis, msgs)
-        return [m.job_id for m in msgs]
+        ids: list[str] = []
+        sending: asyncio.Task[list[bool]] | None = None
+        try:
+            for start in range(0, len(values), queue.ENQUEUE_CHUNK):
+                chunk = [
+                    self._build.message(
+                        pool, handler, v, priority=priority, timeout=timeout, max_attempts=max_attempts,
+                        job_id=job_ids[start + i] if job_ids is not None else None,
+                    )
+                    for i, v in enumerate(values[start : start + queue.ENQUEUE_CHUNK])
+                ]
+                ids.extend(m.job_id for m in chunk)
+                # One chunk in flight while the next is built: Redis and Python work at the
+                # same time, and chunks still arrive in order.
+                if sending is not None:
+                    await sending
+                sending = asyncio.create_task(queue.enqueue_many(self.redis, chunk))
+            if sending is not None:
+                await sending
+        finally:
+            if sending is not None and not sending.done():
+                sending.cancel()
+        return ids
 
     async def _pool(self, job_id: str, pool: str | None) -> str | None:
         return pool or await queue.find_pool(self.redis, self.namespace, job_id)
