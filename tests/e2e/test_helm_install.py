@@ -180,6 +180,10 @@ def test_helm_upgrade_applies_new_values_and_keeps_the_generated_redis_password(
     release.install(NO_PVC)
     before = _redis_secret(release)
     assert len(before["password"]) == 32
+    # The documented upgrade (docs/install.md): CRDs first, server-side, then the release.
+    release.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    release.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                            "crd/jobs.workers.io", "crd/workerpools.workers.io")
     release.upgrade("--reuse-values", "--set", "operator.logLevel=DEBUG")
     env = {e["name"]: e.get("value") for e in
            release.get("deployment", release.fullname)["spec"]["template"]["spec"]["containers"][0]["env"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,34 @@ def test_worker_pods_the_operator_builds_match_the_charts_worker_selectors(tmp_p
     ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
     assert ports["metrics"] == WORKER_METRICS_PORT == find(objs, "Service", "kw-kubeworkers-workers")[0][
         "spec"]["ports"][0]["port"]
+
+
+def _exported_metric_names() -> set[str]:
+    """Every sample name the operator, the autoscaler and a worker export (from their real classes)."""
+    from kubeworkers.metrics import WorkerMetrics
+    from kubeworkers_operator.autoscaling.metrics import AutoscalerMetrics
+    from kubeworkers_operator.metrics import OperatorMetrics
+    from prometheus_client import CollectorRegistry
+
+    names: set[str] = set()
+    registries: list[CollectorRegistry] = [
+        OperatorMetrics().registry, AutoscalerMetrics().registry, WorkerMetrics("p", "ns").registry]
+    for registry in registries:
+        for family in registry.collect():
+            names.add(family.name)
+            # Counters are exported with _total, histograms with _bucket/_sum/_count.
+            names.update({f"{family.name}{suffix}" for suffix in ("_total", "_bucket", "_sum", "_count")})
+    return names
+
+
+def test_grafana_dashboard_queries_only_metrics_the_code_exports() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "kubeworkers.json").read_text())
+    exported = _exported_metric_names()
+    queried = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            queried.update(re.findall(r"\b(kubeworkers_[a-z_]+)", target["expr"]))
+    for variable in dashboard["templating"]["list"]:
+        queried.update(re.findall(r"\b(kubeworkers_[a-z_]+)", str(variable.get("query", ""))))
+    assert queried, "the dashboard queries nothing"
+    assert not queried - exported, f"the dashboard queries metrics nobody exports: {sorted(queried - exported)}"
