@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.asyncio as aioredis
 from kubeworkers import queue
 from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
 from kubeworkers.resources import JOB_PLURAL
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 #: How often the consumer re-reads its own pending entries (patches that failed) and claims
 #: entries another operator instance left behind.
 PENDING_RECHECK_SECONDS = 15.0
+#: Period of trimming the events stream below what every consumer group has acked.
+TRIM_SECONDS = 30.0
 #: Records read per Redis pipeline during a resync.
 RESYNC_CHUNK = 500
 
@@ -62,6 +65,40 @@ class _Deferred:
 
     due: float
     entries: list[tuple[str, JobEvent]] = field(default_factory=list)
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def trim_events(r: aioredis.Redis) -> int:
+    """Trim the events stream below what every consumer group has read and acked.
+
+    Every group (the cluster-wide operator's, each namespace-scoped operator's) must
+    be past an entry, and no group may still hold it pending, before it goes: this
+    never trims away an event someone has yet to apply. Returns entries removed.
+    """
+    try:
+        groups: list[dict[str, Any]] = await r.xinfo_groups(EVENTS_STREAM)
+    except ResponseError:
+        return 0  # no stream yet
+    if not groups:
+        return 0
+    floor: tuple[int, int] | None = None
+    for group in groups:
+        name = _text(group["name"])
+        last = _stream_id(_text(group["last-delivered-id"]))
+        keep_from = last
+        if int(group.get("pending") or 0):
+            summary: Any = await r.xpending(EVENTS_STREAM, name)
+            if summary.get("min"):
+                keep_from = min(keep_from, _stream_id(_text(summary["min"])))
+        floor = keep_from if floor is None else min(floor, keep_from)
+    if floor is None or floor == (0, 0):
+        return 0
+    removed: int = await r.xtrim(EVENTS_STREAM, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+    return removed
 
 
 def _record_folder(record: JobRecord, limit: int) -> Callable[[TrackedJob], dict[str, Any]]:
@@ -262,6 +299,7 @@ class StatusSync:
         settings = self.rt.settings
         next_resync = time.monotonic() + settings.resync_interval_seconds
         next_pending = time.monotonic() + settings.pending_retry_seconds
+        next_trim = time.monotonic() + TRIM_SECONDS
         while True:
             self.housekeeping_turned_at = time.time()
             try:
@@ -269,6 +307,9 @@ class StatusSync:
                 if time.monotonic() >= next_pending:
                     await jobs.retry_waiting(self.rt)
                     next_pending = time.monotonic() + settings.pending_retry_seconds
+                if time.monotonic() >= next_trim:
+                    await trim_events(self.rt.redis)
+                    next_trim = time.monotonic() + TRIM_SECONDS
                 if time.monotonic() >= next_resync:
                     await self.resync()
                     next_resync = time.monotonic() + settings.resync_interval_seconds

@@ -1,0 +1,49 @@
+"""The events stream is trimmed only below what every operator consumer group has applied."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from kubeworkers.protocol import EVENTS_STREAM, OPERATOR_GROUP, JobEvent, JobState
+from kubeworkers_operator.status_sync import trim_events
+
+
+def event(i: int) -> dict[str, str]:
+    return JobEvent(job_id=f"ns/j{i}", uid=f"u{i}", namespace="ns", pool="p", state=JobState.RUNNING).to_fields()
+
+
+async def test_pending_events_are_never_trimmed_and_acked_ones_are(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    await r.xgroup_create(EVENTS_STREAM, OPERATOR_GROUP, id="0", mkstream=True)
+    ids = [await r.xadd(EVENTS_STREAM, event(i)) for i in range(10)]
+    read = await r.xreadgroup(OPERATOR_GROUP, "op", {EVENTS_STREAM: ">"}, count=6)
+    assert len(read[0][1]) == 6
+    await r.xack(EVENTS_STREAM, OPERATOR_GROUP, *ids[:3])  # 3 applied, 3 still pending, 4 unread
+
+    assert await trim_events(r) == 3
+    remaining = [entry_id for entry_id, _ in await r.xrange(EVENTS_STREAM)]
+    assert remaining == ids[3:]
+    await r.aclose()
+
+
+async def test_a_second_groups_unread_events_hold_the_trim_back(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    await r.xgroup_create(EVENTS_STREAM, OPERATOR_GROUP, id="0", mkstream=True)
+    ids = [await r.xadd(EVENTS_STREAM, event(i)) for i in range(5)]
+    await r.xgroup_create(EVENTS_STREAM, f"{OPERATOR_GROUP}:team-a", id=ids[1])  # has read up to ids[1]
+    await r.xreadgroup(OPERATOR_GROUP, "op", {EVENTS_STREAM: ">"})
+    await r.xack(EVENTS_STREAM, OPERATOR_GROUP, *ids)
+
+    await trim_events(r)
+    remaining = [entry_id for entry_id, _ in await r.xrange(EVENTS_STREAM)]
+    assert remaining[0] <= ids[2]  # team-a still needs ids[2:]
+    assert ids[2] in remaining and ids[4] in remaining
+    await r.aclose()
+
+
+async def test_trim_without_a_stream_or_groups_is_a_no_op(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    assert await trim_events(r) == 0
+    await r.xadd(EVENTS_STREAM, event(0))
+    assert await trim_events(r) == 0
+    assert await r.xlen(EVENTS_STREAM) == 1
+    await r.aclose()
