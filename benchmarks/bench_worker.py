@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from kubeworkers.registry import handler
+from pydantic import BaseModel
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -72,14 +71,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-async def wait_completed(r: Any, keys: Any, n: int, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_completed(r: Any, keys: Any, n: int, within: float = 300) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         done = int(await r.hget(keys.stats, "completed") or 0)
         if done >= n:
             return
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"only {done} of {n} jobs completed in {timeout}s")
+    raise TimeoutError(f"only {done} of {n} jobs completed in {within}s")
 
 
 async def record_times(r: Any, keys: Any, job_ids: list[str]) -> tuple[float, float]:
@@ -104,10 +103,24 @@ async def bench_submit(url: str, jobs: int) -> tuple[float, list[str]]:
     return jobs / elapsed, ids
 
 
-async def bench_drain(url: str, jobs: int, concurrency: int, log_level: str) -> float:
-    """Submit ``jobs`` first, then let one worker process drain them; jobs/s from first start to last end."""
-    import redis.asyncio as aioredis
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+async def redis_cpu_seconds(r: Any) -> float:
+    info = await r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def bench_drain(url: str, jobs: int, concurrency: int, log_level: str) -> dict[str, float]:
+    """Submit ``jobs`` first, then let one worker process drain them.
+
+    Returns jobs/s from the first start to the last end, and the CPU time the worker
+    process and Redis spent per job (what the machine's other tenants cannot distort).
+    """
+    import redis.asyncio as aioredis
     from kubeworkers.protocol import PoolKeys
 
     r = aioredis.Redis.from_url(url)
@@ -116,18 +129,26 @@ async def bench_drain(url: str, jobs: int, concurrency: int, log_level: str) -> 
     _, ids = await bench_submit(url, jobs)
     proc = start_worker(url, concurrency, log_level)
     try:
+        while not await r.hget(keys.stats, "completed"):  # noqa: ASYNC110 - polling Redis, not a local flag
+            await asyncio.sleep(0.001)
+        worker_cpu, redis_cpu = proc_cpu_seconds(proc.pid), await redis_cpu_seconds(r)
         await wait_completed(r, keys, jobs)
+        worker_cpu = proc_cpu_seconds(proc.pid) - worker_cpu
+        redis_cpu = await redis_cpu_seconds(r) - redis_cpu
         first, last = await record_times(r, keys, ids)
     finally:
         stop(proc)
         await r.aclose()
-    return jobs / (last - first)
+    return {
+        "rate": jobs / (last - first),
+        "worker_cpu_us_per_job": worker_cpu / jobs * 1e6,
+        "redis_cpu_us_per_job": redis_cpu / jobs * 1e6,
+    }
 
 
 async def bench_latency(url: str, samples: int) -> list[float]:
     """Submit one job at a time to an idle worker; submit->start in milliseconds."""
     import redis.asyncio as aioredis
-
     from kubeworkers.client import AsyncClient
     from kubeworkers.protocol import JobState, PoolKeys
 
@@ -203,7 +224,8 @@ async def peer_drain(url: str, jobs: int) -> float:
     await r.xgroup_create("peer:jobs", "g", id="0", mkstream=True)
     await r.aclose()
     await peer_submit_keep(url, jobs)
-    out = subprocess.run(
+    out = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-c", PEER_CONSUMER, url, "peer:jobs", str(jobs)],
         capture_output=True, text=True, check=True,
     )
@@ -266,8 +288,10 @@ async def main() -> int:
         url = server.url
         submit_rate = statistics.median([(await bench_submit_fresh(url, args.jobs)) for _ in range(3)])
         peer_submit_rate = statistics.median([await peer_submit(url, args.jobs) for _ in range(3)])
-        drain_rate = await bench_drain(url, args.jobs, args.concurrency, args.log_level)
-        drain_quiet = await bench_drain(url, args.jobs, args.concurrency, "WARNING")
+        drains = [await bench_drain(url, args.jobs, args.concurrency, args.log_level) for _ in range(3)]
+        drain = sorted(drains, key=lambda d: d["rate"])[1]  # the median run
+        drain_rate = drain["rate"]
+        drain_quiet = (await bench_drain(url, args.jobs, args.concurrency, "WARNING"))["rate"]
         peer_drain_rate = await peer_drain(url, args.jobs)
         latency = await bench_latency(url, args.samples)
         peer_lat = await peer_latency(url, args.samples)
@@ -280,6 +304,10 @@ async def main() -> int:
         "bulk_submit_jobs_per_s": round(submit_rate),
         "peer_bulk_xadd_per_s": round(peer_submit_rate),
         "drained_jobs_per_s_per_process": round(drain_rate),
+        "drained_jobs_per_s_runs": [round(d["rate"]) for d in drains],
+        "worker_cpu_us_per_job": round(drain["worker_cpu_us_per_job"], 1),
+        "redis_cpu_us_per_job": round(drain["redis_cpu_us_per_job"], 1),
+        "load_average_1m": os.getloadavg()[0],
         "drained_jobs_per_s_per_process_logs_warning": round(drain_quiet),
         "peer_drained_per_s": round(peer_drain_rate),
         "submit_to_start_ms_p50": round(pct(latency, 0.5), 3),
@@ -287,20 +315,26 @@ async def main() -> int:
         "peer_xadd_to_read_ms_p50": round(pct(peer_lat, 0.5), 3),
     }
     rows = [
-        ("drained jobs/s per worker process (INFO logs)", drain_rate, peer_drain_rate, ">= 5000"),
+        (f"drained jobs/s per worker process ({args.log_level} logs, median of 3)", drain_rate, peer_drain_rate,
+         ">= 5000"),
         ("drained jobs/s per worker process (WARNING logs)", drain_quiet, peer_drain_rate, ">= 5000"),
         ("bulk submit jobs/s", submit_rate, peer_submit_rate, ">= 20000"),
         ("submit->start p50 ms (idle worker)", pct(latency, 0.5), pct(peer_lat, 0.5), "< 5"),
         ("submit->start p99 ms (idle worker)", pct(latency, 0.99), pct(peer_lat, 0.99), ""),
     ]
-    print(f"\n{'metric':<50} {'kubeworkers':>12} {'bare redis-py':>14} {'ratio':>7}  target")
+    print(f"\n{'metric':<60} {'kubeworkers':>12} {'bare redis-py':>14} {'ratio':>7}  target")
     for name, ours, peer, target in rows:
-        print(f"{name:<50} {ours:>12.1f} {peer:>14.1f} {ours / peer:>7.2f}  {target}")
+        print(f"{name:<60} {ours:>12.1f} {peer:>14.1f} {ours / peer:>7.2f}  {target}")
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_worker-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {path.relative_to(REPO)}")
+    print(
+        f"\ndrain runs (jobs/s): {results['drained_jobs_per_s_runs']}; per job: worker process "
+        f"{results['worker_cpu_us_per_job']} us CPU, Redis {results['redis_cpu_us_per_job']} us CPU; "
+        f"load average {results['load_average_1m']:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(f"written to {path.relative_to(REPO)}")
     return 0
 
 

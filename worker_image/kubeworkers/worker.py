@@ -25,6 +25,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,9 @@ from kubeworkers.settings import WorkerSettings
 log = logging.getLogger("kubeworkers.worker")
 #: One line per job state change (see :class:`kubeworkers.logs.JobLog`).
 job_log = logs.JobLog(log)
+
+#: Most entries one take (read + start) delivers.
+TAKE_BATCH = int(os.environ.get("KUBEWORKERS_TAKE_BATCH", "64"))
 
 #: Redis errors a loop survives by waiting and trying again.
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -241,7 +245,9 @@ class Worker:
                 await asyncio.sleep(0)
                 continue
             try:
-                self._start(await self._take(free), free)
+                # Smaller takes than the free slots let Python run the jobs of one take while
+                # Redis executes the next: the two overlap instead of taking turns.
+                self._start(await self._take(min(free, TAKE_BATCH)), free)
                 delay = 0.1
             except asyncio.CancelledError:
                 if self._stop.is_set():
