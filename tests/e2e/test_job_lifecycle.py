@@ -189,3 +189,27 @@ def test_deleting_a_running_job_cancels_it_in_redis(
         return state is None or state == b"Cancelled"
 
     wait_for(cancelled, timeout=60, what="the deleted job's record to be cancelled")
+
+
+def test_progress_shows_in_status_while_running_and_is_written_less_often_than_reported(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("steady", "slow", {"seconds": 6, "steps": 30}), namespace)
+
+    def midway() -> dict | None:
+        job = get_job(cluster, namespace, "steady")
+        progress = (job or {}).get("status", {}).get("progress") or {}
+        running = (job or {}).get("status", {}).get("phase") == "Running"
+        return job if running and 0 < progress.get("fraction", 0) < 1 else None
+
+    job = wait_for(midway, timeout=90, what="a Running job with partial progress")
+    assert job["status"]["progress"]["message"].startswith("step ")
+    status = wait_phase(cluster, namespace, "steady", {"Succeeded", "Failed"})["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["progress"]["fraction"] == 1.0
+    # 30 progress reports + Running + Succeeded reached the operator; far fewer became writes.
+    consumed = operator.metric_sum("kubeworkers_operator_events_consumed_total")
+    writes = operator.metric_sum("kubeworkers_operator_job_status_patches_total")
+    assert consumed >= 32
+    assert writes <= consumed / 2
