@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.cluster import Cluster
-from tests.support.tools import CHART, run_helm, values_args
+from tests.support.tools import CHART, MODES, kubernetes_version, run_helm, values_args
 
 Obj = dict[str, Any]
 # Owned by our chart only: what uninstall must leave behind is none of these.
@@ -229,3 +230,28 @@ def test_a_wrong_value_is_refused_by_helm_install_and_nothing_is_created(
     assert release.helm("status", release.name, check=False).returncode != 0
     assert not release.owned(CHART_KINDS, release.namespace)
 
+
+
+# prometheus-operator's CRDs are not installed on the test control plane; those two kinds are
+# checked by the unit tests' parsing only.
+NEEDS_PROMETHEUS_OPERATOR = {"ServiceMonitor", "PodMonitor"}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_install_mode_is_accepted_by_the_apiserver(
+        mode: str, cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    # The modes name namespaces team-a/team-b; point them at real ones for the server dry run.
+    other = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        text = json.dumps(MODES[mode]).replace("team-a", namespace).replace("team-b", other)
+        rendered = run_helm("template", "kw", str(CHART), "--namespace", namespace, "--kube-version",
+                            kubernetes_version(), *values_args(json.loads(text), tmp_path)).stdout
+        docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] not in NEEDS_PROMETHEUS_OPERATOR]
+        assert docs
+        result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs),
+                                 check=False)
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.strip().splitlines()) == len(docs), result.stdout
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)

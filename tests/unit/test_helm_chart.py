@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -121,3 +122,20 @@ def test_notes_tell_the_user_what_to_run_next(mode: str, tmp_path: Path) -> None
         assert "kubectl get jobs.workers.io -n team-a" in notes
     else:
         assert "kw-system" in notes and "redis.secretNamespaces" in notes
+
+
+def test_sync_crds_check_notices_a_drifted_chart_copy(tmp_path: Path) -> None:
+    script = REPO / "hack" / "sync-crds.sh"
+    assert subprocess.run(["bash", str(script), "--check"], capture_output=True, check=False).returncode == 0
+    # The same script in a scratch copy of the layout, with one chart CRD edited.
+    (tmp_path / "hack").mkdir()
+    shutil.copy(script, tmp_path / "hack" / "sync-crds.sh")
+    shutil.copytree(REPO / "crds", tmp_path / "crds")
+    shutil.copytree(CHART / "crds", tmp_path / "helm" / "kubeworkers" / "crds")
+    drifted = next((tmp_path / "helm" / "kubeworkers" / "crds").glob("*.yaml"))
+    drifted.write_text(drifted.read_text() + "# edited by hand\n")
+    copy = tmp_path / "hack" / "sync-crds.sh"
+    check = subprocess.run(["bash", str(copy), "--check"], capture_output=True, text=True, check=False)
+    assert check.returncode == 1 and "hack/sync-crds.sh" in check.stderr
+    assert subprocess.run(["bash", str(copy)], capture_output=True, check=False).returncode == 0
+    assert subprocess.run(["bash", str(copy), "--check"], capture_output=True, check=False).returncode == 0
