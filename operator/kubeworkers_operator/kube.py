@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -72,8 +72,17 @@ class KubeApi:
     jobs) queues here instead of overwhelming the apiserver or the operator.
     """
 
-    def __init__(self, info: kopf.ConnectionInfo, *, concurrency: int = 16, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        *,
+        concurrency: int = 16,
+        timeout: float = 30.0,
+        relogin: Callable[[], kopf.ConnectionInfo] | None = None,
+    ) -> None:
         self._info = info
+        # Projected service-account tokens rotate: on a 401 the credentials are read again.
+        self._relogin = relogin
         self._server = info.server.rstrip("/")
         self._limit = asyncio.Semaphore(concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -89,6 +98,13 @@ class KubeApi:
                 timeout=self._timeout,
             )
         return self._session
+
+    async def _reconnect(self) -> None:
+        assert self._relogin is not None
+        self._info = await asyncio.to_thread(self._relogin)
+        old, self._session = self._session, None
+        if old is not None:
+            await old.close()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -111,10 +127,16 @@ class KubeApi:
         headers = {"Content-Type": content_type} if data is not None else {}
         async with self._limit:
             self.requests[method] = self.requests.get(method, 0) + 1
-            async with self._get_session().request(method, url, data=data, headers=headers) as resp:
-                text = await resp.text()
-                if resp.status >= 300:
-                    raise ApiError(resp.status, method, path, text)
+            for attempt in range(2):
+                async with self._get_session().request(method, url, data=data, headers=headers) as resp:
+                    text = await resp.text()
+                    status = resp.status
+                if status == 401 and attempt == 0 and self._relogin is not None:
+                    await self._reconnect()
+                    continue
+                break
+            if status >= 300:
+                raise ApiError(status, method, path, text)
         result: Body = json.loads(text) if text else {}
         return result
 

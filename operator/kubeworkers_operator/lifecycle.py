@@ -77,7 +77,11 @@ def sync_api_client() -> Any:
 async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings) -> Background:
     """Build the runtime and start every background task."""
     metrics = OperatorMetrics()
-    api = KubeApi(connection_info(kopf_settings), concurrency=settings.api_concurrency)
+    api = KubeApi(
+        connection_info(kopf_settings),
+        concurrency=settings.api_concurrency,
+        relogin=lambda: connection_info(kopf_settings),
+    )
     redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
     recorder = EventRecorder(api, metrics)
     index = ClusterIndex()
@@ -96,8 +100,9 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
         api_client=await asyncio.to_thread(sync_api_client) if settings.autoscaling else None,
         metrics=AutoscalerMetrics(metrics.registry),
     )
-    bg = Background(rt, sync, controllers, HealthServer(metrics, port=settings.metrics_port, is_healthy=lambda: True))
-    bg.health = HealthServer(metrics, port=settings.metrics_port, is_healthy=bg.healthy)
+    # The probe reads `bg` when called, i.e. once everything below has started.
+    health = HealthServer(metrics, port=settings.metrics_port, is_healthy=lambda: bg.healthy())
+    bg = Background(rt, sync, controllers, health)
     await bg.health.start()
     recorder.start()
     bg.tasks = [
