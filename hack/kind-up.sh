@@ -9,15 +9,19 @@
 #
 # Usage: hack/kind-up.sh [--down]
 # Environment: KIND_CLUSTER_NAME (kubeworkers), KIND_NODE_IMAGE, KUBEWORKERS_NAMESPACE
-# (kubeworkers-system), DOCKER, KIND, KUBECTL, HELM (binaries; default: from PATH, helm also
-# from the hack/build-binaries.sh cache).
+# (kubeworkers-system), KUBEWORKERS_EXAMPLES_NAMESPACE (default), KUBEWORKERS_HELM_ARGS (extra
+# `helm upgrade` arguments, e.g. "--set redis.persistence.size=5Gi"), KUBEWORKERS_EXAMPLE_TIMEOUT
+# (seconds to wait for the example Job, 180), DOCKER, KIND, KUBECTL, HELM (binaries; default:
+# from PATH, helm also from the hack/build-binaries.sh cache).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLUSTER="${KIND_CLUSTER_NAME:-kubeworkers}"
 NAMESPACE="${KUBEWORKERS_NAMESPACE:-kubeworkers-system}"
-# The example WorkerPool runs in the default namespace and names this worker image.
-EXAMPLES_NAMESPACE=default
+# The example WorkerPool names this worker image; its namespace gets the chart's Redis Secret.
+EXAMPLES_NAMESPACE="${KUBEWORKERS_EXAMPLES_NAMESPACE:-default}"
+EXAMPLE_TIMEOUT="${KUBEWORKERS_EXAMPLE_TIMEOUT:-180}"
+read -r -a EXTRA_HELM_ARGS <<<"${KUBEWORKERS_HELM_ARGS:-}"
 OPERATOR_IMAGE=kubeworkers-operator:dev
 WORKER_IMAGE=kubeworkers-worker:dev
 
@@ -71,6 +75,9 @@ log "applying CRDs"
 "$KUBECTL" wait --for condition=Established --timeout=60s \
   crd/jobs.workers.io crd/workerpools.workers.io
 
+# The chart writes the Redis Secret into the examples' namespace, so it must exist first.
+"$KUBECTL" create namespace "$EXAMPLES_NAMESPACE" --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+
 log "installing the chart into $NAMESPACE"
 "$HELM" upgrade --install kubeworkers "$ROOT/helm/kubeworkers" \
   --namespace "$NAMESPACE" --create-namespace \
@@ -78,13 +85,13 @@ log "installing the chart into $NAMESPACE"
   --set operator.image.tag="${OPERATOR_IMAGE##*:}" \
   --set operator.image.pullPolicy=Never \
   --set "redis.secretNamespaces={$EXAMPLES_NAMESPACE}" \
-  --wait --timeout 5m
+  --wait --timeout 5m ${EXTRA_HELM_ARGS[@]+"${EXTRA_HELM_ARGS[@]}"}
 
 log "applying the examples in namespace $EXAMPLES_NAMESPACE"
 "$KUBECTL" apply -n "$EXAMPLES_NAMESPACE" -f "$ROOT/examples/workerpool.yaml"
 "$KUBECTL" apply -n "$EXAMPLES_NAMESPACE" -f "$ROOT/examples/job.yaml"
 "$KUBECTL" wait -n "$EXAMPLES_NAMESPACE" --for=jsonpath='{.status.phase}'=Succeeded \
-  --timeout=180s jobs.workers.io/word-count \
+  --timeout="${EXAMPLE_TIMEOUT}s" jobs.workers.io/word-count \
   || log "the example Job has not succeeded yet; see: kubectl describe jobs.workers.io word-count"
 "$KUBECTL" get -n "$EXAMPLES_NAMESPACE" workerpools.workers.io,jobs.workers.io
 
