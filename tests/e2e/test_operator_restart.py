@@ -8,7 +8,7 @@ import signal
 import time
 
 import redis
-from kubeworkers.protocol import JobMessage, PoolKeys
+from kubeworkers.protocol import EVENTS_STREAM, JobMessage, PoolKeys
 
 from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import OperatorProcess, list_jobs, pool_manifest, wait_for
@@ -68,3 +68,31 @@ def test_operator_killed_and_restarted_mid_run_every_job_finishes_right_and_none
     assert not [job_id for job_id, c in counts.items() if c > 1]
     # Every job ran once: none was handed to a worker twice because of the restart.
     assert all(job["status"]["attempts"] == 1 for job in jobs.values())
+
+
+def test_statuses_converge_from_redis_records_when_the_events_were_lost_while_the_operator_was_down(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
+) -> None:
+    count = 20
+    cluster.apply(pool_manifest(), namespace)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=many_jobs(count, "slow", {"seconds": 2, "steps": 1}))
+    wait_for(lambda: phases(cluster, namespace)["Queued"] + phases(cluster, namespace)["Running"] == count,
+             timeout=60, what="all jobs enqueued")
+    operator.kill(signal.SIGKILL)
+
+    r = redis.Redis.from_url(redis_url)
+    keys = PoolKeys(namespace, "demo")
+
+    def all_records_succeeded() -> bool:
+        states = [r.hget(keys.record(f"{namespace}/job-{i:04d}"), "state") for i in range(count)]
+        return all(s == b"Succeeded" for s in states)
+
+    wait_for(all_records_succeeded, timeout=120, what="the workers to finish every job")
+    r.delete(EVENTS_STREAM)  # every event of the run is gone
+    assert phases(cluster, namespace)["Succeeded"] < count
+
+    operator.start()
+    wait_for(lambda: phases(cluster, namespace)["Succeeded"] == count, timeout=90, what="resync to converge")
+    assert operator.metric_sum("kubeworkers_operator_resync_corrections_total") >= 1
+    for job in list_jobs(cluster, namespace).values():
+        assert job["status"]["output"] == {"slept": 2.0}
