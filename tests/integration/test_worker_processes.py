@@ -287,3 +287,18 @@ def test_handlers_command_lists_each_handler_with_its_input_schema() -> None:
     assert listed["word_count"]["input_schema"]["properties"]["text"]["type"] == "string"
     assert listed["slow"]["input_schema"]["required"] == ["seconds"]
     assert listed["fail"]["max_attempts"] == 2
+
+
+def test_job_that_keeps_losing_its_worker_is_dead_lettered_instead_of_looping(
+    redis_url: str, client: Client, r: redis.Redis, procs: Callable[..., WorkerProcess]
+) -> None:
+    doomed = procs(redis_url, "doomed", concurrency=1)
+    job_id = client.submit("p", "slow", {"seconds": 30, "steps": 30}, max_attempts=1)
+    wait_for(running_on(client, job_id, "doomed"), 30, "the job to start")
+    procs(redis_url, "survivor", concurrency=1)
+    doomed.kill()
+    done = client.wait(job_id, 15 * LEASE, pool="p")
+    assert done.state is JobState.FAILED
+    assert done.error is not None and done.error.type == "WorkerLost"
+    dead = r.xrange(PoolKeys("default", "p").dead_letter)
+    assert len(dead) == 1 and b"stopped without finishing" in dead[0][1][b"reason"]  # type: ignore[index]

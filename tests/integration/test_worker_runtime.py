@@ -436,3 +436,53 @@ async def test_finished_entries_are_acknowledged_and_removed_from_the_stream(
         pending = await r.xpending(keys.stream("normal"), "workers")
     assert pending["pending"] == 0
     assert await r.xlen(keys.stream("normal")) == 0
+
+
+async def test_cancel_flag_without_its_pubsub_message_is_noticed_by_the_heartbeat(
+    redis_url: str, r: aioredis.Redis, client: AsyncClient
+) -> None:
+    reg = Registry()
+    started = asyncio.Event()
+
+    @reg.handler("forever")
+    async def forever(inp: Numbers) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async with start_worker(redis_url, reg):
+        job_id = await client.submit("p", "forever", {"a": 1})
+        await asyncio.wait_for(started.wait(), 30)
+        # As if the pub/sub message had been lost: only the flag is set.
+        await r.set(PoolKeys("default", "p").cancel(job_id), "1")
+        done = await client.wait(job_id, 30)
+    assert done.state is JobState.CANCELLED
+
+
+async def test_draining_worker_reports_not_ready_but_healthy(redis_url: str, client: AsyncClient) -> None:
+    reg = Registry()
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @reg.handler("hold")
+    async def hold(inp: Numbers) -> None:
+        started.set()
+        await release.wait()
+
+    async def get(port: int, path: str) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status = int((await reader.readline()).split()[1])
+        writer.close()
+        return status
+
+    async with start_worker(redis_url, reg, metrics_port=0, shutdown_grace=30) as worker:
+        assert worker.metrics_port is not None
+        assert await get(worker.metrics_port, "/readyz") == 200
+        job_id = await client.submit("p", "hold", {"a": 1})
+        await asyncio.wait_for(started.wait(), 30)
+        worker.stop()
+        assert await get(worker.metrics_port, "/readyz") == 503
+        assert await get(worker.metrics_port, "/healthz") == 200
+        release.set()
+        done = await client.wait(job_id, 30)
+    assert done.state is JobState.SUCCEEDED
