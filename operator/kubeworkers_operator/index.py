@@ -68,6 +68,7 @@ class TrackedPool:
     uid: str
     spec: WorkerPoolSpec | None
     """None when the spec does not parse (the CRD schema should prevent that)."""
+    generation: int = 0
 
 
 @dataclass
@@ -98,7 +99,9 @@ class ClusterIndex:
             spec: WorkerPoolSpec | None = WorkerPoolSpec.model_validate(body.get("spec") or {})
         except ValueError:
             spec = None
-        pool = TrackedPool(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""), spec)
+        pool = TrackedPool(
+            meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""), spec, int(meta.get("generation") or 0)
+        )
         self.pools[(pool.namespace, pool.name)] = pool
         return pool
 

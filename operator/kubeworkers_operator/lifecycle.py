@@ -23,7 +23,7 @@ from kubeworkers_operator.events import EventRecorder
 from kubeworkers_operator.index import ClusterIndex
 from kubeworkers_operator.kube import KubeApi
 from kubeworkers_operator.metrics import HealthServer, OperatorMetrics
-from kubeworkers_operator.pools import PoolControllers
+from kubeworkers_operator.pools import PoolControllers, resync_pools
 from kubeworkers_operator.runtime import Runtime
 from kubeworkers_operator.settings import OperatorSettings
 from kubeworkers_operator.status_sync import StatusSync
@@ -95,11 +95,11 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
         enqueuer=Enqueuer(redis, linger=settings.enqueue_linger_seconds),
         index=index,
     )
-    sync = StatusSync(rt)
     controllers = PoolControllers(
         api_client=await asyncio.to_thread(sync_api_client) if settings.autoscaling else None,
         metrics=AutoscalerMetrics(metrics.registry),
     )
+    sync = StatusSync(rt, periodic=[lambda: resync_pools(rt, controllers)])
     # The probe reads `bg` when called, i.e. once everything below has started.
     health = HealthServer(metrics, port=settings.metrics_port, is_healthy=lambda: bg.healthy())
     bg = Background(rt, sync, controllers, health)

@@ -126,16 +126,31 @@ async def on_pool_event(
     if pool.spec is None:
         rt.recorder.warning(pool_ref(pool), "InvalidSpec", "the WorkerPool spec does not parse; nothing applied")
         return
-    generation = int(meta.get("generation") or 0)
-    if controllers.applied_generation.get(key) != generation:
-        try:
-            await apply_deployment(rt, pool)
-        except ApiError as exc:
-            rt.recorder.warning(pool_ref(pool), "DeploymentFailed", f"could not apply the Deployment: {exc}")
-            raise
-        controllers.applied_generation[key] = generation
-        await jobs.retry_waiting(rt, pool.namespace, pool.name)
+    await sync_pool(rt, controllers, pool)
     await controllers.ensure_scaler(rt, pool)
+
+
+async def sync_pool(rt: Runtime, controllers: PoolControllers, pool: TrackedPool) -> None:
+    """Apply the pool's Deployment if this generation has not been applied yet, then free its waiting Jobs."""
+    key = (pool.namespace, pool.name)
+    if pool.spec is None or controllers.applied_generation.get(key) == pool.generation:
+        return
+    try:
+        await apply_deployment(rt, pool)
+    except ApiError as exc:
+        rt.recorder.warning(pool_ref(pool), "DeploymentFailed", f"could not apply the Deployment: {exc}")
+        raise
+    controllers.applied_generation[key] = pool.generation
+    await jobs.retry_waiting(rt, pool.namespace, pool.name)
+
+
+async def resync_pools(rt: Runtime, controllers: PoolControllers) -> None:
+    """Retry pools whose Deployment could not be applied (run by the housekeeping loop)."""
+    for pool in list(rt.index.pools.values()):
+        try:
+            await sync_pool(rt, controllers, pool)
+        except ApiError as exc:
+            logger.warning("Deployment of pool %s/%s still not applied: %s", pool.namespace, pool.name, exc)
 
 
 async def on_deployment_event(rt: Runtime, event_type: str | None, body: Mapping[str, Any], pool_name: str) -> None:

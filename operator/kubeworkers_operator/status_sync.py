@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,8 +111,10 @@ def _record_folder(record: JobRecord, limit: int) -> Callable[[TrackedJob], dict
 class StatusSync:
     """Consumes the events stream and keeps Job statuses converged. Start with :meth:`run`."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, periodic: list[Callable[[], Awaitable[None]]] | None = None) -> None:
         self.rt = rt
+        #: Extra chores of the housekeeping loop, run every ``pending_retry_seconds``.
+        self.periodic = periodic or []
         self._deferred: dict[str, _Deferred] = {}
         self._last_progress_write: dict[str, float] = {}
         self.consumer_turned_at = time.time()
@@ -306,6 +308,8 @@ class StatusSync:
                 await self.delete_expired()
                 if time.monotonic() >= next_pending:
                     await jobs.retry_waiting(self.rt)
+                    for chore in self.periodic:
+                        await chore()
                     next_pending = time.monotonic() + settings.pending_retry_seconds
                 if time.monotonic() >= next_trim:
                     await trim_events(self.rt.redis)
