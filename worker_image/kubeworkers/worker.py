@@ -29,7 +29,6 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
 from typing import Any
 
@@ -40,6 +39,16 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubeworkers import leases, logs, scripts
+from kubeworkers.attempts import (
+    Delivery,
+    backoff,
+    failure_reason,
+    finish_write,
+    output_of,
+    progress_write,
+    requeue_write,
+    retry_write,
+)
 from kubeworkers.context import JobContext
 from kubeworkers.errors import job_error
 from kubeworkers.metrics import ProbeServer, WorkerMetrics
@@ -70,47 +79,6 @@ TAKE_BATCH = int(os.environ.get("KUBEWORKERS_TAKE_BATCH", "64"))
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
-@dataclass(eq=False)
-class _Job:
-    index: int  # 1-based position of its stream in PoolKeys.streams (high, normal, low)
-    entry: str
-    stream: str
-    msg: JobMessage
-    record: str
-    attempt: int = 0
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    task: asyncio.Task[None] | None = None
-    ctx: JobContext | None = None
-    #: Why the worker stopped the handler: 'cancelled', 'shutdown' or 'lost'.
-    stop_reason: str | None = None
-
-
-def _event(job: _Job, state: JobState, worker: str, **extra: Any) -> str:
-    """A :class:`~kubeworkers.protocol.JobEvent` as JSON, built without a model round trip."""
-    m = job.msg
-    body: dict[str, Any] = {
-        "job_id": m.job_id,
-        "uid": m.uid,
-        "namespace": m.namespace,
-        "pool": m.pool,
-        "state": state.value,
-        "attempt": job.attempt,
-        "worker": worker,
-        "at": time.time(),
-    }
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return json.dumps(body)
-
-
-def _output(result: Any) -> Any:
-    """A handler's return value as JSON-ready data."""
-    if result is None or isinstance(result, dict | list | str | int | float | bool):
-        return result
-    if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
-    raise TypeError(f"a handler must return a pydantic model, a dict or None, not {type(result).__name__}")
-
-
 class Worker:
     """One worker process's consumer of a pool. ``await Worker(settings).run()``; stop with :meth:`stop`."""
 
@@ -129,9 +97,9 @@ class Worker:
         self.metrics = WorkerMetrics(settings.pool, settings.namespace)
         self.metrics.in_flight.set_function(lambda: len(self._running))
         self.metrics_port: int | None = None
-        self._held: dict[str, _Job] = {}  # delivered to us, not yet acknowledged
-        self._running: dict[str, _Job] = {}  # handler started, not yet ended
-        self._by_record: dict[str, _Job] = {}
+        self._held: dict[str, Delivery] = {}  # delivered to us, not yet acknowledged
+        self._running: dict[str, Delivery] = {}  # handler started, not yet ended
+        self._by_record: dict[str, Delivery] = {}
         self.outbox = Outbox(self.redis, self.keys, self.name, settings.result_ttl)
         self._handler_max = json.dumps({spec.name: spec.max_attempts for spec in self.registry})
         self._slot_free = asyncio.Event()
@@ -307,7 +275,7 @@ class Worker:
 
     def _start(self, flat: list[Any], free: int) -> None:
         """Launch the runnable entries of a take; hand back any beyond ``free`` slots."""
-        surplus: list[_Job] = []
+        surplus: list[Delivery] = []
         for i in range(0, len(flat), 6):
             index, entry, raw, verdict = int(flat[i]), flat[i + 1].decode(), flat[i + 2], flat[i + 3].decode()
             try:
@@ -315,7 +283,7 @@ class Worker:
             except ValidationError as exc:
                 log.error(f"dropped an unreadable stream entry: {exc}", extra={"entry": entry})
                 continue
-            job = _Job(
+            job = Delivery(
                 index=index, entry=entry, stream=self.streams[index - 1], msg=msg,
                 record=self.keys.record(msg.job_id), attempt=int(flat[i + 4]), max_attempts=int(flat[i + 5]),
             )
@@ -344,7 +312,7 @@ class Worker:
         for job in surplus:
             self._hand_back(job, uncount=True, message=f"handed back by {self.name} (no free slot)")
 
-    def _launch(self, job: _Job) -> None:
+    def _launch(self, job: Delivery) -> None:
         self._running[job.entry] = job
         self._by_record[job.record] = job
         self.last_job = job.msg.job_id
@@ -352,7 +320,7 @@ class Worker:
 
     # ------------------------------------------------------------------ running
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: Delivery) -> None:
         msg = job.msg
         extra = {"job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt}
         try:
@@ -387,7 +355,7 @@ class Worker:
             self._by_record.pop(job.record, None)
             self._slot_free.set()
 
-    async def _call(self, job: _Job, spec: HandlerSpec, inp: BaseModel) -> None:
+    async def _call(self, job: Delivery, spec: HandlerSpec, inp: BaseModel) -> None:
         msg = job.msg
         assert self._loop is not None
         if spec.context_param is None:
@@ -408,7 +376,7 @@ class Worker:
         return await self._invoke(job, spec, inp, ctx, {spec.context_param: ctx})
 
     async def _invoke(
-        self, job: _Job, spec: HandlerSpec, inp: BaseModel, ctx: JobContext | None, kwargs: dict[str, Any]
+        self, job: Delivery, spec: HandlerSpec, inp: BaseModel, ctx: JobContext | None, kwargs: dict[str, Any]
     ) -> None:
         msg = job.msg
         assert self._loop is not None
@@ -453,7 +421,7 @@ class Worker:
             self._end_error(job, spec, job_error(exc), time.monotonic() - started)
             return
         try:
-            output = _output(result)
+            output = output_of(result)
             out_json = json.dumps(output)
         except (TypeError, ValueError) as exc:
             # A handler returning something that is not JSON is a bug a retry cannot fix.
@@ -470,7 +438,7 @@ class Worker:
 
     # ------------------------------------------------------------------ endings
 
-    def _write(self, job: _Job, body: dict[str, Any]) -> None:
+    def _write(self, job: Delivery, body: dict[str, Any]) -> None:
         """Queue a write that ends this delivery; the entry is released once it is applied."""
         body.update(s=job.index, e=job.entry, j=job.msg.job_id)
 
@@ -479,29 +447,10 @@ class Worker:
 
         self.outbox.add(Write(body, release))
 
-    def _finish(
-        self,
-        job: _Job,
-        state: JobState,
-        duration: float,
-        *,
-        out_json: str = "",
-        output: Any = None,
-        error: JobError | None = None,
-        message: str = "",
-        dead_letter_reason: str = "",
-    ) -> None:
-        err = error.model_dump(exclude_none=True) if error else None
-        event = _event(
-            job, state, self.name, output=output, error=err, message=message or None,
-            progress=1.0 if state is JobState.SUCCEEDED else None,
-        )
-        self._write(job, {
-            "k": "finish", "st": state.value, "o": out_json, "er": json.dumps(err) if err else "",
-            "m": message, "d": f"{duration:.6f}", "ev": event, "dl": dead_letter_reason, "a": job.attempt,
-        })
+    def _finish(self, job: Delivery, state: JobState, duration: float, **details: Any) -> None:
+        self._write(job, finish_write(job, state, self.name, duration, **details))
 
-    def _end_failed(self, job: _Job, error: JobError) -> None:
+    def _end_failed(self, job: Delivery, error: JobError) -> None:
         """Fail at once, without retry (unknown handler, invalid input)."""
         handler = job.msg.handler
         self.metrics.outcome(handler, "failed")
@@ -513,40 +462,28 @@ class Worker:
         self._finish(job, JobState.FAILED, 0.0, error=error, message=error.message,
                      dead_letter_reason=f"{error.type}: {error.message}")
 
-    def _end_error(self, job: _Job, spec: HandlerSpec, error: JobError, duration: float) -> None:
+    def _end_error(self, job: Delivery, spec: HandlerSpec, error: JobError, duration: float) -> None:
         extra = {"job_id": job.msg.job_id, "handler": spec.name, "attempt": job.attempt,
                  "error": error.type, "duration": round(duration, 6)}
         self.metrics.observe(spec.name, duration)
         if error.retryable and job.attempt < job.max_attempts:
-            base = min(self.settings.max_backoff, spec.retry_backoff * 2 ** (job.attempt - 1))
-            # Jitter spreads the retries of a burst of failures over time.
-            delay = base * random.uniform(0.5, 1.0)
-            message = (
-                f"attempt {job.attempt}/{job.max_attempts} failed ({error.type}: {error.message}); "
-                f"retrying in {delay:.2f}s"
-            )
+            delay = backoff(spec.retry_backoff, job.attempt, self.settings.max_backoff)
+            body, message = retry_write(job, self.name, error, delay)
             self.metrics.outcome(spec.name, "retried")
             self.metrics.retried(spec.name)
             job_log(WARNING, message, {**extra, "state": "Queued"})
-            err = error.model_dump(exclude_none=True)
-            self._write(job, {
-                "k": "retry", "due": f"{time.time() + delay:.6f}", "er": json.dumps(err), "m": message,
-                "ev": _event(job, JobState.QUEUED, self.name, error=err, message=message),
-            })
+            self._write(job, body)
             return
-        if error.retryable:
-            reason = f"{error.type}: {error.message} (attempt {job.attempt} of {job.max_attempts})"
-        else:
-            reason = f"{error.type}: {error.message} (not retryable)"
+        reason = failure_reason(error, job.attempt, job.max_attempts)
         self.metrics.outcome(spec.name, "failed")
         self.metrics.dead_letter(spec.name)
         job_log(ERROR, f"job failed: {reason}", {**extra, "state": "Failed"})
         self._finish(job, JobState.FAILED, duration, error=error, message=reason, dead_letter_reason=reason)
 
-    def _hand_back(self, job: _Job, *, uncount: bool, message: str) -> None:
-        self._write(job, {"k": "requeue", "m": message, "u": "1" if uncount else "0"})
+    def _hand_back(self, job: Delivery, *, uncount: bool, message: str) -> None:
+        self._write(job, requeue_write(message, uncount=uncount))
 
-    def _end_stopped(self, job: _Job, reason: str, duration: float) -> None:
+    def _end_stopped(self, job: Delivery, reason: str, duration: float) -> None:
         extra = {"job_id": job.msg.job_id, "handler": job.msg.handler, "attempt": job.attempt}
         if reason == "cancelled":
             self.metrics.outcome(job.msg.handler, "cancelled")
@@ -562,13 +499,10 @@ class Worker:
             log.warning("job lost its lease; another worker runs it", extra={**extra, "reason": "lost"})
             self._held.pop(job.entry, None)
 
-    def _report_progress(self, job: _Job, fraction: float, message: str | None) -> None:
+    def _report_progress(self, job: Delivery, fraction: float, message: str | None) -> None:
         if job.entry not in self._running:
             return
-        self.outbox.progress(job.entry, Write({
-            "k": "progress", "s": job.index, "e": job.entry, "j": job.msg.job_id, "p": repr(fraction),
-            "m": message or "", "ev": _event(job, JobState.RUNNING, self.name, progress=fraction, message=message),
-        }))
+        self.outbox.progress(job.entry, Write(progress_write(job, self.name, fraction, message)))
 
     # ------------------------------------------------------------------ upkeep
 
@@ -656,7 +590,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pubsub.aclose(), 2)  # type: ignore[no-untyped-call]
 
-    def _stop_job(self, job: _Job, reason: str) -> None:
+    def _stop_job(self, job: Delivery, reason: str) -> None:
         if job.stop_reason is not None or job.task is None or job.task.done():
             return
         job.stop_reason = reason
