@@ -102,8 +102,14 @@ build_etcd() {
 
 build_kwok() { GOBIN="$OUT" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"; }
 build_helm() {
+  # Helm's default "cluster version" for template/lint is a build-time constant (v1.20 unless set).
+  local minor helm_kube=""
+  minor="$(echo "$KUBERNETES_VERSION" | cut -d. -f2)"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    helm_kube+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
   GOBIN="$OUT" go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $helm_kube" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
