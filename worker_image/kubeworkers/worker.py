@@ -75,6 +75,9 @@ job_log = logs.JobLog(log)
 #: Most entries one take (read + start) delivers.
 TAKE_BATCH = int(os.environ.get("KUBEWORKERS_TAKE_BATCH", "64"))
 
+#: Longest the final write of results may take on shutdown.
+FINAL_FLUSH_SECONDS = 30.0
+
 #: Redis errors a loop survives by waiting and trying again.
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -619,7 +622,13 @@ class Worker:
             self._stop_job(job, "shutdown")
         if remaining:
             await asyncio.wait([j.task for j in remaining if j.task is not None], timeout=5)
-        await self.outbox.flush()
+        try:
+            # Bounded: with Redis gone for good the pod must still exit; its leases then expire
+            # and the jobs run again elsewhere (at least once).
+            await asyncio.wait_for(self.outbox.flush(), FINAL_FLUSH_SECONDS)
+        except TimeoutError:
+            log.error("could not write the last job results before exiting", extra={"worker": self.name})
+            return
         # Entries delivered to us but never started (buffered, or read while the
         # read was being interrupted) go back to the stream now, not after the lease.
         await self._hand_back_unstarted()
