@@ -302,3 +302,15 @@ def test_job_that_keeps_losing_its_worker_is_dead_lettered_instead_of_looping(
     assert done.error is not None and done.error.type == "WorkerLost"
     dead = r.xrange(PoolKeys("default", "p").dead_letter)
     assert len(dead) == 1 and b"stopped without finishing" in dead[0][1][b"reason"]  # type: ignore[index]
+
+
+def test_worker_waiting_for_an_unreachable_redis_exits_cleanly_on_sigterm() -> None:
+    from tests.support.redis_server import free_port
+
+    worker = WorkerProcess(f"redis://127.0.0.1:{free_port()}/0", "lonely")
+    try:
+        wait_for(lambda: "redis not reachable" in worker.log(), 30, "the worker to report the unreachable Redis")
+        worker.terminate()
+        assert worker.wait(30) == 0
+    finally:
+        worker.close()

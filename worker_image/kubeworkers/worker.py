@@ -135,7 +135,9 @@ class Worker:
     async def run(self) -> None:
         """Serve the pool until :meth:`stop`; returns after the graceful shutdown."""
         self._loop = asyncio.get_running_loop()
-        await self._wait_for_redis()
+        if not await self._wait_for_redis():
+            await self.redis.aclose()
+            return
         await leases.ensure_groups(self.redis, self.keys)
         probe: ProbeServer | None = None
         if self.settings.metrics_port >= 0:
@@ -179,16 +181,19 @@ class Worker:
             self._stopped.set()
             log.info("worker stopped", extra={"worker": self.name, "pool": self.settings.pool})
 
-    async def _wait_for_redis(self) -> None:
+    async def _wait_for_redis(self) -> bool:
+        """Wait until Redis answers; False if asked to stop first (SIGTERM before Redis came up)."""
         delay = 0.1
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.redis.ping()
-                return
+                return True
             except TRANSIENT as exc:
                 log.warning(f"redis not reachable, retrying: {exc}")
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
                 delay = min(delay * 2, 5)
+        return False
 
     def healthy(self) -> bool:
         """/healthz: the loop answers and Redis took a heartbeat within the lease."""
