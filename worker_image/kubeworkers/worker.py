@@ -25,7 +25,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -72,8 +71,9 @@ log = logging.getLogger("kubeworkers.worker")
 #: One line per job state change (see :class:`kubeworkers.logs.JobLog`).
 job_log = logs.JobLog(log)
 
-#: Most entries one take (read + start) delivers.
-TAKE_BATCH = int(os.environ.get("KUBEWORKERS_TAKE_BATCH", "64"))
+#: Most entries one take (read + start) delivers: small enough that Python runs one batch
+#: while Redis executes the next, large enough to amortise the round trip.
+TAKE_BATCH = 64
 
 #: Longest the final write of results may take on shutdown.
 FINAL_FLUSH_SECONDS = 30.0
