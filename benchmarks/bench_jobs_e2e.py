@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import subprocess
 import sys
 import time
@@ -70,6 +71,19 @@ def audit_status_writes(namespace: str) -> collections.Counter[str]:
     return counts
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[str, Any]:
     cluster = Cluster.from_environment()
     redis = RedisServer(aof=False).start()
@@ -91,6 +105,8 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
             # kubectl creates objects one by one; several at once make a burst like many clients.
             chunks = [names[i::parallel] for i in range(parallel)]
             manifests = [job_list_yaml(chunk, "demo", "word_count", {"text": TEXT}) for chunk in chunks if chunk]
+            assert operator.proc is not None
+            cpu0 = cpu_seconds(operator.proc.pid)
             t0 = time.monotonic()
             procs = [
                 subprocess.Popen([str(VENV_BIN / "kubectl"), "apply", "-n", namespace, "-f", "-"],
@@ -120,6 +136,8 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
 
             wait_for(done, timeout=1800, every=1.0, what=f"{jobs} jobs Succeeded")
             wall = time.monotonic() - t0
+            operator_cpu = cpu_seconds(operator.proc.pid) - cpu0
+            operator_rss = rss_mib(operator.proc.pid)
 
             final = list_jobs(cluster, namespace)
             wrong = [n for n, j in final.items() if (j["status"].get("output") or {}).get("words") != 6]
@@ -139,6 +157,8 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
                 "seconds_to_all_enqueued": round(all_enqueued, 2),
                 "seconds_to_all_succeeded": round(wall, 2),
                 "jobs_per_second": round(jobs / wall, 1),
+                "operator_cpu_seconds": round(operator_cpu, 1),
+                "operator_rss_mib": operator_rss,
                 "status_writes_by_source": by_source,
                 "status_writes_per_job": round(sum(by_source.values()) / jobs, 3),
                 "audit_status_writes_by_code": dict(audit),

@@ -124,7 +124,10 @@ async def on_pool_event(
         return  # the garbage collector removes the Deployment (owner reference)
     pool = rt.index.observe_pool(body)
     if pool.spec is None:
-        rt.recorder.warning(pool_ref(pool), "InvalidSpec", "the WorkerPool spec does not parse; nothing applied")
+        # Once per generation: status updates of the same pool must not repeat the warning.
+        if controllers.applied_generation.get(key) != -pool.generation:
+            controllers.applied_generation[key] = -pool.generation
+            rt.recorder.warning(pool_ref(pool), "InvalidSpec", "the WorkerPool spec does not parse; nothing applied")
         return
     await sync_pool(rt, controllers, pool)
     await controllers.ensure_scaler(rt, pool)
