@@ -128,25 +128,15 @@ class OperatorProcess:
 
 
 def install_crds(cluster: Cluster) -> None:
-    """Apply the project's CRDs and wait until they are established."""
-    docs = []
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        # The apiserver refuses any schema under `metadata` but its type (kubernetes 1.36).
-        for version in doc["spec"]["versions"]:
-            props = version["schema"]["openAPIV3Schema"].get("properties", {})
-            if "metadata" in props:
-                props["metadata"] = {"type": "object"}
-        docs.append(yaml.safe_dump(doc))
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input="---\n".join(docs))
+    """Apply the project's CRDs as they are and wait until they are established (for scripts)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     for name in ("jobs.workers.io", "workerpools.workers.io"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 
 @pytest.fixture(scope="session")
-def crds(cluster: Cluster) -> None:
-    """The project's CRDs, installed and established."""
-    install_crds(cluster)
+def crds(crds_installed: Cluster) -> None:
+    """The project's CRDs, installed and established (``crds_installed`` from the e2e conftest)."""
 
 
 @pytest.fixture
