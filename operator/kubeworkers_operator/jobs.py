@@ -34,6 +34,11 @@ from kubeworkers_operator.status_writer import WriteResult, job_ref
 
 logger = logging.getLogger(__name__)
 
+#: Admission problems a Job cannot outwait: its spec is immutable, so it fails at once.
+#: (A missing pool, by contrast, may still be created: those Jobs wait in Pending.)
+FINAL_REASONS = frozenset({"UnknownHandler", "InvalidSpec"})
+
+
 def check_admission(job: TrackedJob, spec: JobSpec, pool: TrackedPool | None) -> tuple[str, str] | None:
     """Why the Job cannot be enqueued yet (reason, message), or None when it can."""
     if pool is None:
@@ -48,8 +53,7 @@ def check_admission(job: TrackedJob, spec: JobSpec, pool: TrackedPool | None) ->
         known = ", ".join(pool.spec.handlers) or "none"
         return (
             "UnknownHandler",
-            f"WorkerPool {spec.pool!r} does not serve handler {spec.handler!r} (it declares: {known}); "
-            "the job waits until the pool declares it",
+            f"WorkerPool {spec.pool!r} does not serve handler {spec.handler!r} (it declares: {known})",
         )
     return None
 
@@ -92,12 +96,15 @@ async def admit(rt: Runtime, job: TrackedJob) -> None:
     try:
         spec = JobSpec.model_validate(job.spec)
     except ValidationError as exc:
-        await fail_invalid(rt, job, str(exc))
+        await reject(rt, job, "InvalidSpec", f"invalid Job spec: {exc}")
         return
     pool = await rt.lookup_pool(job.namespace, spec.pool)
     problem = check_admission(job, spec, pool)
     if problem is not None:
-        await mark_pending(rt, job, *problem)
+        if problem[0] in FINAL_REASONS:
+            await reject(rt, job, *problem)
+        else:
+            await mark_pending(rt, job, *problem)
         return
     try:
         enqueued = await rt.enqueuer.submit(message_for(job, spec))
@@ -158,9 +165,10 @@ async def mark_pending(rt: Runtime, job: TrackedJob, reason: str, message: str) 
         rt.recorder.warning(job_ref(job), reason, message)
 
 
-async def fail_invalid(rt: Runtime, job: TrackedJob, detail: str) -> None:
-    """A spec the CRD schema let through but the models refuse: Failed, with the reason."""
-    message = f"invalid Job spec: {detail}"[:2000]
+async def reject(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
+    """Fail a Job that can never run as written: phase Failed, error and condition ``reason``, an Event."""
+    message = message[:2000]
+    rt.waiting.discard(job.job_id)
 
     def to_failed(current: TrackedJob) -> dict[str, Any] | None:
         if is_finished(current.status):
@@ -168,15 +176,15 @@ async def fail_invalid(rt: Runtime, job: TrackedJob, detail: str) -> None:
         return {
             **current.status,
             "phase": JobState.FAILED.value,
-            "error": {"type": "InvalidSpec", "message": message},
+            "attempts": current.status.get("attempts") or 0,
+            "error": {"type": reason, "message": message},
             "completionTime": rfc3339(time.time()),
-            "conditions": set_condition(
-                current.status.get("conditions") or [], ENQUEUED, "False", "InvalidSpec", message
-            ),
+            "conditions": set_condition(current.status.get("conditions") or [], ENQUEUED, "False", reason, message),
         }
 
     if await rt.writer.write(job.namespace, job.name, job.uid, to_failed, source="enqueue") is WriteResult.WRITTEN:
-        rt.metrics.jobs_rejected.labels(reason="InvalidSpec").inc()
+        rt.metrics.jobs_rejected.labels(reason=reason).inc()
+        rt.recorder.warning(job_ref(job), reason, message)
 
 
 async def cancel_unqueued(rt: Runtime, job: TrackedJob) -> None:

@@ -159,14 +159,17 @@ def test_job_for_a_missing_pool_waits_with_a_condition_and_runs_when_the_pool_ap
     assert status["output"]["words"] == 2
 
 
-def test_job_for_a_handler_the_pool_does_not_declare_waits_with_a_condition_and_an_event(
+def test_job_for_a_handler_the_pool_does_not_declare_fails_at_once_with_a_condition_and_an_event(
     cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
 ) -> None:
     cluster.apply(pool_manifest(), namespace)
     cluster.apply(job_yaml("typo", "wordcount", {"text": "x"}), namespace)
-    job = wait_phase(cluster, namespace, "typo", {"Pending"})
+    job = wait_phase(cluster, namespace, "typo", {"Failed", "Pending", "Queued", "Succeeded"})
+    assert job["status"]["phase"] == "Failed"
+    assert job["status"]["error"]["type"] == "UnknownHandler"
+    assert job["status"]["attempts"] == 0
     (cond,) = [c for c in job["status"]["conditions"] if c["type"] == "Enqueued"]
-    assert cond["reason"] == "UnknownHandler"
+    assert (cond["status"], cond["reason"]) == ("False", "UnknownHandler")
     assert "wordcount" in cond["message"]
     events = assert_events(cluster, namespace, "typo", {"UnknownHandler"})
     assert any("word_count" in msg for _, msg in events)
