@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel
-
 from kubeworkers import AsyncClient, Registry
 from kubeworkers.protocol import JobState, PoolKeys
+from pydantic import BaseModel
+
 from tests.support.redis_server import RedisServer
 from tests.support.workers import start_worker, until
 
