@@ -314,3 +314,21 @@ def test_worker_waiting_for_an_unreachable_redis_exits_cleanly_on_sigterm() -> N
         assert worker.wait(30) == 0
     finally:
         worker.close()
+
+
+def test_submit_and_get_commands(redis_url: str, procs: Callable[..., WorkerProcess]) -> None:
+    procs(redis_url, "w")
+    conn = ["--redis-url", redis_url, "--pool", "p"]
+    submitted = subprocess.run(
+        [sys.executable, "-m", "kubeworkers", "submit", *conn, "word_count", "--input", '{"text": "a a b"}',
+         "--job-id", "cli-job", "--wait", "60"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    assert submitted.stdout.splitlines()[0] == "cli-job"
+    got = subprocess.run([sys.executable, "-m", "kubeworkers", "get", "--redis-url", redis_url, "cli-job"],
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    record = json.loads(got.stdout)
+    assert (record["state"], record["output"]["words"]) == ("Succeeded", 3)
+    missing = subprocess.run([sys.executable, "-m", "kubeworkers", "get", "--redis-url", redis_url, "nope"],
+                             capture_output=True, text=True, check=False, cwd=REPO)
+    assert missing.returncode == 1 and "not found" in missing.stderr

@@ -486,3 +486,28 @@ async def test_draining_worker_reports_not_ready_but_healthy(redis_url: str, cli
         release.set()
         done = await client.wait(job_id, 30)
     assert done.state is JobState.SUCCEEDED
+
+
+async def test_sync_handler_reports_progress_from_its_thread(
+    redis_url: str, r: aioredis.Redis, client: AsyncClient
+) -> None:
+    reg = Registry()
+    reported = threading.Event()
+    finish = threading.Event()
+
+    @reg.handler("threaded")
+    def threaded(inp: Numbers, ctx: JobContext) -> None:
+        ctx.progress(0.25, "a quarter")
+        reported.set()
+        finish.wait(30)
+
+    async with start_worker(redis_url, reg):
+        job_id = await client.submit("p", "threaded", {"a": 1})
+
+        async def quarter() -> bool:
+            rec = await client.get(job_id)
+            return rec is not None and rec.progress == 0.25 and rec.message == "a quarter"
+
+        await until(quarter, 30, "the progress report from the handler thread")
+        finish.set()
+        assert (await client.wait(job_id, 30)).state is JobState.SUCCEEDED
