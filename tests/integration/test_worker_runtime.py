@@ -511,3 +511,24 @@ async def test_sync_handler_reports_progress_from_its_thread(
         await until(quarter, 30, "the progress report from the handler thread")
         finish.set()
         assert (await client.wait(job_id, 30)).state is JobState.SUCCEEDED
+
+
+async def test_entries_with_only_the_message_field_are_still_run(
+    redis_url: str, r: aioredis.Redis, client: AsyncClient
+) -> None:
+    # An older writer's entry: the JSON message alone, without the j/u/h shortcut fields.
+    reg = Registry()
+
+    @reg.handler("add")
+    async def add(inp: Numbers) -> Sum:
+        return Sum(total=inp.a + inp.b)
+
+    keys = PoolKeys("default", "p")
+    job_id = await client.submit("p", "add", {"a": 1, "b": 2})
+    [(entry, fields)] = await r.xrange(keys.stream("normal"))
+    await r.xdel(keys.stream("normal"), entry)
+    new_entry = await r.xadd(keys.stream("normal"), {"v": "1", "m": fields[b"m"]})
+    await r.hset(keys.record(job_id), "entry", new_entry)
+    async with start_worker(redis_url, reg):
+        done = await client.wait(job_id, 30)
+    assert (done.state, done.output) == (JobState.SUCCEEDED, {"total": 3})
