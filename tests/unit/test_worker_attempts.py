@@ -42,12 +42,17 @@ def test_failure_reason_says_whether_attempts_ran_out_or_retrying_could_not_help
 
 
 def test_finish_write_carries_a_succeeded_event_with_the_output() -> None:
-    body = finish_write(delivery(), JobState.SUCCEEDED, "pod-a", 0.25, out_json='{"n": 1}', output={"n": 1})
+    body = finish_write(delivery(), JobState.SUCCEEDED, "pod-a", 0.25, out_json='{"n": 1}')
     assert (body["k"], body["st"], body["o"], body["d"]) == ("finish", "Succeeded", '{"n": 1}', "0.250000")
     event = JobEvent.from_fields({"e": body["ev"]})
     assert (event.job_id, event.uid, event.state, event.worker) == ("ns/j", "u1", "Succeeded", "pod-a")
     assert event.attempt == body["a"] == 2
     assert (event.output, event.progress, event.error) == ({"n": 1}, 1.0, None)
+
+
+def test_finish_write_without_output_has_no_output_in_its_event() -> None:
+    body = finish_write(delivery(), JobState.SUCCEEDED, "pod-a", 0.25, out_json="null")
+    assert "output" not in json.loads(body["ev"])
 
 
 def test_finish_write_of_a_failure_carries_the_error_and_the_dead_letter_reason() -> None:

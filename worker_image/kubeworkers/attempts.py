@@ -39,8 +39,11 @@ class Delivery:
     stop_reason: str | None = None
 
 
-def event_json(job: Delivery, state: JobState, worker: str, **extra: Any) -> str:
-    """A :class:`~kubeworkers.protocol.JobEvent` as JSON, built without a model round trip."""
+def event_json(job: Delivery, state: JobState, worker: str, *, output_json: str = "", **extra: Any) -> str:
+    """A :class:`~kubeworkers.protocol.JobEvent` as JSON, built without a model round trip.
+
+    ``output_json`` (already JSON) is spliced in as the ``output`` field, not encoded again.
+    """
     m = job.msg
     body: dict[str, Any] = {
         "job_id": m.job_id,
@@ -55,7 +58,10 @@ def event_json(job: Delivery, state: JobState, worker: str, **extra: Any) -> str
     for key, value in extra.items():
         if value is not None:
             body[key] = value
-    return json.dumps(body)
+    text = json.dumps(body)
+    if output_json and output_json != "null":
+        text = f'{text[:-1]}, "output": {output_json}}}'
+    return text
 
 
 def output_of(result: Any) -> Any:
@@ -90,7 +96,6 @@ def finish_write(
     duration: float,
     *,
     out_json: str = "",
-    output: Any = None,
     error: JobError | None = None,
     message: str = "",
     dead_letter_reason: str = "",
@@ -98,7 +103,7 @@ def finish_write(
     """The write that ends a job: Succeeded, Failed (dead-lettered if a reason is given) or Cancelled."""
     err = error.model_dump(exclude_none=True) if error else None
     event = event_json(
-        job, state, worker, output=output, error=err, message=message or None,
+        job, state, worker, output_json=out_json, error=err, message=message or None,
         progress=1.0 if state is JobState.SUCCEEDED else None,
     )
     return {

@@ -442,7 +442,7 @@ class Worker:
             "job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt,
             "state": "Succeeded", "duration": round(duration, 6),
         })
-        self._finish(job, JobState.SUCCEEDED, duration, out_json=out_json, output=output)
+        self._finish(job, JobState.SUCCEEDED, duration, out_json=out_json)
 
     # ------------------------------------------------------------------ endings
 
