@@ -26,10 +26,9 @@ from kubeworkers.resources import WorkerPoolSpec
 from kubeworkers_operator.autoscaling import KubernetesScaler, PoolAutoscaler, deployment_name, pod_selector
 from kubeworkers_operator.deployment import DEFAULT_REDIS_SECRET, build_deployment
 
+from tests.e2e.operator_fixtures import install_crds
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner
-
-REPO = Path(__file__).resolve().parents[2]
 
 # The pod's container: the real Worker, plus one handler that sleeps for the job's `seconds`.
 LAUNCHER = r"""
@@ -151,8 +150,7 @@ def pool_manifest(name: str, *, concurrency: int, max_replicas: int) -> dict[str
 async def running_pool(
     cluster: Cluster, namespace: str, redis_url: str, tmp_path: Path, name: str, *, concurrency: int, max_replicas: int
 ) -> AsyncIterator[Pool]:
-    cluster.apply(str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/workerpools.workers.io", "--timeout=60s")
+    install_crds(cluster)
     cluster.kubectl(
         "create", "secret", "generic", DEFAULT_REDIS_SECRET, "-n", namespace, f"--from-literal=url={redis_url}"
     )
