@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> OperatorSettings:
                    help="seconds between resyncs of unfinished Jobs from Redis")
     p.add_argument("--progress-interval", type=float, default=defaults.progress_interval_seconds,
                    help="minimum seconds between progress-only status writes of one Job")
+    p.add_argument("--orphan-sweep-interval", type=float, default=defaults.orphan_sweep_seconds,
+                   help="seconds between sweeps for jobs whose Job was deleted while the operator was down")
     p.add_argument("--pending-retry", type=float, default=defaults.pending_retry_seconds,
                    help="seconds between retries of Jobs waiting for their pool")
     p.add_argument("--output-limit", type=int, default=defaults.output_limit_bytes,
@@ -50,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> OperatorSettings:
         resync_interval_seconds=args.resync_interval,
         progress_interval_seconds=args.progress_interval,
         pending_retry_seconds=args.pending_retry,
+        orphan_sweep_seconds=args.orphan_sweep_interval,
         output_limit_bytes=args.output_limit,
         api_concurrency=args.api_concurrency,
         default_redis_secret=args.default_redis_secret,

@@ -47,6 +47,10 @@ class OperatorSettings:
     resync_interval_seconds: float = 60.0
     """Period of the safety-net resync of unfinished Jobs from their records in Redis."""
 
+    orphan_sweep_seconds: float = 300.0
+    """Period of the sweep that cancels queued or running jobs whose Job was deleted while
+    the operator was not watching (their DELETED event was never seen)."""
+
     pending_retry_seconds: float = 10.0
     """Period at which Jobs waiting for their pool (or for Redis) are evaluated again."""
 

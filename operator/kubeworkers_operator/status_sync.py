@@ -302,6 +302,8 @@ class StatusSync:
         next_resync = time.monotonic() + settings.resync_interval_seconds
         next_pending = time.monotonic() + settings.pending_retry_seconds
         next_trim = time.monotonic() + TRIM_SECONDS
+        # The first sweep waits a full period: by then kopf has listed every Job into the index.
+        next_orphans = time.monotonic() + settings.orphan_sweep_seconds
         while True:
             self.housekeeping_turned_at = time.time()
             try:
@@ -311,6 +313,9 @@ class StatusSync:
                     for chore in self.periodic:
                         await chore()
                     next_pending = time.monotonic() + settings.pending_retry_seconds
+                if time.monotonic() >= next_orphans:
+                    await self.sweep_orphans()
+                    next_orphans = time.monotonic() + settings.orphan_sweep_seconds
                 if time.monotonic() >= next_trim:
                     await trim_events(self.rt.redis)
                     next_trim = time.monotonic() + TRIM_SECONDS
@@ -381,6 +386,38 @@ class StatusSync:
                     if written is not None:
                         rt.ttl.consider(written)
         return corrected
+
+    async def sweep_orphans(self) -> int:
+        """Cancel unfinished jobs whose Job no longer exists; returns how many.
+
+        Deletion uses no finalizer, so a Job deleted while the operator was down left its
+        job queued or running in Redis. Every candidate is confirmed absent with a GET
+        first: a lagging watch must never get a live Job cancelled.
+        """
+        rt = self.rt
+        patterns = [f"kw:{{{ns}/*}}:job:*" for ns in rt.settings.namespaces] or ["kw:{*}:job:*"]
+        cancelled = 0
+        for pattern in patterns:
+            async for key in rt.redis.scan_iter(match=pattern, count=1000):
+                job_id, uid, namespace, pool, state = (
+                    None if v is None else _text(v)
+                    for v in await rt.redis.hmget(key, "job_id", "uid", "namespace", "pool", "state")
+                )
+                if not (job_id and uid and namespace and pool and state) or uid == job_id or "/" not in job_id:
+                    continue  # incomplete, or an SDK job (no Job object behind it)
+                if state in ("Succeeded", "Failed", "Cancelled"):
+                    continue
+                known = rt.index.jobs.get(job_id)
+                if known is not None and known.uid == uid:
+                    continue
+                live = await rt.writer.fetch(namespace, job_id.split("/", 1)[1])
+                if live is not None and live.uid == uid:
+                    continue
+                if await queue.cancel(rt.redis, namespace, pool, job_id):
+                    cancelled += 1
+                    rt.metrics.cancels.labels(via="orphan").inc()
+                    logger.info("cancelled %s: its Job was deleted while the operator was not watching", job_id)
+        return cancelled
 
     async def _requeue_lost(self, job: TrackedJob) -> None:
         from kubeworkers.resources import JobSpec

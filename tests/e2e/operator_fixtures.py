@@ -79,7 +79,7 @@ class OperatorProcess:
         self.port = free_port()
         self.starts += 1
         args = [str(OPERATOR_BIN), "--metrics-port", str(self.port), "--resync-interval", "5",
-                "--pending-retry", "2", "--progress-interval", "1", *self.extra_args]
+                "--pending-retry", "2", "--progress-interval", "1", "--orphan-sweep-interval", "5", *self.extra_args]
         for ns in self.namespaces:
             args += ["--namespace", ns]
         env = {**self.cluster.env, "KUBEWORKERS_REDIS_URL": self.redis_url, "POD_NAME": "operator-test"}

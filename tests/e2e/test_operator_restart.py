@@ -96,3 +96,26 @@ def test_statuses_converge_from_redis_records_when_the_events_were_lost_while_th
     assert operator.metric_sum("kubeworkers_operator_resync_corrections_total") >= 1
     for job in list_jobs(cluster, namespace).values():
         assert job["status"]["output"] == {"slept": 2.0}
+
+
+def test_job_deleted_while_the_operator_was_down_is_cancelled_once_it_is_back(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=many_jobs(2, "slow", {"seconds": 300, "steps": 300}))
+    wait_for(lambda: phases(cluster, namespace)["Running"] == 2, timeout=90, what="both jobs running")
+    operator.kill(signal.SIGKILL)
+    cluster.kubectl("delete", "jobs.workers.io", "job-0000", "-n", namespace)
+
+    r = redis.Redis.from_url(redis_url)
+    keys = PoolKeys(namespace, "demo")
+    assert r.hget(keys.record(f"{namespace}/job-0000"), "state") == b"Running"  # nobody told Redis yet
+    operator.start()
+    wait_for(lambda: r.hget(keys.record(f"{namespace}/job-0000"), "state") == b"Cancelled", timeout=60,
+             what="the orphaned job cancelled")
+    assert r.hget(keys.record(f"{namespace}/job-0001"), "state") == b"Running"  # its Job still exists
+    assert phases(cluster, namespace)["Running"] == 1
+    # Let the other job go too, so the workers stop at once at teardown.
+    cluster.kubectl("patch", "jobs.workers.io", "job-0001", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"cancel": true}}')
+    wait_for(lambda: phases(cluster, namespace)["Cancelled"] == 1, timeout=60, what="job-0001 cancelled")
