@@ -50,6 +50,7 @@ cluster-status:
 	bash hack/local-cluster.sh status
 
 bench: $(PY)
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 ## For machines with Docker: kind cluster, images, helm install, examples.
