@@ -112,5 +112,8 @@ def test_crashed_process_is_restarted_per_restart_policy_always(
     env = "    - {name: CRASH_ONCE, value: '1'}"
     cluster.apply(manifest("p3", tmp_path, grace=5, extra_env=env), namespace=namespace)
     with PodRunner(cluster, namespace, "app=runner-test", log_dir=tmp_path / "logs") as runner:
-        wait_for(lambda: runner.starts("p3") >= 2 and "p3" in runner.processes(), what="restart after crash")
-        assert (tmp_path / "p3" / "starts").read_text() == "xx"
+        starts = tmp_path / "p3" / "starts"
+        wait_for(lambda: starts.exists() and starts.read_text() == "xx", what="the second start after the crash")
+        wait_for(lambda: "p3" in runner.processes(), what="the restarted process to keep running")
+        assert runner.starts("p3") == 2
+        assert starts.read_text() == "xx"
