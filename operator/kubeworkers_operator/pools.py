@@ -121,6 +121,8 @@ async def on_pool_event(
         rt.index.forget_pool(*key)
         controllers.applied_generation.pop(key, None)
         await controllers.stop_scaler(key)
+        if controllers.metrics is not None:
+            controllers.metrics.forget(*key)  # a deleted pool must not linger on dashboards
         return  # the garbage collector removes the Deployment (owner reference)
     pool = rt.index.observe_pool(body)
     if pool.spec is None:

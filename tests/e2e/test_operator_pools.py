@@ -69,3 +69,15 @@ def test_pool_spec_change_updates_the_deployment_but_never_the_replicas_someone_
         assert d["spec"]["replicas"] == 3
     finally:
         op.stop()
+
+
+def test_an_autoscaled_pool_shows_on_the_operators_metrics_until_it_is_deleted(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    series = f'kubeworkers_autoscaler_desired_replicas{{namespace="{namespace}",pool="demo"}}'
+    cluster.apply(pool_manifest(), namespace)
+    wait_for(lambda: series in operator.metrics(), what="the pool's autoscaler series on /metrics")
+    cluster.kubectl("delete", "wp", "demo", "-n", namespace)
+    wait_for(lambda: not any(key.startswith("kubeworkers_autoscaler_") and f'namespace="{namespace}"' in key
+                             for key in operator.metrics()),
+             timeout=60, what="the deleted pool's series gone from /metrics")
