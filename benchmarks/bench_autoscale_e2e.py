@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import csv
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -42,7 +41,7 @@ from kubeworkers_operator.autoscaling.signals import RedisSignalReader
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_jobs_e2e import VENV_BIN, cpu_seconds  # noqa: E402
+from benchmarks.bench_jobs_e2e import apply_concurrently, cpu_seconds  # noqa: E402
 from tests.e2e.operator_fixtures import (  # noqa: E402
     LOG_ROOT,
     OperatorProcess,
@@ -187,18 +186,7 @@ def apply_in_parallel(cluster: Cluster, namespace: str, names: list[str], parall
     """The Jobs in ``parallel`` interleaved chunks, each through its own ``kubectl apply`` (as bench_jobs_e2e)."""
     chunks = [names[i::parallel] for i in range(parallel)]
     manifests = [job_list_yaml(chunk, POOL, "slow", {"seconds": JOB_SECONDS, "steps": 1}) for chunk in chunks if chunk]
-    procs = [
-        subprocess.Popen([str(VENV_BIN / "kubectl"), "apply", "-n", namespace, "-f", "-"],
-                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=cluster.env, text=True)
-        for _ in manifests
-    ]
-    for proc, text in zip(procs, manifests, strict=True):
-        assert proc.stdin is not None
-        proc.stdin.write(text)
-        proc.stdin.close()
-    for proc in procs:
-        if proc.wait(900) != 0:
-            raise RuntimeError("kubectl apply failed")
+    apply_concurrently(cluster, namespace, manifests)
 
 
 def first(rows: list[dict[str, float]], cond: Any, after: float = 0.0) -> float | None:

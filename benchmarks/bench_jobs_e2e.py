@@ -84,6 +84,22 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def apply_concurrently(cluster: Cluster, namespace: str, manifests: list[str]) -> None:
+    """One ``kubectl apply`` per manifest, all at once, like many clients; raises if any fails."""
+    procs = [
+        subprocess.Popen([str(VENV_BIN / "kubectl"), "apply", "-n", namespace, "-f", "-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=cluster.env, text=True)
+        for _ in manifests
+    ]
+    for proc, text in zip(procs, manifests, strict=True):
+        assert proc.stdin is not None
+        proc.stdin.write(text)
+        proc.stdin.close()
+    for proc in procs:
+        if proc.wait(900) != 0:
+            raise RuntimeError("kubectl apply failed")
+
+
 def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[str, Any]:
     cluster = Cluster.from_environment()
     redis = RedisServer(aof=False).start()
@@ -108,18 +124,7 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
             assert operator.proc is not None
             cpu0 = cpu_seconds(operator.proc.pid)
             t0 = time.monotonic()
-            procs = [
-                subprocess.Popen([str(VENV_BIN / "kubectl"), "apply", "-n", namespace, "-f", "-"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=cluster.env, text=True)
-                for _ in manifests
-            ]
-            for proc, text in zip(procs, manifests, strict=True):
-                assert proc.stdin is not None
-                proc.stdin.write(text)
-                proc.stdin.close()
-            for proc in procs:
-                if proc.wait(900) != 0:
-                    raise RuntimeError("kubectl apply failed")
+            apply_concurrently(cluster, namespace, manifests)
             applied = time.monotonic() - t0
 
             def enqueued() -> bool:
