@@ -111,6 +111,7 @@ class Worker:
         self._draining = False
         self._in_blocking_read = False
         self._reader: asyncio.Task[None] | None = None
+        self._heartbeats: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._last_beat_ok = 0.0
         self._ready = False
@@ -156,9 +157,10 @@ class Worker:
             extra={"worker": self.name, "pool": self.settings.pool, "namespace": self.settings.namespace},
         )
         self._reader = asyncio.create_task(self._read_loop(), name="kw-reader")
+        heartbeats = self._heartbeats = asyncio.create_task(self._heartbeat_loop(), name="kw-heartbeat")
         helpers = [
             asyncio.create_task(self.outbox.run(), name="kw-outbox"),
-            asyncio.create_task(self._heartbeat_loop(), name="kw-heartbeat"),
+            heartbeats,
             asyncio.create_task(self._reap_loop(), name="kw-reaper"),
             asyncio.create_task(self._promote_loop(), name="kw-promoter"),
             asyncio.create_task(self._cancel_listener(), name="kw-cancel"),
@@ -637,6 +639,12 @@ class Worker:
         # Entries delivered to us but never started (buffered, or read while the
         # read was being interrupted) go back to the stream now, not after the lease.
         await self._hand_back_unstarted()
+        # No lease is left to renew: stop the heartbeat first, or a beat in flight could
+        # write our registry entry back after the HDEL below.
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeats
         with contextlib.suppress(*TRANSIENT):
             await self.redis.hdel(self.keys.workers, self.name)
             for stream in self.streams:
