@@ -17,17 +17,17 @@ from typing import Any
 import kopf
 import redis.asyncio as aioredis
 
+from kubeworkers_operator.adapters.enqueuer import Enqueuer
+from kubeworkers_operator.adapters.events import EventRecorder
+from kubeworkers_operator.adapters.kube import KubeApi
+from kubeworkers_operator.adapters.metrics import HealthServer, OperatorMetrics
+from kubeworkers_operator.adapters.status_writer import JobStatusWriter
 from kubeworkers_operator.autoscaling import AutoscalerMetrics
-from kubeworkers_operator.enqueuer import Enqueuer
-from kubeworkers_operator.events import EventRecorder
-from kubeworkers_operator.index import ClusterIndex
-from kubeworkers_operator.kube import KubeApi
-from kubeworkers_operator.metrics import HealthServer, OperatorMetrics
-from kubeworkers_operator.pools import PoolControllers, resync_pools
+from kubeworkers_operator.flows.pools import PoolControllers, resync_pools
+from kubeworkers_operator.flows.status_sync import StatusSync
+from kubeworkers_operator.model.index import ClusterIndex
 from kubeworkers_operator.runtime import Runtime
 from kubeworkers_operator.settings import OperatorSettings
-from kubeworkers_operator.status_sync import StatusSync
-from kubeworkers_operator.status_writer import JobStatusWriter
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from typing import Any
 import kopf
 from kubeworkers.resources import GROUP, JOB_PLURAL, VERSION, WORKERPOOL_PLURAL
 
-from kubeworkers_operator import jobs, lifecycle, pools
-from kubeworkers_operator.deployment import POOL_LABEL
+from kubeworkers_operator import lifecycle
+from kubeworkers_operator.flows import jobs, pools
+from kubeworkers_operator.model.names import POOL_LABEL
 from kubeworkers_operator.settings import OperatorSettings
 
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from kubeworkers.resources import WORKERPOOL_PLURAL
 
-from kubeworkers_operator.enqueuer import Enqueuer
-from kubeworkers_operator.events import EventRecorder
-from kubeworkers_operator.index import ClusterIndex, TrackedPool
-from kubeworkers_operator.kube import ApiError, KubeApi, custom_path
-from kubeworkers_operator.metrics import OperatorMetrics
+from kubeworkers_operator.adapters.enqueuer import Enqueuer
+from kubeworkers_operator.adapters.events import EventRecorder
+from kubeworkers_operator.adapters.kube import ApiError, KubeApi, custom_path
+from kubeworkers_operator.adapters.metrics import OperatorMetrics
+from kubeworkers_operator.adapters.status_writer import JobStatusWriter
+from kubeworkers_operator.model.index import ClusterIndex, TrackedPool
+from kubeworkers_operator.model.ttl import TtlQueue
 from kubeworkers_operator.settings import OperatorSettings
-from kubeworkers_operator.status_writer import JobStatusWriter
-from kubeworkers_operator.ttl import TtlQueue
 
 
 @dataclass

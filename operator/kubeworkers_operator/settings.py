@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 from kubeworkers.protocol import OPERATOR_GROUP
 
-from kubeworkers_operator.deployment import DEFAULT_REDIS_SECRET
-from kubeworkers_operator.job_status import DEFAULT_OUTPUT_LIMIT
+from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT, DEFAULT_REDIS_SECRET
 
 
 @dataclass

@@ -23,8 +23,10 @@ import redis.asyncio as aioredis
 from kubeworkers.protocol import JobMessage, JobRecord, JobState, PoolKeys
 from kubeworkers.queue import enqueue_many
 from kubeworkers.resources import WorkerPoolSpec
-from kubeworkers_operator.autoscaling import KubernetesScaler, PoolAutoscaler, deployment_name, pod_selector
-from kubeworkers_operator.deployment import DEFAULT_REDIS_SECRET, build_deployment
+from kubeworkers_operator.autoscaling import KubernetesScaler, PoolAutoscaler
+from kubeworkers_operator.model.defaults import DEFAULT_REDIS_SECRET
+from kubeworkers_operator.model.deployment import build_deployment
+from kubeworkers_operator.model.names import deployment_name, pod_selector
 
 from tests.e2e.operator_fixtures import install_crds
 from tests.support.cluster import Cluster

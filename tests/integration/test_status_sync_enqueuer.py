@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 from kubeworkers.protocol import JobMessage, PoolKeys
-from kubeworkers_operator.enqueuer import Enqueuer
+from kubeworkers_operator.adapters.enqueuer import Enqueuer
 
 
 def msg(i: int, uid: str | None = None) -> JobMessage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from kubeworkers.protocol import EVENTS_STREAM, OPERATOR_GROUP, JobEvent, JobState
-from kubeworkers_operator.status_sync import trim_events
+from kubeworkers_operator.flows.status_sync import trim_events
 
 
 def event(i: int) -> dict[str, str]:

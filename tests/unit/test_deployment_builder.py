@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubeworkers.resources import WorkerPoolSpec
-from kubeworkers_operator.deployment import POOL_LABEL, build_deployment, deployment_name, initial_replicas
+from kubeworkers_operator.model.deployment import build_deployment, initial_replicas
+from kubeworkers_operator.model.names import POOL_LABEL, deployment_name
 
 
 def build(**spec: Any) -> dict[str, Any]:

@@ -273,7 +273,7 @@ def test_worker_pods_the_operator_builds_match_the_charts_worker_selectors(tmp_p
     # The Service, PodMonitor and Redis NetworkPolicy select worker pods by labels that the
     # operator's Deployment builder sets; build a real one and compare.
     from kubeworkers.resources import WorkerPoolSpec
-    from kubeworkers_operator.deployment import WORKER_METRICS_PORT, build_deployment
+    from kubeworkers_operator.model.deployment import WORKER_METRICS_PORT, build_deployment
 
     spec = WorkerPoolSpec.model_validate({"image": "w:1", "imports": ["kubeworkers.examples"]})
     pod = build_deployment(name="demo", namespace="team-a", uid="u", spec=spec)["spec"]["template"]
@@ -294,8 +294,8 @@ def test_worker_pods_the_operator_builds_match_the_charts_worker_selectors(tmp_p
 def _exported_metric_names() -> set[str]:
     """Every sample name the operator, the autoscaler and a worker export (from their real classes)."""
     from kubeworkers.metrics import WorkerMetrics
+    from kubeworkers_operator.adapters.metrics import OperatorMetrics
     from kubeworkers_operator.autoscaling.metrics import AutoscalerMetrics
-    from kubeworkers_operator.metrics import OperatorMetrics
     from prometheus_client import CollectorRegistry
 
     names: set[str] = set()

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from kubeworkers.protocol import JobError, JobEvent, JobRecord, JobState
-from kubeworkers_operator.job_status import (
+from kubeworkers_operator.model.job_status import (
     apply_event,
     apply_events,
     apply_record,

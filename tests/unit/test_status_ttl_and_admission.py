@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from kubeworkers.resources import JobSpec, WorkerPoolSpec
-from kubeworkers_operator.index import ClusterIndex, TrackedJob, TrackedPool
-from kubeworkers_operator.job_status import set_condition, with_enqueued_condition
-from kubeworkers_operator.jobs import check_admission
-from kubeworkers_operator.ttl import TtlQueue, deadline
+from kubeworkers_operator.flows.jobs import check_admission
+from kubeworkers_operator.model.index import ClusterIndex, TrackedJob, TrackedPool
+from kubeworkers_operator.model.job_status import set_condition, with_enqueued_condition
+from kubeworkers_operator.model.ttl import TtlQueue, deadline
 
 
 def job(name: str = "j", uid: str = "u1", status: dict[str, Any] | None = None, **spec: Any) -> TrackedJob:

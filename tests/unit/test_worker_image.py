@@ -30,7 +30,7 @@ def test_worker_dockerfiles_are_hadolint_clean(dockerfile: Path) -> None:
 
 
 def test_worker_image_runs_kubeworkers_worker_as_the_uid_the_operator_sets() -> None:
-    from kubeworkers_operator.deployment import WORKER_METRICS_PORT, WORKER_UID
+    from kubeworkers_operator.model.deployment import WORKER_METRICS_PORT, WORKER_UID
 
     final = final_stage(BASE.read_text())
     assert next(line for line in final if line.startswith("ENTRYPOINT")) == 'ENTRYPOINT ["kubeworkers", "worker"]'

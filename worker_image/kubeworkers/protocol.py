@@ -51,7 +51,11 @@ class JobState(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self in FINISHED_STATES
+
+
+#: The states a job never leaves (its record then expires on the result TTL).
+FINISHED_STATES: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 class PoolKeys:
@@ -108,6 +112,32 @@ class PoolKeys:
     def stats(self) -> str:
         """Hash of rolling counters (enqueued, completed, duration sums) the autoscaler reads."""
         return f"kw:{self.tag}:stats"
+
+
+def record_key_pattern(namespace: str | None = None) -> str:
+    """``SCAN`` pattern matching the job records (:meth:`PoolKeys.record`) of one namespace, or of all."""
+    tag = "{*}" if namespace is None else f"{{{namespace}/*}}"
+    return f"kw:{tag}:job:*"
+
+
+def job_id_of(namespace: str, name: str) -> str:
+    """The job id a Job custom resource is enqueued under: ``<namespace>/<name>``."""
+    return f"{namespace}/{name}"
+
+
+def job_object_of(job_id: str) -> tuple[str, str]:
+    """Namespace and name of the Job custom resource behind a job id (see :func:`job_id_of`)."""
+    namespace, _, name = job_id.partition("/")
+    return namespace, name
+
+
+def is_sdk_job(job_id: str, uid: str) -> bool:
+    """Whether a job came from the SDK (``Client.submit``): no Job object stands behind it.
+
+    SDK jobs use their job id as their uid, and their generated ids have no ``/``;
+    a Job custom resource's id is ``<namespace>/<name>`` and its uid the object's.
+    """
+    return uid == job_id or "/" not in job_id
 
 
 def job_pool_key(namespace: str, job_id: str) -> str:

@@ -8,20 +8,11 @@ Layers, from pure to I/O: :mod:`.policy` (spec → numbers), :mod:`.decision`
 
 from kubeworkers_operator.autoscaling.controller import PoolAutoscaler
 from kubeworkers_operator.autoscaling.decision import Decision, Load, ScalerState, decide, recommend
-from kubeworkers_operator.autoscaling.kube import (
-    DEPLOYMENT_SUFFIX,
-    POOL_LABEL,
-    KubernetesScaler,
-    KubeScaler,
-    deployment_name,
-    pod_selector,
-)
+from kubeworkers_operator.autoscaling.kube import KubernetesScaler, KubeScaler
 from kubeworkers_operator.autoscaling.metrics import AutoscalerMetrics
 from kubeworkers_operator.autoscaling.policy import AutoscalingPolicy
 
 __all__ = [
-    "DEPLOYMENT_SUFFIX",
-    "POOL_LABEL",
     "AutoscalerMetrics",
     "AutoscalingPolicy",
     "Decision",
@@ -31,7 +22,5 @@ __all__ = [
     "PoolAutoscaler",
     "ScalerState",
     "decide",
-    "deployment_name",
-    "pod_selector",
     "recommend",
 ]

@@ -17,24 +17,11 @@ from typing import Any, Protocol
 from kubeworkers.resources import GROUP, VERSION, WORKERPOOL_KIND, WORKERPOOL_PLURAL
 
 from kubeworkers_operator.autoscaling.deletion_cost import DELETION_COST_ANNOTATION, WorkerPod
+from kubeworkers_operator.model.names import deployment_name, pod_selector
 
-#: Label on every worker pod of a pool (and the Deployment's selector): ``workers.io/pool=<pool>``.
-POOL_LABEL = "workers.io/pool"
-#: Name of a pool's worker Deployment is ``<pool>`` + this suffix.
-DEPLOYMENT_SUFFIX = "-workers"
 MERGE_PATCH = "application/merge-patch+json"
 #: ``source.component`` of the Events the autoscaler posts.
 EVENT_COMPONENT = "kubeworkers-autoscaler"
-
-
-def deployment_name(pool: str) -> str:
-    """The worker Deployment of ``pool`` (same namespace): ``<pool>-workers``."""
-    return f"{pool}{DEPLOYMENT_SUFFIX}"
-
-
-def pod_selector(pool: str) -> str:
-    """Label selector of the worker pods of ``pool``."""
-    return f"{POOL_LABEL}={pool}"
 
 
 class KubeScaler(Protocol):

@@ -18,10 +18,9 @@ from typing import Any
 
 from kubeworkers.protocol import JobEvent, JobRecord, JobState
 
-Status = dict[str, Any]
+from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT
 
-#: Default cap on the JSON size of ``status.output`` (etcd objects are limited to ~1.5 MiB).
-DEFAULT_OUTPUT_LIMIT = 16 * 1024
+Status = dict[str, Any]
 #: Cap on error messages and progress messages copied into the status.
 MESSAGE_LIMIT = 2048
 

@@ -29,9 +29,11 @@ from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, P
 from kubeworkers.resources import JOB_PLURAL
 from redis.exceptions import RedisError, ResponseError
 
-from kubeworkers_operator import jobs
-from kubeworkers_operator.index import TrackedJob
-from kubeworkers_operator.job_status import (
+from kubeworkers_operator.adapters.kube import ApiError, custom_path
+from kubeworkers_operator.adapters.status_writer import WriteResult, job_ref
+from kubeworkers_operator.flows import jobs
+from kubeworkers_operator.model.index import TrackedJob
+from kubeworkers_operator.model.job_status import (
     apply_events,
     apply_record,
     is_finished,
@@ -40,9 +42,7 @@ from kubeworkers_operator.job_status import (
     parse_phase,
     with_enqueued_condition,
 )
-from kubeworkers_operator.kube import ApiError, custom_path
 from kubeworkers_operator.runtime import Runtime
-from kubeworkers_operator.status_writer import WriteResult, job_ref
 
 logger = logging.getLogger(__name__)
 

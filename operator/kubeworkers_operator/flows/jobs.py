@@ -27,10 +27,10 @@ from kubeworkers.protocol import JobMessage, JobState
 from kubeworkers.resources import JobSpec
 from pydantic import ValidationError
 
-from kubeworkers_operator.index import TrackedJob, TrackedPool
-from kubeworkers_operator.job_status import ENQUEUED, is_finished, parse_phase, rfc3339, set_condition
+from kubeworkers_operator.adapters.status_writer import WriteResult, job_ref
+from kubeworkers_operator.model.index import TrackedJob, TrackedPool
+from kubeworkers_operator.model.job_status import ENQUEUED, is_finished, parse_phase, rfc3339, set_condition
 from kubeworkers_operator.runtime import Runtime
-from kubeworkers_operator.status_writer import WriteResult, job_ref
 
 logger = logging.getLogger(__name__)
 

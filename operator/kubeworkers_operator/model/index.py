@@ -13,12 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubeworkers.protocol import job_id_of
 from kubeworkers.resources import WorkerPoolSpec
-
-
-def job_id_of(namespace: str, name: str) -> str:
-    """The job id a Job CR is enqueued under."""
-    return f"{namespace}/{name}"
 
 
 def _rv(value: str | None) -> int:

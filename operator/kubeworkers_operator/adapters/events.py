@@ -16,8 +16,8 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from kubeworkers_operator.kube import ApiError, KubeApi
-from kubeworkers_operator.metrics import OperatorMetrics
+from kubeworkers_operator.adapters.kube import ApiError, KubeApi
+from kubeworkers_operator.adapters.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
 

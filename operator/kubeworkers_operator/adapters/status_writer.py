@@ -19,11 +19,11 @@ from typing import Any
 from kubeworkers.protocol import JobState
 from kubeworkers.resources import API_VERSION, JOB_KIND, JOB_PLURAL
 
-from kubeworkers_operator.events import EventRecorder, ObjectRef
-from kubeworkers_operator.index import ClusterIndex, TrackedJob
-from kubeworkers_operator.job_status import merge_patch, parse_phase
-from kubeworkers_operator.kube import ApiError, KubeApi, custom_path
-from kubeworkers_operator.metrics import OperatorMetrics
+from kubeworkers_operator.adapters.events import EventRecorder, ObjectRef
+from kubeworkers_operator.adapters.kube import ApiError, KubeApi, custom_path
+from kubeworkers_operator.adapters.metrics import OperatorMetrics
+from kubeworkers_operator.model.index import ClusterIndex, TrackedJob
+from kubeworkers_operator.model.job_status import merge_patch, parse_phase
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,13 @@ from typing import Any
 
 from kubeworkers.resources import API_VERSION, WORKERPOOL_KIND, WORKERPOOL_PLURAL
 
-from kubeworkers_operator import jobs
+from kubeworkers_operator.adapters.events import ObjectRef
+from kubeworkers_operator.adapters.kube import ApiError, custom_path, deployment_path
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, KubernetesScaler, PoolAutoscaler
-from kubeworkers_operator.deployment import FIELD_MANAGER, build_deployment, deployment_name, initial_replicas
-from kubeworkers_operator.events import ObjectRef
-from kubeworkers_operator.index import TrackedPool
-from kubeworkers_operator.kube import ApiError, custom_path, deployment_path
+from kubeworkers_operator.flows import jobs
+from kubeworkers_operator.model.deployment import build_deployment, initial_replicas
+from kubeworkers_operator.model.index import TrackedPool
+from kubeworkers_operator.model.names import FIELD_MANAGER, deployment_name
 from kubeworkers_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from kubeworkers_operator.index import TrackedJob
-from kubeworkers_operator.job_status import is_finished
+from kubeworkers_operator.model.index import TrackedJob
+from kubeworkers_operator.model.job_status import is_finished
 
 logger = logging.getLogger(__name__)
 

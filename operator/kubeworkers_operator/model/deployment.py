@@ -1,6 +1,6 @@
 """WorkerPool spec -> worker Deployment manifest: a pure function, no I/O.
 
-The manifest is server-side applied by :mod:`kubeworkers_operator.pools` with
+The manifest is server-side applied by :mod:`kubeworkers_operator.flows.pools` with
 the operator's own field manager. ``spec.replicas`` is deliberately left out
 when the pool autoscales: the autoscaler owns that field, and a field the
 operator never applies is a field it can never fight over.
@@ -12,19 +12,13 @@ from typing import Any
 
 from kubeworkers.resources import API_VERSION, WORKERPOOL_KIND, WorkerPoolSpec
 
-from kubeworkers_operator.autoscaling.kube import POOL_LABEL, deployment_name
-
-__all__ = ["POOL_LABEL", "build_deployment", "deployment_name", "initial_replicas", "selector_labels"]
+from kubeworkers_operator.model.defaults import DEFAULT_REDIS_SECRET, DEFAULT_REDIS_SECRET_KEY
+from kubeworkers_operator.model.names import FIELD_MANAGER, POOL_LABEL, deployment_name
 
 #: Container port of the worker's /healthz, /readyz and /metrics.
 WORKER_METRICS_PORT = 9100
-#: Secret (in the pool's namespace) holding the Redis URL when ``spec.redis`` is unset.
-DEFAULT_REDIS_SECRET = "kubeworkers-redis"
-DEFAULT_REDIS_SECRET_KEY = "url"
 #: Non-root uid/gid the worker image runs as.
 WORKER_UID = 10001
-#: Field manager the operator applies Deployments with.
-FIELD_MANAGER = "kubeworkers-operator"
 #: Seconds a worker keeps back from the pod's grace period, so it hands back
 #: unfinished jobs itself before the kubelet's SIGKILL.
 SHUTDOWN_MARGIN_SECONDS = 5
