@@ -36,6 +36,7 @@ e2e: $(PY)
 lint: $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## Local control plane, Redis, operator and workers; applies examples/job.yaml.
 demo: $(PY)
