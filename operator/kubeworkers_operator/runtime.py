@@ -14,7 +14,7 @@ from kubeworkers.resources import WORKERPOOL_PLURAL
 
 from kubeworkers_operator.adapters.enqueuer import Enqueuer
 from kubeworkers_operator.adapters.events import EventRecorder
-from kubeworkers_operator.adapters.kube import ApiError, KubeApi, custom_path
+from kubeworkers_operator.adapters.kube import KubeApi, custom_path
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
 from kubeworkers_operator.adapters.status_writer import JobStatusWriter
 from kubeworkers_operator.model.index import ClusterIndex, TrackedPool
@@ -51,10 +51,5 @@ class Runtime:
         pool = self.index.pools.get((namespace, name))
         if pool is not None:
             return pool
-        try:
-            body = await self.api.get(custom_path(WORKERPOOL_PLURAL, namespace, name))
-        except ApiError as exc:
-            if exc.not_found:
-                return None
-            raise
-        return self.index.observe_pool(body)
+        body = await self.api.get_or_none(custom_path(WORKERPOOL_PLURAL, namespace, name))
+        return None if body is None else self.index.observe_pool(body)

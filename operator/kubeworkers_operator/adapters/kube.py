@@ -19,11 +19,9 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import kopf
+from kubeworkers.resources import GROUP, VERSION
 
 logger = logging.getLogger(__name__)
-
-GROUP = "workers.io"
-VERSION = "v1alpha1"
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -31,20 +29,52 @@ APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class ApiError(Exception):
-    """A non-2xx answer from the apiserver."""
+    """A non-2xx answer from the apiserver. Callers branch on the subclasses, never on ``status``."""
 
     def __init__(self, status: int, method: str, path: str, body: str) -> None:
         super().__init__(f"{method} {path} -> {status}: {body[:300]}")
         self.status = status
+        """The HTTP status, for logs and metric labels."""
         self.body = body
 
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
 
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
+class Unauthorized(ApiError):
+    """401: the credentials were refused (the client logs in again once before raising this)."""
+
+
+class Forbidden(ApiError):
+    """403: RBAC does not allow the request."""
+
+
+class NotFound(ApiError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class Conflict(ApiError):
+    """409: a stale ``resourceVersion``, a failed uid precondition, or a create of an existing name."""
+
+
+class Gone(ApiError):
+    """410: a list ``continue`` token or watch ``resourceVersion`` that expired."""
+
+
+class Unprocessable(ApiError):
+    """422: the object failed validation (schema, CEL rule, immutable field)."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    422: Unprocessable,
+}
+
+
+def error_for(status: int, method: str, path: str, body: str) -> ApiError:
+    """The :class:`ApiError` subclass for an HTTP status: the one place statuses become types."""
+    return _BY_STATUS.get(status, ApiError)(status, method, path, body)
 
 
 Body = dict[str, Any]
@@ -60,8 +90,19 @@ def custom_path(plural: str, namespace: str, name: str | None = None, sub: str |
     return path
 
 
-def deployment_path(namespace: str, name: str | None = None) -> str:
+def deployment_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    """URL path of an ``apps/v1`` Deployment (or the collection, or a subresource such as ``scale``)."""
     path = f"/apis/apps/v1/namespaces/{quote(namespace)}/deployments"
+    if name is not None:
+        path += f"/{quote(name)}"
+    if sub is not None:
+        path += f"/{sub}"
+    return path
+
+
+def core_path(plural: str, namespace: str, name: str | None = None) -> str:
+    """URL path of a core (``v1``) namespaced resource: ``pods``, ``events``."""
+    path = f"/api/v1/namespaces/{quote(namespace)}/{plural}"
     return path if name is None else f"{path}/{quote(name)}"
 
 
@@ -119,7 +160,7 @@ class KubeApi:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> Body:
-        """Send one request; return the decoded JSON body or raise :class:`ApiError`."""
+        """Send one request; return the decoded JSON body or raise an :class:`ApiError` subclass."""
         url = self._server + path
         if params:
             url += "?" + urlencode(params)
@@ -136,12 +177,19 @@ class KubeApi:
                     continue
                 break
             if status >= 300:
-                raise ApiError(status, method, path, text)
+                raise error_for(status, method, path, text)
         result: Body = json.loads(text) if text else {}
         return result
 
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> Body:
         return await self.request("GET", path, params=params)
+
+    async def get_or_none(self, path: str) -> Body | None:
+        """GET an object; None when it does not exist (:class:`NotFound`)."""
+        try:
+            return await self.get(path)
+        except NotFound:
+            return None
 
     async def create(self, path: str, body: Body) -> Body:
         return await self.request("POST", path, body=body)

@@ -20,7 +20,7 @@ from kubeworkers.protocol import JobState
 from kubeworkers.resources import API_VERSION, JOB_KIND, JOB_PLURAL
 
 from kubeworkers_operator.adapters.events import EventRecorder, ObjectRef
-from kubeworkers_operator.adapters.kube import ApiError, KubeApi, custom_path
+from kubeworkers_operator.adapters.kube import ApiError, Conflict, KubeApi, NotFound, custom_path
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
 from kubeworkers_operator.model.index import ClusterIndex, TrackedJob
 from kubeworkers_operator.model.job_status import merge_patch, parse_phase
@@ -61,13 +61,8 @@ class JobStatusWriter:
 
     async def fetch(self, namespace: str, name: str) -> TrackedJob | None:
         """GET the Job and record it in the index; None when it does not exist."""
-        try:
-            body = await self._api.get(custom_path(JOB_PLURAL, namespace, name))
-        except ApiError as exc:
-            if exc.not_found:
-                return None
-            raise
-        return self._index.observe_job(body)
+        body = await self._api.get_or_none(custom_path(JOB_PLURAL, namespace, name))
+        return None if body is None else self._index.observe_job(body)
 
     async def write(
         self, namespace: str, name: str, uid: str | None, compute: StatusFn, *, source: str
@@ -103,14 +98,14 @@ class JobStatusWriter:
             body = {"metadata": {"resourceVersion": job.resource_version}, "status": patch}
             try:
                 response = await self._api.merge_patch(custom_path(JOB_PLURAL, namespace, name, "status"), body)
+            except Conflict:
+                self._metrics.status_patch_errors.labels(reason="conflict").inc()
+                job = await self.fetch(namespace, name)
+                continue
+            except NotFound:
+                self._metrics.status_patch_errors.labels(reason="not_found").inc()
+                return WriteResult.GONE
             except ApiError as exc:
-                if exc.conflict:
-                    self._metrics.status_patch_errors.labels(reason="conflict").inc()
-                    job = await self.fetch(namespace, name)
-                    continue
-                if exc.not_found:
-                    self._metrics.status_patch_errors.labels(reason="not_found").inc()
-                    return WriteResult.GONE
                 self._metrics.status_patch_errors.labels(reason=str(exc.status)).inc()
                 raise
             self._metrics.status_patches.labels(source=source).inc()

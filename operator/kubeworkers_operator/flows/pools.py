@@ -18,7 +18,7 @@ from typing import Any
 from kubeworkers.resources import API_VERSION, WORKERPOOL_KIND, WORKERPOOL_PLURAL
 
 from kubeworkers_operator.adapters.events import ObjectRef
-from kubeworkers_operator.adapters.kube import ApiError, custom_path, deployment_path
+from kubeworkers_operator.adapters.kube import ApiError, Conflict, NotFound, custom_path, deployment_path
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, KubernetesScaler, PoolAutoscaler
 from kubeworkers_operator.flows import jobs
 from kubeworkers_operator.model.deployment import build_deployment, initial_replicas
@@ -102,9 +102,7 @@ async def apply_deployment(rt: Runtime, pool: TrackedPool) -> None:
         await rt.api.request(
             "POST", deployment_path(pool.namespace), body=created, params={"fieldManager": FIELD_MANAGER}
         )
-    except ApiError as exc:
-        if exc.status != 409:
-            raise
+    except Conflict:  # it exists: bring it in line
         await rt.api.apply(deployment_path(pool.namespace, name), manifest, manager=FIELD_MANAGER)
         rt.metrics.deployments_applied.inc()
         return
@@ -171,8 +169,6 @@ async def on_deployment_event(rt: Runtime, event_type: str | None, body: Mapping
         return
     try:
         await rt.api.merge_patch(custom_path(WORKERPOOL_PLURAL, namespace, pool_name, "status"), {"status": wanted})
-    except ApiError as exc:
-        if exc.not_found:
-            return  # the pool is being deleted
-        raise
+    except NotFound:
+        return  # the pool is being deleted
     rt.pool_status_seen[(namespace, pool_name)] = wanted

@@ -29,7 +29,7 @@ from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, P
 from kubeworkers.resources import JOB_PLURAL
 from redis.exceptions import RedisError, ResponseError
 
-from kubeworkers_operator.adapters.kube import ApiError, custom_path
+from kubeworkers_operator.adapters.kube import ApiError, Conflict, NotFound, custom_path
 from kubeworkers_operator.adapters.status_writer import WriteResult, job_ref
 from kubeworkers_operator.flows import jobs
 from kubeworkers_operator.model.index import TrackedJob
@@ -336,10 +336,11 @@ class StatusSync:
             pool = job.pool if job is not None else None
             try:
                 await self.rt.api.delete(custom_path(JOB_PLURAL, namespace, name), uid=uid)
+            except (NotFound, Conflict):
+                pass  # gone already / a namesake with another uid
             except ApiError as exc:
-                if exc.status not in (404, 409):  # gone already / a namesake with another uid
-                    logger.warning("TTL deletion of %s failed: %s", job_id, exc)
-                    continue
+                logger.warning("TTL deletion of %s failed: %s", job_id, exc)
+                continue
             self.rt.metrics.ttl_deleted.inc()
             logger.info("deleted %s: ttlSecondsAfterFinished passed", job_id)
             if pool:
