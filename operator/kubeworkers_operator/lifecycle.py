@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import kopf
 import redis.asyncio as aioredis
@@ -21,6 +20,7 @@ from kubeworkers_operator.adapters.enqueuer import Enqueuer
 from kubeworkers_operator.adapters.events import EventRecorder
 from kubeworkers_operator.adapters.kube import KubeApi
 from kubeworkers_operator.adapters.metrics import HealthServer, OperatorMetrics
+from kubeworkers_operator.adapters.pool_status import PoolStatusWriter
 from kubeworkers_operator.adapters.status_writer import JobStatusWriter
 from kubeworkers_operator.autoscaling import AutoscalerMetrics
 from kubeworkers_operator.flows.pools import PoolControllers, resync_pools
@@ -31,6 +31,8 @@ from kubeworkers_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
+#: In-flight requests of the autoscalers' own API client (a few calls per scaling decision).
+AUTOSCALER_API_CONCURRENCY = 8
 #: A background loop silent for longer than this makes /healthz fail (liveness restarts the pod).
 STALL_SECONDS = 120.0
 
@@ -63,25 +65,16 @@ def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     return info
 
 
-def sync_api_client() -> Any:
-    """A ``kubernetes.client.ApiClient`` for the autoscaler's threaded calls."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        return config.new_client_from_config()
-
-
 async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings) -> Background:
     """Build the runtime and start every background task."""
     metrics = OperatorMetrics()
-    api = KubeApi(
-        connection_info(kopf_settings),
-        concurrency=settings.api_concurrency,
-        relogin=lambda: connection_info(kopf_settings),
-    )
+
+    def kube_api(concurrency: int) -> KubeApi:
+        return KubeApi(
+            connection_info(kopf_settings), concurrency=concurrency, relogin=lambda: connection_info(kopf_settings)
+        )
+
+    api = kube_api(settings.api_concurrency)
     redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
     recorder = EventRecorder(api, metrics)
     index = ClusterIndex()
@@ -94,9 +87,10 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
         writer=JobStatusWriter(api, index, recorder, metrics),
         enqueuer=Enqueuer(redis, linger=settings.enqueue_linger_seconds),
         index=index,
+        pool_status=PoolStatusWriter(api),
     )
     controllers = PoolControllers(
-        api_client=await asyncio.to_thread(sync_api_client) if settings.autoscaling else None,
+        api=kube_api(AUTOSCALER_API_CONCURRENCY) if settings.autoscaling else None,
         metrics=AutoscalerMetrics(metrics.registry),
     )
     sync = StatusSync(rt, periodic=[lambda: resync_pools(rt, controllers)])
@@ -127,5 +121,7 @@ async def stop(bg: Background) -> None:
     await bg.rt.recorder.stop()
     await bg.rt.enqueuer.close()
     await bg.health.stop()
+    if bg.controllers.api is not None:
+        await bg.controllers.api.close()
     await bg.rt.api.close()
     await bg.rt.redis.aclose()

@@ -16,6 +16,7 @@ from kubeworkers_operator.adapters.enqueuer import Enqueuer
 from kubeworkers_operator.adapters.events import EventRecorder
 from kubeworkers_operator.adapters.kube import KubeApi, custom_path
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
+from kubeworkers_operator.adapters.pool_status import PoolStatusWriter
 from kubeworkers_operator.adapters.status_writer import JobStatusWriter
 from kubeworkers_operator.model.index import ClusterIndex, TrackedPool
 from kubeworkers_operator.model.ttl import TtlQueue
@@ -34,13 +35,12 @@ class Runtime:
     writer: JobStatusWriter
     enqueuer: Enqueuer
     index: ClusterIndex
+    pool_status: PoolStatusWriter
     ttl: TtlQueue = field(default_factory=TtlQueue)
     waiting: set[str] = field(default_factory=set)
     """Job ids in phase Pending: waiting for their pool, their handler, or Redis."""
     cancel_sent: set[str] = field(default_factory=set)
     """Uids of Jobs whose cancellation was already handed to Redis by this process."""
-    pool_status_seen: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    """Replica counts last copied into each WorkerPool's status (skips redundant writes)."""
 
     async def lookup_pool(self, namespace: str, name: str) -> TrackedPool | None:
         """The WorkerPool from the index, or from the apiserver when the index has not seen it yet.

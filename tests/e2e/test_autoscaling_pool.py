@@ -1,9 +1,10 @@
 """The autoscaler end to end: real apiserver, real Deployment and ReplicaSet controllers, real Redis,
 real worker processes (started per Running pod by the kubelet stand-in).
 
-The :class:`PoolAutoscaler` is driven directly here (not through the operator), with the worker
-Deployment built by the operator's own :func:`build_deployment`; only the container command is
-swapped for a launcher that registers a test handler before running the real ``Worker``.
+The :class:`PoolAutoscaler` is driven directly here (not through the operator), on the operator's
+own Kubernetes edge (``KubeApi`` and its Event recorder), with the worker Deployment built by the
+operator's own :func:`build_deployment`; only the container command is swapped for a launcher that
+registers a test handler before running the real ``Worker``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import kopf
 import pytest
 import redis.asyncio as aioredis
 from kubeworkers.protocol import JobMessage, JobRecord, JobState, PoolKeys
 from kubeworkers.queue import enqueue_many
 from kubeworkers.resources import WorkerPoolSpec
+from kubeworkers_operator.adapters.events import EventRecorder
+from kubeworkers_operator.adapters.kube import KubeApi
+from kubeworkers_operator.adapters.metrics import OperatorMetrics
 from kubeworkers_operator.autoscaling import KubernetesScaler, PoolAutoscaler
 from kubeworkers_operator.model.defaults import DEFAULT_REDIS_SECRET
 from kubeworkers_operator.model.deployment import build_deployment
@@ -117,6 +124,14 @@ class Pool:
         return status
 
 
+def operator_api(cluster: Cluster) -> KubeApi:
+    """The operator's own async client, logged in from the test cluster's kubeconfig as kopf would."""
+    with mock.patch.dict(os.environ, {"KUBECONFIG": cluster.kubeconfig}):
+        info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None
+    return KubeApi(info)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 120) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -171,9 +186,11 @@ async def running_pool(
 
     api = cluster.api_client()
     redis = aioredis.Redis.from_url(redis_url)
-    scaler = PoolAutoscaler(
-        namespace, name, redis, KubernetesScaler(namespace, name, api), spec=spec, kube_resync_seconds=2.0
-    )
+    operator = operator_api(cluster)
+    recorder = EventRecorder(operator, OperatorMetrics())
+    recorder.start()
+    kube = KubernetesScaler(namespace, name, operator, recorder, pool_uid=uid)
+    scaler = PoolAutoscaler(namespace, name, redis, kube, spec=spec, kube_resync_seconds=2.0)
     runner_env = {
         # Many "pods" share this host: no fixed metrics port; quick heartbeats for a short test.
         "KUBEWORKERS_METRICS_PORT": "-1",
@@ -187,6 +204,8 @@ async def running_pool(
         finally:
             await scaler.stop()
             await task
+            await recorder.stop()
+            await operator.close()
             await redis.aclose()
 
 

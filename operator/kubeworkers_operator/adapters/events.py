@@ -16,12 +16,17 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from kubeworkers_operator.adapters.kube import ApiError, KubeApi
+from kubeworkers.resources import API_VERSION, JOB_KIND, WORKERPOOL_KIND
+
+from kubeworkers_operator.adapters.kube import ApiError, KubeApi, core_path
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
 
+#: ``source.component`` of the operator's Events.
 COMPONENT = "kubeworkers-operator"
+#: The Event API caps messages at 1 KiB.
+MESSAGE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,14 @@ class ObjectRef:
     name: str
     uid: str
 
+    @classmethod
+    def job(cls, namespace: str, name: str, uid: str) -> ObjectRef:
+        return cls(API_VERSION, JOB_KIND, namespace, name, uid)
+
+    @classmethod
+    def workerpool(cls, namespace: str, name: str, uid: str) -> ObjectRef:
+        return cls(API_VERSION, WORKERPOOL_KIND, namespace, name, uid)
+
 
 @dataclass(frozen=True)
 class PendingEvent:
@@ -41,6 +54,8 @@ class PendingEvent:
     type: str  # "Normal" or "Warning"
     reason: str
     message: str
+    component: str = COMPONENT
+    """Who reports it (``source.component``): the operator, or a pool's autoscaler."""
 
 
 class EventRecorder:
@@ -66,11 +81,11 @@ class EventRecorder:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def normal(self, ref: ObjectRef, reason: str, message: str) -> None:
-        self._put(PendingEvent(ref, "Normal", reason, message))
+    def normal(self, ref: ObjectRef, reason: str, message: str, *, component: str = COMPONENT) -> None:
+        self._put(PendingEvent(ref, "Normal", reason, message, component))
 
-    def warning(self, ref: ObjectRef, reason: str, message: str) -> None:
-        self._put(PendingEvent(ref, "Warning", reason, message))
+    def warning(self, ref: ObjectRef, reason: str, message: str, *, component: str = COMPONENT) -> None:
+        self._put(PendingEvent(ref, "Warning", reason, message, component))
 
     def _put(self, event: PendingEvent) -> None:
         try:
@@ -109,10 +124,9 @@ class EventRecorder:
             },
             "type": event.type,
             "reason": event.reason,
-            # The Event API caps messages at 1 KiB.
-            "message": event.message[:1000],
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
+            "message": event.message[:MESSAGE_LIMIT],
+            "source": {"component": event.component},
+            "reportingComponent": event.component,
             "reportingInstance": self._host[:128],
             "firstTimestamp": ts,
             "lastTimestamp": ts,
@@ -120,5 +134,5 @@ class EventRecorder:
             "action": event.reason,
             "count": 1,
         }
-        await self._api.create(f"/api/v1/namespaces/{ref.namespace}/events", body)
+        await self._api.create(core_path("events", ref.namespace), body)
         self._metrics.k8s_events.labels(type=event.type).inc()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubeworkers.protocol import JobState
-from kubeworkers.resources import API_VERSION, JOB_KIND, JOB_PLURAL
+from kubeworkers.resources import JOB_PLURAL
 
 from kubeworkers_operator.adapters.events import EventRecorder, ObjectRef
 from kubeworkers_operator.adapters.kube import ApiError, Conflict, KubeApi, NotFound, custom_path
@@ -41,7 +41,7 @@ class WriteResult(enum.Enum):
 
 
 def job_ref(job: TrackedJob) -> ObjectRef:
-    return ObjectRef(API_VERSION, JOB_KIND, job.namespace, job.name, job.uid)
+    return ObjectRef.job(job.namespace, job.name, job.uid)
 
 
 class JobStatusWriter:

@@ -1,25 +1,25 @@
 """The Kubernetes side of the autoscaler: a small Protocol and its implementation.
 
 The controller talks to Kubernetes only through :class:`KubeScaler` (one per
-pool), so tests and benchmarks can put a recording fake in its place and the
-operator can back it with whatever client it already has.
-:class:`KubernetesScaler` uses the official ``kubernetes`` client, whose calls
-block, so each one runs in a thread (``asyncio.to_thread``).
+pool), so tests and benchmarks can put a recording fake in its place.
+:class:`KubernetesScaler` implements it on the operator's own edges: the async
+:class:`~kubeworkers_operator.adapters.kube.KubeApi` (typed errors), the bounded
+:class:`~kubeworkers_operator.adapters.events.EventRecorder`, and the one writer
+of ``WorkerPool.status``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-import uuid
 from typing import Any, Protocol
 
-from kubeworkers.resources import GROUP, VERSION, WORKERPOOL_KIND, WORKERPOOL_PLURAL
+from kubeworkers.resources import WORKERPOOL_PLURAL
 
+from kubeworkers_operator.adapters.events import EventRecorder, ObjectRef
+from kubeworkers_operator.adapters.kube import KubeApi, NotFound, core_path, custom_path, deployment_path
+from kubeworkers_operator.adapters.pool_status import PoolStatusWriter
 from kubeworkers_operator.autoscaling.deletion_cost import DELETION_COST_ANNOTATION, WorkerPod
 from kubeworkers_operator.model.names import deployment_name, pod_selector
 
-MERGE_PATCH = "application/merge-patch+json"
 #: ``source.component`` of the Events the autoscaler posts.
 EVENT_COMPONENT = "kubeworkers-autoscaler"
 
@@ -60,116 +60,74 @@ def _parse_cost(annotations: dict[str, str] | None) -> int | None:
         return None
 
 
+def worker_pod(body: dict[str, Any]) -> WorkerPod:
+    """A pod object as the autoscaler sees it."""
+    meta = body.get("metadata") or {}
+    return WorkerPod(
+        name=str(meta.get("name", "")),
+        deletion_cost=_parse_cost(meta.get("annotations")),
+        terminating=meta.get("deletionTimestamp") is not None,
+    )
+
+
 class KubernetesScaler:
-    """:class:`KubeScaler` over the official ``kubernetes`` client (blocking calls run in threads)."""
+    """:class:`KubeScaler` over :class:`KubeApi` and the :class:`EventRecorder`.
 
-    def __init__(self, namespace: str, pool: str, api_client: Any = None) -> None:
-        from kubernetes import client
+    ``pool_uid`` is the WorkerPool's uid (its Events hang on it); when not given it
+    is read from the apiserver before the first Event.
+    """
 
+    def __init__(
+        self,
+        namespace: str,
+        pool: str,
+        api: KubeApi,
+        recorder: EventRecorder,
+        *,
+        pool_uid: str | None = None,
+        pool_status: PoolStatusWriter | None = None,
+    ) -> None:
         self.namespace = namespace
         self.pool = pool
         self.deployment = deployment_name(pool)
-        self._client = client
-        self._apps = client.AppsV1Api(api_client)
-        self._core = client.CoreV1Api(api_client)
-        self._custom = client.CustomObjectsApi(api_client)
-        self._pool_uid: str | None = None
+        self._api = api
+        self._recorder = recorder
+        self._pool_status = pool_status if pool_status is not None else PoolStatusWriter(api)
+        self._pool_uid = pool_uid
 
-    @staticmethod
-    def _not_found(exc: Exception) -> bool:
-        return getattr(exc, "status", None) == 404
+    def _scale_path(self) -> str:
+        return deployment_path(self.namespace, self.deployment, "scale")
 
     async def get_replicas(self) -> int | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            scale = await asyncio.to_thread(
-                self._apps.read_namespaced_deployment_scale, self.deployment, self.namespace
-            )
-        except ApiException as exc:
-            if self._not_found(exc):
-                return None
-            raise
-        return int(scale.spec.replicas or 0)
+        scale = await self._api.get_or_none(self._scale_path())
+        if scale is None:
+            return None
+        return int((scale.get("spec") or {}).get("replicas") or 0)
 
     async def set_replicas(self, replicas: int) -> None:
-        await asyncio.to_thread(
-            self._apps.patch_namespaced_deployment_scale,
-            self.deployment,
-            self.namespace,
-            {"spec": {"replicas": replicas}},
-            _content_type=MERGE_PATCH,
-        )
+        await self._api.merge_patch(self._scale_path(), {"spec": {"replicas": replicas}})
 
     async def list_worker_pods(self) -> list[WorkerPod]:
-        pods = await asyncio.to_thread(
-            self._core.list_namespaced_pod, self.namespace, label_selector=pod_selector(self.pool)
-        )
-        return [
-            WorkerPod(
-                name=p.metadata.name,
-                deletion_cost=_parse_cost(p.metadata.annotations),
-                terminating=p.metadata.deletion_timestamp is not None,
-            )
-            for p in pods.items
-        ]
+        pods = await self._api.list_all(core_path("pods", self.namespace), label_selector=pod_selector(self.pool))
+        return [worker_pod(p) for p in pods]
 
     async def set_deletion_cost(self, pod: str, cost: int) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         body = {"metadata": {"annotations": {DELETION_COST_ANNOTATION: str(cost)}}}
         try:
-            await asyncio.to_thread(
-                self._core.patch_namespaced_pod, pod, self.namespace, body, _content_type=MERGE_PATCH
-            )
-        except ApiException as exc:
-            if not self._not_found(exc):
-                raise
+            await self._api.merge_patch(core_path("pods", self.namespace, pod), body)
+        except NotFound:
+            pass  # the pod is gone already: nothing to protect
 
     async def patch_status(self, status: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            self.namespace,
-            WORKERPOOL_PLURAL,
-            self.pool,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-        )
+        await self._pool_status.merge(self.namespace, self.pool, status)
 
-    async def _uid(self) -> str | None:
+    async def _uid(self) -> str:
         if self._pool_uid is None:
-            body = await asyncio.to_thread(
-                self._custom.get_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                WORKERPOOL_PLURAL,
-                self.pool,
-            )
-            self._pool_uid = body.get("metadata", {}).get("uid")
+            body = await self._api.get(custom_path(WORKERPOOL_PLURAL, self.namespace, self.pool))
+            self._pool_uid = str(body.get("metadata", {}).get("uid", ""))
         return self._pool_uid
 
     async def post_event(self, reason: str, message: str, *, warning: bool = False) -> None:
-        c = self._client
-        now = dt.datetime.now(dt.UTC)
-        event = c.CoreV1Event(
-            metadata=c.V1ObjectMeta(name=f"{self.pool}.{uuid.uuid4().hex[:12]}", namespace=self.namespace),
-            involved_object=c.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}",
-                kind=WORKERPOOL_KIND,
-                name=self.pool,
-                namespace=self.namespace,
-                uid=await self._uid(),
-            ),
-            reason=reason,
-            message=message[:1024],
-            type="Warning" if warning else "Normal",
-            source=c.V1EventSource(component=EVENT_COMPONENT),
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            reporting_component=EVENT_COMPONENT,
-        )
-        await asyncio.to_thread(self._core.create_namespaced_event, self.namespace, event)
+        ref = ObjectRef.workerpool(self.namespace, self.pool, await self._uid())
+        post = self._recorder.warning if warning else self._recorder.normal
+        post(ref, reason, message, component=EVENT_COMPONENT)

@@ -15,10 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeworkers.resources import API_VERSION, WORKERPOOL_KIND, WORKERPOOL_PLURAL
-
 from kubeworkers_operator.adapters.events import ObjectRef
-from kubeworkers_operator.adapters.kube import ApiError, Conflict, NotFound, custom_path, deployment_path
+from kubeworkers_operator.adapters.kube import ApiError, Conflict, KubeApi, deployment_path
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, KubernetesScaler, PoolAutoscaler
 from kubeworkers_operator.flows import jobs
 from kubeworkers_operator.model.deployment import build_deployment, initial_replicas
@@ -39,8 +37,8 @@ class _RunningScaler:
 class PoolControllers:
     """One autoscaler loop per pool, plus what was last applied per pool."""
 
-    api_client: Any = None
-    """``kubernetes.client.ApiClient`` for the autoscaler's (threaded) calls."""
+    api: KubeApi | None = None
+    """The autoscalers' own client: scale writes never queue behind a burst of status writes."""
     metrics: AutoscalerMetrics | None = None
     scalers: dict[tuple[str, str], _RunningScaler] = field(default_factory=dict)
     applied_generation: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -54,10 +52,10 @@ class PoolControllers:
         if running is not None and not running.task.done():
             running.scaler.update_spec(pool.spec)
             return
-        scaler = PoolAutoscaler(
-            pool.namespace, pool.name, rt.redis, KubernetesScaler(pool.namespace, pool.name, self.api_client),
-            spec=pool.spec, metrics=self.metrics,
+        kube = KubernetesScaler(
+            pool.namespace, pool.name, self.api or rt.api, rt.recorder, pool_uid=pool.uid, pool_status=rt.pool_status
         )
+        scaler = PoolAutoscaler(pool.namespace, pool.name, rt.redis, kube, spec=pool.spec, metrics=self.metrics)
         task = asyncio.create_task(scaler.run(), name=f"autoscaler-{pool.namespace}/{pool.name}")
         self.scalers[key] = _RunningScaler(scaler, task)
 
@@ -78,7 +76,7 @@ class PoolControllers:
 
 
 def pool_ref(pool: TrackedPool) -> ObjectRef:
-    return ObjectRef(API_VERSION, WORKERPOOL_KIND, pool.namespace, pool.name, pool.uid)
+    return ObjectRef.workerpool(pool.namespace, pool.name, pool.uid)
 
 
 async def apply_deployment(rt: Runtime, pool: TrackedPool) -> None:
@@ -162,13 +160,4 @@ async def on_deployment_event(rt: Runtime, event_type: str | None, body: Mapping
     if event_type == "DELETED":
         return
     namespace = body.get("metadata", {}).get("namespace", "")
-    status = body.get("status") or {}
-    wanted = {"replicas": int(status.get("replicas") or 0), "readyReplicas": int(status.get("readyReplicas") or 0)}
-    seen = rt.pool_status_seen.get((namespace, pool_name))
-    if seen == wanted:
-        return
-    try:
-        await rt.api.merge_patch(custom_path(WORKERPOOL_PLURAL, namespace, pool_name, "status"), {"status": wanted})
-    except NotFound:
-        return  # the pool is being deleted
-    rt.pool_status_seen[(namespace, pool_name)] = wanted
+    await rt.pool_status.mirror_replicas(namespace, pool_name, body.get("status"))
