@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeworkers.resources import JobSpec, WorkerPoolSpec
-from kubeworkers_operator.flows.jobs import check_admission
+from kubeworkers_operator.model.admission import check_admission
 from kubeworkers_operator.model.index import ClusterIndex, TrackedJob, TrackedPool
 from kubeworkers_operator.model.job_status import set_condition, with_enqueued_condition
 from kubeworkers_operator.model.ttl import TtlQueue, deadline

@@ -5,7 +5,8 @@ was computed from. When someone else wrote in between (409), the Job is read
 again and the same computation is re-run on the fresh status, so folding rules
 (a finished phase never moves backwards) hold whatever the interleaving of the
 Job path, the status sync and the resync. Phase changes become Kubernetes
-Events here, so every writer narrates the same way.
+Events here (the pure :func:`~kubeworkers_operator.model.job_status.narration`
+chooses which), so every writer narrates the same way.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubeworkers.protocol import JobState
 from kubeworkers.resources import JOB_PLURAL
 
 from kubeworkers_operator.adapters.events import EventRecorder, ObjectRef
 from kubeworkers_operator.adapters.kube import ApiError, Conflict, KubeApi, NotFound, custom_path
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
+from kubeworkers_operator.model import job_status
 from kubeworkers_operator.model.index import ClusterIndex, TrackedJob
-from kubeworkers_operator.model.job_status import merge_patch, parse_phase
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class JobStatusWriter:
             wanted = compute(job)
             if wanted is None:
                 return WriteResult.UNCHANGED
-            patch = merge_patch(job.status, wanted)
+            patch = job_status.merge_patch(job.status, wanted)
             if not patch:
                 return WriteResult.UNCHANGED
             body = {"metadata": {"resourceVersion": job.resource_version}, "status": patch}
@@ -116,29 +116,8 @@ class JobStatusWriter:
         raise RuntimeError(f"status of {namespace}/{name} kept conflicting ({MAX_CONFLICT_RETRIES} retries)")
 
     def _narrate(self, before: TrackedJob, after: TrackedJob) -> None:
-        """One Kubernetes Event per phase change, worded for ``kubectl describe``."""
-        old, new = parse_phase(before.status), parse_phase(after.status)
-        if new is None or old is new:
-            return
-        ref = job_ref(after)
-        status = after.status
-        attempt = status.get("attempts") or 0
-        worker = status.get("worker") or "?"
-        error = status.get("error") or {}
-        if new is JobState.QUEUED and old is JobState.RUNNING:
-            self._recorder.warning(
-                ref, "Retrying", f"attempt {attempt} failed ({error.get('type')}: {error.get('message')}); retrying"
-            )
-        elif new is JobState.QUEUED:
-            self._recorder.normal(ref, "Queued", f"enqueued on pool {after.pool}")
-        elif new is JobState.RUNNING:
-            self._recorder.normal(ref, "Started", f"attempt {attempt} running on worker {worker}")
-        elif new is JobState.SUCCEEDED:
-            note = " (output truncated in status)" if status.get("outputTruncated") else ""
-            self._recorder.normal(ref, "Succeeded", f"succeeded on attempt {attempt} on worker {worker}{note}")
-        elif new is JobState.FAILED:
-            self._recorder.warning(
-                ref, "Failed", f"failed after {attempt} attempt(s): {error.get('type')}: {error.get('message')}"
-            )
-        elif new is JobState.CANCELLED:
-            self._recorder.normal(ref, "Cancelled", str(error.get("message") or "cancelled"))
+        """Post the Event the change deserves (chosen by :func:`~.job_status.narration`)."""
+        note = job_status.narration(before.status, after.status, after.pool)
+        if note is not None:
+            post = self._recorder.warning if note.warning else self._recorder.normal
+            post(job_ref(after), note.reason, note.message)

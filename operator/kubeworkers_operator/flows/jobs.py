@@ -23,53 +23,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubeworkers import queue
-from kubeworkers.protocol import JobMessage, JobState
+from kubeworkers.protocol import JobState
 from kubeworkers.resources import JobSpec
 from pydantic import ValidationError
 
 from kubeworkers_operator.adapters.status_writer import WriteResult, job_ref
-from kubeworkers_operator.model.index import TrackedJob, TrackedPool
-from kubeworkers_operator.model.job_status import ENQUEUED, is_finished, parse_phase, rfc3339, set_condition
+from kubeworkers_operator.model import job_status
+from kubeworkers_operator.model.admission import FINAL_REASONS, check_admission, message_for
+from kubeworkers_operator.model.index import TrackedJob
+from kubeworkers_operator.model.job_status import parse_phase
 from kubeworkers_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-#: Admission problems a Job cannot outwait: its spec is immutable, so it fails at once.
-#: (A missing pool, by contrast, may still be created: those Jobs wait in Pending.)
-FINAL_REASONS = frozenset({"UnknownHandler", "InvalidSpec"})
-
-
-def check_admission(job: TrackedJob, spec: JobSpec, pool: TrackedPool | None) -> tuple[str, str] | None:
-    """Why the Job cannot be enqueued yet (reason, message), or None when it can."""
-    if pool is None:
-        return (
-            "PoolNotFound",
-            f"WorkerPool {spec.pool!r} does not exist in namespace {job.namespace}; "
-            "the job will be enqueued when it appears",
-        )
-    if pool.spec is None:
-        return "PoolInvalid", f"WorkerPool {spec.pool!r} has an invalid spec; fix the pool to run this job"
-    if pool.spec.handlers is not None and spec.handler not in pool.spec.handlers:
-        known = ", ".join(pool.spec.handlers) or "none"
-        return (
-            "UnknownHandler",
-            f"WorkerPool {spec.pool!r} does not serve handler {spec.handler!r} (it declares: {known})",
-        )
-    return None
-
-
-def message_for(job: TrackedJob, spec: JobSpec) -> JobMessage:
-    return JobMessage(
-        job_id=job.job_id,
-        uid=job.uid,
-        namespace=job.namespace,
-        pool=spec.pool,
-        handler=spec.handler,
-        input=spec.input,
-        priority=spec.priority,
-        timeout_seconds=spec.timeout_seconds,
-        max_attempts=spec.max_attempts,
-    )
+#: Cap on the message of an admission failure (status error, condition and Event).
+REJECT_MESSAGE_LIMIT = 2000
 
 
 async def on_job_event(rt: Runtime, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -123,23 +91,12 @@ async def admit(rt: Runtime, job: TrackedJob) -> None:
                 f"an earlier Job named {job.name} is still {record.state.value} in Redis; waiting for it to finish",
             )
             return
-    queued_at = rfc3339(time.time())
-
-    def to_queued(current: TrackedJob) -> dict[str, Any] | None:
-        if parse_phase(current.status) not in (None, JobState.PENDING):
-            return None  # the status sync got there first: never move backwards
-        return {
-            **current.status,
-            "phase": JobState.QUEUED.value,
-            "attempts": current.status.get("attempts") or 0,
-            "queuedAt": current.status.get("queuedAt") or queued_at,
-            "conditions": set_condition(
-                current.status.get("conditions") or [], ENQUEUED, "True", "Enqueued",
-                f"on the {spec.priority.value}-priority stream of pool {spec.pool}",
-            ),
-        }
-
-    await rt.writer.write(job.namespace, job.name, job.uid, to_queued, source="enqueue")
+    now = time.time()
+    await rt.writer.write(
+        job.namespace, job.name, job.uid,
+        lambda current: job_status.queued(current.status, pool=spec.pool, priority=spec.priority.value, now=now),
+        source="enqueue",
+    )
     rt.waiting.discard(job.job_id)
     rt.metrics.jobs_waiting.set(len(rt.waiting))
 
@@ -148,62 +105,44 @@ async def mark_pending(rt: Runtime, job: TrackedJob, reason: str, message: str) 
     """Phase Pending with condition Enqueued=False; a Warning Event when the reason is new."""
     rt.waiting.add(job.job_id)
     rt.metrics.jobs_waiting.set(len(rt.waiting))
-
-    def to_pending(current: TrackedJob) -> dict[str, Any] | None:
-        if parse_phase(current.status) not in (None, JobState.PENDING):
-            return None
-        return {
-            **current.status,
-            "phase": JobState.PENDING.value,
-            "conditions": set_condition(current.status.get("conditions") or [], ENQUEUED, "False", reason, message),
-        }
-
-    previous: dict[str, Any] = next((c for c in job.status.get("conditions") or [] if c.get("type") == ENQUEUED), {})
-    result = await rt.writer.write(job.namespace, job.name, job.uid, to_pending, source="enqueue")
-    if result is WriteResult.WRITTEN and previous.get("reason") != reason:
+    previous = job_status.enqueued_reason(job.status)
+    now = time.time()
+    result = await rt.writer.write(
+        job.namespace, job.name, job.uid,
+        lambda current: job_status.pending(current.status, reason, message, now=now),
+        source="enqueue",
+    )
+    if result is WriteResult.WRITTEN and previous != reason:
         rt.metrics.jobs_rejected.labels(reason=reason).inc()
         rt.recorder.warning(job_ref(job), reason, message)
 
 
 async def reject(rt: Runtime, job: TrackedJob, reason: str, message: str) -> None:
     """Fail a Job that can never run as written: phase Failed, error and condition ``reason``, an Event."""
-    message = message[:2000]
+    message = message[:REJECT_MESSAGE_LIMIT]
     rt.waiting.discard(job.job_id)
-
-    def to_failed(current: TrackedJob) -> dict[str, Any] | None:
-        if is_finished(current.status):
-            return None
-        return {
-            **current.status,
-            "phase": JobState.FAILED.value,
-            "attempts": current.status.get("attempts") or 0,
-            "error": {"type": reason, "message": message},
-            "completionTime": rfc3339(time.time()),
-            "conditions": set_condition(current.status.get("conditions") or [], ENQUEUED, "False", reason, message),
-        }
-
-    if await rt.writer.write(job.namespace, job.name, job.uid, to_failed, source="enqueue") is WriteResult.WRITTEN:
+    now = time.time()
+    result = await rt.writer.write(
+        job.namespace, job.name, job.uid,
+        lambda current: job_status.rejected(current.status, reason, message, now=now),
+        source="enqueue",
+    )
+    if result is WriteResult.WRITTEN:
         rt.metrics.jobs_rejected.labels(reason=reason).inc()
         rt.recorder.warning(job_ref(job), reason, message)
 
 
 async def cancel_unqueued(rt: Runtime, job: TrackedJob) -> None:
     """``cancel: true`` on a Job that never reached Redis: Cancelled right here."""
-    now = rfc3339(time.time())
-
-    def to_cancelled(current: TrackedJob) -> dict[str, Any] | None:
-        if parse_phase(current.status) not in (None, JobState.PENDING):
-            return None
-        return {
-            **current.status,
-            "phase": JobState.CANCELLED.value,
-            "completionTime": now,
-            "error": {"type": "Cancelled", "message": "cancelled before it was enqueued"},
-        }
-
+    now = time.time()
     rt.waiting.discard(job.job_id)
     rt.metrics.jobs_waiting.set(len(rt.waiting))
-    if await rt.writer.write(job.namespace, job.name, job.uid, to_cancelled, source="cancel") is WriteResult.WRITTEN:
+    result = await rt.writer.write(
+        job.namespace, job.name, job.uid,
+        lambda current: job_status.cancelled_before_enqueue(current.status, now=now),
+        source="cancel",
+    )
+    if result is WriteResult.WRITTEN:
         rt.metrics.cancels.labels(via="spec").inc()
 
 

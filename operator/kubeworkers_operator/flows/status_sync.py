@@ -32,6 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 from kubeworkers_operator.adapters.kube import ApiError, Conflict, NotFound, custom_path
 from kubeworkers_operator.adapters.status_writer import WriteResult, job_ref
 from kubeworkers_operator.flows import jobs
+from kubeworkers_operator.model import admission
 from kubeworkers_operator.model.index import TrackedJob
 from kubeworkers_operator.model.job_status import (
     apply_events,
@@ -427,7 +428,7 @@ class StatusSync:
             spec = JobSpec.model_validate(job.spec)
         except ValueError:
             return
-        if await queue.enqueue(self.rt.redis, jobs.message_for(job, spec)):
+        if await queue.enqueue(self.rt.redis, admission.message_for(job, spec)):
             logger.warning("record of %s was missing from Redis; enqueued it again", job.job_id)
             self.rt.recorder.warning(
                 job_ref(job), "Requeued", "the job's record was missing from Redis; enqueued again"

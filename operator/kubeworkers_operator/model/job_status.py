@@ -1,11 +1,19 @@
-"""Folding worker events and job records into ``Job.status``: pure functions, no I/O.
+"""Every transition of ``Job.status``, and the Event each deserves: pure functions, no I/O.
+
+Two kinds of transition live here. The admission path's (:func:`queued`,
+:func:`pending`, :func:`rejected`, :func:`cancelled_before_enqueue`) move a Job
+that has not reached Redis yet; folding (:func:`apply_event`,
+:func:`apply_record`) moves it along what workers report. :func:`narration`
+says which Kubernetes Event a change deserves.
 
 The status is handled as the plain camelCase dict the apiserver stores, so the
 result can be diffed into a JSON merge patch without a round trip through
 models. The one rule everything here obeys: a finished phase never moves
-backwards, and an older attempt never overwrites a newer one. That makes
-folding idempotent, so replaying events after an operator restart (events are
-acked only after their patch landed) can never corrupt a status.
+(backwards or sideways), and an older attempt never overwrites a newer one.
+That makes folding idempotent, so replaying events after an operator restart
+(events are acked only after their patch landed) can never corrupt a status.
+An admission transition returns None when it does not apply (the status sync
+got there first): the writer then leaves the status alone.
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ import datetime
 import json
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from kubeworkers.protocol import JobEvent, JobRecord, JobState
+from kubeworkers.protocol import JobError, JobEvent, JobRecord, JobState
 
 from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT
 
@@ -74,6 +83,30 @@ def _cap(text: str | None) -> str | None:
     return None if text is None else text[:MESSAGE_LIMIT]
 
 
+def _progress(fraction: float, message: str | None) -> dict[str, Any]:
+    progress: dict[str, Any] = {"fraction": min(1.0, max(0.0, fraction))}
+    if message:
+        progress["message"] = _cap(message)
+    return progress
+
+
+def _finish(
+    new: Status, state: JobState, *, at: float, output: Any, error: JobError | None, message: str | None,
+    output_limit: int,
+) -> None:
+    """Write the fields of a finished phase (``state``) into ``new``: one home for events and records."""
+    new["completionTime"] = rfc3339(at)
+    if state is JobState.SUCCEEDED:
+        capped, truncated = cap_output(output, output_limit)
+        new["output"] = capped
+        new["outputTruncated"] = truncated
+        new.pop("error", None)
+    elif error is not None:
+        new["error"] = {"type": error.type, "message": _cap(error.message)}
+    elif state is JobState.CANCELLED:
+        new["error"] = {"type": "Cancelled", "message": _cap(message) or "cancelled"}
+
+
 def _supersedes(status: Mapping[str, Any], state: JobState, attempt: int, *, retry: bool = False) -> bool:
     """Whether an event/record at (attempt, state) may replace the current status.
 
@@ -112,28 +145,19 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
     if event.state is JobState.RUNNING:
         new.setdefault("startTime", rfc3339(event.at))
         if event.progress is not None:
-            progress: dict[str, Any] = {"fraction": min(1.0, max(0.0, event.progress))}
-            if event.message:
-                progress["message"] = _cap(event.message)
-            new["progress"] = progress
+            new["progress"] = _progress(event.progress, event.message)
     elif event.state is JobState.QUEUED:
         # Waiting for a retry: the previous attempt's progress no longer describes anything.
         new.pop("progress", None)
         if event.error is not None:
             new["error"] = {"type": event.error.type, "message": _cap(event.error.message)}
     elif event.state.finished:
-        new["completionTime"] = rfc3339(event.at)
-        if event.state is JobState.SUCCEEDED:
-            output, truncated = cap_output(event.output, output_limit)
-            new["output"] = output
-            new["outputTruncated"] = truncated
-            new.pop("error", None)
-            if "progress" in new:
-                new["progress"] = {**new["progress"], "fraction": 1.0}
-        elif event.error is not None:
-            new["error"] = {"type": event.error.type, "message": _cap(event.error.message)}
-        elif event.state is JobState.CANCELLED:
-            new["error"] = {"type": "Cancelled", "message": _cap(event.message) or "cancelled"}
+        _finish(
+            new, event.state, at=event.at, output=event.output, error=event.error, message=event.message,
+            output_limit=output_limit,
+        )
+        if event.state is JobState.SUCCEEDED and "progress" in new:
+            new["progress"] = {**new["progress"], "fraction": 1.0}
     return new
 
 
@@ -168,21 +192,12 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
     if record.started_at:
         new.setdefault("startTime", rfc3339(record.started_at))
     if record.progress is not None and record.state is JobState.RUNNING:
-        progress: dict[str, Any] = {"fraction": min(1.0, max(0.0, record.progress))}
-        if record.message:
-            progress["message"] = _cap(record.message)
-        new["progress"] = progress
+        new["progress"] = _progress(record.progress, record.message)
     if record.state.finished:
-        new["completionTime"] = rfc3339(record.finished_at or record.updated_at or 0.0)
-        if record.state is JobState.SUCCEEDED:
-            output, truncated = cap_output(record.output, output_limit)
-            new["output"] = output
-            new["outputTruncated"] = truncated
-            new.pop("error", None)
-        elif record.error is not None:
-            new["error"] = {"type": record.error.type, "message": _cap(record.error.message)}
-        elif record.state is JobState.CANCELLED:
-            new["error"] = {"type": "Cancelled", "message": _cap(record.message) or "cancelled"}
+        _finish(
+            new, record.state, at=record.finished_at or record.updated_at or 0.0, output=record.output,
+            error=record.error, message=record.message, output_limit=output_limit,
+        )
     return new
 
 
@@ -237,3 +252,113 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> Status:
 def only_progress_changed(patch: Mapping[str, Any]) -> bool:
     """A patch that only moves the progress bar (these are rate-limited)."""
     return bool(patch) and set(patch) <= {"progress"}
+
+
+# ---------------------------------------------------------------------- the admission path
+
+
+def _not_yet_enqueued(status: Mapping[str, Any]) -> bool:
+    """The admission path moves only a Job with no phase yet or waiting in Pending."""
+    return parse_phase(status) in (None, JobState.PENDING)
+
+
+def enqueued_reason(status: Mapping[str, Any]) -> str | None:
+    """The reason of the status's ``Enqueued`` condition (None when it has none)."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == ENQUEUED:
+            reason = cond.get("reason")
+            return None if reason is None else str(reason)
+    return None
+
+
+def queued(status: Mapping[str, Any], *, pool: str, priority: str, now: float) -> Status | None:
+    """Queued with ``Enqueued=True``, once Redis has the job; None if the status sync got there first."""
+    if not _not_yet_enqueued(status):
+        return None
+    return {
+        **status,
+        "phase": JobState.QUEUED.value,
+        "attempts": status.get("attempts") or 0,
+        "queuedAt": status.get("queuedAt") or rfc3339(now),
+        "conditions": set_condition(
+            status.get("conditions") or [], ENQUEUED, "True", "Enqueued",
+            f"on the {priority}-priority stream of pool {pool}", now=now,
+        ),
+    }
+
+
+def pending(status: Mapping[str, Any], reason: str, message: str, *, now: float) -> Status | None:
+    """Pending with ``Enqueued=False`` and why: the Job waits (for its pool, for Redis, ...)."""
+    if not _not_yet_enqueued(status):
+        return None
+    return {
+        **status,
+        "phase": JobState.PENDING.value,
+        "conditions": set_condition(status.get("conditions") or [], ENQUEUED, "False", reason, message, now=now),
+    }
+
+
+def rejected(status: Mapping[str, Any], reason: str, message: str, *, now: float) -> Status | None:
+    """Failed at admission (a Job that can never run as written): error and condition say ``reason``."""
+    if is_finished(status):
+        return None
+    return {
+        **status,
+        "phase": JobState.FAILED.value,
+        "attempts": status.get("attempts") or 0,
+        "error": {"type": reason, "message": message},
+        "completionTime": rfc3339(now),
+        "conditions": set_condition(status.get("conditions") or [], ENQUEUED, "False", reason, message, now=now),
+    }
+
+
+def cancelled_before_enqueue(status: Mapping[str, Any], *, now: float) -> Status | None:
+    """Cancelled right away: ``cancel: true`` on a Job that never reached Redis."""
+    if not _not_yet_enqueued(status):
+        return None
+    return {
+        **status,
+        "phase": JobState.CANCELLED.value,
+        "completionTime": rfc3339(now),
+        "error": {"type": "Cancelled", "message": "cancelled before it was enqueued"},
+    }
+
+
+# ---------------------------------------------------------------------- which Event a change deserves
+
+
+@dataclass(frozen=True)
+class Narration:
+    """The Kubernetes Event one status change deserves."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+def narration(before: Mapping[str, Any], after: Mapping[str, Any], pool: str) -> Narration | None:
+    """One Event per phase change, worded for ``kubectl describe``; None when the phase stayed."""
+    old, new = parse_phase(before), parse_phase(after)
+    if new is None or old is new:
+        return None
+    attempt = after.get("attempts") or 0
+    worker = after.get("worker") or "?"
+    error = after.get("error") or {}
+    if new is JobState.QUEUED and old is JobState.RUNNING:
+        return Narration(
+            "Retrying", f"attempt {attempt} failed ({error.get('type')}: {error.get('message')}); retrying", True
+        )
+    if new is JobState.QUEUED:
+        return Narration("Queued", f"enqueued on pool {pool}")
+    if new is JobState.RUNNING:
+        return Narration("Started", f"attempt {attempt} running on worker {worker}")
+    if new is JobState.SUCCEEDED:
+        note = " (output truncated in status)" if after.get("outputTruncated") else ""
+        return Narration("Succeeded", f"succeeded on attempt {attempt} on worker {worker}{note}")
+    if new is JobState.FAILED:
+        return Narration(
+            "Failed", f"failed after {attempt} attempt(s): {error.get('type')}: {error.get('message')}", True
+        )
+    if new is JobState.CANCELLED:
+        return Narration("Cancelled", str(error.get("message") or "cancelled"))
+    return None  # Pending: the admission path posts its own Warning with the reason
