@@ -1,8 +1,9 @@
 """Operator startup and shutdown: build the :class:`Runtime`, start and stop the background tasks.
 
 Background tasks of one operator, whatever the number of Jobs: the status
-sync consumer, the housekeeping loop (resync, pending retries, TTL), the
-Event posters, the health/metrics server, and one autoscaler per WorkerPool.
+sync consumer, one task per periodic chore (:func:`chores` is the list of every
+periodic thing the operator does), the Event posters, the health/metrics
+server, and one autoscaler per WorkerPool.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import kopf
 import redis.asyncio as aioredis
@@ -23,7 +25,9 @@ from kubeworkers_operator.adapters.metrics import HealthServer, OperatorMetrics
 from kubeworkers_operator.adapters.pool_status import PoolStatusWriter
 from kubeworkers_operator.adapters.status_writer import JobStatusWriter
 from kubeworkers_operator.autoscaling import AutoscalerMetrics
-from kubeworkers_operator.flows.pools import PoolControllers, resync_pools
+from kubeworkers_operator.flows import jobs, orphans, pools, resync, status_sync
+from kubeworkers_operator.flows.pools import PoolControllers
+from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler
 from kubeworkers_operator.flows.status_sync import StatusSync
 from kubeworkers_operator.model.index import ClusterIndex
 from kubeworkers_operator.runtime import Runtime
@@ -33,8 +37,22 @@ logger = logging.getLogger(__name__)
 
 #: In-flight requests of the autoscalers' own API client (a few calls per scaling decision).
 AUTOSCALER_API_CONCURRENCY = 8
-#: A background loop silent for longer than this makes /healthz fail (liveness restarts the pod).
+#: The status-sync consumer silent for longer than this makes /healthz fail (liveness restarts the pod).
 STALL_SECONDS = 120.0
+
+
+def chores(rt: Runtime, controllers: PoolControllers) -> list[Chore]:
+    """Every periodic thing the operator does, each owned (and tested) by its own module."""
+    settings = rt.settings
+    return [
+        Chore("ttl-deletion", jobs.TTL_CHECK_SECONDS, partial(jobs.delete_expired, rt)),
+        Chore("pending-retry", settings.pending_retry_seconds, partial(jobs.retry_waiting, rt)),
+        Chore("pool-resync", settings.pending_retry_seconds, partial(pools.resync_pools, rt, controllers)),
+        Chore("record-resync", settings.resync_interval_seconds, partial(resync.resync, rt)),
+        # The first sweep waits a full period: by then kopf has listed every Job into the index.
+        Chore("orphan-sweep", settings.orphan_sweep_seconds, partial(orphans.sweep_orphans, rt)),
+        Chore("events-trim", status_sync.TRIM_SECONDS, partial(status_sync.trim_events, rt.redis)),
+    ]
 
 
 @dataclass
@@ -43,18 +61,15 @@ class Background:
 
     rt: Runtime
     sync: StatusSync
+    chores: ChoreScheduler
     controllers: PoolControllers
     health: HealthServer
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def healthy(self) -> bool:
-        now = time.time()
-        alive = all(not task.done() for task in self.tasks)
-        turning = (
-            now - self.sync.consumer_turned_at < STALL_SECONDS
-            and now - self.sync.housekeeping_turned_at < STALL_SECONDS
-        )
-        return alive and turning
+        """The consumer loop turns and every chore's task runs (a long chore is not a stall)."""
+        alive = all(not task.done() for task in self.tasks) and self.chores.alive()
+        return alive and time.time() - self.sync.consumer_turned_at < STALL_SECONDS
 
 
 def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
@@ -93,16 +108,15 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
         api=kube_api(AUTOSCALER_API_CONCURRENCY) if settings.autoscaling else None,
         metrics=AutoscalerMetrics(metrics.registry),
     )
-    sync = StatusSync(rt, periodic=[lambda: resync_pools(rt, controllers)])
+    sync = StatusSync(rt)
+    scheduler = ChoreScheduler(chores(rt, controllers), observe=metrics.observe_chore)
     # The probe reads `bg` when called, i.e. once everything below has started.
     health = HealthServer(metrics, port=settings.metrics_port, is_healthy=lambda: bg.healthy())
-    bg = Background(rt, sync, controllers, health)
+    bg = Background(rt, sync, scheduler, controllers, health)
     await bg.health.start()
     recorder.start()
-    bg.tasks = [
-        asyncio.create_task(sync.run(), name="status-sync"),
-        asyncio.create_task(sync.housekeeping(), name="housekeeping"),
-    ]
+    bg.tasks = [asyncio.create_task(sync.run(), name="status-sync")]
+    scheduler.start()
     logger.info(
         "kubeworkers operator started (namespaces: %s, events group %s)",
         ", ".join(settings.namespaces) or "all", settings.events_group,
@@ -113,6 +127,7 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
 async def stop(bg: Background) -> None:
     """Stop everything :func:`start` started, the Event queue drained first (briefly)."""
     await bg.controllers.stop_all()
+    await bg.chores.stop()
     for task in bg.tasks:
         task.cancel()
     for task in bg.tasks:

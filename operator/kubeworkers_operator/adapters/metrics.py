@@ -73,6 +73,19 @@ class OperatorMetrics:
         self.loop_heartbeat = Gauge(
             p + "status_sync_heartbeat_seconds", "Unix time of the status sync's last loop turn.", registry=r
         )
+        self.chore_runs = Counter(
+            p + "chore_runs_total", "Runs of the periodic chores, by chore and outcome (ok, error).",
+            ["chore", "outcome"], registry=r,
+        )
+        self.chore_duration = Gauge(
+            p + "chore_last_duration_seconds", "How long each periodic chore's last run took.", ["chore"],
+            registry=r,
+        )
+
+    def observe_chore(self, chore: str, seconds: float, error: BaseException | None) -> None:
+        """Count one run of a periodic chore (see :mod:`kubeworkers_operator.flows.scheduler`)."""
+        self.chore_runs.labels(chore=chore, outcome="ok" if error is None else "error").inc()
+        self.chore_duration.labels(chore=chore).set(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,4 @@
-"""The Job path: validate, enqueue (idempotently), cancel, clean up after deletion.
+"""The Job path: validate, enqueue (idempotently), cancel, clean up after deletion and TTL.
 
 Jobs are handled from kopf's raw watch events (``@kopf.on.event``), not from
 ``on.create`` handlers: the decision is a function of the Job's current state
@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubeworkers import queue
-from kubeworkers.protocol import JobState
-from kubeworkers.resources import JobSpec
+from kubeworkers.protocol import JobState, job_object_of
+from kubeworkers.resources import JOB_PLURAL, JobSpec
 from pydantic import ValidationError
 
+from kubeworkers_operator.adapters.kube import ApiError, Conflict, NotFound, custom_path
 from kubeworkers_operator.adapters.status_writer import WriteResult, job_ref
 from kubeworkers_operator.model import job_status
 from kubeworkers_operator.model.admission import FINAL_REASONS, check_admission, message_for
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: Cap on the message of an admission failure (status error, condition and Event).
 REJECT_MESSAGE_LIMIT = 2000
+#: How often finished Jobs are checked against their ``ttlSecondsAfterFinished`` deadline.
+TTL_CHECK_SECONDS = 1.0
 
 
 async def on_job_event(rt: Runtime, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -208,3 +211,24 @@ async def retry_waiting(rt: Runtime, namespace: str | None = None, pool: str | N
                 except Exception:
                     logger.exception("admission of %s failed", job.job_id)
     rt.metrics.jobs_waiting.set(len(rt.waiting))
+
+
+async def delete_expired(rt: Runtime) -> None:
+    """Delete every finished Job whose TTL has passed, then its Redis record (a periodic chore)."""
+    for job_id, uid in rt.ttl.pop_due():
+        namespace, name = job_object_of(job_id)
+        job = rt.index.jobs.get(job_id)
+        pool = job.pool if job is not None else None
+        try:
+            await rt.api.delete(custom_path(JOB_PLURAL, namespace, name), uid=uid)
+        except (NotFound, Conflict):
+            pass  # gone already / a namesake with another uid
+        except ApiError as exc:
+            logger.warning("TTL deletion of %s failed: %s", job_id, exc)
+            continue
+        rt.metrics.ttl_deleted.inc()
+        logger.info("deleted %s: ttlSecondsAfterFinished passed", job_id)
+        if pool:
+            record = await queue.get_record(rt.redis, namespace, pool, job_id)
+            if record is not None and record.uid == uid:
+                await queue.delete_job(rt.redis, namespace, pool, job_id)

@@ -147,7 +147,7 @@ async def sync_pool(rt: Runtime, controllers: PoolControllers, pool: TrackedPool
 
 
 async def resync_pools(rt: Runtime, controllers: PoolControllers) -> None:
-    """Retry pools whose Deployment could not be applied (run by the housekeeping loop)."""
+    """Retry pools whose Deployment could not be applied (the `pool-resync` chore)."""
     for pool in list(rt.index.pools.values()):
         try:
             await sync_pool(rt, controllers, pool)

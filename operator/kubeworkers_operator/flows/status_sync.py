@@ -7,40 +7,32 @@ the API client. Entries are acked only after their patch landed (or turned out
 unnecessary, or the Job is gone), so a crash replays them, and folding makes
 replays harmless.
 
-A second loop, the housekeeping, is the safety net and the clock: it resyncs
-unfinished Jobs from their records in Redis, retries Jobs waiting for a pool,
-and deletes finished Jobs whose ``ttlSecondsAfterFinished`` has passed.
+The periodic chores around it (the resync from records, TTL deletions, pending
+retries, the orphan sweep, trimming this stream) are each owned by their own
+module and run by :mod:`.scheduler`; this module owns the consumer and the trim.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from kubeworkers import queue
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
-from kubeworkers.resources import JOB_PLURAL
+from kubeworkers.protocol import EVENTS_STREAM, JobEvent, is_sdk_job, job_object_of
 from redis.exceptions import RedisError, ResponseError
 
-from kubeworkers_operator.adapters.kube import ApiError, Conflict, NotFound, custom_path
-from kubeworkers_operator.adapters.status_writer import WriteResult, job_ref
-from kubeworkers_operator.flows import jobs
-from kubeworkers_operator.model import admission
+from kubeworkers_operator.adapters.status_writer import WriteResult
 from kubeworkers_operator.model.index import TrackedJob
 from kubeworkers_operator.model.job_status import (
     apply_events,
-    apply_record,
     is_finished,
     merge_patch,
     only_progress_changed,
-    parse_phase,
     with_enqueued_condition,
 )
 from kubeworkers_operator.runtime import Runtime
@@ -52,8 +44,6 @@ logger = logging.getLogger(__name__)
 PENDING_RECHECK_SECONDS = 15.0
 #: Period of trimming the events stream below what every consumer group has acked.
 TRIM_SECONDS = 30.0
-#: Records read per Redis pipeline during a resync.
-RESYNC_CHUNK = 500
 
 
 def _text(value: bytes | str) -> str:
@@ -73,53 +63,56 @@ def _stream_id(value: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def trim_events(r: aioredis.Redis) -> int:
-    """Trim the events stream below what every consumer group has read and acked.
+def trim_floor(groups: Iterable[tuple[str, str | None]]) -> str | None:
+    """The lowest id any group still needs, from each group's (last-delivered id, oldest pending id).
 
-    Every group (the cluster-wide operator's, each namespace-scoped operator's) must
-    be past an entry, and no group may still hold it pending, before it goes: this
-    never trims away an event someone has yet to apply. Returns entries removed.
+    Every group (the cluster-wide operator's, each namespace-scoped operator's) must be
+    past an entry, and none may still hold it pending, before it can go. None: nothing
+    can be trimmed (no groups, or one that has read nothing yet).
+    """
+    floor: tuple[int, int] | None = None
+    for last_delivered, oldest_pending in groups:
+        keep_from = _stream_id(last_delivered)
+        if oldest_pending:
+            keep_from = min(keep_from, _stream_id(oldest_pending))
+        floor = keep_from if floor is None else min(floor, keep_from)
+    if floor is None or floor == (0, 0):
+        return None
+    return f"{floor[0]}-{floor[1]}"
+
+
+async def trim_events(r: aioredis.Redis) -> int:
+    """Trim the events stream below what every consumer group has read and acked (a periodic chore).
+
+    Never trims away an event a group has yet to apply (:func:`trim_floor`). Returns entries removed.
     """
     try:
         groups: list[dict[str, Any]] = await r.xinfo_groups(EVENTS_STREAM)
     except ResponseError:
         return 0  # no stream yet
-    if not groups:
-        return 0
-    floor: tuple[int, int] | None = None
+    needs: list[tuple[str, str | None]] = []
     for group in groups:
-        name = _text(group["name"])
-        last = _stream_id(_text(group["last-delivered-id"]))
-        keep_from = last
+        oldest_pending: str | None = None
         if int(group.get("pending") or 0):
-            summary: Any = await r.xpending(EVENTS_STREAM, name)
-            if summary.get("min"):
-                keep_from = min(keep_from, _stream_id(_text(summary["min"])))
-        floor = keep_from if floor is None else min(floor, keep_from)
-    if floor is None or floor == (0, 0):
+            summary: Any = await r.xpending(EVENTS_STREAM, _text(group["name"]))
+            oldest_pending = _text(summary["min"]) if summary.get("min") else None
+        needs.append((_text(group["last-delivered-id"]), oldest_pending))
+    floor = trim_floor(needs)
+    if floor is None:
         return 0
-    removed: int = await r.xtrim(EVENTS_STREAM, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+    removed: int = await r.xtrim(EVENTS_STREAM, minid=floor, approximate=False)
     return removed
-
-
-def _record_folder(record: JobRecord, limit: int) -> Callable[[TrackedJob], dict[str, Any]]:
-    def compute(job: TrackedJob) -> dict[str, Any]:
-        return with_enqueued_condition(apply_record(job.status, record, output_limit=limit), job.pool)
-
-    return compute
 
 
 class StatusSync:
     """Consumes the events stream and keeps Job statuses converged. Start with :meth:`run`."""
 
-    def __init__(self, rt: Runtime, periodic: list[Callable[[], Awaitable[None]]] | None = None) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        #: Extra chores of the housekeeping loop, run every ``pending_retry_seconds``.
-        self.periodic = periodic or []
         self._deferred: dict[str, _Deferred] = {}
         self._last_progress_write: dict[str, float] = {}
+        #: Wall time of the consumer loop's last turn (liveness).
         self.consumer_turned_at = time.time()
-        self.housekeeping_turned_at = time.time()
 
     # ------------------------------------------------------------------ consumer
 
@@ -211,9 +204,8 @@ class StatusSync:
             except ValueError:
                 done.append(entry_id)  # unreadable (or trimmed) entries would only clog the group
                 continue
-            if event.uid == event.job_id or "/" not in event.job_id:
-                # An SDK-submitted job: there is no Job object to write to.
-                done.append(entry_id)
+            if is_sdk_job(event.job_id, event.uid):
+                done.append(entry_id)  # no Job object to write to
                 continue
             if self.rt.settings.namespaces and event.namespace not in self.rt.settings.namespaces:
                 done.append(entry_id)  # another operator's namespace (it reads its own group)
@@ -240,7 +232,7 @@ class StatusSync:
     async def _sync_job(self, job_id: str, entries: list[tuple[str, JobEvent]], *, force: bool = False) -> bool:
         """Write one job's folded events. False: deferred by the progress rate limit (not acked yet)."""
         rt = self.rt
-        namespace, name = job_id.split("/", 1)
+        namespace, name = job_object_of(job_id)
         uid = entries[-1][1].uid
         events = [ev for _, ev in entries]
         limit = rt.settings.output_limit_bytes
@@ -294,149 +286,3 @@ class StatusSync:
         ]
         if acks:
             await self.rt.redis.xack(EVENTS_STREAM, self.rt.settings.events_group, *acks)
-
-    # ------------------------------------------------------------------ housekeeping
-
-    async def housekeeping(self) -> None:
-        """TTL deletions every second, pending retries and the Redis resync on their periods."""
-        settings = self.rt.settings
-        next_resync = time.monotonic() + settings.resync_interval_seconds
-        next_pending = time.monotonic() + settings.pending_retry_seconds
-        next_trim = time.monotonic() + TRIM_SECONDS
-        # The first sweep waits a full period: by then kopf has listed every Job into the index.
-        next_orphans = time.monotonic() + settings.orphan_sweep_seconds
-        while True:
-            self.housekeeping_turned_at = time.time()
-            try:
-                await self.delete_expired()
-                if time.monotonic() >= next_pending:
-                    await jobs.retry_waiting(self.rt)
-                    for chore in self.periodic:
-                        await chore()
-                    next_pending = time.monotonic() + settings.pending_retry_seconds
-                if time.monotonic() >= next_orphans:
-                    await self.sweep_orphans()
-                    next_orphans = time.monotonic() + settings.orphan_sweep_seconds
-                if time.monotonic() >= next_trim:
-                    await trim_events(self.rt.redis)
-                    next_trim = time.monotonic() + TRIM_SECONDS
-                if time.monotonic() >= next_resync:
-                    await self.resync()
-                    next_resync = time.monotonic() + settings.resync_interval_seconds
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("housekeeping turn failed")
-            await asyncio.sleep(1.0)
-
-    async def delete_expired(self) -> None:
-        """Delete every finished Job whose TTL has passed, then its Redis record."""
-        for job_id, uid in self.rt.ttl.pop_due():
-            namespace, name = job_id.split("/", 1)
-            job = self.rt.index.jobs.get(job_id)
-            pool = job.pool if job is not None else None
-            try:
-                await self.rt.api.delete(custom_path(JOB_PLURAL, namespace, name), uid=uid)
-            except (NotFound, Conflict):
-                pass  # gone already / a namesake with another uid
-            except ApiError as exc:
-                logger.warning("TTL deletion of %s failed: %s", job_id, exc)
-                continue
-            self.rt.metrics.ttl_deleted.inc()
-            logger.info("deleted %s: ttlSecondsAfterFinished passed", job_id)
-            if pool:
-                record = await queue.get_record(self.rt.redis, namespace, pool, job_id)
-                if record is not None and record.uid == uid:
-                    await queue.delete_job(self.rt.redis, namespace, pool, job_id)
-
-    async def resync(self) -> int:
-        """Converge every unfinished Job to its record in Redis; returns the statuses corrected.
-
-        Catches whatever the events path missed (events trimmed while the operator was
-        down, an event a worker failed to append). A Queued or Running Job whose record
-        is gone (Redis lost data) is enqueued again: at-least-once, never lost.
-        """
-        rt = self.rt
-        candidates = [
-            job for job in rt.index.jobs.values()
-            if parse_phase(job.status) in (JobState.QUEUED, JobState.RUNNING)
-        ]
-        corrected = 0
-        for start in range(0, len(candidates), RESYNC_CHUNK):
-            chunk = candidates[start:start + RESYNC_CHUNK]
-            async with rt.redis.pipeline(transaction=False) as pipe:
-                for job in chunk:
-                    pipe.hgetall(PoolKeys(job.namespace, job.pool).record(job.job_id))
-                raws = await pipe.execute()
-            limit = rt.settings.output_limit_bytes
-            for job, raw in zip(chunk, raws, strict=True):
-                record = JobRecord.from_hash(raw) if raw else None
-                if record is None:
-                    await self._requeue_lost(job)
-                    continue
-                if record.uid != job.uid:
-                    continue
-                if job.spec.get("cancel") and not record.state.finished and not record.cancel_requested:
-                    await jobs.request_cancel(rt, job)
-                result = await rt.writer.write(
-                    job.namespace, job.name, job.uid, _record_folder(record, limit), source="resync"
-                )
-                if result is WriteResult.WRITTEN:
-                    corrected += 1
-                    rt.metrics.resync_corrections.inc()
-                    written = rt.index.jobs.get(job.job_id)
-                    if written is not None:
-                        rt.ttl.consider(written)
-        return corrected
-
-    async def sweep_orphans(self) -> int:
-        """Cancel unfinished jobs whose Job no longer exists; returns how many.
-
-        Deletion uses no finalizer, so a Job deleted while the operator was down left its
-        job queued or running in Redis. Every candidate is confirmed absent with a GET
-        first: a lagging watch must never get a live Job cancelled.
-        """
-        rt = self.rt
-        patterns = [f"kw:{{{ns}/*}}:job:*" for ns in rt.settings.namespaces] or ["kw:{*}:job:*"]
-        cancelled = 0
-        for pattern in patterns:
-            async for key in rt.redis.scan_iter(match=pattern, count=1000):
-                job_id, uid, namespace, pool, state = (
-                    None if v is None else _text(v)
-                    for v in await rt.redis.hmget(key, "job_id", "uid", "namespace", "pool", "state")
-                )
-                if not (job_id and uid and namespace and pool and state) or uid == job_id or "/" not in job_id:
-                    continue  # incomplete, or an SDK job (no Job object behind it)
-                if state in ("Succeeded", "Failed", "Cancelled"):
-                    continue
-                known = rt.index.jobs.get(job_id)
-                if known is not None and known.uid == uid:
-                    continue
-                live = await rt.writer.fetch(namespace, job_id.split("/", 1)[1])
-                if live is not None and live.uid == uid:
-                    continue
-                if await queue.cancel(rt.redis, namespace, pool, job_id):
-                    cancelled += 1
-                    rt.metrics.cancels.labels(via="orphan").inc()
-                    logger.info("cancelled %s: its Job was deleted while the operator was not watching", job_id)
-        return cancelled
-
-    async def _requeue_lost(self, job: TrackedJob) -> None:
-        from kubeworkers.resources import JobSpec
-
-        try:
-            spec = JobSpec.model_validate(job.spec)
-        except ValueError:
-            return
-        if await queue.enqueue(self.rt.redis, admission.message_for(job, spec)):
-            logger.warning("record of %s was missing from Redis; enqueued it again", job.job_id)
-            self.rt.recorder.warning(
-                job_ref(job), "Requeued", "the job's record was missing from Redis; enqueued again"
-            )
-
-    async def stop_tasks(self, *tasks: asyncio.Task[None]) -> None:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

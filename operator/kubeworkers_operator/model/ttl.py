@@ -1,7 +1,8 @@
 """``ttlSecondsAfterFinished``: delete finished Jobs (and their Redis records) when due.
 
-One heap of deadlines, drained by the operator's single housekeeping task:
-no timer, daemon or finalizer per Job. Deadlines are derived from
+One heap of deadlines, drained by the operator's ``ttl-deletion`` chore
+(:func:`kubeworkers_operator.flows.jobs.delete_expired`): no timer, daemon or
+finalizer per Job. Deadlines are derived from
 ``status.completionTime``, so after a restart the re-listed Jobs reschedule
 themselves and overdue ones are deleted at once.
 """

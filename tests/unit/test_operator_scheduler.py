@@ -1,0 +1,108 @@
+"""The periodic chores: one list, each on its own clock; a slow or failing chore harms no other."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kubeworkers_operator import lifecycle
+from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler
+from kubeworkers_operator.settings import OperatorSettings
+
+
+async def test_a_slow_chore_does_not_starve_the_others() -> None:
+    never = asyncio.Event()
+    quick_runs = 0
+    quick_ran_five_times = asyncio.Event()
+
+    async def quick() -> None:
+        nonlocal quick_runs
+        quick_runs += 1
+        if quick_runs == 5:
+            quick_ran_five_times.set()
+
+    scheduler = ChoreScheduler([Chore("slow", 0, never.wait), Chore("quick", 0, quick)])
+    scheduler.start()
+    try:
+        await quick_ran_five_times.wait()
+        assert scheduler.stats["slow"].running_since is not None  # still in its first run
+        assert scheduler.stats["slow"].runs == 0
+        assert scheduler.alive()
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_failing_chore_is_counted_with_its_last_error_and_runs_again() -> None:
+    calls = 0
+    seen: list[tuple[str, BaseException | None]] = []
+    three_runs = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("redis went away")
+
+    def observe(name: str, _seconds: float, error: BaseException | None) -> None:
+        seen.append((name, error))
+        if len(seen) == 3:
+            three_runs.set()
+
+    scheduler = ChoreScheduler([Chore("flaky", 0, flaky)], observe=observe)
+    scheduler.start()
+    try:
+        await three_runs.wait()
+        stats = scheduler.stats["flaky"]
+        assert stats.failures == 1
+        assert stats.last_error is not None and "redis went away" in stats.last_error
+        assert isinstance(seen[0][1], ConnectionError) and seen[1] == ("flaky", None)
+        assert scheduler.alive()
+    finally:
+        await scheduler.stop()
+    assert not scheduler.alive()
+
+
+def test_chore_names_are_unique() -> None:
+    async def nothing() -> None: ...
+
+    with pytest.raises(ValueError, match="unique"):
+        ChoreScheduler([Chore("a", 1, nothing), Chore("a", 2, nothing)])
+
+
+def test_every_periodic_thing_the_operator_does_is_one_list_on_the_settings_intervals() -> None:
+    settings = OperatorSettings(resync_interval_seconds=61, pending_retry_seconds=11, orphan_sweep_seconds=301)
+    rt: Any = SimpleNamespace(settings=settings, redis=object())
+    intervals = {chore.name: chore.interval for chore in lifecycle.chores(rt, controllers=object())}  # type: ignore[arg-type]
+    assert intervals == {
+        "ttl-deletion": 1.0,
+        "pending-retry": 11,
+        "pool-resync": 11,
+        "record-resync": 61,
+        "orphan-sweep": 301,
+        "events-trim": 30.0,
+    }
+
+
+async def test_a_chore_running_past_the_stall_window_keeps_the_operator_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def endless_sweep() -> None:
+        started.set()
+        await never.wait()
+
+    scheduler = ChoreScheduler([Chore("orphan-sweep", 0, endless_sweep)])
+    scheduler.start()
+    await started.wait()
+    later = time.time() + 10 * lifecycle.STALL_SECONDS
+    monkeypatch.setattr(lifecycle.time, "time", lambda: later)
+    sync = SimpleNamespace(consumer_turned_at=later)  # the consumer turned just now
+    bg = lifecycle.Background(rt=None, sync=sync, chores=scheduler, controllers=None, health=None)  # type: ignore[arg-type]
+    try:
+        assert bg.healthy()
+        sync.consumer_turned_at = later - 2 * lifecycle.STALL_SECONDS  # the consumer is stuck: restart
+        assert not bg.healthy()
+    finally:
+        await scheduler.stop()
