@@ -1,70 +1,118 @@
-"""The operator's settings: one dataclass, one docstring per field, filled by the CLI."""
+"""The operator's settings: one dataclass; each field declares its flag, its variable and its help.
+
+A field is declared once, with :func:`declare` as its metadata: its default, the
+command-line flag, the environment variable (if it has one) and the help text. The
+CLI builds its parser from these declarations (:func:`add_arguments`,
+:func:`from_arguments`), so every field has a flag by construction and
+``kubeworkers-operator --help`` is this file. A value comes from the flag if given,
+else from the variable if set, else from the default.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
 
 from kubeworkers.protocol import OPERATOR_GROUP
 
 from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT, DEFAULT_REDIS_SECRET
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """How one settings field is given from outside."""
+
+    flag: str
+    """The long option (``--redis-url``); a boolean that defaults to true is turned off by it."""
+    help: str
+    env: str | None = None
+    """The environment variable read when the flag is absent."""
+    short: str | None = None
+
+
+def declare(flag: str, help: str, *, env: str | None = None, short: str | None = None) -> dict[str, Declaration]:
+    """The ``metadata`` of a settings field: its flag, variable and help."""
+    return {"setting": Declaration(flag, help, env, short)}
+
+
 @dataclass
 class OperatorSettings:
     """How the operator runs. Every field has a CLI flag (see ``kubeworkers-operator --help``)."""
 
-    redis_url: str = field(default_factory=lambda: os.environ.get("KUBEWORKERS_REDIS_URL", "redis://localhost:6379/0"))
-    """Redis the operator enqueues to and reads the events stream from (``KUBEWORKERS_REDIS_URL``).
-    Worker pools must point at the same Redis (through their Secret)."""
-
-    namespaces: list[str] = field(default_factory=list)
-    """Namespaces to serve; empty means cluster-wide."""
-
-    metrics_port: int = 8080
-    """Port of ``/healthz`` and ``/metrics`` (0: any free port, reported in the log)."""
-
-    consumer_name: str = field(default_factory=lambda: os.environ.get("POD_NAME") or "operator")
-    """Consumer name in the events stream's ``operator`` group; pending entries of other
-    consumers (an operator pod that died) are claimed after ``claim_idle_seconds``."""
-
-    claim_idle_seconds: float = 30.0
-    """Idle time after which another consumer's unacked events are claimed."""
-
-    sync_batch_size: int = 500
-    """Events read from the events stream per turn (the coalescing window's upper bound)."""
-
-    sync_block_ms: int = 1000
-    """How long one read of the events stream waits for new events."""
-
-    api_concurrency: int = 16
-    """In-flight requests to the apiserver from the operator's own client."""
-
-    progress_interval_seconds: float = 5.0
-    """Minimum time between two progress-only status writes of one Job."""
-
-    resync_interval_seconds: float = 60.0
-    """Period of the safety-net resync of unfinished Jobs from their records in Redis."""
-
-    orphan_sweep_seconds: float = 300.0
-    """Period of the sweep that cancels queued or running jobs whose Job was deleted while
-    the operator was not watching (their DELETED event was never seen)."""
-
-    pending_retry_seconds: float = 10.0
-    """Period at which Jobs waiting for their pool (or for Redis) are evaluated again."""
-
-    output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT
-    """Cap on the JSON size of ``status.output``; larger outputs are cut (``outputTruncated``)."""
-
-    default_redis_secret: str = DEFAULT_REDIS_SECRET
-    """Secret (in the pool's namespace, key ``url``) worker pods read the Redis URL from
-    when a WorkerPool does not name one."""
-
-    enqueue_linger_seconds: float = 0.01
-    """How long a Job enqueue waits for others to share one pipelined round trip to Redis."""
-
-    autoscaling: bool = True
-    """Run the per-pool autoscaler loops (off: replicas are left to the Deployment/user)."""
+    redis_url: str = field(default="redis://localhost:6379/0", metadata=declare(
+        "--redis-url",
+        "Redis the operator enqueues to and reads the events stream from; worker pools must "
+        "point at the same Redis (through their Secret)",
+        env="KUBEWORKERS_REDIS_URL",
+    ))
+    namespaces: list[str] = field(default_factory=list, metadata=declare(
+        "--namespace", "serve only this namespace (repeatable); default: cluster-wide", short="-n",
+    ))
+    metrics_port: int = field(default=8080, metadata=declare(
+        "--metrics-port",
+        "port of /healthz and /metrics (0: any free port, reported in the log)",
+        env="KUBEWORKERS_METRICS_PORT",
+    ))
+    consumer_name: str = field(default="operator", metadata=declare(
+        "--consumer-name",
+        "consumer name in the events stream's group; pending entries of other consumers "
+        "(an operator pod that died) are claimed after --claim-idle seconds",
+        env="POD_NAME",
+    ))
+    claim_idle_seconds: float = field(default=30.0, metadata=declare(
+        "--claim-idle",
+        "seconds after which another consumer's unacked events are claimed",
+    ))
+    sync_batch_size: int = field(default=500, metadata=declare(
+        "--sync-batch-size",
+        "events read from the events stream per turn (the coalescing window's upper bound)",
+    ))
+    sync_block_ms: int = field(default=1000, metadata=declare(
+        "--sync-block-ms",
+        "milliseconds one read of the events stream waits for new events",
+    ))
+    api_concurrency: int = field(default=16, metadata=declare(
+        "--api-concurrency",
+        "in-flight requests to the apiserver from the operator's own client",
+    ))
+    progress_interval_seconds: float = field(default=5.0, metadata=declare(
+        "--progress-interval",
+        "minimum seconds between progress-only status writes of one Job",
+    ))
+    resync_interval_seconds: float = field(default=60.0, metadata=declare(
+        "--resync-interval",
+        "seconds between resyncs of unfinished Jobs from their Redis records",
+    ))
+    orphan_sweep_seconds: float = field(default=300.0, metadata=declare(
+        "--orphan-sweep-interval",
+        "seconds between sweeps for jobs whose Job was deleted while the operator was not watching",
+    ))
+    pending_retry_seconds: float = field(default=10.0, metadata=declare(
+        "--pending-retry",
+        "seconds between retries of Jobs waiting for their pool (or for Redis), and of pools whose "
+        "Deployment could not be applied",
+    ))
+    output_limit_bytes: int = field(default=DEFAULT_OUTPUT_LIMIT, metadata=declare(
+        "--output-limit",
+        "maximum JSON bytes of status.output; larger outputs are cut (outputTruncated)",
+    ))
+    default_redis_secret: str = field(default=DEFAULT_REDIS_SECRET, metadata=declare(
+        "--default-redis-secret",
+        "Secret (in the pool's namespace, key 'url') worker pods read the Redis URL from when the "
+        "WorkerPool names none",
+    ))
+    enqueue_linger_seconds: float = field(default=0.01, metadata=declare(
+        "--enqueue-linger",
+        "seconds a Job enqueue waits for others to share one pipelined round trip to Redis",
+    ))
+    autoscaling: bool = field(default=True, metadata=declare(
+        "--no-autoscaling",
+        "do not run the per-pool autoscalers (replicas are left to the user)",
+    ))
+    log_level: str = field(default="INFO", metadata=declare("--log-level", "log level", env="KUBEWORKERS_LOG_LEVEL"))
 
     @property
     def events_group(self) -> str:
@@ -77,3 +125,52 @@ class OperatorSettings:
         if not self.namespaces:
             return OPERATOR_GROUP
         return f"{OPERATOR_GROUP}:{','.join(sorted(self.namespaces))}"
+
+
+def declared() -> list[tuple[Field[Any], Declaration]]:
+    """Every settings field with its declaration."""
+    return [(f, f.metadata["setting"]) for f in fields(OperatorSettings)]
+
+
+def _default(f: Field[Any]) -> Any:
+    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+
+
+def _convert(f: Field[Any], raw: str) -> Any:
+    kind = type(_default(f))
+    if kind is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return kind(raw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per settings field; absent options parse as None (the variable or default applies)."""
+    for f, decl in declared():
+        names = [decl.flag] if decl.short is None else [decl.short, decl.flag]
+        default = _default(f)
+        metavar = decl.flag.removeprefix("--").upper().replace("-", "_")
+        text = decl.help + (f" (default: ${decl.env}, else {default!r})" if decl.env else f" (default: {default!r})")
+        if isinstance(default, bool):
+            action = "store_false" if default else "store_true"
+            parser.add_argument(*names, dest=f.name, action=action, default=None, help=decl.help)
+        elif isinstance(default, list):
+            parser.add_argument(*names, dest=f.name, action="append", default=None, metavar=metavar, help=decl.help)
+        else:
+            parser.add_argument(
+                *names, dest=f.name, type=type(default), default=None, metavar=metavar, help=text,
+            )
+
+
+def from_arguments(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> OperatorSettings:
+    """Settings from parsed flags, then environment variables, then the defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f, decl in declared():
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+        elif decl.env and env.get(decl.env):
+            values[f.name] = _convert(f, env[decl.env])
+    return OperatorSettings(**values)
