@@ -80,30 +80,30 @@ def error_for(status: int, method: str, path: str, body: str) -> ApiError:
 Body = dict[str, Any]
 
 
-def custom_path(plural: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    """URL path of a ``workers.io`` custom resource (or collection)."""
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}"
+def resource_path(api: str, plural: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    """URL path of a namespaced resource under ``api`` (``/api/v1``, ``/apis/apps/v1``), its
+    collection (no ``name``) or one of its subresources (``sub``: ``status``, ``scale``)."""
+    path = f"{api}/namespaces/{quote(namespace)}/{plural}"
     if name is not None:
         path += f"/{quote(name)}"
     if sub is not None:
         path += f"/{sub}"
     return path
+
+
+def custom_path(plural: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    """URL path of a ``workers.io`` custom resource (or collection, or subresource)."""
+    return resource_path(f"/apis/{GROUP}/{VERSION}", plural, namespace, name, sub)
 
 
 def deployment_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
     """URL path of an ``apps/v1`` Deployment (or the collection, or a subresource such as ``scale``)."""
-    path = f"/apis/apps/v1/namespaces/{quote(namespace)}/deployments"
-    if name is not None:
-        path += f"/{quote(name)}"
-    if sub is not None:
-        path += f"/{sub}"
-    return path
+    return resource_path("/apis/apps/v1", "deployments", namespace, name, sub)
 
 
 def core_path(plural: str, namespace: str, name: str | None = None) -> str:
     """URL path of a core (``v1``) namespaced resource: ``pods``, ``events``."""
-    path = f"/api/v1/namespaces/{quote(namespace)}/{plural}"
-    return path if name is None else f"{path}/{quote(name)}"
+    return resource_path("/api/v1", plural, namespace, name)
 
 
 class KubeApi:
