@@ -2,7 +2,7 @@
 
 All resource handlers are ``on.event`` (raw watch events): the operator derives
 what to do from the object's current state, so kopf writes no progress
-annotations and no finalizers onto Jobs. See :mod:`.jobs` for why that is safe.
+annotations and no finalizers onto Jobs. See :mod:`.flows.jobs` for why that is safe.
 """
 
 from __future__ import annotations

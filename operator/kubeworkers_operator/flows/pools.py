@@ -1,9 +1,11 @@
 """The WorkerPool path: its Deployment, its autoscaler loop, its status, its waiting Jobs.
 
 Pools are few, so their handling is direct: every watch event of a pool
-server-side applies the Deployment built by :mod:`.deployment` when the pool's
-``generation`` moved (or the first time this process sees it), starts or
-updates the pool's autoscaler, and lets Jobs that waited for the pool go.
+server-side applies the Deployment built by
+:mod:`kubeworkers_operator.model.deployment` when the pool's ``generation``
+moved (or the first time this process sees it), starts or updates the pool's
+autoscaler, and lets Jobs that waited for the pool go. The Deployment's replica
+counts reach the pool's status through :mod:`kubeworkers_operator.adapters.pool_status`.
 """
 
 from __future__ import annotations

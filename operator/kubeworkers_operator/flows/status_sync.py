@@ -2,7 +2,7 @@
 
 It reads :data:`~kubeworkers.protocol.EVENTS_STREAM` through the operator's own
 consumer group, groups a batch by job, folds each job's events into one status
-(:mod:`.job_status`) and writes it with one patch, with concurrency bounded by
+(:mod:`kubeworkers_operator.model.job_status`) and writes it with one patch, with concurrency bounded by
 the API client. Entries are acked only after their patch landed (or turned out
 unnecessary, or the Job is gone), so a crash replays them, and folding makes
 replays harmless.
