@@ -51,6 +51,7 @@ from kubeworkers.queue import enqueue_many  # noqa: E402
 from kubeworkers_operator.autoscaling import PoolAutoscaler  # noqa: E402
 from kubeworkers_operator.autoscaling.deletion_cost import WorkerPod  # noqa: E402
 
+from benchmarks.measure import percentile  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 NAMESPACE = "bench"
@@ -211,13 +212,6 @@ def jobs(pool: str, n: int, tag: str) -> list[JobMessage]:
 
 
 # --------------------------------------------------------------------------- reaction time
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 async def our_reaction(url: str, rep: int, *, warm: bool, burst: int, concurrency: int, max_replicas: int,

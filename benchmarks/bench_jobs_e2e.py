@@ -53,21 +53,37 @@ TEXT = "the quick brown fox the end"
 AUDIT_LOG = REPO / ".local" / "cluster" / "logs" / "audit.log"
 
 
-def audit_status_writes(namespace: str) -> collections.Counter[str]:
-    """Writes to jobs/status in ``namespace`` seen by the apiserver, by response code."""
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def audit_writes(namespace: str) -> collections.Counter[str]:
+    """Writes to Jobs in ``namespace`` the apiserver completed, as ``"<verb> <resource[/subresource]> <code>"``.
+
+    The local control plane's audit policy logs ``workers.io`` resources only (hack/local_cluster.py).
+    """
     counts: collections.Counter[str] = collections.Counter()
     if not AUDIT_LOG.exists():
         return counts
     with AUDIT_LOG.open() as f:
         for line in f:
-            if namespace not in line or '"status"' not in line:
+            if namespace not in line:
                 continue
             entry = json.loads(line)
             ref = entry.get("objectRef", {})
             if (ref.get("namespace") == namespace and ref.get("resource") == "jobs"
-                    and ref.get("subresource") == "status" and entry.get("verb") in ("patch", "update")
-                    and entry.get("stage") == "ResponseComplete"):
-                counts[str(entry.get("responseStatus", {}).get("code"))] += 1
+                    and entry.get("verb") in WRITE_VERBS and entry.get("stage") == "ResponseComplete"):
+                what = "jobs/" + ref["subresource"] if ref.get("subresource") else "jobs"
+                counts[f"{entry['verb']} {what} {entry.get('responseStatus', {}).get('code')}"] += 1
+    return counts
+
+
+def audit_status_writes(namespace: str) -> collections.Counter[str]:
+    """Writes to jobs/status in ``namespace`` seen by the apiserver, by response code."""
+    counts: collections.Counter[str] = collections.Counter()
+    for key, n in audit_writes(namespace).items():
+        verb, what, code = key.split()
+        if what == "jobs/status" and verb in ("patch", "update"):
+            counts[code] += n
     return counts
 
 
@@ -77,9 +93,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process in MiB: ``VmRSS`` now, or ``VmHWM`` (its peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
 
@@ -123,6 +140,7 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
             manifests = [job_list_yaml(chunk, "demo", "word_count", {"text": TEXT}) for chunk in chunks if chunk]
             assert operator.proc is not None
             cpu0 = cpu_seconds(operator.proc.pid)
+            rss0 = rss_mib(operator.proc.pid)
             t0 = time.monotonic()
             apply_concurrently(cluster, namespace, manifests)
             applied = time.monotonic() - t0
@@ -143,6 +161,7 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
             wall = time.monotonic() - t0
             operator_cpu = cpu_seconds(operator.proc.pid) - cpu0
             operator_rss = rss_mib(operator.proc.pid)
+            operator_peak_rss = rss_mib(operator.proc.pid, "VmHWM")
 
             final = list_jobs(cluster, namespace)
             wrong = [n for n, j in final.items() if (j["status"].get("output") or {}).get("words") != 6]
@@ -153,6 +172,7 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
             }
             time.sleep(3)  # the audit backend writes in batches
             audit = audit_status_writes(namespace)
+            writes = audit_writes(namespace)
             return {
                 "jobs": jobs,
                 "max_replicas": max_replicas,
@@ -164,6 +184,10 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
                 "jobs_per_second": round(jobs / wall, 1),
                 "operator_cpu_seconds": round(operator_cpu, 1),
                 "operator_rss_mib": operator_rss,
+                "operator_rss_before_mib": rss0,
+                "operator_peak_rss_mib": operator_peak_rss,
+                "audit_writes": dict(writes),
+                "audit_writes_per_job": round(sum(writes.values()) / jobs, 3) if writes else None,
                 "status_writes_by_source": by_source,
                 "status_writes_per_job": round(sum(by_source.values()) / jobs, 3),
                 "audit_status_writes_by_code": dict(audit),

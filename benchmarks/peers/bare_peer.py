@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import Any, cast
 
 import redis
 
@@ -56,10 +57,10 @@ def work(url: str, consumer: str) -> None:
     r.xgroup_createconsumer(STREAM, GROUP, consumer)  # so a benchmark can see this process is up
     tick = PROBE.tick
     while True:
-        reply = r.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=BATCH, block=1000)
+        reply = cast(list[Any], r.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=BATCH, block=1000))
         if not reply:
             continue
-        ids = []
+        ids: list[bytes] = []
         for entry_id, _fields in reply[0][1]:
             tick()
             ids.append(entry_id)

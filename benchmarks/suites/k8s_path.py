@@ -1,0 +1,57 @@
+"""k8s-path: Job CRs applied at once on the local control plane, all the way to Succeeded with status copied back.
+
+Everything real (``benchmarks/bench_jobs_e2e.py`` does the work: control plane, private Redis,
+the operator process, one worker process per Running worker pod). Reported: wall time, jobs/s,
+apiserver writes per Job from the audit log (the local control plane audits ``workers.io``
+only), the operator's CPU and peak RSS. The second, larger run shows whether the operator's
+memory stays bounded: its growth per 1,000 Jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import bench_jobs_e2e, report
+from benchmarks.measure import fmt, markdown_table, text_table
+
+
+def run(quick: bool) -> report.SuiteResult:
+    sizes = (100,) if quick else (1_000, 10_000)
+    runs: list[dict[str, Any]] = []
+    for jobs in sizes:
+        result = bench_jobs_e2e.run(jobs, max_replicas=4, concurrency=16, parallel=16 if jobs > 1000 else 8)
+        growth = result["operator_peak_rss_mib"] - result["operator_rss_before_mib"]
+        result["operator_rss_growth_per_1000_jobs_mib"] = round(growth / jobs * 1000, 2)
+        result["operator_cpu_ms_per_job"] = round(result["operator_cpu_seconds"] / jobs * 1000, 2)
+        runs.append(result)
+        print(f"[k8s-path] {jobs} Jobs: {result['seconds_to_all_succeeded']} s, "
+              f"{result['audit_writes_per_job']} writes/Job, peak RSS {result['operator_peak_rss_mib']} MiB",
+              flush=True)
+    data = {"suite": "k8s-path", "machine": report.machine(), "runs": runs}
+    return report.SuiteResult("k8s-path", data, text(data), markdown(data))
+
+
+HEADERS = ["Jobs", "applied s", "all Succeeded s", "Jobs/s", "apiserver writes/Job", "status writes/Job",
+           "conflicts", "operator CPU ms/Job", "operator RSS before / peak MiB", "RSS growth per 1,000 Jobs MiB"]
+
+
+def rows(data: dict[str, Any]) -> list[list[str]]:
+    return [[fmt(r["jobs"]), fmt(r["seconds_to_applied"], 1), fmt(r["seconds_to_all_succeeded"], 1),
+             fmt(r["jobs_per_second"], 1), fmt(r["audit_writes_per_job"], 2), fmt(r["audit_status_writes_per_job"], 2),
+             fmt(r["status_conflicts"]), fmt(r["operator_cpu_ms_per_job"], 1),
+             f"{r['operator_rss_before_mib']} / {r['operator_peak_rss_mib']}",
+             fmt(r["operator_rss_growth_per_1000_jobs_mib"], 1)] for r in data["runs"]]
+
+
+def text(data: dict[str, Any]) -> str:
+    return "k8s-path: Job CRs applied at once -> all Succeeded\n" + text_table(HEADERS, rows(data))
+
+
+def markdown(data: dict[str, Any]) -> str:
+    first = data["runs"][0]
+    parts = [f"Machine: {report.machine_line(data['machine'])}. Pool: maxReplicas {first['max_replicas']}, "
+             f"concurrency {first['concurrency_per_pod']} per pod; Jobs applied by parallel `kubectl apply` "
+             "processes (8, or 16 for the large run).", "", markdown_table(HEADERS, rows(data)), "",
+             "Writes per Job by kind (audit log), first run: "
+             + ", ".join(f"`{k}` {v / first['jobs']:.2f}" for k, v in sorted(first["audit_writes"].items())) + "."]
+    return "\n".join(parts)
