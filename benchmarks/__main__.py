@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None and len(names) > 1:
         p.error("--json takes one suite")
     update_docs = (not args.quick) if args.docs is None else args.docs
+    report.plots_to_docs(update_docs)
     for name in names:
         t0 = time.monotonic()
         result = importlib.import_module(SUITES[name]).run(args.quick)

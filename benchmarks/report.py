@@ -91,9 +91,21 @@ def update_doc(result: SuiteResult, doc: Path = DOC) -> None:
     doc.write_text(replace_block(text, result.suite, result.markdown))
 
 
+#: Where plots go: docs/benchmarks/ when the doc is updated, else the (git-ignored) results folder.
+_plot_dir = [PLOTS]
+
+
+def plots_to_docs(enabled: bool) -> None:
+    _plot_dir[0] = PLOTS if enabled else RESULTS / "plots"
+
+
+def plots_in_docs() -> bool:
+    return _plot_dir[0] == PLOTS
+
+
 def plot_path(name: str) -> Path:
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    return PLOTS / name
+    _plot_dir[0].mkdir(parents=True, exist_ok=True)
+    return _plot_dir[0] / name
 
 
 def relative_to_doc(path: Path) -> str:

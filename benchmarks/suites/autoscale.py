@@ -50,7 +50,8 @@ def run(quick: bool) -> report.SuiteResult:
     print(f"[autoscale] reaction p50 {reaction['reaction_p50_s'] * 1000:.0f} ms, "
           f"p95 {reaction['reaction_p95_s'] * 1000:.0f} ms", flush=True)
     jobs = 100 if quick else 500
-    png = TIMELINE_PNG if not quick else report.RESULTS / "autoscale-timeline-quick.png"
+    # On a docs run the timeline goes where docs/autoscaling.md shows it.
+    png = TIMELINE_PNG if report.plots_in_docs() else report.plot_path("autoscale-timeline.png")
     rows_, summary = bench_autoscale_e2e.run(jobs, parallel=8)
     bench_autoscale_e2e.plot(rows_, summary, png)
     data = {"suite": "autoscale", "machine": report.machine(), "reaction": reaction, "timeline": summary,
