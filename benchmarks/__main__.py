@@ -4,12 +4,14 @@ Suites: throughput, latency, scaling, k8s-path, autoscale, or ``all`` (in that o
 Each prints a table, writes its JSON (``--json FILE``, else ``benchmarks/results/<suite>-<time>.json``)
 and, on a full run (or with ``--docs``), rewrites its block of docs/benchmarks.md and its plots.
 ``--quick`` runs small counts once, for CI: every suite in under 3 minutes in total.
+``--render FILE`` redraws a suite's table, doc block and plots from a results JSON, measuring nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("suite", choices=[*SUITES, "all"])
     p.add_argument("--quick", action="store_true", help="small counts, one repeat (CI)")
     p.add_argument("--json", type=Path, help="where to write the results (one suite only)")
+    p.add_argument("--render", type=Path, metavar="FILE",
+                   help="measure nothing: redraw the table, doc block and plots from a results JSON")
     docs = p.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None,
                       help="update docs/benchmarks.md and its plots (default: on full runs only)")
@@ -40,7 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None and len(names) > 1:
         p.error("--json takes one suite")
     update_docs = (not args.quick) if args.docs is None else args.docs
-    report.plots_to_docs(update_docs)
+    report.plots_to_docs(update_docs if args.render is None else args.docs is not False)
+    if args.render is not None:
+        if len(names) > 1:
+            p.error("--render takes one suite")
+        result = importlib.import_module(SUITES[names[0]]).render(json.loads(args.render.read_text()))
+        print(result.text)
+        if args.docs is not False:
+            report.update_doc(result)
+            print(f"{names[0]}: docs/benchmarks.md updated from {args.render}")
+        return 0
     for name in names:
         t0 = time.monotonic()
         result = importlib.import_module(SUITES[name]).run(args.quick)

@@ -81,6 +81,15 @@ def ratio(ours: float | None, theirs: float | None) -> float | None:
     return ours / theirs
 
 
+def verdict(value: float | None, limit: float, *, at_least: bool) -> str:
+    """Whether a figure meets its target, and by how much it misses: ``met`` or ``missed (...)``."""
+    if value is None:
+        return "not measured"
+    if at_least:
+        return "met" if value >= limit else f"missed ({value / limit:.0%} of the target)"
+    return "met" if value <= limit else f"missed ({value / limit:.1f}x the limit)"
+
+
 def commandstats_delta(
     before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]], jobs: int
 ) -> dict[str, dict[str, float]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 from typing import Any
 
 from benchmarks import bench_autoscale, bench_autoscale_e2e, report
@@ -56,6 +57,12 @@ def run(quick: bool) -> report.SuiteResult:
     bench_autoscale_e2e.plot(rows_, summary, png)
     data = {"suite": "autoscale", "machine": report.machine(), "reaction": reaction, "timeline": summary,
             "timeline_png": str(png)}
+    return render(data)
+
+
+def render(data: dict[str, Any]) -> report.SuiteResult:
+    """Table and doc block of measured ``data`` (the timeline plot is drawn when measured)."""
+    png = Path(data["timeline_png"])
     return report.SuiteResult("autoscale", data, text(data), markdown(data, png), [png])
 
 

@@ -28,6 +28,11 @@ def run(quick: bool) -> report.SuiteResult:
               f"{result['audit_writes_per_job']} writes/Job, peak RSS {result['operator_peak_rss_mib']} MiB",
               flush=True)
     data = {"suite": "k8s-path", "machine": report.machine(), "runs": runs}
+    return render(data)
+
+
+def render(data: dict[str, Any]) -> report.SuiteResult:
+    """Table and doc block of measured ``data`` (also from a saved JSON: ``--render``)."""
     return report.SuiteResult("k8s-path", data, text(data), markdown(data))
 
 

@@ -109,6 +109,11 @@ def run(quick: bool) -> report.SuiteResult:
                 print(f"[scaling] {s.key} x{n}: {f['drain_per_s']:,.0f} jobs/s, Redis {f['redis_core_share']:.2f} "
                       f"core, total {f['total_core_share']:.2f} cores", flush=True)
     data = {"suite": "scaling", "jobs": jobs, "cpus": os.cpu_count(), "machine": report.machine(), "systems": out}
+    return render(data)
+
+
+def render(data: dict[str, Any]) -> report.SuiteResult:
+    """Table, doc block and plot of measured ``data`` (also from a saved JSON: ``--render``)."""
     plots = [p for p in [plot(data)] if p is not None]
     return report.SuiteResult("scaling", data, text(data), markdown(data, plots), plots)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import report, systems
-from benchmarks.measure import fmt, markdown_table, median_figures, ratio, text_table
+from benchmarks.measure import fmt, markdown_table, median_figures, ratio, text_table, verdict
 from benchmarks.rig import Rig
 from benchmarks.systems import System
 
@@ -41,6 +41,11 @@ def run(quick: bool) -> report.SuiteResult:
     data = {"suite": "throughput", "jobs": jobs, "repeats": repeats, "machine": report.machine(),
             "systems": {s.key: {"label": s.label, "version": s.version, **summary[s.key],
                                 "runs": runs[s.key]} for s in chosen_systems}}
+    return render(data)
+
+
+def render(data: dict[str, Any]) -> report.SuiteResult:
+    """Table, doc block and plot of measured ``data`` (also from a saved JSON: ``--render``)."""
     plots = [p for p in [plot(data)] if p is not None]
     return report.SuiteResult("throughput", data, text(data), markdown(data, plots), plots)
 
@@ -117,6 +122,8 @@ def markdown(data: dict[str, Any], plots: list[Any]) -> str:
         + "; ".join(f"{e['label']} {e['drain_runs']}" for e in data["systems"].values()) + ".",
     ]
     if OURS in data["systems"]:
+        parts += ["", "Against the issue's targets (kubeworkers, concurrency 200, WARNING logs):", "",
+                  markdown_table(["target", "measured", ""], targets(data), "lrl")]
         parts += ["", "Redis commands per job, kubeworkers concurrency 200 (`INFO commandstats`, median run):",
                   "", commands_table(data["systems"][OURS])]
     for p in plots:
@@ -156,6 +163,22 @@ def plot(data: dict[str, Any]) -> Any:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def targets(data: dict[str, Any]) -> list[list[str]]:
+    h = headline(data)
+
+    def row(name: str, key: str, limit: float, at_least: bool, shown: str) -> list[str]:
+        value = h.get(key)
+        return [name, "-" if value is None else shown.format(value), verdict(value, limit, at_least=at_least)]
+
+    return [
+        row("drain >= 20x Celery solo", "drain_vs_celery_solo", 20, True, "{:.1f}x"),
+        row("drain >= 35 % of the bare loop", "drain_vs_bare", 0.35, True, "{:.0%}"),
+        row("Redis CPU <= 20 µs/job", "redis_cpu_us_per_job", 20, False, "{:.1f} µs"),
+        row("worker CPU <= 45 µs/job", "worker_cpu_us_per_job", 45, False, "{:.1f} µs"),
+        row("bulk submit >= 0.6 of bare pipelined XADD", "submit_vs_bare", 0.6, True, "{:.2f}"),
+    ]
 
 
 def headline(data: dict[str, Any]) -> dict[str, float | None]:

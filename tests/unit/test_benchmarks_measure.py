@@ -18,6 +18,7 @@ from benchmarks.measure import (
     median_figures,
     percentile,
     ratio,
+    verdict,
 )
 from benchmarks.probe import Probe, cpu_seconds
 from benchmarks.suites import throughput
@@ -119,3 +120,11 @@ def test_probe_does_nothing_outside_a_benchmark() -> None:
 
 def test_cpu_seconds_reads_this_process() -> None:
     assert cpu_seconds("self") > 0
+
+
+def test_verdict_says_met_or_by_how_much_a_target_is_missed() -> None:
+    assert verdict(25.0, 20.0, at_least=True) == "met"
+    assert verdict(10.0, 20.0, at_least=True) == "missed (50% of the target)"
+    assert verdict(20.0, 20.0, at_least=False) == "met"
+    assert verdict(40.0, 20.0, at_least=False) == "missed (2.0x the limit)"
+    assert verdict(None, 20.0, at_least=False) == "not measured"
