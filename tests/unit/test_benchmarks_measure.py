@@ -124,6 +124,7 @@ def test_cpu_seconds_reads_this_process() -> None:
 
 def test_verdict_says_met_or_by_how_much_a_target_is_missed() -> None:
     assert verdict(25.0, 20.0, at_least=True) == "met"
+    assert verdict(20.0, 20.0, at_least=True) == "met"
     assert verdict(10.0, 20.0, at_least=True) == "missed (50% of the target)"
     assert verdict(20.0, 20.0, at_least=False) == "met"
     assert verdict(40.0, 20.0, at_least=False) == "missed (2.0x the limit)"
