@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import bench_jobs_e2e, report
-from benchmarks.measure import fmt, markdown_table, text_table
+from benchmarks.measure import fmt, markdown_table, text_table, verdict
 
 
 def run(quick: bool) -> report.SuiteResult:
@@ -52,6 +52,28 @@ def text(data: dict[str, Any]) -> str:
     return "k8s-path: Job CRs applied at once -> all Succeeded\n" + text_table(HEADERS, rows(data))
 
 
+def marginal_rss_per_1000(runs: list[dict[str, Any]]) -> float | None:
+    """Peak RSS added per 1,000 Jobs between the smallest and the largest run (fresh operators both):
+    what grows with the number of Jobs, without the operator's one-time start-up growth."""
+    if len(runs) < 2:
+        return None
+    small, large = min(runs, key=lambda r: r["jobs"]), max(runs, key=lambda r: r["jobs"])
+    grown = float(large["operator_peak_rss_mib"]) - float(small["operator_peak_rss_mib"])
+    return grown / int(large["jobs"] - small["jobs"]) * 1000
+
+
+def targets(data: dict[str, Any]) -> list[list[str]]:
+    one = next((r for r in data["runs"] if r["jobs"] == 1000), None)
+    if one is None:
+        return []
+    return [
+        ["1,000 Jobs all Succeeded in < 60 s", f"{one['seconds_to_all_succeeded']:.1f} s",
+         verdict(one["seconds_to_all_succeeded"], 60, at_least=False)],
+        ["<= 3 status writes per Job (audit log)", f"{one['audit_status_writes_per_job']:.2f}",
+         verdict(one["audit_status_writes_per_job"], 3, at_least=False)],
+    ]
+
+
 def markdown(data: dict[str, Any]) -> str:
     first = data["runs"][0]
     parts = [f"Machine: {report.machine_line(data['machine'])}. Pool: maxReplicas {first['max_replicas']}, "
@@ -59,4 +81,11 @@ def markdown(data: dict[str, Any]) -> str:
              "processes (8, or 16 for the large run).", "", markdown_table(HEADERS, rows(data)), "",
              "Writes per Job by kind (audit log), first run: "
              + ", ".join(f"`{k}` {v / first['jobs']:.2f}" for k, v in sorted(first["audit_writes"].items())) + "."]
+    marginal = marginal_rss_per_1000(data["runs"])
+    if marginal is not None:
+        parts += ["", f"Operator memory: the peak RSS grows by {marginal:.1f} MiB per 1,000 Jobs between the "
+                  f"{min(r['jobs'] for r in data['runs']):,}- and the {max(r['jobs'] for r in data['runs']):,}-Job "
+                  "run (each with a fresh operator; the last column above includes its start-up)."]
+    if targets(data):
+        parts += ["", markdown_table(["target", "measured", ""], targets(data), "lrl")]
     return "\n".join(parts)
