@@ -21,7 +21,7 @@ from benchmarks.measure import (
     verdict,
 )
 from benchmarks.probe import Probe, cpu_seconds
-from benchmarks.suites import throughput
+from benchmarks.suites import k8s_path, throughput
 
 pytestmark = pytest.mark.unit
 
@@ -129,3 +129,9 @@ def test_verdict_says_met_or_by_how_much_a_target_is_missed() -> None:
     assert verdict(20.0, 20.0, at_least=False) == "met"
     assert verdict(40.0, 20.0, at_least=False) == "missed (2.0x the limit)"
     assert verdict(None, 20.0, at_least=False) == "not measured"
+
+
+def test_operator_memory_per_1000_jobs_is_the_growth_between_the_small_and_the_large_run() -> None:
+    runs = [{"jobs": 1000, "operator_peak_rss_mib": 120.0}, {"jobs": 10000, "operator_peak_rss_mib": 165.0}]
+    assert k8s_path.marginal_rss_per_1000(runs) == pytest.approx(5.0)
+    assert k8s_path.marginal_rss_per_1000(runs[:1]) is None
