@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bench_autoscale, bench_autoscale_e2e, report
-from benchmarks.measure import fmt, markdown_table, percentile, text_table
+from benchmarks.measure import fmt, markdown_table, percentile, text_table, verdict
 from benchmarks.rig import REPO  # noqa: F401  (puts the repo on sys.path for tests.support)
 from tests.support.redis_server import RedisServer
 
@@ -82,7 +82,7 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-HEADERS = ["measure", "p50", "p95", "bursts"]
+HEADERS = ["measure", "p50", "p95", "runs"]
 
 
 def text(data: dict[str, Any]) -> str:
@@ -99,4 +99,8 @@ def markdown(data: dict[str, Any], png: Any) -> str:
              f"{t['seconds_to_peak_replicas']} s, all Succeeded at {t['seconds_to_all_succeeded']} s, "
              f"back to 0 at {t['seconds_to_zero_replicas']} s (times from the first `kubectl apply`).", "",
              f"![autoscale timeline]({report.relative_to_doc(png)})"]
+    r = data["reaction"]
+    goals = [[f"reaction {q} < {limit:g} s", f"{r[f'reaction_{q}_s'] * 1000:.0f} ms",
+              verdict(r[f"reaction_{q}_s"], limit, at_least=False)] for q, limit in (("p50", 1.0), ("p95", 2.0))]
+    parts[3:3] = ["", markdown_table(["target", "measured", ""], goals, "lrl")]
     return "\n".join(parts)

@@ -37,7 +37,7 @@ def render(data: dict[str, Any]) -> report.SuiteResult:
 
 
 HEADERS = ["Jobs", "applied s", "all Succeeded s", "Jobs/s", "apiserver writes/Job", "status writes/Job",
-           "conflicts", "operator CPU ms/Job", "operator RSS before / peak MiB", "RSS growth per 1,000 Jobs MiB"]
+           "conflicts", "operator CPU ms/Job", "operator RSS before / peak MiB", "(peak - before) per 1,000 Jobs MiB"]
 
 
 def rows(data: dict[str, Any]) -> list[list[str]]:
