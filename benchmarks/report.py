@@ -122,3 +122,20 @@ def pyplot() -> Any:
     except ImportError:
         return None
     return plt
+
+
+def save_plot(plt: Any, fig: Any, name: str) -> Path:
+    """Lay out, write (``plot_path(name)``) and close a figure; returns where it went."""
+    fig.tight_layout()
+    path = plot_path(name)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def image_lines(alt: str, plots: list[Path]) -> list[str]:
+    """Markdown lines showing ``plots`` in docs/benchmarks.md."""
+    out: list[str] = []
+    for p in plots:
+        out += ["", f"![{alt}]({relative_to_doc(p)})"]
+    return out

@@ -57,8 +57,7 @@ def markdown(data: dict[str, Any], plots: list[Any]) -> str:
             ["submit -> start p50 < 1 ms", f"{ours['p50_ms']:.2f} ms", verdict(ours["p50_ms"], 1.0, at_least=False)],
             ["submit -> start p99 < 3 ms", f"{ours['p99_ms']:.2f} ms", verdict(ours["p99_ms"], 3.0, at_least=False)],
         ], "lrl")]
-    for p in plots:
-        parts += ["", f"![latency]({report.relative_to_doc(p)})"]
+    parts += report.image_lines("latency", plots)
     return "\n".join(parts)
 
 
@@ -78,8 +77,4 @@ def plot(data: dict[str, Any]) -> Any:
     ax.legend()
     ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Latency on an idle worker, one job at a time")
-    fig.tight_layout()
-    path = report.plot_path("latency.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return report.save_plot(plt, fig, "latency.png")

@@ -142,8 +142,7 @@ def text(data: dict[str, Any]) -> str:
 def markdown(data: dict[str, Any], plots: list[Any]) -> str:
     parts = [f"{data['jobs']:,} pre-submitted no-op jobs shared by N worker processes, one redis-server. "
              f"Machine: {report.machine_line(data['machine'])}.", "", markdown_table(HEADERS, rows(data))]
-    for p in plots:
-        parts += ["", f"![scaling]({report.relative_to_doc(p)})"]
+    parts += report.image_lines("scaling", plots)
     return "\n".join(parts)
 
 
@@ -166,8 +165,4 @@ def plot(data: dict[str, Any]) -> Any:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Scaling on one Redis ({data['cpus']} CPUs shared by workers and Redis)")
-    fig.tight_layout()
-    path = report.plot_path("scaling.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return report.save_plot(plt, fig, "scaling.png")

@@ -126,8 +126,7 @@ def markdown(data: dict[str, Any], plots: list[Any]) -> str:
                   markdown_table(["target", "measured", ""], targets(data), "lrl")]
         parts += ["", "Redis commands per job, kubeworkers concurrency 200 (`INFO commandstats`, median run):",
                   "", commands_table(data["systems"][OURS])]
-    for p in plots:
-        parts += ["", f"![throughput]({report.relative_to_doc(p)})"]
+    parts += report.image_lines("throughput", plots)
     return "\n".join(parts)
 
 
@@ -158,11 +157,7 @@ def plot(data: dict[str, Any]) -> Any:
     right.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{data['jobs']:,} no-op jobs, one worker process each, one private redis-server "
                  f"(median of {data['repeats']})")
-    fig.tight_layout()
-    path = report.plot_path("throughput.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return report.save_plot(plt, fig, "throughput.png")
 
 
 def targets(data: dict[str, Any]) -> list[list[str]]:
