@@ -53,6 +53,9 @@ class Enqueuer:
             await asyncio.sleep(delay)
         if batch is None:
             batch, self._pending = self._pending, []
+            # This lingering flush has its batch: a submit arriving while it awaits Redis
+            # must start the next one, or it would wait for yet another submit to come.
+            self._flusher = None
         if not batch:
             return
         try:
