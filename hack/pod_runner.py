@@ -6,7 +6,8 @@ matches a label selector, the runner starts the first container's ``command`` +
 ``fieldRef``s resolved, ``$(VAR)`` expanded) as a local process, restarts it per
 the pod's ``restartPolicy``, and when the pod is deleted sends SIGTERM, then
 SIGKILL after the pod's grace period, as a kubelet would. Output goes to one log
-file per pod.
+file per pod. The processes die with the runner, however it ends (hack/processes.py):
+an interrupted test run or a killed demo leaves no worker behind.
 
 Library: ``with PodRunner(cluster_env, namespace, "workers.io/pool=demo"): ...``.
 CLI: ``python -m hack.pod_runner --namespace NS --selector SEL [--log-dir DIR]``.
@@ -29,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+
+from hack import processes
+from hack.local_cluster import tests_dir
 
 VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -83,7 +87,7 @@ class PodRunner:
         self.namespace = namespace
         self.selector = label_selector
         self.extra_env = dict(extra_env or {})
-        self.log_dir = Path(log_dir or Path(".local") / "pods" / namespace)
+        self.log_dir = Path(log_dir or tests_dir() / "pods" / namespace)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.inherit_env = inherit_env
         self._api = client.CoreV1Api(config.new_client_from_config(config_file=self.kubeconfig))
@@ -297,8 +301,10 @@ class PodRunner:
         with open(m.log_path, "ab") as out:
             out.write(f"--- start #{m.starts + 1}: {' '.join(m.argv)}\n".encode())
             out.flush()
-            m.proc = subprocess.Popen(m.argv, env=m.env, cwd=m.cwd, stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+            # A session of its own, as in a container: a Ctrl-C at the terminal reaches the runner,
+            # which then stops its pods like a kubelet; the process dies with the runner regardless.
+            m.proc = processes.spawn(m.argv, env=m.env, cwd=m.cwd, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, new_session=True)
         m.starts += 1
 
     def _begin_termination(self, m: Managed) -> None:

@@ -2,20 +2,41 @@
 
 Markers: ``unit`` (no services), ``integration`` (Redis), ``e2e`` (control plane + Redis).
 A missing service binary is a test *failure* with the fix in the message, never a skip.
+
+Everything a run starts ends with it (docs/testing.md): processes are started through
+hack/processes.py, so they die with this pytest process however it ends; the session
+first reaps what a killed earlier run left behind; SIGTERM (a timeout) ends the run like
+Ctrl-C, through the fixtures' teardown.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from hack import processes
+from hack.local_cluster import tests_dir
 from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _terminate_like_ctrl_c(signum: int, frame: types.FrameType | None) -> None:
+    # The first SIGTERM tears the session down like Ctrl-C; a second one ends it at once
+    # (and the parent-death signal still takes every child with it).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    processes.claim_run(tests_dir())
+    signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,35 +1,35 @@
-"""The control plane a test talks to: the developer's cluster or the local one from hack/."""
+"""The control plane a test talks to: the developer's cluster or a local one from hack/."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from hack import local_cluster
-from hack.local_cluster import ClusterError, kubectl_binary
+from hack.local_cluster import ClusterError, LocalCluster, kubectl_binary
 
-__all__ = ["Cluster", "ClusterError"]
+__all__ = ["Cluster", "ClusterError", "keep_clusters"]
+
+
+def keep_clusters() -> bool:
+    """``KUBEWORKERS_KEEP_CLUSTER=1``: local clusters a test run starts outlive it (the next run reuses them)."""
+    return os.environ.get("KUBEWORKERS_KEEP_CLUSTER") == "1"
 
 
 class Cluster:
     """A reachable Kubernetes API with an admin kubeconfig."""
 
-    def __init__(self, kubeconfig: Path, started_here: bool) -> None:
+    def __init__(self, kubeconfig: Path, started_here: bool, local: LocalCluster | None = None) -> None:
         self.kubeconfig = str(kubeconfig)
         self.started_here = started_here
+        self.local = local
         self.env = {**os.environ, "KUBECONFIG": self.kubeconfig}
         self._kubectl = kubectl_binary()
 
     @classmethod
     def from_environment(cls) -> Cluster:
-        """``KUBEWORKERS_KUBECONFIG`` if set (it must be reachable), else the local control plane.
-
-        The local one is started if needed and stopped again at :meth:`close` only if
-        this process started it (``KUBEWORKERS_KEEP_CLUSTER=1`` keeps it running).
-        """
+        """``KUBEWORKERS_KUBECONFIG`` if set (it must be reachable), else the tests' local control plane."""
         explicit = os.environ.get("KUBEWORKERS_KUBECONFIG")
         if explicit:
             c = cls(Path(explicit), started_here=False)
@@ -37,9 +37,18 @@ class Cluster:
             if proc.returncode != 0:
                 raise ClusterError(f"KUBEWORKERS_KUBECONFIG={explicit} is not reachable: {proc.stderr.strip()}")
             return c
-        already = local_cluster.is_up()
-        path = local_cluster.up()
-        return cls(path, started_here=not already)
+        return cls.start_local(LocalCluster.for_tests())
+
+    @classmethod
+    def start_local(cls, local: LocalCluster) -> Cluster:
+        """Start ``local`` if needed; it is stopped at :meth:`close` only if this process started it.
+
+        Unless ``KUBEWORKERS_KEEP_CLUSTER=1``, what is started here dies with this process even
+        when it is killed (see hack/processes.py), so an interrupted run leaves no control plane.
+        """
+        already = local.is_up()
+        path = local.up(owned=not keep_clusters())
+        return cls(path, started_here=not already, local=local)
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -66,9 +75,5 @@ class Cluster:
         return config.new_client_from_config(config_file=self.kubeconfig)
 
     def close(self) -> None:
-        if self.started_here and os.environ.get("KUBEWORKERS_KEEP_CLUSTER") != "1":
-            local_cluster.down()
-
-
-def scratch_dir(prefix: str = "kw-") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+        if self.started_here and self.local is not None and not keep_clusters():
+            self.local.down()

@@ -1,8 +1,10 @@
-"""A real ``redis-server`` on a free loopback port, owned by a test or a benchmark."""
+"""A real ``redis-server`` on a free loopback port, owned by a test or a benchmark.
+
+It dies with the process that started it, however that ends (hack/processes.py).
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -10,13 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-INSTALL_HINT = "install Debian's redis-server >= 7.0 (`apt-get install redis-server`; .ci/run does it)"
+from hack import processes
+from hack.net import free_port
+from hack.polling import Deadline
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+INSTALL_HINT = "run `bash hack/ensure-prereqs.sh` (it installs redis-server >= 7.0, or says how)"
 
 
 class RedisServer:
@@ -53,9 +53,9 @@ class RedisServer:
             "--protected-mode", "yes",
             "--logfile", str(self.dir / "redis.log"),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        self.proc = processes.spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = Deadline(10, f"redis-server to answer on port {self.port}")
+        while not deadline.passed():
             if self.proc.poll() is not None:
                 log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{log}")
@@ -67,7 +67,7 @@ class RedisServer:
             except OSError:
                 pass
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s")
+        raise RuntimeError(str(deadline.fail()))
 
     def version(self) -> tuple[int, ...]:
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=True).stdout
@@ -103,7 +103,3 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
-
-
-def env_without_proxies() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}

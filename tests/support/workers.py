@@ -11,8 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,9 @@ from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, P
 from kubeworkers.registry import Registry
 from kubeworkers.settings import WorkerSettings
 from kubeworkers.worker import Worker
+
+from hack import processes
+from hack.polling import WaitTimeout, wait_for, wait_for_async
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,18 +64,8 @@ async def start_worker(
         task.result()
 
 
-async def until(predicate: Callable[[], Any], within: float, what: str) -> None:
-    """Poll ``predicate`` (sync or async) until truthy; fail with ``what`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
+#: The tests' one polling helper for coroutines, under the name the worker tests know it by.
+until = wait_for_async
 
 
 async def events(r: aioredis.Redis, job_id: str | None = None) -> list[JobEvent]:
@@ -137,7 +129,7 @@ class WorkerProcess:
             ]
         args += extra_args or []
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
+        self.proc = processes.spawn(
             args, env={**base_env, **(env or {})}, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT
         )
 
@@ -154,13 +146,15 @@ class WorkerProcess:
         return out
 
     def wait_started(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while "worker started" not in self.log():
+        def started() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker {self.name} exited early:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker {self.name} did not start:\n{self.log()}")
-            time.sleep(0.05)
+            return "worker started" in self.log()
+
+        try:
+            wait_for(started, timeout, f"worker {self.name} to start", every=0.05)
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}:\n{self.log()}") from None
 
     def metrics_port(self) -> int:
         match = re.search(r"metrics listening on port (\d+)", self.log())
