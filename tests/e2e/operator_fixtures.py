@@ -1,68 +1,48 @@
-"""The operator as a real subprocess, plus a WorkerPool whose pods PodRunner runs as local workers.
-
-Use from a test module with ``from tests.e2e.operator_fixtures import *`` (the fixtures
-``crds``, ``operator``, ``redis_secret`` and ``demo_pool``) and the helpers below.
+"""Helpers of the e2e tests (and the e2e benchmarks): the operator as a real subprocess,
+manifests, and readers of Jobs. The fixtures built on them (``crds``, ``operator``,
+``redis_secret``, ``demo_pool`` and the cluster-wide ones) are in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from hack import processes
+from hack.local_cluster import tests_dir
+from hack.net import free_port
+from hack.polling import wait_for
 from tests.support.cluster import Cluster
-from tests.support.pod_runner import PodRunner
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_BIN = Path(sys.executable).parent / "kubeworkers-operator"
-LOG_ROOT = REPO / ".local" / "e2e-logs"
+LOG_ROOT = tests_dir() / "e2e-logs"
 
 __all__ = [
+    "LOG_ROOT",
+    "REPO",
     "OperatorProcess",
-    "crds",
-    "demo_pool",
     "get_job",
     "install_crds",
     "job_list_yaml",
     "list_jobs",
-    "operator",
     "pool_manifest",
-    "redis_secret",
     "wait_for",
 ]
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 90, what: str = "condition", every: float = 0.3) -> Any:
-    """Poll ``condition`` until it returns something truthy (and return it) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class OperatorProcess:
-    """``kubeworkers-operator`` run as a subprocess against the test cluster and Redis."""
+    """``kubeworkers-operator`` run as a subprocess against a test cluster and Redis.
+
+    ``namespaces`` empty: the operator's default, cluster-wide mode (it serves every namespace).
+    """
 
     def __init__(self, cluster: Cluster, redis_url: str, namespaces: list[str], log_dir: Path,
                  extra_args: list[str] | None = None) -> None:
@@ -85,7 +65,7 @@ class OperatorProcess:
         env = {**self.cluster.env, "KUBEWORKERS_REDIS_URL": self.redis_url, "POD_NAME": "operator-test"}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
-        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = processes.spawn(args, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for(self.healthy, timeout=60, what="operator /healthz")
         return self
 
@@ -134,49 +114,12 @@ def install_crds(cluster: Cluster) -> None:
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 
-@pytest.fixture(scope="session")
-def crds(crds_installed: Cluster) -> None:
-    """The project's CRDs, installed and established (``crds_installed`` from the e2e conftest)."""
-
-
-@pytest.fixture
-def redis_secret(cluster: Cluster, namespace: str, redis_url: str) -> str:
-    """The Secret the worker pods read the Redis URL from (``kubeworkers-redis``, key ``url``)."""
-    cluster.kubectl("create", "secret", "generic", "kubeworkers-redis", "-n", namespace,
-                    f"--from-literal=url={redis_url}")
-    return "kubeworkers-redis"
-
-
-@pytest.fixture
-def operator(cluster: Cluster, crds: None, namespace: str, redis_url: str, redis_secret: str,  # noqa: PLR0917
-             request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
-    """A running operator serving the test's namespace."""
-    op = OperatorProcess(cluster, redis_url, [namespace], LOG_ROOT / request.node.name)
-    op.start()
-    yield op
-    op.stop()
-
-
 def pool_manifest(name: str = "demo", **overrides: Any) -> str:
     """examples/workerpool.yaml with ``name`` and spec overrides."""
     doc = yaml.safe_load((REPO / "examples" / "workerpool.yaml").read_text())
     doc["metadata"]["name"] = name
     doc["spec"].update(overrides)
     return yaml.safe_dump(doc)
-
-
-@pytest.fixture
-def demo_pool(cluster: Cluster, namespace: str, operator: OperatorProcess,
-              request: pytest.FixtureRequest) -> Iterator[PodRunner]:
-    """Runs every worker pod of the namespace as a local ``kubeworkers worker`` process.
-
-    The pool itself is applied by the test (it is part of what the test shows).
-    """
-    runner = PodRunner(cluster, namespace, "workers.io/pool",
-                       extra_env={"KUBEWORKERS_METRICS_PORT": "0"},
-                       log_dir=LOG_ROOT / request.node.name / "pods")
-    with runner:
-        yield runner
 
 
 def job_list_yaml(names: list[str], pool: str, handler: str, input: dict[str, Any]) -> str:
@@ -202,7 +145,3 @@ def get_job(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | Non
         raise AssertionError(proc.stderr)
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name) == "1"

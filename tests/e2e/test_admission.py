@@ -8,8 +8,6 @@ object, ``# after: <example applied first>`` and ``# after-patch: <merge patch a
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 import yaml
 from kubeworkers.resources import JobSpec, WorkerPoolSpec
 
+from hack.polling import wait_for
 from tests.support.cluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,17 +49,6 @@ class BadExample:
     def manifest(self) -> dict[str, Any]:
         doc: dict[str, Any] = yaml.safe_load(self.path.read_text())
         return doc
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def get(cluster: Cluster, namespace: str, resource: str, name: str) -> dict[str, Any]:
@@ -209,7 +197,7 @@ def test_kubectl_explain_shows_the_description_of_job_input(crds_installed: Clus
         out = crds_installed.kubectl("explain", "jobs.workers.io.spec.input", check=False).stdout
         return out if "Free-form JSON object passed to the handler" in out else None
 
-    out = wait_for(explained, what="kubectl explain to show spec.input")
+    out = wait_for(explained, timeout=60, what="kubectl explain to show spec.input", every=0.5)
     assert "GROUP:      workers.io" in out
     assert "KIND:       Job" in out
     assert "VERSION:    v1alpha1" in out

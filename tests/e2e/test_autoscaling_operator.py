@@ -7,7 +7,6 @@ import json
 import re
 from typing import Any
 
-from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import OperatorProcess, job_list_yaml, list_jobs, pool_manifest, wait_for
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner

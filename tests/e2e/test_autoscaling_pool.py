@@ -14,8 +14,7 @@ import contextlib
 import json
 import os
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from kubeworkers_operator.model.defaults import DEFAULT_REDIS_SECRET
 from kubeworkers_operator.model.deployment import build_deployment
 from kubeworkers_operator.model.names import deployment_name, pod_selector
 
+from hack.polling import wait_for_async
 from tests.e2e.operator_fixtures import install_crds
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner
@@ -132,15 +132,6 @@ def operator_api(cluster: Cluster) -> KubeApi:
     return KubeApi(info)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 120) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"gave up after {within:.0f} s waiting for: {what}")
-
-
 def pool_manifest(name: str, *, concurrency: int, max_replicas: int) -> dict[str, Any]:
     return {
         "apiVersion": "workers.io/v1alpha1",
@@ -224,14 +215,14 @@ async def test_burst_on_a_pool_at_zero_scales_up_drains_and_returns_to_zero(
             peak = max(peak, await pool.replicas())
             return peak == 5
 
-        await eventually(reached_max, "the Deployment to scale to maxReplicas")
+        await wait_for_async(reached_max, 120, "the Deployment to scale to maxReplicas", every=0.25)
 
         async def all_succeeded() -> bool:
             records = await pool.records(job_ids)
             return len(records) == 500 and all(r.state is JobState.SUCCEEDED for r in records.values())
 
-        await eventually(all_succeeded, "all 500 jobs to succeed", within=180)
-        await eventually(lambda: _is(pool.replicas(), 0), "the pool to return to zero", within=120)
+        await wait_for_async(all_succeeded, 180, "all 500 jobs to succeed", every=0.25)
+        await wait_for_async(lambda: _is(pool.replicas(), 0), 120, "the pool to return to zero", every=0.25)
 
         records = await pool.records(job_ids)
         assert {r.attempts for r in records.values()} == {1}, "a job was interrupted and run again"
@@ -253,7 +244,7 @@ async def test_scale_down_removes_idle_pods_and_interrupts_no_running_job(
         long_jobs = ["long-0", "long-1"]
         short_jobs = ["short-0", "short-1"]
         await pool.submit([(j, 45.0) for j in long_jobs] + [(j, 0.5) for j in short_jobs])
-        await eventually(lambda: _is(pool.replicas(), 4), "four pods for four jobs")
+        await wait_for_async(lambda: _is(pool.replicas(), 4), 120, "four pods for four jobs", every=0.25)
 
         async def long_jobs_running_and_short_done() -> bool:
             records = await pool.records(long_jobs + short_jobs)
@@ -261,18 +252,18 @@ async def test_scale_down_removes_idle_pods_and_interrupts_no_running_job(
                 j in records and records[j].state is JobState.SUCCEEDED for j in short_jobs
             ) and all(j in records for j in long_jobs)
 
-        await eventually(long_jobs_running_and_short_done, "long jobs running, short jobs done")
+        await wait_for_async(long_jobs_running_and_short_done, 120, "long jobs running, short jobs done", every=0.25)
         busy_pods = {r.worker for r in (await pool.records(long_jobs)).values()}
         assert len(busy_pods) == 2
 
         # Two busy pods, two idle: the autoscaler goes down to the busy ones and no further.
-        await eventually(lambda: _is(pool.replicas(), 2), "scale-down to the two busy pods")
+        await wait_for_async(lambda: _is(pool.replicas(), 2), 120, "scale-down to the two busy pods", every=0.25)
 
         async def only_busy_pods_left() -> bool:
             pods = await pool.pods()
             return {name for name, terminating in pods.items() if not terminating} == busy_pods and len(pods) == 2
 
-        await eventually(only_busy_pods_left, "the idle pods to be the ones removed")
+        await wait_for_async(only_busy_pods_left, 120, "the idle pods to be the ones removed", every=0.25)
         records = await pool.records(long_jobs)
         assert all(r.state is JobState.RUNNING and r.attempts == 1 for r in records.values())
 
@@ -280,7 +271,7 @@ async def test_scale_down_removes_idle_pods_and_interrupts_no_running_job(
             records = await pool.records(long_jobs)
             return all(r.state is JobState.SUCCEEDED for r in records.values())
 
-        await eventually(long_jobs_done, "the long jobs to finish", within=120)
+        await wait_for_async(long_jobs_done, 120, "the long jobs to finish", every=0.25)
         records = await pool.records(long_jobs)
         assert {r.worker for r in records.values()} == busy_pods, "a long job moved to another pod"
         assert {r.attempts for r in records.values()} == {1}

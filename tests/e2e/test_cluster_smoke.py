@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
 
+from hack.polling import wait_for
 from tests.support.cluster import Cluster
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 90, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict]:

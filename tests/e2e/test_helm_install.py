@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from hack.polling import wait_for
 from tests.support.cluster import Cluster
 from tests.support.tools import CHART, MODES, kubernetes_version, run_helm, values_args
 
@@ -26,15 +26,6 @@ Obj = dict[str, Any]
 CHART_KINDS = "deployments,statefulsets,services,secrets,serviceaccounts,roles,rolebindings,configmaps"
 # Installs wait for these objects, never for pods to run: kwok pods run nothing.
 NO_PVC = {"redis": {"persistence": {"enabled": False}}}
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Release:
@@ -119,7 +110,8 @@ def test_helm_install_creates_crds_operator_rbac_services_and_redis(cluster: Clu
     # The scheduler placed an operator pod (kwok runs it as far as the API can tell).
     wait_for(lambda: bool(cluster.kubectl(
         "get", "pods", "-n", release.namespace, "-l", "app.kubernetes.io/component=operator",
-        "--field-selector=status.phase=Running", "-o", "name").stdout.strip()), "a Running operator pod")
+        "--field-selector=status.phase=Running", "-o", "name").stdout.strip()),
+        what="a Running operator pod", every=0.5)
 
 
 # (verb, resource) the operator uses, in any namespace
@@ -211,7 +203,8 @@ def test_helm_uninstall_leaves_nothing_of_the_release_behind_but_the_crds(
         assert release.owned(CHART_KINDS, release.namespace)
         assert release.owned("secrets", extra)
         release.uninstall()
-        wait_for(lambda: not release.owned(CHART_KINDS + ",pods", release.namespace), "namespaced objects gone")
+        wait_for(lambda: not release.owned(CHART_KINDS + ",pods", release.namespace), what="namespaced objects gone",
+                 every=0.5)
         assert not release.owned("secrets,services", extra)
         cluster_scoped = cluster.kubectl(
             "get", "clusterroles,clusterrolebindings", "-l", f"app.kubernetes.io/instance={release.name}",

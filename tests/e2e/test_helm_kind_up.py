@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import LOG_ROOT, REPO, OperatorProcess
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner

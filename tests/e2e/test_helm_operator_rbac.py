@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import LOG_ROOT, REPO, OperatorProcess, get_job, wait_for
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner

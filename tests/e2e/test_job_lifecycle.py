@@ -7,7 +7,6 @@ import json
 import redis
 from kubeworkers.protocol import PoolKeys
 
-from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import REPO, OperatorProcess, get_job, pool_manifest, wait_for
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner

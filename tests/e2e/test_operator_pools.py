@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import LOG_ROOT, OperatorProcess, pool_manifest, wait_for
 from tests.support.cluster import Cluster
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import LOG_ROOT, OperatorProcess, get_job, pool_manifest, wait_for
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner

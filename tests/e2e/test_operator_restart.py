@@ -10,7 +10,6 @@ import time
 import redis
 from kubeworkers.protocol import EVENTS_STREAM, JobMessage, PoolKeys
 
-from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import OperatorProcess, list_jobs, pool_manifest, wait_for
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner

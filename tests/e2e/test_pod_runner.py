@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from hack.polling import wait_for
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner
 
@@ -28,15 +28,6 @@ if os.environ.get("CRASH_ONCE") == "1" and len((out / "starts").read_text()) == 
 while True:
     time.sleep(0.1)
 """
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def manifest(name: str, workdir: Path, grace: int, extra_env: str = "") -> str:
@@ -81,12 +72,12 @@ def test_running_pod_gets_a_local_process_with_resolved_env_and_sigterm_on_delet
 ) -> None:
     cluster.apply(manifest("p1", tmp_path, grace=30), namespace=namespace)
     with PodRunner(cluster, namespace, "app=runner-test", log_dir=tmp_path / "logs") as runner:
-        wait_for(lambda: (tmp_path / "p1" / "env").exists(), what="process started")
+        wait_for(lambda: (tmp_path / "p1" / "env").exists(), timeout=60, what="process started")
         assert (tmp_path / "p1" / "env").read_text() == f"hello world|s3cret|blue|{namespace}"
         assert "p1" in runner.processes()
         cluster.kubectl("delete", "pod", "p1", "-n", namespace, "--wait=false")
-        wait_for(lambda: (tmp_path / "p1" / "sigterm").exists(), what="SIGTERM delivered")
-        wait_for(lambda: "p1" not in runner.processes(), what="process exited")
+        wait_for(lambda: (tmp_path / "p1" / "sigterm").exists(), timeout=60, what="SIGTERM delivered")
+        wait_for(lambda: "p1" not in runner.processes(), timeout=60, what="process exited")
 
 
 def test_process_ignoring_sigterm_is_killed_after_the_grace_period(
@@ -95,11 +86,11 @@ def test_process_ignoring_sigterm_is_killed_after_the_grace_period(
     env = "    - {name: IGNORE_TERM, value: '1'}"
     cluster.apply(manifest("p2", tmp_path, grace=2, extra_env=env), namespace=namespace)
     with PodRunner(cluster, namespace, "app=runner-test", log_dir=tmp_path / "logs") as runner:
-        wait_for(lambda: "p2" in runner.processes(), what="process started")
+        wait_for(lambda: "p2" in runner.processes(), timeout=60, what="process started")
         pid = runner.processes()["p2"]
         deleted_at = time.time()
         cluster.kubectl("delete", "pod", "p2", "-n", namespace, "--wait=false")
-        wait_for(lambda: (tmp_path / "p2" / "sigterm").exists(), what="SIGTERM delivered")
+        wait_for(lambda: (tmp_path / "p2" / "sigterm").exists(), timeout=60, what="SIGTERM delivered")
         wait_for(lambda: "p2" not in runner.processes(), timeout=30, what="SIGKILL after grace")
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         # It outlived SIGTERM (it ignores it) until the grace period ran out.
@@ -113,7 +104,8 @@ def test_crashed_process_is_restarted_per_restart_policy_always(
     cluster.apply(manifest("p3", tmp_path, grace=5, extra_env=env), namespace=namespace)
     with PodRunner(cluster, namespace, "app=runner-test", log_dir=tmp_path / "logs") as runner:
         starts = tmp_path / "p3" / "starts"
-        wait_for(lambda: starts.exists() and starts.read_text() == "xx", what="the second start after the crash")
-        wait_for(lambda: "p3" in runner.processes(), what="the restarted process to keep running")
+        wait_for(lambda: starts.exists() and starts.read_text() == "xx", timeout=60,
+                 what="the second start after the crash")
+        wait_for(lambda: "p3" in runner.processes(), timeout=60, what="the restarted process to keep running")
         assert runner.starts("p3") == 2
         assert starts.read_text() == "xx"

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 from kubeworkers.protocol import WORKER_GROUP, PoolKeys, Priority, WorkerHeartbeat
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, PoolAutoscaler
@@ -69,13 +67,6 @@ class RecordingDeployment:
             while self.replicas != replicas:
                 self.changed.clear()
                 await self.changed.wait()
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def started(scaler: PoolAutoscaler, kube: RecordingDeployment) -> asyncio.Task[None]:

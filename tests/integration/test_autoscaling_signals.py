@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 from kubeworkers.protocol import WORKER_GROUP, PoolKeys, Priority, WorkerHeartbeat
 from kubeworkers_operator.autoscaling.load import (
@@ -18,13 +16,6 @@ from kubeworkers_operator.autoscaling.signals import RedisSignalReader
 
 KEYS = PoolKeys("ns", "pool")
 NOW = 1_900_000_000.0
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def add_jobs(r: aioredis.Redis, priority: Priority, n: int) -> list[bytes | str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.redis_server import free_port
+from hack import processes
+from hack.net import free_port
+from hack.polling import wait_for
 from tests.support.tools import render_chart
 
 
@@ -52,8 +53,8 @@ def rendered_redis(tmp_path: Path) -> Iterator[tuple[RenderedRedis, subprocess.P
         pytest.fail("redis-server and redis-cli are needed: apt-get install redis-server", pytrace=False)
     r = RenderedRedis(tmp_path)
     assert r.container["command"] == ["/bin/sh", "-c"]
-    proc = subprocess.Popen(["/bin/sh", "-c", r.localize(r.container["args"][0])],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = processes.spawn(["/bin/sh", "-c", r.localize(r.container["args"][0])],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield r, proc
     finally:
@@ -65,15 +66,15 @@ def test_rendered_redis_command_starts_a_password_protected_aof_redis(
         rendered_redis: tuple[RenderedRedis, subprocess.Popen[bytes]]) -> None:
     r, proc = rendered_redis
     client = redis.Redis(port=r.port, password=r.password)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def answers() -> bool:
         try:
-            assert client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
             assert proc.poll() is None, "the rendered Redis command exited"
-            assert time.monotonic() < deadline, "Redis did not come up"
-            time.sleep(0.1)
+            return False
+
+    wait_for(answers, timeout=20, what="the rendered Redis to answer", every=0.1)
     assert client.config_get("appendonly") == {"appendonly": "yes"}
     assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
@@ -88,10 +89,7 @@ def test_rendered_redis_command_starts_a_password_protected_aof_redis(
 def test_rendered_redis_probes_pass_only_with_the_right_password(
         rendered_redis: tuple[RenderedRedis, subprocess.Popen[bytes]]) -> None:
     r, _ = rendered_redis
-    deadline = time.monotonic() + 20
-    while r.probe("startupProbe") != 0:
-        assert time.monotonic() < deadline, "the startup probe never passed"
-        time.sleep(0.2)
+    wait_for(lambda: r.probe("startupProbe") == 0, timeout=20, what="the startup probe to pass", every=0.2)
     assert r.probe("livenessProbe") == 0
     assert r.probe("readinessProbe") == 0
     (r.root / "secrets" / "password").write_text("wrong")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 
 import redis
 
+from hack.polling import wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.workers import WorkerProcess
 
@@ -57,12 +57,9 @@ def test_worker_given_a_wrong_password_says_so_without_echoing_it(
     _, wrong = protected(redis_factory)
     worker = WorkerProcess(wrong, "w-wrong")
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(
-                word in worker.log().lower() for word in ("auth", "password", "invalid username")):
-            time.sleep(0.1)
+        wait_for(lambda: any(word in worker.log().lower() for word in ("auth", "password", "invalid username")),
+                 timeout=20, what=f"the worker to report the failed authentication in {worker.log_path}", every=0.1)
         log = worker.log()
-        assert any(word in log.lower() for word in ("auth", "password", "invalid username")), log
         assert PASSWORD not in log
     finally:
         worker.close()
