@@ -4,12 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv checkov test unit integration e2e lint demo demo-down cluster-up cluster-down cluster-status bench kind-up binaries
+.PHONY: venv prereqs checkov test unit integration e2e lint demo demo-down cluster-up cluster-down cluster-status bench kind-up binaries
+
+## What a fresh machine lacks, installed or demanded in one line (the same step .ci/run takes).
+prereqs:
+	bash hack/ensure-prereqs.sh --for test
 
 $(PY):
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	bash hack/ensure-prereqs.sh --for venv
 
 venv: $(PY)
 
@@ -21,7 +23,7 @@ checkov:
 	bash hack/checkov.sh --install >/dev/null
 
 ## The whole suite: unit, integration (real Redis) and e2e (real control plane, started on demand).
-test: $(PY) checkov
+test: prereqs
 	$(VENV)/bin/pytest -rs $(PYTEST_ARGS)
 
 unit: $(PY)
@@ -38,16 +40,19 @@ lint: $(PY)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-## Local control plane, Redis, operator and workers; applies examples/job.yaml.
-demo: $(PY)
+## Its own local control plane (.local/demo/), Redis, operator and workers; applies examples/job.yaml.
+## The tests never use it: they run their own (.local/), so both may run at once.
+demo:
 	bash hack/demo.sh up
 
+## Stops what `make demo` started, its control plane included; the tests' clusters keep running.
 demo-down:
 	bash hack/demo.sh down
 
 cluster-up: $(PY)
 	bash hack/local-cluster.sh up
 
+## The tests' control planes (.local/ and .local/clusterwide/); the demo's is left alone.
 cluster-down:
 	bash hack/local-cluster.sh down
 
