@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # `make demo`: the whole product on this machine, no Docker needed.
-#   up    local control plane + redis-server + CRDs + operator + kubelet stand-in for worker pods,
-#         then apply examples/workerpool.yaml and examples/job.yaml and show `kubectl get jobs.workers.io`
-#   down  stop everything `up` started (the control plane included)
-# State and logs: .local/demo/
+#   up    a control plane of its own + redis-server + CRDs + operator (cluster-wide, as the
+#         chart runs it) + kubelet stand-in for worker pods, then apply examples/workerpool.yaml
+#         and examples/job.yaml and show `kubectl get jobs.workers.io`
+#   down  stop everything `up` started, its control plane included
+#   env   print the export line for the demo's kubeconfig
+# State, kubeconfig and logs: $KUBEWORKERS_DEMO_DIR, default .local/demo/. The tests run their
+# own control plane (.local/), so `make test` never sees the demo's operator or objects, and the
+# demo's cluster-wide operator never sees the tests' namespaces: both may run at once.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-LOCAL="${KUBEWORKERS_LOCAL_DIR:-$ROOT/.local}"
-DEMO="$LOCAL/demo"
+DEMO="${KUBEWORKERS_DEMO_DIR:-$ROOT/.local/demo}"
 PY="$ROOT/.venv/bin/python"
 KUBECTL="$ROOT/.venv/bin/kubectl"
-export KUBECONFIG="$LOCAL/kubeconfig"
-mkdir -p "$DEMO"
+export KUBECONFIG="$DEMO/kubeconfig"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+cluster() { "$PY" -m hack.local_cluster --dir "$DEMO" "$@"; }
 
 stop_pid() {  # name
   local f="$DEMO/$1.pid"
@@ -36,21 +39,23 @@ start_bg() {  # name cmd...
 }
 
 down() {
-  say "stopping the demo"
+  say "stopping the demo ($DEMO)"
   stop_pid pod-runner
   stop_pid operator
   stop_pid redis
-  bash hack/local-cluster.sh down
+  [[ -x "$PY" ]] && cluster down
 }
 
 up() {
-  say "local control plane (the first run compiles it: 15-25 minutes on 2 cores)"
-  bash hack/local-cluster.sh up
+  bash hack/ensure-prereqs.sh --for demo
+  mkdir -p "$DEMO"
+  say "the demo's own control plane in $DEMO (the first run compiles it: 15-25 minutes on 2 cores)"
+  cluster up
 
   say "redis-server"
   local port
   if [[ -f "$DEMO/redis.port" ]]; then port="$(cat "$DEMO/redis.port")"; else
-    port="$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    port="$($PY -c 'from hack.net import free_port; print(free_port())')"
     echo "$port" >"$DEMO/redis.port"
   fi
   mkdir -p "$DEMO/redis-data"
@@ -65,9 +70,9 @@ up() {
   $KUBECTL create secret generic kubeworkers-redis --from-literal=url="$url" \
     --dry-run=client -o yaml | $KUBECTL apply -f - >/dev/null
 
-  say "operator and the kubelet stand-in for worker pods"
+  say "operator (cluster-wide) and the kubelet stand-in for worker pods"
   start_bg operator env KUBEWORKERS_REDIS_URL="$url" .venv/bin/kubeworkers-operator --metrics-port 0
-  start_bg pod-runner $PY -m hack.pod_runner --namespace default --selector workers.io/pool \
+  start_bg pod-runner "$PY" -m hack.pod_runner --namespace default --selector workers.io/pool \
     --log-dir "$DEMO/pods" --env KUBEWORKERS_METRICS_PORT=0
 
   say "kubectl apply -f examples/workerpool.yaml -f examples/job.yaml"
@@ -85,13 +90,15 @@ up() {
   say "status.output of $name"
   $KUBECTL get jobs.workers.io "$name" -o jsonpath='{.status.output}'; echo
   echo
-  echo "Next: kubectl apply -f examples/slow-job.yaml && kubectl get jobs.workers.io -w"
-  echo "      export KUBECONFIG=$KUBECONFIG   (logs: $DEMO/, stop with: make demo-down)"
+  echo "Next: export KUBECONFIG=$KUBECONFIG"
+  echo "      kubectl apply -f examples/slow-job.yaml && kubectl get jobs.workers.io -w"
+  echo "      (logs: $DEMO/, stop with: make demo-down)"
   [[ "$phase" == "Succeeded" ]]
 }
 
 case "${1:-up}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: hack/demo.sh up|down" >&2; exit 2 ;;
+  env) echo "export KUBECONFIG=$KUBECONFIG" ;;
+  *) echo "usage: hack/demo.sh up|down|env" >&2; exit 2 ;;
 esac
