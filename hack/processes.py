@@ -11,12 +11,13 @@ started through :func:`spawn`:
   module (:func:`_spawner`): a thread pool or a short-lived control thread would kill
   its children when it ends. A child whose parent died before the prctl took effect
   kills itself at once.
-- **Ownership marks.** A process started while a run is claimed (:func:`claim_run`)
-  carries ``KUBEWORKERS_RUN_DIR`` (the run's state directory) and ``KUBEWORKERS_RUN_OWNER``
-  (pid and start time of the claiming process) in its environment, and passes them on
-  to its own children. :func:`reap_stale` kills every process of a state directory whose
-  owner is gone: the safety net for the short window before the prctl, and for anything
-  started without :func:`spawn`. ``claim_run`` reaps before it claims.
+- **Ownership records.** A process started while a run is claimed (:func:`claim_run`) is
+  recorded in ``<state dir>/runs/<owner>.pids`` (owner: pid and start time of the claiming
+  process), and carries ``KUBEWORKERS_RUN_DIR`` and ``KUBEWORKERS_RUN_OWNER`` in its
+  environment, which it passes on to its own children (a process that rewrites its
+  environment area, as redis-server does for its title, is still found by the record).
+  :func:`reap_stale` kills every process of a state directory whose owner is gone: the
+  safety net for the short window before the prctl. ``claim_run`` reaps before it claims.
 
 Processes meant to outlive their starter (a control plane kept with
 ``KUBEWORKERS_KEEP_CLUSTER=1``, the demo's processes) are started with ``owned=False``.
@@ -140,6 +141,33 @@ def current_run() -> Run | None:
     return Run(directory, owner) if directory and owner else None
 
 
+def _records(state_dir: str) -> Path:
+    return Path(state_dir) / "runs"
+
+
+def _record(run: Run, pid: int) -> None:
+    token = process_token(pid)
+    if token is None:
+        return
+    records = _records(run.state_dir)
+    records.mkdir(parents=True, exist_ok=True)
+    with (records / f"{run.owner}.pids").open("a") as out:
+        out.write(token + "\n")
+
+
+def recorded_processes(state_dir: str) -> Iterator[tuple[int, Run]]:
+    """Every live process recorded in ``state_dir``'s run records, with its run."""
+    records = _records(state_dir)
+    if not records.is_dir():
+        return
+    for path in records.glob("*.pids"):
+        owner = path.name.removesuffix(".pids")
+        for token in path.read_text().split():
+            pid = int(token.partition(":")[0])
+            if process_token(pid) == token:
+                yield pid, Run(state_dir, owner)
+
+
 def marked_processes() -> Iterator[tuple[int, Run]]:
     """Every process of ours that carries run marks, with them."""
     me = os.getpid()
@@ -156,26 +184,36 @@ def marked_processes() -> Iterator[tuple[int, Run]]:
             yield int(entry.name), Run(directory.decode(errors="replace"), owner.decode(errors="replace"))
 
 
+def _of_dir(directory: str) -> dict[int, Run]:
+    found = {pid: run for pid, run in marked_processes() if run.state_dir == directory}
+    found.update(recorded_processes(directory))
+    return found
+
+
 def reap_stale(state_dir: str | os.PathLike[str]) -> list[int]:
-    """SIGKILL every process marked with ``state_dir`` whose owner is no longer alive."""
+    """SIGKILL every process of ``state_dir``'s runs whose owner is no longer alive."""
     directory = str(Path(state_dir).resolve())
     reaped = []
-    for pid, run in marked_processes():
-        if run.state_dir == directory and not owner_alive(run.owner):
+    for pid, run in _of_dir(directory).items():
+        if not owner_alive(run.owner):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
             reaped.append(pid)
+    for path in _records(directory).glob("*.pids"):
+        if not owner_alive(path.name.removesuffix(".pids")):
+            path.unlink(missing_ok=True)
     if reaped:
         print(f"[processes] reaped {len(reaped)} process(es) left by an earlier run in {directory}: {reaped}",
               file=sys.stderr, flush=True)
     return reaped
 
 
-def processes_of(owner: str) -> list[int]:
-    """Pids of the live processes marked as started by the run of ``owner`` (a :func:`process_token`)."""
-    return [pid for pid, run in marked_processes() if run.owner == owner and process_token(pid) is not None]
+def processes_of(state_dir: str | os.PathLike[str], owner: str) -> list[int]:
+    """Pids of the live processes of the run of ``owner`` (a :func:`process_token`) in ``state_dir``."""
+    directory = str(Path(state_dir).resolve())
+    return sorted(pid for pid, run in _of_dir(directory).items() if run.owner == owner)
 
 
 # --------------------------------------------------------------------------- spawning
@@ -216,4 +254,7 @@ def spawn(
 
     if not owned:
         return start()
-    return _in_spawner_thread(start)
+    proc = _in_spawner_thread(start)
+    if run is not None:
+        _record(run, proc.pid)
+    return proc
