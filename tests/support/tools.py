@@ -140,6 +140,10 @@ MODES: dict[str, Mapping[str, object]] = {
     },
     "redis-ephemeral": {"redis": {"persistence": {"enabled": False}, "maxmemory": "256mb"}},
     "no-network-policies": {"networkPolicy": {"enabled": False}},
+    "redis-clients": {"networkPolicy": {"redis": {
+        "clientLabel": "example.com/talks-to-redis",
+        "extraFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-b"}}}],
+    }}},
 }
 
 
