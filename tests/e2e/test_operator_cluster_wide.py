@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from kubeworkers.protocol import EVENTS_STREAM, OPERATOR_GROUP
 
-from hack.polling import wait_for
+from hack.polling import WaitTimeout, wait_for
 from tests.e2e.operator_fixtures import REPO, OperatorProcess, get_job, pool_manifest
 from tests.support.cluster import Cluster
 
@@ -52,8 +52,11 @@ def test_one_cluster_wide_operator_runs_the_jobs_of_every_namespace_through_thei
                           what=f"word-count in {ns} to finish")["status"]
         assert (status["phase"], status["attempts"], status["output"]["words"]) == ("Succeeded", 1, 11), status
         assert status["worker"].startswith("demo-workers-")
-        wait_for(lambda ns=ns: {"Queued", "Started", "Succeeded"} <= reasons(cluster, ns, "word-count"),
-                 timeout=30, what=f"the Events of word-count in {ns}")
+        try:
+            wait_for(lambda ns=ns: {"Queued", "Started", "Succeeded"} <= reasons(cluster, ns, "word-count"),
+                     timeout=30, what=f"the Events of word-count in {ns}")
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}: {events_of(cluster, ns)}") from None
 
     failed = wait_for(lambda: phase_in(cluster, first, "doomed", FINISHED), timeout=120,
                       what="doomed to finish")["status"]
@@ -96,6 +99,12 @@ def test_a_cluster_wide_operator_on_another_control_plane_never_touches_the_test
     assert cluster.kubectl("get", "events", "-n", namespace, "-o", "name").stdout == ""
     unknown = cluster_wide_cluster.kubectl("get", "namespace", namespace, check=False)
     assert unknown.returncode != 0 and "NotFound" in unknown.stderr
+
+
+def events_of(cluster: Cluster, namespace: str) -> list[str]:
+    out = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    return [f"{e['involvedObject']['kind']}/{e['involvedObject']['name']} {e['reason']}: {e['message']} "
+            f"x{e.get('count', 1)}" for e in json.loads(out)["items"]]
 
 
 def server_of(cluster: Cluster) -> str:
