@@ -37,7 +37,9 @@ class Deadline:
         return WaitTimeout(f"timed out after {self.timeout:g}s waiting for {self.what}{detail}")
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 90, what: str = "condition", every: float = 0.3) -> T:
+def wait_for(
+    condition: Callable[[], T | None], timeout: float = 90, what: str = "condition", every: float = 0.3
+) -> T:
     """Call ``condition`` every ``every`` seconds until it returns a truthy value; return that value."""
     deadline = Deadline(timeout, what)
     while True:
@@ -50,7 +52,7 @@ def wait_for(condition: Callable[[], T], timeout: float = 90, what: str = "condi
 
 
 async def wait_for_async(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], T | None | Awaitable[T | None]],
     timeout: float = 30,  # noqa: ASYNC109  (the same signature as wait_for, on purpose)
     what: str = "condition",
     every: float = 0.02,

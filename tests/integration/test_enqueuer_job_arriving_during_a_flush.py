@@ -3,7 +3,7 @@
 Found by the cluster-wide e2e test (tests/e2e/test_operator_cluster_wide.py), where Jobs of
 separate ``kubectl apply`` calls arrive a few hundred milliseconds apart: the second one stayed
 without any status until another Job arrived (minutes, in a quiet cluster; an unrelated Job
-created later unstuck them all at once). Cause, in ``operator/kubeworkers_operator/enqueuer.py``:
+created later unstuck them all at once). Cause, in ``operator/kubeworkers_operator/adapters/enqueuer.py``:
 ``Enqueuer.submit`` starts a flush only when ``self._flusher`` is done, but the lingering
 flusher stays "not done" while it awaits ``queue.enqueue_many``; a submit in that window is
 appended to ``_pending``, and when the flush returns nothing flushes ``_pending`` again.
@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from kubeworkers import queue
 from kubeworkers.protocol import JobMessage, PoolKeys
-from kubeworkers_operator.enqueuer import Enqueuer
+from kubeworkers_operator.adapters.enqueuer import Enqueuer
 
 
 def msg(i: int) -> JobMessage:

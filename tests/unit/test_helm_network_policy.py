@@ -81,7 +81,7 @@ def operator_pod(tmp_path: Path) -> Pod:
 def worker_pod(namespace: str) -> Pod:
     """A worker pod exactly as the operator's Deployment builder labels it."""
     from kubeworkers.resources import WorkerPoolSpec
-    from kubeworkers_operator.deployment import build_deployment
+    from kubeworkers_operator.model.deployment import build_deployment
 
     spec = WorkerPoolSpec.model_validate({"image": "w:1", "imports": ["kubeworkers.examples"]})
     template = build_deployment(name="demo", namespace=namespace, uid="u", spec=spec)["spec"]["template"]
