@@ -3,10 +3,10 @@
 Found by the cluster-wide e2e test (tests/e2e/test_operator_cluster_wide.py), where Jobs of
 separate ``kubectl apply`` calls arrive a few hundred milliseconds apart: the second one stayed
 without any status until another Job arrived (minutes, in a quiet cluster; an unrelated Job
-created later unstuck them all at once). Cause, in ``operator/kubeworkers_operator/adapters/enqueuer.py``:
-``Enqueuer.submit`` starts a flush only when ``self._flusher`` is done, but the lingering
-flusher stays "not done" while it awaits ``queue.enqueue_many``; a submit in that window is
-appended to ``_pending``, and when the flush returns nothing flushes ``_pending`` again.
+created later unstuck them all at once). The cause was in
+``operator/kubeworkers_operator/adapters/enqueuer.py``: ``Enqueuer.submit`` started a flush only
+when ``self._flusher`` was done, but the lingering flusher stayed "not done" while it awaited
+``queue.enqueue_many``; a submit in that window waited in ``_pending`` for yet another submit.
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ def msg(i: int) -> JobMessage:
     return JobMessage(job_id=f"ns/job-{i}", uid=f"uid-{i}", namespace="ns", pool="p", handler="h", input={})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operator: Enqueuer never flushes a submit made while a flush awaits Redis, see the module "
-    "docstring; remove this marker with the fix"))
 async def test_a_job_submitted_while_the_previous_batch_is_in_flight_is_enqueued(
     r: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
