@@ -56,7 +56,10 @@ def test_applied_example_job_succeeds_with_its_output_in_status(
     assert status["outputTruncated"] is False
     table = cluster.kubectl("get", "jobs.workers.io", "-n", namespace).stdout
     assert "word-count" in table and "Succeeded" in table
-    assert_events(cluster, namespace, "word-count", {"Queued", "Started", "Succeeded"})
+    # One Event per phase the Job's status shows. A short job's Running and Succeeded often reach
+    # the operator in one batch and become one write (docs/operations.md), so "Started" is not
+    # promised here; the long jobs below show it.
+    assert_events(cluster, namespace, "word-count", {"Queued", "Succeeded"})
 
 
 def assert_events(cluster: Cluster, namespace: str, name: str, reasons: set[str]) -> list[tuple[str, str]]:
