@@ -52,7 +52,7 @@ def wait_for(
 
 
 async def wait_for_async(
-    condition: Callable[[], T | None | Awaitable[T | None]],
+    condition: Callable[[], T | Awaitable[T | None] | None],
     timeout: float = 30,  # noqa: ASYNC109  (the same signature as wait_for, on purpose)
     what: str = "condition",
     every: float = 0.02,

@@ -96,8 +96,8 @@ def targets(tmp_path: Path) -> tuple[Target, Target]:
 def stored_series(tmp_path: Path) -> tuple[dict[str, list[Series]], dict[str, list[Series]]]:
     """Per metric name: the series Prometheus stores, and the label sets the code exported."""
     from kubeworkers.metrics import WorkerMetrics
-    from kubeworkers_operator.autoscaling.metrics import AutoscalerMetrics
     from kubeworkers_operator.adapters.metrics import OperatorMetrics
+    from kubeworkers_operator.autoscaling.metrics import AutoscalerMetrics
 
     operator_target, worker_target = targets(tmp_path)
     operator = OperatorMetrics()  # the autoscaler's metrics share the operator's registry, as in the operator
