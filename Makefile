@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv prereqs checkov test unit integration e2e lint demo demo-down cluster-up cluster-down cluster-status bench kind-up binaries
+.PHONY: venv prereqs checkov test unit integration e2e lint demo demo-down cluster-up cluster-down cluster-status bench bench-quick kind-up binaries
 
 ## What a fresh machine lacks, installed or demanded in one line (the same step .ci/run takes).
 prereqs:
@@ -59,9 +59,14 @@ cluster-down:
 cluster-status:
 	bash hack/local-cluster.sh status
 
+## Every benchmark suite against its peers (docs/benchmarks.md); the plots need the bench extra.
 bench: $(PY)
 	$(PY) -m pip install -q -e '.[dev,bench]'
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	$(PY) -m benchmarks all
+
+## Every suite, small (under 3 minutes warm): CI runs it so the benchmarks never rot; nothing asserted.
+bench-quick: $(PY)
+	$(PY) -m benchmarks all --quick
 
 ## For machines with Docker: kind cluster, images, helm install, examples.
 kind-up:
