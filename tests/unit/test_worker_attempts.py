@@ -43,39 +43,46 @@ def test_failure_reason_says_whether_attempts_ran_out_or_retrying_could_not_help
 
 def test_finish_write_carries_a_succeeded_event_with_the_output() -> None:
     body = finish_write(delivery(), JobState.SUCCEEDED, "pod-a", 0.25, out_json='{"n": 1}')
-    assert (body["k"], body["st"], body["o"], body["d"]) == ("finish", "Succeeded", '{"n": 1}', "0.250000")
-    event = JobEvent.from_fields({"e": body["ev"]})
+    assert (body["kind"], body["state"], body["output"], body["duration"]) == (
+        "finish", "Succeeded", '{"n": 1}', "0.250000"
+    )
+    assert (body["stream"], body["entry"], body["job_id"]) == (2, "1-0", "ns/j")
+    event = JobEvent.from_fields({"e": body["event"]})
     assert (event.job_id, event.uid, event.state, event.worker) == ("ns/j", "u1", "Succeeded", "pod-a")
-    assert event.attempt == body["a"] == 2
+    assert event.attempt == body["attempt"] == 2
     assert (event.output, event.progress, event.error) == ({"n": 1}, 1.0, None)
 
 
 def test_finish_write_without_output_has_no_output_in_its_event() -> None:
     body = finish_write(delivery(), JobState.SUCCEEDED, "pod-a", 0.25, out_json="null")
-    assert "output" not in json.loads(body["ev"])
+    assert "output" not in json.loads(body["event"])
 
 
 def test_finish_write_of_a_failure_carries_the_error_and_the_dead_letter_reason() -> None:
     err = JobError(type="Timeout", message="timed out after 1s")
     body = finish_write(delivery(), JobState.FAILED, "pod-a", 1.0, error=err, message="m", dead_letter_reason="r")
-    assert JobError.model_validate(json.loads(body["er"])) == err
-    assert (body["dl"], body["m"]) == ("r", "m")
-    assert JobEvent.from_fields({"e": body["ev"]}).error == err
+    assert JobError.model_validate(json.loads(body["error"])) == err
+    assert (body["dead_letter_reason"], body["message"]) == ("r", "m")
+    assert JobEvent.from_fields({"e": body["event"]}).error == err
 
 
 def test_retry_write_schedules_a_queued_event_with_the_error() -> None:
     body, message = retry_write(delivery(1, 3), "pod-a", JobError(type="E", message="m"), 2.5)
     assert message == "attempt 1/3 failed (E: m); retrying in 2.50s"
-    event = JobEvent.from_fields({"e": body["ev"]})
+    event = JobEvent.from_fields({"e": body["event"]})
     assert event.state is JobState.QUEUED and event.error is not None and event.message == message
     assert float(body["due"]) > 0
 
 
 def test_requeue_and_progress_writes() -> None:
-    assert requeue_write("bye", uncount=True) == {"k": "requeue", "m": "bye", "u": "1"}
+    assert requeue_write(delivery(), "bye", uncount=True) == {
+        "kind": "requeue", "stream": 2, "entry": "1-0", "job_id": "ns/j", "message": "bye", "uncount": True
+    }
     body = progress_write(delivery(), "pod-a", 0.5, "half")
-    assert (body["s"], body["e"], body["j"], body["p"], body["m"]) == (2, "1-0", "ns/j", "0.5", "half")
-    assert JobEvent.from_fields({"e": body["ev"]}).progress == 0.5
+    assert (body["stream"], body["entry"], body["job_id"], body["progress"], body["message"]) == (
+        2, "1-0", "ns/j", "0.5", "half"
+    )
+    assert JobEvent.from_fields({"e": body["event"]}).progress == 0.5
 
 
 class Out(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kubeworkers import wire
 from kubeworkers.context import JobContext
 from kubeworkers.protocol import JobError, JobMessage, JobState
 from kubeworkers.registry import DEFAULT_MAX_ATTEMPTS
@@ -99,41 +100,43 @@ def finish_write(
     error: JobError | None = None,
     message: str = "",
     dead_letter_reason: str = "",
-) -> dict[str, Any]:
+) -> wire.FinishWrite:
     """The write that ends a job: Succeeded, Failed (dead-lettered if a reason is given) or Cancelled."""
     err = error.model_dump(exclude_none=True) if error else None
     event = event_json(
         job, state, worker, output_json=out_json, error=err, message=message or None,
         progress=1.0 if state is JobState.SUCCEEDED else None,
     )
-    return {
-        "k": "finish", "st": state.value, "o": out_json, "er": json.dumps(err) if err else "",
-        "m": message, "d": f"{duration:.6f}", "ev": event, "dl": dead_letter_reason, "a": job.attempt,
-    }
+    return wire.FinishWrite(
+        kind="finish", stream=job.index, entry=job.entry, job_id=job.msg.job_id, state=state.value,
+        output=out_json, error=json.dumps(err) if err else "", message=message, duration=f"{duration:.6f}",
+        event=event, dead_letter_reason=dead_letter_reason, attempt=job.attempt,
+    )
 
 
-def retry_write(job: Delivery, worker: str, error: JobError, delay: float) -> tuple[dict[str, Any], str]:
+def retry_write(job: Delivery, worker: str, error: JobError, delay: float) -> tuple[wire.RetryWrite, str]:
     """The write that parks a failed attempt for a retry in ``delay`` seconds, and its message."""
     message = (
         f"attempt {job.attempt}/{job.max_attempts} failed ({error.type}: {error.message}); "
         f"retrying in {delay:.2f}s"
     )
     err = error.model_dump(exclude_none=True)
-    body = {
-        "k": "retry", "due": f"{time.time() + delay:.6f}", "er": json.dumps(err), "m": message,
-        "ev": event_json(job, JobState.QUEUED, worker, error=err, message=message),
-    }
-    return body, message
+    write = wire.RetryWrite(
+        kind="retry", stream=job.index, entry=job.entry, job_id=job.msg.job_id, due=f"{time.time() + delay:.6f}",
+        error=json.dumps(err), message=message,
+        event=event_json(job, JobState.QUEUED, worker, error=err, message=message),
+    )
+    return write, message
 
 
-def requeue_write(message: str, *, uncount: bool) -> dict[str, Any]:
+def requeue_write(job: Delivery, message: str, *, uncount: bool) -> wire.RequeueWrite:
     """The write that hands a delivery back to its stream (``uncount``: the attempt does not count)."""
-    return {"k": "requeue", "m": message, "u": "1" if uncount else "0"}
+    return wire.requeue(job.index, job.entry, job.msg.job_id, message, uncount=uncount)
 
 
-def progress_write(job: Delivery, worker: str, fraction: float, message: str | None) -> dict[str, Any]:
+def progress_write(job: Delivery, worker: str, fraction: float, message: str | None) -> wire.ProgressWrite:
     """The write that records a running job's progress."""
-    return {
-        "k": "progress", "s": job.index, "e": job.entry, "j": job.msg.job_id, "p": repr(fraction),
-        "m": message or "", "ev": event_json(job, JobState.RUNNING, worker, progress=fraction, message=message),
-    }
+    return wire.ProgressWrite(
+        kind="progress", stream=job.index, entry=job.entry, job_id=job.msg.job_id, progress=repr(fraction),
+        message=message or "", event=event_json(job, JobState.RUNNING, worker, progress=fraction, message=message),
+    )

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-from kubeworkers import scripts
+from kubeworkers import scripts, wire
 from kubeworkers.outbox import settle
 from kubeworkers.protocol import WORKER_GROUP, JobMessage, PoolKeys, WorkerHeartbeat
 
@@ -72,9 +72,8 @@ async def requeue(
     Returns per entry the new entry id, '' when it was dropped (job finished or
     gone), or None when ``owner`` did not hold it.
     """
-    bodies = [
-        {"k": "requeue", "s": index, "e": entry, "j": job_id, "m": message, "u": "1" if uncount_attempt else "0"}
-        for index, entry, job_id in entries
+    bodies: list[wire.Write] = [
+        wire.requeue(index, entry, job_id, message, uncount=uncount_attempt) for index, entry, job_id in entries
     ]
     if not bodies:
         return []

@@ -9,7 +9,6 @@ That keeps a worker's Redis round trips per job well below one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from kubeworkers import scripts
+from kubeworkers import scripts, wire
 from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, PoolKeys, job_pool_prefix
 
 log = logging.getLogger("kubeworkers.outbox")
@@ -32,7 +31,7 @@ BATCH = 500
 class Write:
     """One queued write; ``done`` is called with the script's result once it is applied."""
 
-    body: dict[str, Any]
+    body: wire.Write
     done: Callable[[Any], None] | None = None
 
 
@@ -86,7 +85,7 @@ class Outbox:
                 except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
                     log.warning(f"writing job results failed, retrying: {exc}")
                     # Progress reports are not worth replaying; everything else is.
-                    self._writes = [w for w in batch if w.body["k"] != "progress"] + self._writes
+                    self._writes = [w for w in batch if w.body["kind"] != "progress"] + self._writes
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5)
                     continue
@@ -106,14 +105,14 @@ class Outbox:
 
 
 async def settle(
-    r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, bodies: list[dict[str, Any]]
+    r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, bodies: list[wire.Write]
 ) -> list[Any]:
-    """Apply writes (see ``lua/settle.lua`` for their shape) in one script call; one result per write."""
+    """Apply writes (see :mod:`kubeworkers.wire`) in one script call; one result per write."""
     s = scripts.script("settle")
-    argv: list[scripts.Arg] = [
-        WORKER_GROUP, repr(time.time()), keys.prefix, EVENTS_STREAM, job_pool_prefix(keys.namespace),
-        result_ttl, worker, json.dumps(bodies),
-    ]
+    argv = wire.settle_args(
+        group=WORKER_GROUP, now=repr(time.time()), prefix=keys.prefix, events=EVENTS_STREAM,
+        pointer_prefix=job_pool_prefix(keys.namespace), result_ttl=result_ttl, worker=worker, writes=bodies,
+    )
     try:
         reply = await r.evalsha(s.sha, len(keys.streams), *keys.streams, *argv)
     except NoScriptError:

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from kubeworkers import scripts
+from kubeworkers import scripts, wire
 from kubeworkers.protocol import (
     CANCEL_CHANNEL,
     EVENTS_STREAM,
@@ -35,7 +35,7 @@ DEFAULT_RESULT_TTL = 7 * 24 * 3600
 ENQUEUE_CHUNK = 500
 
 
-def _enqueue_call(msgs: Sequence[JobMessage]) -> tuple[list[str], list[scripts.Arg]]:
+def _enqueue_call(msgs: Sequence[JobMessage]) -> tuple[list[str], list[wire.Arg]]:
     """One enqueue script call for messages of a single pool."""
     first = msgs[0]
     keys = PoolKeys(first.namespace, first.pool)
@@ -58,7 +58,7 @@ def _by_pool(msgs: Sequence[JobMessage]) -> list[tuple[list[int], list[JobMessag
 
 def _cancel_call(
     namespace: str, pool: str, job_id: str, result_ttl: int
-) -> tuple[list[str], list[scripts.Arg]]:
+) -> tuple[list[str], list[wire.Arg]]:
     keys = PoolKeys(namespace, pool)
     return (
         [keys.record(job_id), keys.cancel(job_id), EVENTS_STREAM, job_pool_key(namespace, job_id)],
@@ -101,8 +101,8 @@ async def enqueue_many(r: aioredis.Redis, msgs: Iterable[JobMessage]) -> list[bo
     return _unplan(len(pending), positions, await scripts.pipelined(r, build, idempotent=True))
 
 
-def _plan(msgs: Sequence[JobMessage]) -> tuple[list[tuple[list[str], list[scripts.Arg]]], list[list[int]]]:
-    calls: list[tuple[list[str], list[scripts.Arg]]] = []
+def _plan(msgs: Sequence[JobMessage]) -> tuple[list[tuple[list[str], list[wire.Arg]]], list[list[int]]]:
+    calls: list[tuple[list[str], list[wire.Arg]]] = []
     positions: list[list[int]] = []
     for where, group in _by_pool(msgs):
         for start in range(0, len(group), ENQUEUE_CHUNK):

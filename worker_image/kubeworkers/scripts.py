@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-Arg = str | bytes | int | float
+from kubeworkers.wire import Arg
 
 #: Shipped as package data next to this module.
 LUA_DIR = Path(__file__).resolve().parent / "lua"

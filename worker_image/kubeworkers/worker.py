@@ -29,7 +29,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from logging import ERROR, INFO, WARNING
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from kubeworkers import leases, logs, scripts
+from kubeworkers import leases, logs, scripts, wire
 from kubeworkers.attempts import (
     Delivery,
     backoff,
@@ -244,18 +244,19 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
 
-    def _take_args(self, mode: str, count: int) -> list[scripts.Arg]:
-        return [
-            mode, WORKER_GROUP, self.name, count, repr(time.time()), self.keys.prefix, EVENTS_STREAM,
-            job_pool_prefix(self.keys.namespace), self.settings.result_ttl, DEFAULT_MAX_ATTEMPTS,
-            self._handler_max,
-        ]
+    def _take_args(self, mode: Literal["read", "given"], count: int, given: list[wire.Given]) -> list[wire.Arg]:
+        return wire.take_args(
+            mode=mode, group=WORKER_GROUP, consumer=self.name, count=count, now=repr(time.time()),
+            prefix=self.keys.prefix, events=EVENTS_STREAM, pointer_prefix=job_pool_prefix(self.keys.namespace),
+            result_ttl=self.settings.result_ttl, default_max_attempts=DEFAULT_MAX_ATTEMPTS,
+            handler_max_attempts=self._handler_max, given=given,
+        )
 
-    async def _take(self, count: int) -> list[Any]:
-        """Deliver and decide up to ``count`` entries (see ``lua/take.lua``): six items per entry."""
-        flat: list[Any] = await scripts.call(self.redis, "take", self.streams, self._take_args("read", count))
+    async def _take(self, count: int) -> list[wire.Taken]:
+        """Deliver and decide up to ``count`` entries (see ``lua/take.lua``)."""
+        flat: list[Any] = await scripts.call(self.redis, "take", self.streams, self._take_args("read", count, []))
         if flat:
-            return flat
+            return wire.parse_take(flat)
         # Nothing waiting: block until something arrives, then decide on what came.
         self._in_blocking_read = True
         try:
@@ -268,49 +269,49 @@ class Worker:
             )
         finally:
             self._in_blocking_read = False
-        given: list[scripts.Arg] = []
+        given: list[wire.Given] = []
         for stream, entries in reply or []:
             index = self.streams.index(stream.decode()) + 1
             for entry_id, fields in entries:
-                given += [
+                given.append(wire.Given(
                     index, entry_id, fields.get(b"m", b""),
                     fields.get(b"j", b""), fields.get(b"u", b""), fields.get(b"h", b""),
-                ]
+                ))
         if not given:
             return []
         result: list[Any] = await scripts.call(
-            self.redis, "take", self.streams, [*self._take_args("given", count), *given]
+            self.redis, "take", self.streams, self._take_args("given", count, given)
         )
-        return result
+        return wire.parse_take(result)
 
-    def _start(self, flat: list[Any], free: int) -> None:
+    def _start(self, taken: list[wire.Taken], free: int) -> None:
         """Launch the runnable entries of a take; hand back any beyond ``free`` slots."""
         surplus: list[Delivery] = []
-        for i in range(0, len(flat), 6):
-            index, entry, raw, verdict = int(flat[i]), flat[i + 1].decode(), flat[i + 2], flat[i + 3].decode()
+        for t in taken:
             try:
-                msg = JobMessage.model_validate_json(raw)
+                msg = JobMessage.model_validate_json(t.message)
             except ValidationError as exc:
-                log.error(f"dropped an unreadable stream entry: {exc}", extra={"entry": entry})
+                log.error(f"dropped an unreadable stream entry: {exc}", extra={"entry": t.entry})
                 continue
             job = Delivery(
-                index=index, entry=entry, stream=self.streams[index - 1], msg=msg,
-                record=self.keys.record(msg.job_id), attempt=int(flat[i + 4]), max_attempts=int(flat[i + 5]),
+                index=t.stream, entry=t.entry, stream=self.streams[t.stream - 1], msg=msg,
+                record=self.keys.record(msg.job_id), attempt=t.attempt, max_attempts=t.max_attempts,
             )
-            if verdict == "run":
+            verdict = t.verdict
+            if verdict is wire.Verdict.RUN:
                 if len(self._running) >= self.settings.concurrency:
                     # A blocking read over several streams can return more than asked.
                     surplus.append(job)
-                    self._held[entry] = job
+                    self._held[t.entry] = job
                     continue
-                self._held[entry] = job
+                self._held[t.entry] = job
                 self._launch(job)
                 continue
             extra = {"job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt}
-            if verdict == "cancelled":
+            if verdict is wire.Verdict.CANCELLED:
                 self.metrics.outcome(msg.handler, "cancelled")
                 job_log(INFO, "job cancelled before it started", {**extra, "state": "Cancelled"})
-            elif verdict == "dead":
+            elif verdict is wire.Verdict.DEAD:
                 self.metrics.dead_letter(msg.handler)
                 self.metrics.outcome(msg.handler, "failed")
                 log.error(
@@ -318,7 +319,7 @@ class Worker:
                     extra={**extra, "state": "Failed", "reason": "WorkerLost"},
                 )
             else:
-                log.info(f"skipped a {verdict} entry", extra={**extra, "reason": verdict})
+                log.info(f"skipped a {verdict} entry", extra={**extra, "reason": verdict.value})
         for job in surplus:
             self._hand_back(job, uncount=True, message=f"handed back by {self.name} (no free slot)")
 
@@ -448,9 +449,8 @@ class Worker:
 
     # ------------------------------------------------------------------ endings
 
-    def _write(self, job: Delivery, body: dict[str, Any]) -> None:
+    def _write(self, job: Delivery, body: wire.Write) -> None:
         """Queue a write that ends this delivery; the entry is released once it is applied."""
-        body.update(s=job.index, e=job.entry, j=job.msg.job_id)
 
         def release(_result: Any) -> None:
             self._held.pop(job.entry, None)
@@ -491,7 +491,7 @@ class Worker:
         self._finish(job, JobState.FAILED, duration, error=error, message=reason, dead_letter_reason=reason)
 
     def _hand_back(self, job: Delivery, *, uncount: bool, message: str) -> None:
-        self._write(job, requeue_write(message, uncount=uncount))
+        self._write(job, requeue_write(job, message, uncount=uncount))
 
     def _end_stopped(self, job: Delivery, reason: str, duration: float) -> None:
         extra = {"job_id": job.msg.job_id, "handler": job.msg.handler, "attempt": job.attempt}

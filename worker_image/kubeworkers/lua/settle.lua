@@ -5,14 +5,21 @@
 -- worker whose lease was taken over cannot overwrite the new owner's state.
 --
 -- KEYS: the pool's job streams, highest priority first
--- ARGV[1] group   ARGV[2] now   ARGV[3] pool key prefix 'kw:{ns/pool}:'   ARGV[4] events stream
--- ARGV[5] job->pool pointer prefix 'kw:{ns}:jobpool:'   ARGV[6] result TTL   ARGV[7] worker
--- ARGV[8] JSON list of writes; each has k (kind), s (stream index), e (entry id), j (job id) and:
---   finish:   st state, o output JSON, er error JSON, m message, d duration, ev event JSON,
---             dl dead-letter reason ('' = none), a attempt
---   retry:    due (unix seconds), er, m, ev
---   requeue:  m message, u '1' to uncount the attempt (the entry must be held by ARGV[7])
---   progress: p fraction, m, ev
+-- ARGV[1] group: the consumer group
+-- ARGV[2] now: unix seconds
+-- ARGV[3] prefix: the pool's key prefix 'kw:{ns/pool}:'
+-- ARGV[4] events: the events stream
+-- ARGV[5] pointer_prefix: the job->pool pointer prefix 'kw:{ns}:jobpool:'
+-- ARGV[6] result_ttl: seconds a finished record is kept
+-- ARGV[7] worker: the worker (consumer) writing
+-- ARGV[8] writes: JSON list of writes, each with kind, stream (1-based index into KEYS),
+-- entry, job_id and, by kind:
+--   finish:   state, output, error, message, duration, event, dead_letter_reason, attempt
+--   retry:    due, error, message, event
+--   requeue:  message, uncount
+--   progress: progress, message, event
+-- (output and error are JSON text or ''; event is JobEvent JSON; dead_letter_reason '' = none;
+-- due is unix seconds; uncount true gives the attempt back; requeue needs the entry held by ARGV[7])
 -- Returns one result per write: 1 applied, 0 stale delivery; requeue returns the
 -- new entry id, '' when the job was gone or finished, or 0 when not held.
 local group, now, prefix, events = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -28,32 +35,38 @@ local function ack(stream, id)
   redis.call('XDEL', stream, id)
 end
 
+-- The entry of a finished attempt is acknowledged whatever happens; the record is
+-- written only if this delivery is still its current one.
+local function settle_attempt(w, stream, record)
+  ack(stream, w.entry)
+  return redis.call('HGET', record, 'entry') == w.entry
+end
+
 local function finish(w, stream, record)
-  ack(stream, w.e)
-  if redis.call('HGET', record, 'entry') ~= w.e then
+  if not settle_attempt(w, stream, record) then
     return 0
   end
-  if w.st == 'Succeeded' then
-    redis.call('HSET', record, 'state', w.st, 'finished_at', now, 'updated_at', now,
-      'output', w.o, 'error', w.er, 'message', w.m, 'progress', '1.0')
+  if w.state == 'Succeeded' then
+    redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
+      'output', w.output, 'error', w.error, 'message', w.message, 'progress', '1.0')
   else
-    redis.call('HSET', record, 'state', w.st, 'finished_at', now, 'updated_at', now,
-      'output', w.o, 'error', w.er, 'message', w.m)
+    redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
+      'output', w.output, 'error', w.error, 'message', w.message)
   end
   redis.call('EXPIRE', record, ttl)
-  redis.call('EXPIRE', pointer_prefix .. w.j, ttl)
-  redis.call('XADD', events, '*', 'e', w.ev)
-  if w.dl ~= '' then
-    redis.call('XADD', prefix .. 'dlq', '*', 'm', redis.call('HGET', record, 'msg') or '', 'reason', w.dl,
-      'error', w.er, 'attempts', w.a, 'at', now, 'worker', worker)
+  redis.call('EXPIRE', pointer_prefix .. w.job_id, ttl)
+  redis.call('XADD', events, '*', 'e', w.event)
+  if w.dead_letter_reason ~= '' then
+    redis.call('XADD', prefix .. 'dlq', '*', 'm', redis.call('HGET', record, 'msg') or '',
+      'reason', w.dead_letter_reason, 'error', w.error, 'attempts', w.attempt, 'at', now, 'worker', worker)
     counts.dead_lettered = counts.dead_lettered + 1
   end
-  if w.st == 'Succeeded' then
+  if w.state == 'Succeeded' then
     counts.completed = counts.completed + 1
-    duration = duration + tonumber(w.d)
-  elseif w.st == 'Failed' then
+    duration = duration + tonumber(w.duration)
+  elseif w.state == 'Failed' then
     counts.failed = counts.failed + 1
-    duration = duration + tonumber(w.d)
+    duration = duration + tonumber(w.duration)
   else
     counts.cancelled = counts.cancelled + 1
   end
@@ -61,62 +74,61 @@ local function finish(w, stream, record)
 end
 
 local function retry(w, stream, record)
-  ack(stream, w.e)
-  if redis.call('HGET', record, 'entry') ~= w.e then
+  if not settle_attempt(w, stream, record) then
     return 0
   end
-  redis.call('HSET', record, 'state', 'Queued', 'updated_at', now, 'error', w.er, 'message', w.m, 'entry', '')
+  redis.call('HSET', record, 'state', 'Queued', 'updated_at', now, 'error', w.error, 'message', w.message, 'entry', '')
   redis.call('ZADD', prefix .. 'delayed', w.due, redis.call('HGET', record, 'msg'))
-  redis.call('XADD', events, '*', 'e', w.ev)
+  redis.call('XADD', events, '*', 'e', w.event)
   counts.retried = counts.retried + 1
   return 1
 end
 
 local function requeue(w, stream, record)
-  local pending = redis.call('XPENDING', stream, group, w.e, w.e, 1)
+  local pending = redis.call('XPENDING', stream, group, w.entry, w.entry, 1)
   if #pending == 0 or pending[1][2] ~= worker then
     return 0
   end
   local rec = redis.call('HMGET', record, 'state', 'entry', 'msg', 'attempts', 'uid', 'namespace', 'pool', 'handler')
-  ack(stream, w.e)
+  ack(stream, w.entry)
   local state = rec[1]
-  if not state or rec[2] ~= w.e or state == 'Succeeded' or state == 'Failed' or state == 'Cancelled' then
+  if not state or rec[2] ~= w.entry or state == 'Succeeded' or state == 'Failed' or state == 'Cancelled' then
     return ''
   end
-  local new_id = redis.call('XADD', stream, '*', 'v', '1', 'm', rec[3], 'j', w.j, 'u', rec[5], 'h', rec[8])
+  local new_id = redis.call('XADD', stream, '*', 'v', '1', 'm', rec[3], 'j', w.job_id, 'u', rec[5], 'h', rec[8])
   local attempts = tonumber(rec[4]) or 0
-  if w.u == '1' and state == 'Running' and attempts > 0 then
+  if w.uncount and state == 'Running' and attempts > 0 then
     attempts = attempts - 1
   end
   redis.call('HSET', record, 'state', 'Queued', 'entry', new_id, 'attempts', attempts,
-    'updated_at', now, 'message', w.m)
+    'updated_at', now, 'message', w.message)
   if state == 'Running' then
-    redis.call('XADD', events, '*', 'e', cjson.encode({job_id = w.j, uid = rec[5], namespace = rec[6],
-      pool = rec[7], state = 'Queued', attempt = attempts, worker = worker, at = tonumber(now), message = w.m}))
+    redis.call('XADD', events, '*', 'e', cjson.encode({job_id = w.job_id, uid = rec[5], namespace = rec[6],
+      pool = rec[7], state = 'Queued', attempt = attempts, worker = worker, at = tonumber(now), message = w.message}))
   end
   return new_id
 end
 
 local function progress(w, record)
   local rec = redis.call('HMGET', record, 'entry', 'state')
-  if rec[1] ~= w.e or rec[2] ~= 'Running' then
+  if rec[1] ~= w.entry or rec[2] ~= 'Running' then
     return 0
   end
-  redis.call('HSET', record, 'progress', w.p, 'message', w.m, 'updated_at', now)
-  redis.call('XADD', events, '*', 'e', w.ev)
+  redis.call('HSET', record, 'progress', w.progress, 'message', w.message, 'updated_at', now)
+  redis.call('XADD', events, '*', 'e', w.event)
   return 1
 end
 
 for i, w in ipairs(writes) do
-  local stream = KEYS[w.s]
-  local record = prefix .. 'job:' .. w.j
-  if w.k == 'finish' then
+  local stream = KEYS[w.stream]
+  local record = prefix .. 'job:' .. w.job_id
+  if w.kind == 'finish' then
     results[i] = finish(w, stream, record)
-  elseif w.k == 'retry' then
+  elseif w.kind == 'retry' then
     results[i] = retry(w, stream, record)
-  elseif w.k == 'requeue' then
+  elseif w.kind == 'requeue' then
     results[i] = requeue(w, stream, record)
-  elseif w.k == 'progress' then
+  elseif w.kind == 'progress' then
     results[i] = progress(w, record)
   else
     results[i] = 0

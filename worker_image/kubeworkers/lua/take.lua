@@ -6,16 +6,23 @@
 -- XREADGROUP and then calls mode 'given' with what that returned).
 --
 -- KEYS: the pool's job streams, highest priority first
--- ARGV[1] 'read' | 'given'   ARGV[2] group   ARGV[3] consumer   ARGV[4] count
--- ARGV[5] now   ARGV[6] pool key prefix 'kw:{ns/pool}:'   ARGV[7] events stream
--- ARGV[8] job->pool pointer prefix 'kw:{ns}:jobpool:'   ARGV[9] result TTL seconds
--- ARGV[10] default max attempts   ARGV[11] JSON {handler: max attempts}
--- ARGV[12..] mode 'given': stream index, entry id, message JSON, job id, uid, handler, ...
--- (job id, uid and handler are also stream fields j, u, h, so reading needs no JSON decoding;
--- entries without them are decoded)
+-- ARGV[1] mode: 'read' | 'given'
+-- ARGV[2] group: the consumer group
+-- ARGV[3] consumer: the worker taking the jobs
+-- ARGV[4] count: most entries to read (mode 'read')
+-- ARGV[5] now: unix seconds
+-- ARGV[6] prefix: the pool's key prefix 'kw:{ns/pool}:'
+-- ARGV[7] events: the events stream
+-- ARGV[8] pointer_prefix: the job->pool pointer prefix 'kw:{ns}:jobpool:'
+-- ARGV[9] result_ttl: seconds a finished record is kept
+-- ARGV[10] default_max_attempts: attempts of a job whose handler is unknown here
+-- ARGV[11] handler_max_attempts: JSON {handler: max attempts}
+-- ARGV[12..] given: mode 'given', per entry: stream, entry, message, job_id, uid, handler
+-- (stream is the 1-based index into KEYS; job id, uid and handler are also stream fields
+-- j, u, h, so reading needs no JSON decoding; entries without them are decoded)
 --
--- Returns a flat list, six items per entry: stream index, entry id, message JSON,
--- verdict, attempt, max attempts. Verdicts:
+-- Returns a flat list, per entry: stream, entry, message, verdict, attempt, max_attempts
+-- Verdicts:
 --   run        the worker runs attempt `attempt` (record now Running)
 --   gone       no record (deleted): entry dropped
 --   stale      the record belongs to another incarnation (uid): entry dropped
