@@ -3,22 +3,26 @@
 ``Client`` blocks; ``AsyncClient`` is its asyncio twin. Both write exactly the
 :class:`~kubeworkers.protocol.JobMessage` the operator writes for Job custom
 resources, through the same idempotent enqueue script.
+
+Each operation is written once, as a plan of :class:`_Jobs` (see :mod:`kubeworkers.redis_ops`);
+``AsyncClient`` awaits it and ``Client`` runs it blocking, so the two cannot behave differently.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import random
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
-from kubeworkers import queue
+from kubeworkers import queue, redis_ops
 from kubeworkers.protocol import JobMessage, JobRecord, Priority
+from kubeworkers.redis_ops import Join, Pause, Plan, Start
 from kubeworkers.registry import Registry
 from kubeworkers.registry import registry as default_registry
 
@@ -27,6 +31,17 @@ Input = BaseModel | dict[str, Any] | None
 #: Polling intervals of ``wait``: start fast for short jobs, back off for long ones.
 WAIT_FIRST_POLL = 0.005
 WAIT_MAX_POLL = 0.25
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def poll_delays(first: float = WAIT_FIRST_POLL, most: float = WAIT_MAX_POLL) -> Iterator[float]:
+    """The pauses between polls of ``wait``: doubling from ``first`` up to ``most``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, most)
 
 
 class InvalidInputError(ValueError):
@@ -101,149 +116,12 @@ class _Builder:
         )
 
 
-class AsyncClient:
-    """Submit and inspect jobs from asyncio code. Use ``async with AsyncClient(url) as c: ...``."""
+class _Jobs:
+    """The SDK's operations as plans: what both clients do, written once."""
 
-    def __init__(
-        self,
-        redis_url: str | None = None,
-        namespace: str = "default",
-        *,
-        connection: aioredis.Redis | None = None,
-        registry: Registry | None = None,
-    ) -> None:
-        if connection is None and redis_url is None:
-            raise ValueError("give a redis_url or a connection")
-        self.redis: aioredis.Redis = connection or aioredis.Redis.from_url(str(redis_url))
-        self._owns_connection = connection is None
+    def __init__(self, namespace: str, registry: Registry) -> None:
         self.namespace = namespace
-        self._build = _Builder(namespace, registry if registry is not None else default_registry)
-
-    async def submit(
-        self,
-        pool: str,
-        handler: str,
-        input: Input = None,
-        *,
-        priority: Priority | str = Priority.NORMAL,
-        timeout: float | None = None,  # noqa: ASYNC109 - the job's time limit, not this call's
-        max_attempts: int | None = None,
-        job_id: str | None = None,
-    ) -> str:
-        """Enqueue one job; returns its id. Submitting the same ``job_id`` again enqueues nothing."""
-        msg = self._build.message(
-            pool, handler, input, priority=priority, timeout=timeout, max_attempts=max_attempts, job_id=job_id
-        )
-        await queue.enqueue(self.redis, msg)
-        return msg.job_id
-
-    async def submit_many(
-        self,
-        pool: str,
-        handler: str,
-        inputs: Iterable[Input],
-        *,
-        priority: Priority | str = Priority.NORMAL,
-        timeout: float | None = None,  # noqa: ASYNC109 - the jobs' time limit, not this call's
-        max_attempts: int | None = None,
-        job_ids: Sequence[str] | None = None,
-    ) -> list[str]:
-        """Enqueue many jobs of one handler in pipelined round trips; returns their ids in order."""
-        values = list(inputs)
-        if job_ids is not None and len(job_ids) != len(values):
-            raise ValueError(f"{len(job_ids)} job ids for {len(values)} inputs")
-        ids: list[str] = []
-        sending: asyncio.Task[list[bool]] | None = None
-        try:
-            for start in range(0, len(values), queue.ENQUEUE_CHUNK):
-                chunk = [
-                    self._build.message(
-                        pool, handler, v, priority=priority, timeout=timeout, max_attempts=max_attempts,
-                        job_id=job_ids[start + i] if job_ids is not None else None,
-                    )
-                    for i, v in enumerate(values[start : start + queue.ENQUEUE_CHUNK])
-                ]
-                ids.extend(m.job_id for m in chunk)
-                # One chunk in flight while the next is built: Redis and Python work at the
-                # same time, and chunks still arrive in order.
-                if sending is not None:
-                    await sending
-                sending = asyncio.create_task(queue.enqueue_many(self.redis, chunk))
-            if sending is not None:
-                await sending
-        finally:
-            if sending is not None and not sending.done():
-                sending.cancel()
-        return ids
-
-    async def _pool(self, job_id: str, pool: str | None) -> str | None:
-        return pool or await queue.find_pool(self.redis, self.namespace, job_id)
-
-    async def get(self, job_id: str, *, pool: str | None = None) -> JobRecord | None:
-        """The job's record (state, attempts, progress, output, error...), or None."""
-        found = await self._pool(job_id, pool)
-        if found is None:
-            return None
-        return await queue.get_record(self.redis, self.namespace, found, job_id)
-
-    async def wait(
-        self,
-        job_id: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - mirrors Client.wait; also raises TimeoutError
-        *,
-        pool: str | None = None,
-    ) -> JobRecord:
-        """Wait until the job has finished and return its record.
-
-        Raises :class:`TimeoutError` after ``timeout`` seconds and
-        :class:`JobNotFoundError` when the job does not exist.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poll = WAIT_FIRST_POLL
-        while True:
-            record = await self.get(job_id, pool=pool)
-            if record is None:
-                raise JobNotFoundError(job_id)
-            if record.state.finished:
-                return record
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {record.state.value} after {timeout}s")
-            await asyncio.sleep(poll)
-            poll = min(poll * 2, WAIT_MAX_POLL)
-
-    async def cancel(self, job_id: str, *, pool: str | None = None) -> bool:
-        """Cancel a queued or running job; False if it is unknown or already finished."""
-        found = await self._pool(job_id, pool)
-        return found is not None and await queue.cancel(self.redis, self.namespace, found, job_id)
-
-    async def aclose(self) -> None:
-        if self._owns_connection:
-            await self.redis.aclose()
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class Client:
-    """Blocking twin of :class:`AsyncClient`: ``Client(url).submit("pool", "handler", {...})``."""
-
-    def __init__(
-        self,
-        redis_url: str | None = None,
-        namespace: str = "default",
-        *,
-        connection: redis.Redis | None = None,
-        registry: Registry | None = None,
-    ) -> None:
-        if connection is None and redis_url is None:
-            raise ValueError("give a redis_url or a connection")
-        self.redis: redis.Redis = connection or redis.Redis.from_url(str(redis_url))
-        self._owns_connection = connection is None
-        self.namespace = namespace
-        self._build = _Builder(namespace, registry if registry is not None else default_registry)
+        self._build = _Builder(namespace, registry)
 
     def submit(
         self,
@@ -255,12 +133,12 @@ class Client:
         timeout: float | None = None,
         max_attempts: int | None = None,
         job_id: str | None = None,
-    ) -> str:
+    ) -> Plan[str]:
         """Enqueue one job; returns its id. Submitting the same ``job_id`` again enqueues nothing."""
         msg = self._build.message(
             pool, handler, input, priority=priority, timeout=timeout, max_attempts=max_attempts, job_id=job_id
         )
-        queue.enqueue_sync(self.redis, msg)
+        yield from queue.enqueue_plan([msg])
         return msg.job_id
 
     def submit_many(
@@ -273,48 +151,153 @@ class Client:
         timeout: float | None = None,
         max_attempts: int | None = None,
         job_ids: Sequence[str] | None = None,
-    ) -> list[str]:
+    ) -> Plan[list[str]]:
         """Enqueue many jobs of one handler in pipelined round trips; returns their ids in order."""
         values = list(inputs)
         if job_ids is not None and len(job_ids) != len(values):
             raise ValueError(f"{len(job_ids)} job ids for {len(values)} inputs")
-        msgs = [
-            self._build.message(
-                pool, handler, v, priority=priority, timeout=timeout, max_attempts=max_attempts,
-                job_id=job_ids[i] if job_ids is not None else None,
-            )
-            for i, v in enumerate(values)
-        ]
-        queue.enqueue_many_sync(self.redis, msgs)
-        return [m.job_id for m in msgs]
+        ids: list[str] = []
+        sending: Any = None
+        for start in range(0, len(values), queue.ENQUEUE_CHUNK):
+            chunk = [
+                self._build.message(
+                    pool, handler, v, priority=priority, timeout=timeout, max_attempts=max_attempts,
+                    job_id=job_ids[start + i] if job_ids is not None else None,
+                )
+                for i, v in enumerate(values[start : start + queue.ENQUEUE_CHUNK])
+            ]
+            ids.extend(m.job_id for m in chunk)
+            # One chunk in flight while the next is built: Redis and Python work at the
+            # same time (when awaited), and chunks still arrive in order.
+            if sending is not None:
+                yield Join(sending)
+            sending = yield Start(queue.enqueue_plan(chunk))
+        if sending is not None:
+            yield Join(sending)
+        return ids
 
-    def _pool(self, job_id: str, pool: str | None) -> str | None:
-        return pool or queue.find_pool_sync(self.redis, self.namespace, job_id)
+    def _pool(self, job_id: str, pool: str | None) -> Plan[str | None]:
+        if pool:
+            return pool
+        found = yield from queue.pool_plan(self.namespace, job_id)
+        return found
 
-    def get(self, job_id: str, *, pool: str | None = None) -> JobRecord | None:
-        """The job's record, or None."""
-        found = self._pool(job_id, pool)
-        return None if found is None else queue.get_record_sync(self.redis, self.namespace, found, job_id)
+    def get(self, job_id: str, *, pool: str | None = None) -> Plan[JobRecord | None]:
+        """The job's record (state, attempts, progress, output, error...), or None."""
+        found = yield from self._pool(job_id, pool)
+        if found is None:
+            return None
+        record = yield from queue.record_plan(self.namespace, found, job_id)
+        return record
 
-    def wait(self, job_id: str, timeout: float | None = None, *, pool: str | None = None) -> JobRecord:
-        """Block until the job has finished; see :meth:`AsyncClient.wait`."""
+    def wait(self, job_id: str, timeout: float | None = None, *, pool: str | None = None) -> Plan[JobRecord]:
+        """Wait until the job has finished and return its record.
+
+        Raises :class:`TimeoutError` after ``timeout`` seconds and
+        :class:`JobNotFoundError` when the job does not exist.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        poll = WAIT_FIRST_POLL
-        while True:
-            record = self.get(job_id, pool=pool)
+        for delay in poll_delays():
+            record = yield from self.get(job_id, pool=pool)
             if record is None:
                 raise JobNotFoundError(job_id)
             if record.state.finished:
                 return record
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {record.state.value} after {timeout}s")
-            time.sleep(poll)
-            poll = min(poll * 2, WAIT_MAX_POLL)
+            yield Pause(delay)
+        raise AssertionError("poll_delays() never ends")
 
-    def cancel(self, job_id: str, *, pool: str | None = None) -> bool:
+    def cancel(self, job_id: str, *, pool: str | None = None) -> Plan[bool]:
         """Cancel a queued or running job; False if it is unknown or already finished."""
-        found = self._pool(job_id, pool)
-        return found is not None and queue.cancel_sync(self.redis, self.namespace, found, job_id)
+        found = yield from self._pool(job_id, pool)
+        if found is None:
+            return False
+        cancelled = yield from queue.cancel_plan(self.namespace, found, job_id)
+        return cancelled
+
+
+def _awaited(
+    op: Callable[Concatenate[_Jobs, P], Plan[T]],
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
+    """An ``AsyncClient`` method that awaits the plan of ``op``."""
+
+    @functools.wraps(op)
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await redis_ops.run(self.redis, op(self._jobs, *args, **kwargs))
+
+    return method
+
+
+def _blocking(op: Callable[Concatenate[_Jobs, P], Plan[T]]) -> Callable[Concatenate[Client, P], T]:
+    """A ``Client`` method that runs the plan of ``op`` to its end."""
+
+    @functools.wraps(op)
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return redis_ops.run_sync(self.redis, op(self._jobs, *args, **kwargs))
+
+    return method
+
+
+C = TypeVar("C", redis.Redis, aioredis.Redis)
+
+
+class _Client(Generic[C]):
+    """What both clients hold: a connection (their own, or one given), a namespace, a registry."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        namespace: str = "default",
+        *,
+        connection: C | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        if connection is None and redis_url is None:
+            raise ValueError("give a redis_url or a connection")
+        self.redis: C = connection if connection is not None else self._connect(str(redis_url))
+        self._owns_connection = connection is None
+        self.namespace = namespace
+        self._jobs = _Jobs(namespace, registry if registry is not None else default_registry)
+
+    def _connect(self, url: str) -> C:
+        raise NotImplementedError
+
+
+class AsyncClient(_Client[aioredis.Redis]):
+    """Submit and inspect jobs from asyncio code. Use ``async with AsyncClient(url) as c: ...``."""
+
+    def _connect(self, url: str) -> aioredis.Redis:
+        return aioredis.Redis.from_url(url)
+
+    submit = _awaited(_Jobs.submit)
+    submit_many = _awaited(_Jobs.submit_many)
+    get = _awaited(_Jobs.get)
+    wait = _awaited(_Jobs.wait)
+    cancel = _awaited(_Jobs.cancel)
+
+    async def aclose(self) -> None:
+        if self._owns_connection:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Client(_Client[redis.Redis]):
+    """Blocking twin of :class:`AsyncClient`: ``Client(url).submit("pool", "handler", {...})``."""
+
+    def _connect(self, url: str) -> redis.Redis:
+        return redis.Redis.from_url(url)
+
+    submit = _blocking(_Jobs.submit)
+    submit_many = _blocking(_Jobs.submit_many)
+    get = _blocking(_Jobs.get)
+    wait = _blocking(_Jobs.wait)
+    cancel = _blocking(_Jobs.cancel)
 
     def close(self) -> None:
         if self._owns_connection:

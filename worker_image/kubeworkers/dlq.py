@@ -9,7 +9,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel
 
-from kubeworkers import scripts
+from kubeworkers import redis_ops, scripts
 from kubeworkers.protocol import EVENTS_STREAM, JobError, JobMessage, PoolKeys
 
 
@@ -70,13 +70,12 @@ def replay(r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None) -> list
     for entry_id, fields in entries:
         dead = _parse(entry_id, fields)
         msg = dead.message
-        new_id = scripts.call_sync(
-            r,
+        new_id = redis_ops.run_sync(r, scripts.call_plan(
             "replay",
             [keys.dead_letter, keys.stream(msg.priority), keys.record(msg.job_id), keys.cancel(msg.job_id),
              EVENTS_STREAM],
             [dead.id, msg.model_dump_json(), now],
-        )
+        ))
         if new_id:
             replayed.append(msg.job_id)
     return replayed

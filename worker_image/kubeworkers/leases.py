@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 
-from kubeworkers import scripts, wire
+from kubeworkers import redis_ops, scripts, wire
 from kubeworkers.outbox import settle
-from kubeworkers.protocol import WORKER_GROUP, JobMessage, PoolKeys, WorkerHeartbeat
+from kubeworkers.protocol import DEFAULT_RESULT_TTL, WORKER_GROUP, JobMessage, PoolKeys, WorkerHeartbeat
 
 log = logging.getLogger("kubeworkers.leases")
 
@@ -40,19 +40,14 @@ async def ensure_groups(r: aioredis.Redis, keys: PoolKeys) -> None:
 
 async def renew(r: aioredis.Redis, consumer: str, held: dict[str, list[str]]) -> set[str]:
     """Renew the leases on ``held`` (stream -> entry ids); returns the ids this consumer lost."""
-    calls: list[tuple[str, list[str]]] = []
+    calls: list[tuple[str, Sequence[str], Sequence[wire.Arg]]] = []
     for stream, ids in held.items():
         for start in range(0, len(ids), RENEW_CHUNK):
-            calls.append((stream, ids[start : start + RENEW_CHUNK]))
+            calls.append(("renew", [stream], [WORKER_GROUP, consumer, *ids[start : start + RENEW_CHUNK]]))
     if not calls:
         return set()
-
-    def build(pipe: object) -> None:
-        for stream, ids in calls:
-            scripts.evalsha(pipe, "renew", [stream], [WORKER_GROUP, consumer, *ids])
-
     lost: set[str] = set()
-    for reply in await scripts.pipelined(r, build):
+    for reply in await redis_ops.run(r, scripts.pipeline_plan(calls)):
         lost.update(_text(x) for x in reply or [])
     return lost
 
@@ -65,7 +60,7 @@ async def requeue(
     *,
     uncount_attempt: bool,
     message: str,
-    result_ttl: int = 7 * 24 * 3600,
+    result_ttl: int = DEFAULT_RESULT_TTL,
 ) -> list[str | None]:
     """Hand entries (stream index 1-based, entry id, job id) held by ``owner`` back to their streams.
 

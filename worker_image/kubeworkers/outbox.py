@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from kubeworkers import scripts, wire
 from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, PoolKeys, job_pool_prefix
+from kubeworkers.redis_ops import TRANSIENT_ERRORS
 
 log = logging.getLogger("kubeworkers.outbox")
 
@@ -78,11 +78,7 @@ class Outbox:
                 batch = batch[:BATCH]
                 try:
                     results = await self._settle(batch)
-                except NoScriptError:
-                    await self.redis.script_load(scripts.script("settle").source)
-                    self._writes = batch + self._writes
-                    continue
-                except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                except TRANSIENT_ERRORS as exc:
                     log.warning(f"writing job results failed, retrying: {exc}")
                     # Progress reports are not worth replaying; everything else is.
                     self._writes = [w for w in batch if w.body["kind"] != "progress"] + self._writes
@@ -108,14 +104,8 @@ async def settle(
     r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, bodies: list[wire.Write]
 ) -> list[Any]:
     """Apply writes (see :mod:`kubeworkers.wire`) in one script call; one result per write."""
-    s = scripts.script("settle")
     argv = wire.settle_args(
         group=WORKER_GROUP, now=repr(time.time()), prefix=keys.prefix, events=EVENTS_STREAM,
         pointer_prefix=job_pool_prefix(keys.namespace), result_ttl=result_ttl, worker=worker, writes=bodies,
     )
-    try:
-        reply = await r.evalsha(s.sha, len(keys.streams), *keys.streams, *argv)
-    except NoScriptError:
-        await r.script_load(s.source)
-        reply = await r.evalsha(s.sha, len(keys.streams), *keys.streams, *argv)
-    return list(reply)
+    return list(await scripts.call(r, "settle", keys.streams, argv))

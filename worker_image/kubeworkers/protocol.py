@@ -25,6 +25,8 @@ OPERATOR_GROUP = "operator"
 EVENTS_STREAM = "kw:events"
 #: Pub/sub channel on which cancellations are announced (payload: record key).
 CANCEL_CHANNEL = "kw:cancel"
+#: Seconds a finished job's record (and its cancel flag) is kept before Redis expires it.
+DEFAULT_RESULT_TTL = 7 * 24 * 3600
 
 
 class Priority(enum.StrEnum):

@@ -1,8 +1,9 @@
 """Enqueue, cancel, inspect and delete jobs: the queue operations the SDK and the operator share.
 
-Every function takes a ``redis.asyncio.Redis``; the ``*_sync`` twins take a
-``redis.Redis``. Writes are Lua scripts (``lua/*.lua``) so that each one is
-atomic: a job record and its stream entry are created together or not at all.
+Each operation is written once, as a plan (:mod:`kubeworkers.redis_ops`): ``enqueue(r, msg)``
+awaits it on a ``redis.asyncio.Redis``, ``enqueue_sync(r, msg)`` runs the same plan on a
+``redis.Redis``. Writes are Lua scripts (``lua/*.lua``) so that each one is atomic: a job
+record and its stream entry are created together or not at all.
 
 The operator calls these with ``job_id = "<namespace>/<name>"`` and
 ``uid = metadata.uid`` of the Job custom resource.
@@ -12,14 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from kubeworkers import scripts, wire
+from kubeworkers import redis_ops, scripts, wire
 from kubeworkers.protocol import (
     CANCEL_CHANNEL,
+    DEFAULT_RESULT_TTL,
     EVENTS_STREAM,
     JobMessage,
     JobRecord,
@@ -27,23 +28,69 @@ from kubeworkers.protocol import (
     job_pool_key,
     job_pool_prefix,
 )
-
-#: Seconds a finished job's record (and its cancel flag) is kept before Redis expires it.
-DEFAULT_RESULT_TTL = 7 * 24 * 3600
+from kubeworkers.redis_ops import Command, Plan
 
 #: Messages per enqueue script call in :func:`enqueue_many` (bounds the time Redis spends in one call).
 ENQUEUE_CHUNK = 500
 
 
-def _enqueue_call(msgs: Sequence[JobMessage]) -> tuple[list[str], list[wire.Arg]]:
-    """One enqueue script call for messages of a single pool."""
+# --------------------------------------------------------------------------- the operations, once
+
+
+def enqueue_plan(msgs: Iterable[JobMessage]) -> Plan[list[bool]]:
+    """Enqueue messages (any pools) with one script call per pool and :data:`ENQUEUE_CHUNK` jobs, all
+    in one round trip; True per message that was new. Idempotent, so repeated on connection errors."""
+    pending = list(msgs)
+    calls: list[tuple[str, Sequence[str], Sequence[wire.Arg]]] = []
+    positions: list[list[int]] = []
+    for where, group in _by_pool(pending):
+        for start in range(0, len(group), ENQUEUE_CHUNK):
+            calls.append(("enqueue", [], _enqueue_argv(group[start : start + ENQUEUE_CHUNK])))
+            positions.append(where[start : start + ENQUEUE_CHUNK])
+    results = [False] * len(pending)
+    if calls:
+        replies = yield from scripts.pipeline_plan(calls, idempotent=True)
+        for at, reply in zip(positions, replies, strict=True):
+            for i, flag in zip(at, reply, strict=True):
+                results[i] = bool(flag)
+    return results
+
+
+def cancel_plan(namespace: str, pool: str, job_id: str, result_ttl: int = DEFAULT_RESULT_TTL) -> Plan[bool]:
+    """See :func:`cancel`."""
+    keys = PoolKeys(namespace, pool)
+    reply = yield from scripts.call_plan(
+        "cancel",
+        [keys.record(job_id), keys.cancel(job_id), EVENTS_STREAM, job_pool_key(namespace, job_id)],
+        [repr(time.time()), CANCEL_CHANNEL, result_ttl],
+    )
+    return bool(reply)
+
+
+def record_plan(namespace: str, pool: str, job_id: str) -> Plan[JobRecord | None]:
+    """See :func:`get_record`."""
+    raw = yield Command("hgetall", PoolKeys(namespace, pool).record(job_id))
+    return JobRecord.from_hash(raw) if raw else None
+
+
+def pool_plan(namespace: str, job_id: str) -> Plan[str | None]:
+    """See :func:`find_pool`."""
+    raw = yield Command("get", job_pool_key(namespace, job_id))
+    return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+
+
+def delete_plan(namespace: str, pool: str, job_id: str) -> Plan[None]:
+    """See :func:`delete_job`."""
+    keys = PoolKeys(namespace, pool)
+    yield Command("delete", keys.record(job_id), keys.cancel(job_id), job_pool_key(namespace, job_id))
+
+
+def _enqueue_argv(msgs: Sequence[JobMessage]) -> list[wire.Arg]:
+    """``enqueue.lua``'s arguments for messages of a single pool."""
     first = msgs[0]
     keys = PoolKeys(first.namespace, first.pool)
-    return (
-        [],
-        [repr(time.time()), keys.prefix, job_pool_prefix(first.namespace), first.pool,
-         *(m.model_dump_json() for m in msgs)],
-    )
+    return [repr(time.time()), keys.prefix, job_pool_prefix(first.namespace), first.pool,
+            *(m.model_dump_json() for m in msgs)]
 
 
 def _by_pool(msgs: Sequence[JobMessage]) -> list[tuple[list[int], list[JobMessage]]]:
@@ -54,21 +101,6 @@ def _by_pool(msgs: Sequence[JobMessage]) -> list[tuple[list[int], list[JobMessag
         positions.append(i)
         group.append(m)
     return list(groups.values())
-
-
-def _cancel_call(
-    namespace: str, pool: str, job_id: str, result_ttl: int
-) -> tuple[list[str], list[wire.Arg]]:
-    keys = PoolKeys(namespace, pool)
-    return (
-        [keys.record(job_id), keys.cancel(job_id), EVENTS_STREAM, job_pool_key(namespace, job_id)],
-        [repr(time.time()), CANCEL_CHANNEL, result_ttl],
-    )
-
-
-def _delete_keys(namespace: str, pool: str, job_id: str) -> list[str]:
-    keys = PoolKeys(namespace, pool)
-    return [keys.record(job_id), keys.cancel(job_id), job_pool_key(namespace, job_id)]
 
 
 # --------------------------------------------------------------------------- async
@@ -83,40 +115,13 @@ async def enqueue(r: aioredis.Redis, msg: JobMessage) -> bool:
     created again under the same name). Being idempotent, the call is retried
     on connection errors (e.g. after a Redis restart).
     """
-    keys, argv = _enqueue_call([msg])
-    return bool((await scripts.call(r, "enqueue", keys, argv, idempotent=True))[0])
+    [enqueued] = await redis_ops.run(r, enqueue_plan([msg]))
+    return enqueued
 
 
 async def enqueue_many(r: aioredis.Redis, msgs: Iterable[JobMessage]) -> list[bool]:
     """:func:`enqueue` for many messages: one script call per pool and 500 jobs, all pipelined."""
-    pending = list(msgs)
-    calls, positions = _plan(pending)
-    if not calls:
-        return []
-
-    def build(pipe: object) -> None:
-        for keys, argv in calls:
-            scripts.evalsha(pipe, "enqueue", keys, argv)
-
-    return _unplan(len(pending), positions, await scripts.pipelined(r, build, idempotent=True))
-
-
-def _plan(msgs: Sequence[JobMessage]) -> tuple[list[tuple[list[str], list[wire.Arg]]], list[list[int]]]:
-    calls: list[tuple[list[str], list[wire.Arg]]] = []
-    positions: list[list[int]] = []
-    for where, group in _by_pool(msgs):
-        for start in range(0, len(group), ENQUEUE_CHUNK):
-            calls.append(_enqueue_call(group[start : start + ENQUEUE_CHUNK]))
-            positions.append(where[start : start + ENQUEUE_CHUNK])
-    return calls, positions
-
-
-def _unplan(n: int, positions: list[list[int]], replies: list[Any]) -> list[bool]:
-    results = [False] * n
-    for where, reply in zip(positions, replies, strict=True):
-        for i, flag in zip(where, reply, strict=True):
-            results[i] = bool(flag)
-    return results
+    return await redis_ops.run(r, enqueue_plan(msgs))
 
 
 async def cancel(
@@ -128,20 +133,17 @@ async def cancel(
     told through :data:`~kubeworkers.protocol.CANCEL_CHANNEL` and records
     Cancelled when its handler has stopped.
     """
-    keys, argv = _cancel_call(namespace, pool, job_id, result_ttl)
-    return bool(await scripts.call(r, "cancel", keys, argv))
+    return await redis_ops.run(r, cancel_plan(namespace, pool, job_id, result_ttl))
 
 
 async def get_record(r: aioredis.Redis, namespace: str, pool: str, job_id: str) -> JobRecord | None:
     """The job's record, or None when there is none (never enqueued, expired or deleted)."""
-    raw = await r.hgetall(PoolKeys(namespace, pool).record(job_id))
-    return JobRecord.from_hash(raw) if raw else None
+    return await redis_ops.run(r, record_plan(namespace, pool, job_id))
 
 
 async def find_pool(r: aioredis.Redis, namespace: str, job_id: str) -> str | None:
     """The pool a job was enqueued to (from the job->pool pointer), or None."""
-    raw = await r.get(job_pool_key(namespace, job_id))
-    return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+    return await redis_ops.run(r, pool_plan(namespace, job_id))
 
 
 async def delete_job(r: aioredis.Redis, namespace: str, pool: str, job_id: str) -> None:
@@ -150,52 +152,41 @@ async def delete_job(r: aioredis.Redis, namespace: str, pool: str, job_id: str) 
     A stream entry still waiting for this job is skipped by the worker that
     reads it, because its record is gone.
     """
-    await r.delete(*_delete_keys(namespace, pool, job_id))
+    await redis_ops.run(r, delete_plan(namespace, pool, job_id))
 
 
-# --------------------------------------------------------------------------- sync twins
+# --------------------------------------------------------------------------- blocking twins
 
 
 def enqueue_sync(r: redis.Redis, msg: JobMessage) -> bool:
     """Blocking twin of :func:`enqueue`."""
-    keys, argv = _enqueue_call([msg])
-    return bool(scripts.call_sync(r, "enqueue", keys, argv, idempotent=True)[0])
+    [enqueued] = redis_ops.run_sync(r, enqueue_plan([msg]))
+    return enqueued
 
 
 def enqueue_many_sync(r: redis.Redis, msgs: Iterable[JobMessage]) -> list[bool]:
     """Blocking twin of :func:`enqueue_many`."""
-    pending = list(msgs)
-    calls, positions = _plan(pending)
-    if not calls:
-        return []
-
-    def build(pipe: object) -> None:
-        for keys, argv in calls:
-            scripts.evalsha(pipe, "enqueue", keys, argv)
-
-    return _unplan(len(pending), positions, scripts.pipelined_sync(r, build, idempotent=True))
+    return redis_ops.run_sync(r, enqueue_plan(msgs))
 
 
 def cancel_sync(
     r: redis.Redis, namespace: str, pool: str, job_id: str, *, result_ttl: int = DEFAULT_RESULT_TTL
 ) -> bool:
     """Blocking twin of :func:`cancel`."""
-    keys, argv = _cancel_call(namespace, pool, job_id, result_ttl)
-    return bool(scripts.call_sync(r, "cancel", keys, argv))
+    return redis_ops.run_sync(r, cancel_plan(namespace, pool, job_id, result_ttl))
 
 
 def get_record_sync(r: redis.Redis, namespace: str, pool: str, job_id: str) -> JobRecord | None:
     """Blocking twin of :func:`get_record`."""
-    raw = r.hgetall(PoolKeys(namespace, pool).record(job_id))
-    return JobRecord.from_hash(raw) if raw else None
+    return redis_ops.run_sync(r, record_plan(namespace, pool, job_id))
 
 
 def find_pool_sync(r: redis.Redis, namespace: str, job_id: str) -> str | None:
     """Blocking twin of :func:`find_pool`."""
-    raw = r.get(job_pool_key(namespace, job_id))
-    return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+    return redis_ops.run_sync(r, pool_plan(namespace, job_id))
 
 
 def delete_job_sync(r: redis.Redis, namespace: str, pool: str, job_id: str) -> None:
     """Blocking twin of :func:`delete_job`."""
-    r.delete(*_delete_keys(namespace, pool, job_id))
+    redis_ops.run_sync(r, delete_plan(namespace, pool, job_id))
+

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from kubeworkers.protocol import DEFAULT_RESULT_TTL
+
 
 def default_worker_name() -> str:
     """``POD_NAME`` in a pod, else ``<hostname>-<pid>`` (several workers may share a host)."""
@@ -48,7 +50,7 @@ class WorkerSettings:
     #: KUBEWORKERS_BLOCK_MS: longest a blocking read waits before the loop looks around again.
     block_ms: int = 1000
     #: KUBEWORKERS_RESULT_TTL: seconds a finished job's record is kept.
-    result_ttl: int = 7 * 24 * 3600
+    result_ttl: int = DEFAULT_RESULT_TTL
     #: KUBEWORKERS_MAX_BACKOFF: cap on one retry delay, seconds.
     max_backoff: float = 300.0
     #: KUBEWORKERS_PROMOTE_SECONDS: how often due retries are moved back to the streams.

@@ -33,9 +33,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubeworkers import leases, logs, scripts, wire
 from kubeworkers.attempts import (
@@ -63,6 +61,7 @@ from kubeworkers.protocol import (
     WorkerHeartbeat,
     job_pool_prefix,
 )
+from kubeworkers.redis_ops import TRANSIENT_ERRORS
 from kubeworkers.registry import DEFAULT_MAX_ATTEMPTS, HandlerSpec, Registry
 from kubeworkers.registry import registry as default_registry
 from kubeworkers.settings import WorkerSettings
@@ -77,9 +76,6 @@ TAKE_BATCH = 64
 
 #: Longest the final write of results may take on shutdown.
 FINAL_FLUSH_SECONDS = 30.0
-
-#: Redis errors a loop survives by waiting and trying again.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 class Worker:
@@ -190,7 +186,7 @@ class Worker:
             try:
                 await self.redis.ping()
                 return True
-            except TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning(f"redis not reachable, retrying: {exc}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
@@ -239,7 +235,7 @@ class Worker:
                 log.exception("read failed")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
-            except TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning(f"read failed, retrying: {exc}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
@@ -551,7 +547,7 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_seconds)
             try:
                 await self._beat()
-            except TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning(f"heartbeat failed: {exc}")
             except ResponseError:
                 log.exception("heartbeat failed")
@@ -566,7 +562,7 @@ class Worker:
                     await leases.forget_dead_workers(
                         self.redis, self.keys, self.settings.lease_seconds, self.name
                     )
-            except TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning(f"reaper failed: {exc}")
             except ResponseError:
                 log.exception("reaper failed")
@@ -577,7 +573,7 @@ class Worker:
             logs.flush()  # log lines are buffered; an idle worker still shows them promptly
             try:
                 await leases.promote(self.redis, self.keys)
-            except TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning(f"promoting retries failed: {exc}")
 
     async def _cancel_listener(self) -> None:
@@ -593,7 +589,7 @@ class Worker:
                     job = self._by_record.get(data.decode() if isinstance(data, bytes) else str(data))
                     if job is not None:
                         self._stop_job(job, "cancelled")
-            except TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning(f"cancel subscription lost, resubscribing: {exc}")
                 await asyncio.sleep(0.5)
             finally:
@@ -615,7 +611,7 @@ class Worker:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        with contextlib.suppress(*TRANSIENT):
+        with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.redis.hset(self.keys.workers, self.name, self._heartbeat().model_dump_json())
         tasks = [j.task for j in self._running.values() if j.task is not None]
         if tasks:
@@ -645,7 +641,7 @@ class Worker:
             self._heartbeats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeats
-        with contextlib.suppress(*TRANSIENT):
+        with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.redis.hdel(self.keys.workers, self.name)
             for stream in self.streams:
                 info = await self.redis.xpending_range(stream, WORKER_GROUP, "-", "+", 1, consumername=self.name)
@@ -662,7 +658,7 @@ class Worker:
                     continue
                 ids = {p["message_id"].decode() for p in pending}
                 entries: Any = await self.redis.xrange(stream, min(ids), max(ids))
-            except TRANSIENT:
+            except TRANSIENT_ERRORS:
                 return
             triples: list[tuple[int, str, str]] = []
             for entry_id, fields in entries:

@@ -1,0 +1,90 @@
+"""The one retry policy and the one poll schedule the blocking and asyncio callers share, stepped by hand."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import redis
+from kubeworkers import client, redis_ops, scripts
+from kubeworkers.redis_ops import Command, Pause, Plan
+from redis.exceptions import NoScriptError
+
+
+def step(plan: Plan[Any], reply: Any = None, error: Exception | None = None) -> Any:
+    """Resume a plan once: its next step, or ('done', value)."""
+    try:
+        return plan.throw(error) if error is not None else plan.send(reply)
+    except StopIteration as end:
+        return ("done", end.value)
+
+
+def test_a_script_unknown_to_redis_is_loaded_and_called_again() -> None:
+    plan = scripts.call_plan("cancel", ["k"], ["a"])
+    first = next(plan)
+    assert isinstance(first, Command) and first.method == "evalsha"
+    load = step(plan, error=NoScriptError("NOSCRIPT"))
+    assert isinstance(load, Command) and load.method == "script_load"
+    again = step(plan)
+    assert isinstance(again, Command) and again.method == "evalsha" and again.args == first.args
+    assert step(plan, reply=1) == ("done", 1)
+
+
+def test_an_idempotent_call_is_repeated_after_connection_errors_with_growing_pauses() -> None:
+    plan = scripts.call_plan("enqueue", [], ["a"], idempotent=True)
+    next(plan)
+    pauses = []
+    for _ in range(redis_ops.RETRY.retries):
+        pause = step(plan, error=redis.ConnectionError("gone"))
+        assert isinstance(pause, Pause)
+        pauses.append(pause.seconds)
+        assert isinstance(step(plan), Command)
+    assert pauses == sorted(pauses) and pauses[0] > 0
+    with pytest.raises(redis.ConnectionError):
+        step(plan, error=redis.ConnectionError("still gone"))
+
+
+def test_a_call_that_is_not_idempotent_is_never_repeated_after_a_connection_error() -> None:
+    plan = scripts.call_plan("cancel", ["k"], [])
+    next(plan)
+    with pytest.raises(redis.TimeoutError):
+        step(plan, error=redis.TimeoutError("no answer"))
+
+
+def test_wait_polls_fast_at_first_then_backs_off_to_a_ceiling() -> None:
+    delays = list(itertools.islice(client.poll_delays(), 12))
+    assert delays[0] == client.WAIT_FIRST_POLL
+    assert delays == sorted(delays) and delays[-1] == client.WAIT_MAX_POLL
+
+
+class FakeSync:
+    """A blocking connection that answers ``get`` from a dict."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+
+def test_the_blocking_driver_runs_started_plans_at_once_and_hands_back_their_errors() -> None:
+    def failing() -> Plan[None]:
+        yield Command("get", "x")
+        raise ValueError("bad chunk")
+
+    def plan() -> Plan[Any]:
+        ok = yield redis_ops.Start(iter_value("a"))
+        bad = yield redis_ops.Start(failing())
+        first = yield redis_ops.Join(ok)
+        try:
+            yield redis_ops.Join(bad)
+        except ValueError as exc:
+            return first, str(exc)
+        return first, None
+
+    def iter_value(key: str) -> Plan[Any]:
+        value = yield Command("get", key)
+        return value
+
+    assert redis_ops.run_sync(FakeSync({"a": 1}), plan()) == (1, "bad chunk")  # type: ignore[arg-type]

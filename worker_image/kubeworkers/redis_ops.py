@@ -1,0 +1,207 @@
+"""Redis operations written once, run awaited or blocking; the one retry policy and transient-error list.
+
+An operation is a *plan*: a generator that yields steps (:class:`Command`, :class:`Pipeline`,
+:class:`Pause`, :class:`Start`/:class:`Join`) and is sent each step's reply, or has the step's
+error thrown in where it yielded. :func:`run` carries a plan out on a ``redis.asyncio.Redis``,
+:func:`run_sync` on a ``redis.Redis``. So ``queue``'s functions and their ``*_sync`` twins, and
+the SDK's ``AsyncClient`` and ``Client``, share one body per operation, and every repeatable
+call is repeated by :func:`retried` under the same :class:`RetryPolicy`.
+
+The plans themselves do no I/O, so they can be read (and tested) as plain Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+T = TypeVar("T")
+
+#: Errors that say "Redis could not be reached or did not answer in time", not "the request was
+#: wrong": a caller may wait and try again. (redis-py's async client raises the same classes.)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+class Command:
+    """One Redis command, by redis-py method name: ``Command("hgetall", key)``."""
+
+    __slots__ = ("args", "kwargs", "method")
+
+    def __init__(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self.method = method
+        self.args = args
+        self.kwargs = kwargs
+
+    def send(self, r: Any) -> Any:
+        """Issue the command on ``r`` (a client or a pipeline): the reply, or an awaitable of it."""
+        return getattr(r, self.method)(*self.args, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"Command({self.method!r}, ...)"
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Commands sent in one round trip (not a transaction); the reply is the list of their replies."""
+
+    commands: Sequence[Command]
+
+    def send(self, r: Any) -> Any:
+        pipe = r.pipeline(transaction=False)
+        for command in self.commands:
+            command.send(pipe)
+        return pipe.execute()
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait ``seconds`` (``asyncio.sleep`` or ``time.sleep``, by driver)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Begin another plan without waiting for it; the reply is a handle for :class:`Join`.
+
+    Awaited, the plan runs concurrently with the rest (e.g. one chunk of a bulk submit is in
+    flight while the next is built); blocking, it simply runs to the end first.
+    """
+
+    plan: Generator[Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Wait for a started plan; the reply is its result (or its error is raised)."""
+
+    handle: Any
+
+
+Step = Command | Pipeline | Pause | Start | Join
+Plan = Generator[Step, Any, T]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an operation that is safe to repeat is repeated after a transient error."""
+
+    #: Repeats after the first failure.
+    retries: int = 3
+    #: Seconds before repeat ``n`` is ``n * delay``.
+    delay: float = 0.1
+
+    def pause(self, failures: int) -> float:
+        return self.delay * failures
+
+
+#: The one retry policy of the SDK and the queue operations (a Redis restart leaves pooled
+#: sockets dead: the first call after it fails, the next one reconnects).
+RETRY = RetryPolicy()
+
+
+def retried(
+    step: Callable[[], Step],
+    *,
+    idempotent: bool,
+    reload: Callable[[], Step] | None = None,
+    policy: RetryPolicy = RETRY,
+) -> Plan[Any]:
+    """Send ``step()`` until it answers: after ``NOSCRIPT`` once ``reload()`` has run (a script
+    that was not known did not run, so this is always safe), and after a transient error only
+    if the step is ``idempotent``; each at most ``policy.retries`` times."""
+    failures = 0
+    while True:
+        try:
+            return (yield step())
+        except NoScriptError:
+            failures += 1
+            if reload is None or failures > policy.retries:
+                raise
+            yield reload()
+        except (redis.ConnectionError, redis.TimeoutError):
+            failures += 1
+            if not idempotent or failures > policy.retries:
+                raise
+            yield Pause(policy.pause(failures))
+
+
+# --------------------------------------------------------------------------- drivers
+
+
+@dataclass(slots=True)
+class _Done:
+    """A plan :class:`Start`-ed by the blocking driver: it has already finished."""
+
+    value: Any = None
+    error: Exception | None = None
+
+
+def _advance(plan: Plan[Any], reply: Any, error: Exception | None) -> Step | StopIteration:
+    """Resume ``plan`` with a reply (or an error): its next step, or its end."""
+    try:
+        return plan.throw(error) if error is not None else plan.send(reply)
+    except StopIteration as end:
+        return end
+
+
+async def run(r: aioredis.Redis, plan: Plan[T]) -> T:
+    """Carry out ``plan`` on an asyncio client."""
+    started: list[asyncio.Future[Any]] = []
+    reply: Any = None
+    error: Exception | None = None
+    try:
+        while not isinstance(step := _advance(plan, reply, error), StopIteration):
+            reply, error = None, None
+            try:
+                if isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, Start):
+                    reply = asyncio.ensure_future(run(r, step.plan))
+                    started.append(reply)
+                elif isinstance(step, Join):
+                    reply = await step.handle
+                else:
+                    reply = await step.send(r)
+            except Exception as exc:
+                error = exc
+        return step.value  # type: ignore[no-any-return]
+    finally:
+        for future in started:
+            future.cancel()
+        plan.close()
+
+
+def run_sync(r: redis.Redis, plan: Plan[T]) -> T:
+    """Carry out ``plan`` on a blocking client."""
+    reply: Any = None
+    error: Exception | None = None
+    try:
+        while not isinstance(step := _advance(plan, reply, error), StopIteration):
+            reply, error = None, None
+            try:
+                if isinstance(step, Pause):
+                    time.sleep(step.seconds)
+                elif isinstance(step, Start):
+                    try:
+                        reply = _Done(value=run_sync(r, step.plan))
+                    except Exception as exc:
+                        reply = _Done(error=exc)
+                elif isinstance(step, Join):
+                    if step.handle.error is not None:
+                        raise step.handle.error
+                    reply = step.handle.value
+                else:
+                    reply = step.send(r)
+            except Exception as exc:
+                error = exc
+        return step.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
