@@ -107,6 +107,26 @@ def test_nonsensical_policies_are_refused(option: str, value: float) -> None:
         reg.handler("h", **{option: value})(h)  # type: ignore[arg-type]
 
 
+def test_a_misspelt_option_is_an_import_time_error_naming_the_known_ones() -> None:
+    reg = Registry()
+
+    async def h(inp: Inp) -> None: ...
+
+    with pytest.raises(RegistryError, match=r"timout.*known: max_attempts, retry_backoff, timeout"):
+        reg.handler("h", timout=5)(h)  # type: ignore[call-arg]
+
+
+def test_the_module_decorator_and_apps_take_the_same_options_as_a_registry() -> None:
+    reg = Registry()
+    app = App("app", registry=reg)
+
+    @app.handler("h", timeout=2, max_attempts=4, retry_backoff=0.5)
+    async def h(inp: Inp) -> None: ...
+
+    spec = reg["app.h"]
+    assert (spec.timeout, spec.max_attempts, spec.retry_backoff) == (2.0, 4, 0.5)
+
+
 def test_settings_come_from_the_environment_and_flags_override_them() -> None:
     env = {
         "KUBEWORKERS_REDIS_URL": "redis://r:6379/1", "KUBEWORKERS_POOL": "p", "KUBEWORKERS_IMPORT": "a.b, c",

@@ -14,7 +14,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from pydantic import BaseModel
 
@@ -25,6 +25,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Defaults of a handler registered without options.
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BACKOFF = 1.0
+
+
+class Policy(TypedDict, total=False):
+    """The options of ``@handler(name, **policy)``; each one the handler does not set has its default."""
+
+    #: Seconds one attempt may run before it is cancelled and fails with ``Timeout`` (default None: no limit).
+    timeout: float | None
+    #: Attempts before the job fails for good and is dead-lettered (default :data:`DEFAULT_MAX_ATTEMPTS`).
+    max_attempts: int
+    #: Seconds before the first retry, doubled per attempt, with jitter (default :data:`DEFAULT_RETRY_BACKOFF`).
+    retry_backoff: float
 
 
 class RegistryError(Exception):
@@ -81,7 +92,7 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def inspect_handler(name: str, func: Callable[..., Any], **policy: Any) -> HandlerSpec:
+def inspect_handler(name: str, func: Callable[..., Any], **policy: Unpack[Policy]) -> HandlerSpec:
     """Check ``func``'s signature and build its :class:`HandlerSpec` (raises :class:`RegistryError`)."""
     if not callable(func):
         raise RegistryError(f"handler {name!r}: {func!r} is not callable")
@@ -105,6 +116,10 @@ def inspect_handler(name: str, func: Callable[..., Any], **policy: Any) -> Handl
                 "the input model nor a JobContext"
             )
     ret = hints.get("return")
+    unknown = sorted(set(policy) - Policy.__optional_keys__)
+    if unknown:
+        raise RegistryError(f"handler {name!r}: unknown option(s) {', '.join(unknown)}; known: "
+                            f"{', '.join(sorted(Policy.__optional_keys__))}")
     timeout = policy.get("timeout")
     max_attempts = int(policy.get("max_attempts", DEFAULT_MAX_ATTEMPTS))
     retry_backoff = float(policy.get("retry_backoff", DEFAULT_RETRY_BACKOFF))
@@ -148,24 +163,18 @@ class Registry:
         self._handlers[spec.name] = spec
         return spec
 
-    def handler(
-        self,
-        name: str,
-        *,
-        timeout: float | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
-    ) -> Callable[[F], F]:
-        """Decorator registering a function as handler ``name`` in this registry."""
+    def handler(self, name: str, **policy: Unpack[Policy]) -> Callable[[F], F]:
+        """Decorator registering a function as handler ``name`` in this registry.
+
+        ``timeout``: seconds one attempt may run (None: unlimited). ``max_attempts``:
+        attempts before the job goes to the dead-letter stream. ``retry_backoff``:
+        seconds before the first retry, doubled per attempt, with jitter (see :class:`Policy`).
+        """
         if not name or any(c.isspace() for c in name):
             raise RegistryError(f"handler name {name!r} must be non-empty and contain no spaces")
 
         def decorate(func: F) -> F:
-            self.add(
-                inspect_handler(
-                    name, func, timeout=timeout, max_attempts=max_attempts, retry_backoff=retry_backoff
-                )
-            )
+            self.add(inspect_handler(name, func, **policy))
             return func
 
         return decorate
@@ -194,20 +203,8 @@ default_registry = Registry()
 registry = default_registry
 
 
-def handler(
-    name: str,
-    *,
-    timeout: float | None = None,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    retry_backoff: float = DEFAULT_RETRY_BACKOFF,
-) -> Callable[[F], F]:
-    """Register a function as the handler ``name``.
-
-    ``timeout``: seconds one attempt may run (None: unlimited). ``max_attempts``:
-    attempts before the job goes to the dead-letter stream. ``retry_backoff``:
-    seconds before the first retry, doubled per attempt, with jitter.
-    """
-    return registry.handler(name, timeout=timeout, max_attempts=max_attempts, retry_backoff=retry_backoff)
+#: ``@handler(name, **policy)``: register a function as handler ``name`` in the process-wide registry.
+handler = default_registry.handler
 
 
 class App:
@@ -223,18 +220,9 @@ class App:
     def qualified(self, name: str) -> str:
         return f"{self.name}.{name}"
 
-    def handler(
-        self,
-        name: str,
-        *,
-        timeout: float | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
-    ) -> Callable[[F], F]:
-        """Register a function as handler ``<app>.<name>``."""
-        return self.registry.handler(
-            self.qualified(name), timeout=timeout, max_attempts=max_attempts, retry_backoff=retry_backoff
-        )
+    def handler(self, name: str, **policy: Unpack[Policy]) -> Callable[[F], F]:
+        """Register a function as handler ``<app>.<name>`` (options: :class:`Policy`)."""
+        return self.registry.handler(self.qualified(name), **policy)
 
 
 def import_modules(modules: list[str] | str) -> list[str]:
