@@ -1,10 +1,9 @@
-"""The handler registry and the worker settings: pure logic."""
+"""The handler registry: pure logic."""
 
 from __future__ import annotations
 
 import pytest
 from kubeworkers import App, DuplicateHandlerError, JobContext, Registry, RegistryError
-from kubeworkers.settings import WorkerSettings, settings_from
 from pydantic import BaseModel
 
 
@@ -125,26 +124,3 @@ def test_the_module_decorator_and_apps_take_the_same_options_as_a_registry() -> 
 
     spec = reg["app.h"]
     assert (spec.timeout, spec.max_attempts, spec.retry_backoff) == (2.0, 4, 0.5)
-
-
-def test_settings_come_from_the_environment_and_flags_override_them() -> None:
-    env = {
-        "KUBEWORKERS_REDIS_URL": "redis://r:6379/1", "KUBEWORKERS_POOL": "p", "KUBEWORKERS_IMPORT": "a.b, c",
-        "KUBEWORKERS_CONCURRENCY": "7", "KUBEWORKERS_SHUTDOWN_GRACE": "12.5", "KUBEWORKERS_METRICS_PORT": "0",
-        "POD_NAME": "pod-1",
-    }
-    s = settings_from(env, concurrency=3, namespace=None)
-    assert (s.redis_url, s.pool, s.imports, s.concurrency) == ("redis://r:6379/1", "p", ["a.b", "c"], 3)
-    assert (s.shutdown_grace, s.metrics_port, s.worker_name, s.namespace) == (12.5, 0, "pod-1", "default")
-
-
-def test_heartbeat_defaults_to_a_sixth_of_a_short_lease() -> None:
-    assert WorkerSettings(pool="p", lease_seconds=6).heartbeat_seconds == 1.0
-    assert WorkerSettings(pool="p").heartbeat_seconds == 5.0
-
-
-def test_a_heartbeat_slower_than_half_the_lease_is_refused() -> None:
-    with pytest.raises(ValueError, match="heartbeat"):
-        WorkerSettings(pool="p", lease_seconds=2, heartbeat_seconds=1.5).validate()
-    with pytest.raises(ValueError, match="pool"):
-        WorkerSettings().validate()

@@ -15,19 +15,18 @@ import redis
 from kubeworkers import dlq, logs
 from kubeworkers.protocol import PoolKeys
 from kubeworkers.registry import import_modules, registry
-from kubeworkers.settings import ENV, WorkerSettings, settings_from
+from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
+
+#: The settings the commands other than ``worker`` take.
+CONNECTION = ("redis_url", "namespace", "pool")
 
 
-def _imports(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [m.strip() for v in values for m in v.split(",") if m.strip()]
+def _imports(values: list[str] | None) -> list[str]:
+    return [m.strip() for v in values or [] for m in v.split(",") if m.strip()]
 
 
-def _connection_args(p: argparse.ArgumentParser, pool_required: bool = True) -> None:
-    p.add_argument("--redis-url", help=f"Redis URL (env {ENV['redis_url']})")
-    p.add_argument("--namespace", help=f"namespace of the pool (env {ENV['namespace']}, default 'default')")
-    p.add_argument("--pool", help=f"the WorkerPool (env {ENV['pool']})")
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    add_flags(p, CONNECTION)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,20 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     w = sub.add_parser("worker", help="run a worker for a pool (flags override environment variables)")
-    _connection_args(w)
-    w.add_argument("--import", dest="imports", action="append",
-                   help=f"module(s) defining handlers; repeatable or comma-separated (env {ENV['imports']})")
-    w.add_argument("--concurrency", type=int, help=f"jobs at once (env {ENV['concurrency']}, default 10)")
-    w.add_argument("--shutdown-grace", type=float,
-                   help=f"seconds to finish in-flight jobs after SIGTERM (env {ENV['shutdown_grace']})")
-    w.add_argument("--metrics-port", type=int,
-                   help=f"/metrics, /healthz, /readyz port; 0 = ephemeral, -1 = off (env {ENV['metrics_port']})")
-    w.add_argument("--lease-seconds", type=float, help=f"job lease (env {ENV['lease_seconds']}, default 30)")
-    w.add_argument("--heartbeat-seconds", type=float,
-                   help=f"lease renewal interval (env {ENV['heartbeat_seconds']}, default 5)")
-    w.add_argument("--name", dest="worker_name", help="consumer name (env POD_NAME, default hostname-pid)")
-    w.add_argument("--log-level", help=f"env {ENV['log_level']}, default INFO")
-    w.add_argument("--log-format", choices=["json", "text"], help=f"env {ENV['log_format']}, default json")
+    add_flags(w)
 
     h = sub.add_parser("handlers", help="list registered handlers with their input JSON Schema")
     h.add_argument("--import", dest="imports", action="append", required=True)
@@ -75,22 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=float, help="wait up to this many seconds and print the record")
 
     g = sub.add_parser("get", help="print a job's record as JSON")
-    _connection_args(g, pool_required=False)
+    _connection_args(g)
     g.add_argument("job_id")
     return parser
 
 
 def _settings(args: argparse.Namespace) -> WorkerSettings:
-    return settings_from(
-        redis_url=args.redis_url,
-        namespace=args.namespace,
-        pool=args.pool,
-        **({"imports": _imports(args.imports)} if getattr(args, "imports", None) else {}),
-        **{k: getattr(args, k, None) for k in (
-            "concurrency", "shutdown_grace", "metrics_port", "lease_seconds", "heartbeat_seconds",
-            "worker_name", "log_level", "log_format",
-        )},
-    )
+    return settings_from(**flag_values(args))
 
 
 async def _serve(settings: WorkerSettings) -> None:
@@ -117,7 +94,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_handlers(args: argparse.Namespace) -> int:
-    import_modules(_imports(args.imports) or [])
+    import_modules(_imports(args.imports))
     described = [spec.describe() for spec in registry]
     if args.json:
         print(json.dumps(described, indent=2))
@@ -135,7 +112,7 @@ def cmd_handlers(args: argparse.Namespace) -> int:
 
 
 def _redis(args: argparse.Namespace) -> tuple[redis.Redis, WorkerSettings]:
-    settings = settings_from(redis_url=args.redis_url, namespace=args.namespace, pool=args.pool)
+    settings = _settings(args)
     return redis.Redis.from_url(settings.redis_url), settings
 
 

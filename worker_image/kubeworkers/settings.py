@@ -1,15 +1,20 @@
-"""Worker settings: one dataclass, filled from command-line flags over environment variables.
+"""Worker settings: one dataclass, each field declared once with its environment variable, flag and help.
 
-A pod sets the environment (the operator's Deployment builder does); tests and
-humans mostly use flags. Every field documents its variable.
+A pod sets the environment (the operator's Deployment builder does); tests and humans mostly
+use flags. Both come from the same declaration (:func:`setting`): :func:`settings_from` reads
+the variables, :func:`add_flags` builds the ``kubeworkers worker`` flags, so every setting has a
+flag and a variable by construction. ``tests/unit/test_worker_settings.py`` checks the table in
+``docs/handlers.md`` against them.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from kubeworkers.protocol import DEFAULT_RESULT_TTL
@@ -20,45 +25,101 @@ def default_worker_name() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Setting:
+    """How one field of :class:`WorkerSettings` is set from outside."""
+
+    env: str
+    flag: str
+    help: str
+    #: What the docs and ``--help`` say the default is, when the field's default is not it.
+    default_text: str | None = None
+    choices: tuple[str, ...] | None = None
+    #: ``kubeworkers worker`` refuses to start without it.
+    required: bool = False
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    env: str,
+    flag: str,
+    help: str,
+    default_factory: Callable[[], Any] | Any = MISSING,
+    default_text: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    required: bool = False,
+) -> Any:
+    """A :class:`WorkerSettings` field with its variable, flag and help."""
+    meta = {"setting": Setting(env, flag, help, default_text, choices, required)}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class WorkerSettings:
     """How one worker process connects, what it runs and how it holds its jobs."""
 
-    #: KUBEWORKERS_REDIS_URL: the Redis holding the pool's streams.
-    redis_url: str = "redis://localhost:6379/0"
-    #: KUBEWORKERS_NAMESPACE: Kubernetes namespace of the pool.
-    namespace: str = "default"
-    #: KUBEWORKERS_POOL: the WorkerPool this worker serves (required).
-    pool: str = ""
-    #: KUBEWORKERS_IMPORT: modules defining handlers (comma-separated in the variable).
-    imports: list[str] = field(default_factory=list)
-    #: KUBEWORKERS_CONCURRENCY: jobs run at once by this process.
-    concurrency: int = 10
-    #: KUBEWORKERS_SHUTDOWN_GRACE: seconds in-flight jobs may take to finish after SIGTERM.
-    shutdown_grace: float = 25.0
-    #: KUBEWORKERS_METRICS_PORT: port of /metrics, /healthz, /readyz (0: ephemeral, -1: off).
-    metrics_port: int = 9100
-    #: KUBEWORKERS_METRICS_HOST: address the metrics server binds.
-    metrics_host: str = "0.0.0.0"  # probes and Prometheus reach the pod IP
-    #: POD_NAME, else hostname-pid: consumer name in the group and key in the worker registry.
-    worker_name: str = field(default_factory=default_worker_name)
-    #: KUBEWORKERS_LEASE_SECONDS: a job held this long without a heartbeat is given to another worker.
-    lease_seconds: float = 30.0
-    #: KUBEWORKERS_HEARTBEAT_SECONDS: how often leases and the registry entry are renewed
-    #: (0: automatic, ``min(5, lease / 6)``).
-    heartbeat_seconds: float = 0.0
-    #: KUBEWORKERS_BLOCK_MS: longest a blocking read waits before the loop looks around again.
-    block_ms: int = 1000
-    #: KUBEWORKERS_RESULT_TTL: seconds a finished job's record is kept.
-    result_ttl: int = DEFAULT_RESULT_TTL
-    #: KUBEWORKERS_MAX_BACKOFF: cap on one retry delay, seconds.
-    max_backoff: float = 300.0
-    #: KUBEWORKERS_PROMOTE_SECONDS: how often due retries are moved back to the streams.
-    promote_seconds: float = 0.25
-    #: KUBEWORKERS_LOG_LEVEL
-    log_level: str = "INFO"
-    #: KUBEWORKERS_LOG_FORMAT: 'json' (one object per line) or 'text'.
-    log_format: str = "json"
+    redis_url: str = setting(
+        "redis://localhost:6379/0", env="KUBEWORKERS_REDIS_URL", flag="--redis-url",
+        help="the Redis holding the pool's streams",
+    )
+    namespace: str = setting(
+        "default", env="KUBEWORKERS_NAMESPACE", flag="--namespace", help="Kubernetes namespace of the pool",
+    )
+    pool: str = setting(
+        "", env="KUBEWORKERS_POOL", flag="--pool", help="the WorkerPool this worker serves", required=True,
+    )
+    imports: list[str] = setting(  # noqa: RUF009 - setting() is dataclasses.field() with metadata
+        env="KUBEWORKERS_IMPORT", flag="--import", default_factory=list, default_text="",
+        help="modules defining handlers (the flag is repeatable; both take comma-separated lists)",
+    )
+    concurrency: int = setting(10, env="KUBEWORKERS_CONCURRENCY", flag="--concurrency", help="jobs run at once")
+    shutdown_grace: float = setting(
+        25.0, env="KUBEWORKERS_SHUTDOWN_GRACE", flag="--shutdown-grace",
+        help="seconds in-flight jobs may take to finish after SIGTERM",
+    )
+    metrics_port: int = setting(
+        9100, env="KUBEWORKERS_METRICS_PORT", flag="--metrics-port",
+        help="port of /metrics, /healthz and /readyz (0: ephemeral, -1: off)",
+    )
+    # Probes and Prometheus reach the pod IP.
+    metrics_host: str = setting(
+        "0.0.0.0", env="KUBEWORKERS_METRICS_HOST", flag="--metrics-host", help="address the metrics server binds",
+    )
+    worker_name: str = setting(
+        env="POD_NAME", flag="--name", default_factory=default_worker_name, default_text="hostname-pid",
+        help="consumer name in the group and key in the worker registry",
+    )
+    lease_seconds: float = setting(
+        30.0, env="KUBEWORKERS_LEASE_SECONDS", flag="--lease-seconds",
+        help="a job held this long without a heartbeat is given to another worker",
+    )
+    heartbeat_seconds: float = setting(
+        0.0, env="KUBEWORKERS_HEARTBEAT_SECONDS", flag="--heartbeat-seconds", default_text="min(5, lease/6)",
+        help="how often leases and the registry entry are renewed (0: automatic)",
+    )
+    block_ms: int = setting(
+        1000, env="KUBEWORKERS_BLOCK_MS", flag="--block-ms",
+        help="longest a blocking read waits, in milliseconds, before the loop looks around again",
+    )
+    result_ttl: int = setting(
+        DEFAULT_RESULT_TTL, env="KUBEWORKERS_RESULT_TTL", flag="--result-ttl",
+        help="seconds a finished job's record is kept", default_text="604800 (7 days)",
+    )
+    max_backoff: float = setting(
+        300.0, env="KUBEWORKERS_MAX_BACKOFF", flag="--max-backoff", help="cap on one retry delay, seconds",
+    )
+    promote_seconds: float = setting(
+        0.25, env="KUBEWORKERS_PROMOTE_SECONDS", flag="--promote-seconds",
+        help="how often due retries are moved back to the streams",
+    )
+    log_level: str = setting("INFO", env="KUBEWORKERS_LOG_LEVEL", flag="--log-level", help="log level")
+    log_format: str = setting(
+        "json", env="KUBEWORKERS_LOG_FORMAT", flag="--log-format", choices=("json", "text"),
+        help="'json' (one object per line) or 'text'",
+    )
 
     def __post_init__(self) -> None:
         if not self.heartbeat_seconds:
@@ -84,48 +145,76 @@ class WorkerSettings:
         return max(0.05, min(self.heartbeat_seconds, self.lease_seconds / 10))
 
 
-ENV: dict[str, str] = {
-    "redis_url": "KUBEWORKERS_REDIS_URL",
-    "namespace": "KUBEWORKERS_NAMESPACE",
-    "pool": "KUBEWORKERS_POOL",
-    "imports": "KUBEWORKERS_IMPORT",
-    "concurrency": "KUBEWORKERS_CONCURRENCY",
-    "shutdown_grace": "KUBEWORKERS_SHUTDOWN_GRACE",
-    "metrics_port": "KUBEWORKERS_METRICS_PORT",
-    "metrics_host": "KUBEWORKERS_METRICS_HOST",
-    "lease_seconds": "KUBEWORKERS_LEASE_SECONDS",
-    "heartbeat_seconds": "KUBEWORKERS_HEARTBEAT_SECONDS",
-    "block_ms": "KUBEWORKERS_BLOCK_MS",
-    "result_ttl": "KUBEWORKERS_RESULT_TTL",
-    "max_backoff": "KUBEWORKERS_MAX_BACKOFF",
-    "promote_seconds": "KUBEWORKERS_PROMOTE_SECONDS",
-    "log_level": "KUBEWORKERS_LOG_LEVEL",
-    "log_format": "KUBEWORKERS_LOG_FORMAT",
-}
+def declared() -> dict[str, Setting]:
+    """Field name -> its :class:`Setting`, in declaration order."""
+    return {f.name: f.metadata["setting"] for f in fields(WorkerSettings)}
 
 
-def _convert(name: str, raw: str) -> Any:
-    default = WorkerSettings.__dataclass_fields__[name].type
-    if name == "imports":
-        return [m.strip() for m in raw.split(",") if m.strip()]
-    if default in ("int", int):
-        return int(raw)
-    if default in ("float", float):
-        return float(raw)
+#: Field name -> environment variable.
+ENV: dict[str, str] = {name: s.env for name, s in declared().items()}
+
+_TYPES: dict[str, Any] = typing.get_type_hints(WorkerSettings)
+
+
+def _split(raw: str) -> list[str]:
+    return [m.strip() for m in raw.split(",") if m.strip()]
+
+
+def _parse(name: str, raw: str) -> Any:
+    kind = _TYPES[name]
+    if kind == list[str]:
+        return _split(raw)
+    if kind in (int, float):
+        return kind(raw)
     return raw
+
+
+def default_text(name: str) -> str:
+    """The default of a setting as ``--help`` and the docs state it."""
+    s = declared()[name]
+    if s.required:
+        return "required"
+    if s.default_text is not None:
+        return s.default_text
+    f = WorkerSettings.__dataclass_fields__[name]
+    return f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+
+
+def add_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
+    """Add the flags of the settings ``names`` (all by default) to ``parser``; unset flags are None."""
+    table = declared()
+    for name in names if names is not None else table:
+        s = table[name]
+        default = default_text(name)
+        said = "required" if s.required else f"default {default}" if default else ""
+        text = f"{s.help} (env {s.env}{', ' + said if said else ''})"
+        kind = _TYPES[name]
+        if kind == list[str]:
+            parser.add_argument(s.flag, dest=name, action="append", help=text)
+        elif kind in (int, float):
+            parser.add_argument(s.flag, dest=name, type=kind, help=text)
+        else:
+            parser.add_argument(s.flag, dest=name, choices=s.choices, help=text)
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags (those :func:`add_flags` added and the user set)."""
+    values: dict[str, Any] = {}
+    for name in declared():
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = [m for v in value for m in _split(v)] if _TYPES[name] == list[str] else value
+    return values
 
 
 def settings_from(env: Mapping[str, str] | None = None, /, **overrides: Any) -> WorkerSettings:
     """Settings from environment variables, then ``overrides`` (flags; None means not given)."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    for f in fields(WorkerSettings):
-        var = ENV.get(f.name)
-        if var and env.get(var):
-            values[f.name] = _convert(f.name, env[var])
+    for name, s in declared().items():
+        if env.get(s.env):
+            values[name] = _parse(name, env[s.env])
     for name, value in overrides.items():
         if value is not None:
             values[name] = value
-    if "POD_NAME" in env and "worker_name" not in values:
-        values["worker_name"] = env["POD_NAME"]
     return WorkerSettings(**values)
