@@ -96,7 +96,10 @@ def test_extra_parameters_must_be_the_context_or_have_defaults() -> None:
         async def extra(inp: Inp, other: int) -> None: ...
 
 
-@pytest.mark.parametrize(("option", "value"), [("timeout", 0), ("max_attempts", 0), ("retry_backoff", -1)])
+@pytest.mark.parametrize(("option", "value"), [
+    ("timeout", 0), ("timeout", float("nan")), ("timeout", float("inf")), ("max_attempts", 0),
+    ("max_attempts", 10**30), ("retry_backoff", -1), ("retry_backoff", float("nan")),
+])
 def test_nonsensical_policies_are_refused(option: str, value: float) -> None:
     reg = Registry()
 

@@ -83,10 +83,10 @@ def test_settle_reads_no_write_field_its_header_does_not_declare() -> None:
 
 
 def test_encoded_writes_are_a_json_list_of_objects_with_readable_field_names() -> None:
-    write = wire.requeue(2, "1-0", "ns/j", "bye", uncount=True)
+    write = wire.requeue(2, "1-0", "ns/j", "bye", uncount=True, owner="w")
     [decoded] = json.loads(wire.encode_writes([write]))
     assert decoded == {"kind": "requeue", "stream": 2, "entry": "1-0", "job_id": "ns/j", "message": "bye",
-                       "uncount": True}
+                       "uncount": True, "owner": "w"}
     assert all(len(key) > 2 for key in decoded)
 
 
@@ -107,10 +107,10 @@ def test_given_entries_carry_the_fields_the_script_expects() -> None:
 
 def test_take_reply_is_parsed_in_the_order_the_script_returns_it() -> None:
     assert list(wire.Taken._fields) == listed_after(header("take"), "Returns a flat list, per entry:")
-    reply = [2, b"1-0", b"{}", b"run", 1, 3, 1, b"2-0", b"{}", b"gone", 0, 0]
+    reply = [2, b"1-0", b"j1", b"u1", b"h", b"{}", b"run", 1, 3, 1, b"2-0", b"", b"", b"", b"{}", b"bad", 0, 0]
     assert wire.parse_take(reply) == [
-        wire.Taken(2, "1-0", b"{}", wire.Verdict.RUN, 1, 3),
-        wire.Taken(1, "2-0", b"{}", wire.Verdict.GONE, 0, 0),
+        wire.Taken(2, "1-0", "j1", "u1", "h", b"{}", wire.Verdict.RUN, 1, 3),
+        wire.Taken(1, "2-0", "", "", "", b"{}", wire.Verdict.BAD, 0, 0),
     ]
 
 
@@ -120,8 +120,37 @@ def test_verdicts_are_the_ones_the_script_returns() -> None:
     assert listed == [v.value for v in wire.Verdict]
 
 
-@pytest.mark.parametrize("script", ["take", "settle"])
+# --------------------------------------------------------------------------- reap.lua
+
+
+def test_reap_args_are_the_scripts_argv_in_its_order() -> None:
+    names = argv_names("reap")
+    assert parameters(wire.reap_args) == names
+    assert wire.reap_args(**{n: n for n in names}) == names  # type: ignore[arg-type]
+
+
+def test_reap_reply_is_parsed_in_the_order_the_script_returns_it() -> None:
+    text = header("reap")
+    assert listed_after(text, "Returns a flat list:")[:2] == ["status", "wait_ms"]
+    assert list(wire.Claimed._fields) == listed_after(text, "per claimed entry:")
+    assert wire.parse_reap([b"claimed", 0, 1, b"1-0", b"j"]) == wire.Reaped("claimed", 0, [wire.Claimed(1, "1-0", "j")])
+
+
+def test_settle_results_that_are_errors_are_recognised() -> None:
+    assert wire.write_error(b"error: state must be a string") == "state must be a string"
+    assert wire.write_error(1) is None and wire.write_error(b"1-0") is None
+
+
+@pytest.mark.parametrize("script", ["take", "settle", "reap"])
 def test_script_bodies_read_no_argv_beyond_their_header(script: str) -> None:
-    body = (LUA_DIR / f"{script}.lua").read_text()
-    used = {int(n) for n in re.findall(r"ARGV\[(\d+)\]", body.split("\n\n", 1)[1])}
+    lines = (LUA_DIR / f"{script}.lua").read_text().splitlines()
+    body = "\n".join(line for line in lines if not line.startswith("--"))
+    used = {int(n) for n in re.findall(r"ARGV\[(\d+)\]", body)}
     assert used <= set(range(1, len(argv_names(script)) + 1))
+
+
+def test_enqueue_and_the_models_agree_on_the_most_attempts_a_job_may_have() -> None:
+    from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT
+
+    [limit] = re.findall(r"^local MAX_ATTEMPTS = (\d+)$", (LUA_DIR / "enqueue.lua").read_text(), re.M)
+    assert int(limit) == MAX_ATTEMPTS_LIMIT

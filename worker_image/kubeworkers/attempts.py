@@ -1,7 +1,7 @@
 """How an attempt ends, as data: the writes ``lua/settle.lua`` applies and the events they carry.
 
-Pure functions of a :class:`Delivery` and an outcome, so the retry arithmetic and the event
-shapes can be read (and tested) without Redis or an event loop.
+Pure functions of a :class:`Delivery` and an outcome, so the retry arithmetic, the size caps
+and the event shapes can be read (and tested) without Redis or an event loop.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from pydantic import BaseModel
 
 from kubeworkers import wire
 from kubeworkers.context import JobContext
+from kubeworkers.errors import cap_text
 from kubeworkers.protocol import JobError, JobMessage, JobState
 from kubeworkers.registry import DEFAULT_MAX_ATTEMPTS
+
+#: Characters of an over-limit output's JSON kept in its marker, so one can see what it was.
+PREVIEW_CHARS = 1000
 
 
 @dataclass(eq=False)
@@ -30,27 +34,40 @@ class Delivery:
     index: int
     entry: str
     stream: str
-    msg: JobMessage
+    job_id: str
+    uid: str
+    namespace: str
+    pool: str
+    handler: str
     record: str
+    #: The parsed message; None when it could not be read (``message_error`` says why).
+    msg: JobMessage | None = None
+    message_error: str | None = None
     attempt: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     task: asyncio.Task[None] | None = None
     ctx: JobContext | None = None
-    #: Why the worker stopped the handler: 'cancelled', 'shutdown' or 'lost'.
+    #: Why the worker stopped the handler: 'timeout', 'cancelled', 'shutdown' or 'lost'.
     stop_reason: str | None = None
+    #: The handler did not stop when told to: its ending is recorded, its slot freed, and
+    #: whatever it does later is ignored.
+    abandoned: bool = False
+    #: Monotonic time the attempt started; its time limit and retry policy, once known.
+    started_at: float = 0.0
+    timeout: float | None = None
+    retry_backoff: float | None = None
 
 
-def event_json(job: Delivery, state: JobState, worker: str, *, output_json: str = "", **extra: Any) -> str:
+def event_json(job: Delivery, state: JobState, worker: str, **extra: Any) -> str:
     """A :class:`~kubeworkers.protocol.JobEvent` as JSON, built without a model round trip.
 
-    ``output_json`` (already JSON) is spliced in as the ``output`` field, not encoded again.
+    A finished job's output is not in it: ``settle.lua`` splices it in from the write.
     """
-    m = job.msg
     body: dict[str, Any] = {
-        "job_id": m.job_id,
-        "uid": m.uid,
-        "namespace": m.namespace,
-        "pool": m.pool,
+        "job_id": job.job_id,
+        "uid": job.uid,
+        "namespace": job.namespace,
+        "pool": job.pool,
         "state": state.value,
         "attempt": job.attempt,
         "worker": worker,
@@ -59,10 +76,11 @@ def event_json(job: Delivery, state: JobState, worker: str, *, output_json: str 
     for key, value in extra.items():
         if value is not None:
             body[key] = value
-    text = json.dumps(body)
-    if output_json and output_json != "null":
-        text = f'{text[:-1]}, "output": {output_json}}}'
-    return text
+    return json.dumps(body)
+
+
+class InvalidOutputError(ValueError):
+    """A handler returned something that cannot be stored as JSON."""
 
 
 def output_of(result: Any) -> Any:
@@ -74,12 +92,45 @@ def output_of(result: Any) -> Any:
     raise TypeError(f"a handler must return a pydantic model, a dict or None, not {type(result).__name__}")
 
 
+@dataclass(frozen=True)
+class Output:
+    """A handler's output as stored: JSON text, and a note when it had to be replaced by a marker."""
+
+    json: str
+    note: str = ""
+
+
+def encode_output(result: Any, limit: int) -> Output:
+    """The output as JSON text, at most ``limit`` bytes.
+
+    Anything that is not JSON (an object, NaN or Infinity, a cycle, nesting too deep to encode)
+    raises :class:`InvalidOutputError`. An output over the limit is replaced by a marker object
+    ``{"truncated": true, "size_bytes": ..., "limit_bytes": ..., "preview": "<its first characters>"}``.
+    """
+    try:
+        text = json.dumps(output_of(result), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidOutputError(f"the output is not JSON: {cap_text(_describe(exc), 500)}") from None
+    size = len(text.encode())
+    if size <= limit:
+        return Output(text)
+    marker = {"truncated": True, "size_bytes": size, "limit_bytes": limit, "preview": text[:PREVIEW_CHARS]}
+    return Output(json.dumps(marker), note=f"output of {size} bytes is over the {limit}-byte limit; stored a marker")
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
+
+
 def backoff(
     retry_backoff: float, attempt: int, cap: float, rand: Callable[[], float] = random.random
 ) -> float:
     """Seconds to wait before retrying after ``attempt`` failed: ``retry_backoff * 2^(attempt-1)``,
     capped, then scaled by a random 50-100 % so a burst of failures does not retry in lockstep."""
-    base: float = min(cap, retry_backoff * 2.0 ** (attempt - 1))
+    base: float = min(cap, retry_backoff * 2.0 ** min(attempt - 1, 64))
     return base * (0.5 + 0.5 * rand())
 
 
@@ -100,18 +151,30 @@ def finish_write(
     error: JobError | None = None,
     message: str = "",
     dead_letter_reason: str = "",
+    ran: bool = True,
 ) -> wire.FinishWrite:
     """The write that ends a job: Succeeded, Failed (dead-lettered if a reason is given) or Cancelled."""
     err = error.model_dump(exclude_none=True) if error else None
     event = event_json(
-        job, state, worker, output_json=out_json, error=err, message=message or None,
+        job, state, worker, error=err, message=message or None,
         progress=1.0 if state is JobState.SUCCEEDED else None,
     )
     return wire.FinishWrite(
-        kind="finish", stream=job.index, entry=job.entry, job_id=job.msg.job_id, state=state.value,
+        kind="finish", stream=job.index, entry=job.entry, job_id=job.job_id, state=state.value,
         output=out_json, error=json.dumps(err) if err else "", message=message, duration=f"{duration:.6f}",
-        event=event, dead_letter_reason=dead_letter_reason, attempt=job.attempt,
+        ran=ran, event=event, dead_letter_reason=dead_letter_reason, attempt=job.attempt,
     )
+
+
+def unwritten_write(job: Delivery, worker: str, why: str, duration: float) -> wire.FinishWrite:
+    """The small write that fails a job whose own ending could not be written (e.g. Redis refused its size)."""
+    error = JobError(
+        type="ResultNotWritten", retryable=False,
+        message=cap_text(f"the result of attempt {job.attempt} could not be written to Redis: {why}"),
+    )
+    reason = failure_reason(error, job.attempt, job.max_attempts)
+    return finish_write(job, JobState.FAILED, worker, duration, error=error, message=reason,
+                        dead_letter_reason=reason)
 
 
 def retry_write(job: Delivery, worker: str, error: JobError, delay: float) -> tuple[wire.RetryWrite, str]:
@@ -122,21 +185,21 @@ def retry_write(job: Delivery, worker: str, error: JobError, delay: float) -> tu
     )
     err = error.model_dump(exclude_none=True)
     write = wire.RetryWrite(
-        kind="retry", stream=job.index, entry=job.entry, job_id=job.msg.job_id, due=f"{time.time() + delay:.6f}",
-        error=json.dumps(err), message=message,
+        kind="retry", stream=job.index, entry=job.entry, job_id=job.job_id, due=f"{time.time() + delay:.6f}",
+        error=json.dumps(err), message=message, attempt=job.attempt,
         event=event_json(job, JobState.QUEUED, worker, error=err, message=message),
     )
     return write, message
 
 
-def requeue_write(job: Delivery, message: str, *, uncount: bool) -> wire.RequeueWrite:
+def requeue_write(job: Delivery, message: str, *, uncount: bool, owner: str) -> wire.RequeueWrite:
     """The write that hands a delivery back to its stream (``uncount``: the attempt does not count)."""
-    return wire.requeue(job.index, job.entry, job.msg.job_id, message, uncount=uncount)
+    return wire.requeue(job.index, job.entry, job.job_id, message, uncount=uncount, owner=owner)
 
 
 def progress_write(job: Delivery, worker: str, fraction: float, message: str | None) -> wire.ProgressWrite:
     """The write that records a running job's progress."""
     return wire.ProgressWrite(
-        kind="progress", stream=job.index, entry=job.entry, job_id=job.msg.job_id, progress=repr(fraction),
+        kind="progress", stream=job.index, entry=job.entry, job_id=job.job_id, progress=repr(fraction),
         message=message or "", event=event_json(job, JobState.RUNNING, worker, progress=fraction, message=message),
     )

@@ -11,6 +11,7 @@ Each operation is written once, as a plan of :class:`_Jobs` (see :mod:`kubeworke
 from __future__ import annotations
 
 import functools
+import math
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -21,7 +22,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
 from kubeworkers import queue, redis_ops
-from kubeworkers.protocol import JobMessage, JobRecord, Priority
+from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority
 from kubeworkers.redis_ops import Join, Pause, Plan, Start
 from kubeworkers.registry import Registry
 from kubeworkers.registry import registry as default_registry
@@ -59,6 +60,19 @@ def new_job_id() -> str:
     unique, not secret, and the ``random`` module reseeds itself in forked children.
     """
     return f"{random.getrandbits(128):032x}"
+
+
+def check_policy(*, timeout: float | None, max_attempts: int | None) -> None:
+    """Refuse a per-job time limit or attempt count that makes no sense (ValueError naming it)."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0
+    ):
+        raise ValueError(f"timeout must be a finite number of seconds > 0, not {timeout!r}")
+    if max_attempts is not None and (
+        isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT
+    ):
+        raise ValueError(f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, not {max_attempts!r}")
 
 
 class _Builder:
@@ -102,6 +116,7 @@ class _Builder:
         max_attempts: int | None,
         job_id: str | None,
     ) -> JobMessage:
+        check_policy(timeout=timeout, max_attempts=max_attempts)
         job_id = job_id or new_job_id()
         return JobMessage(
             job_id=job_id,

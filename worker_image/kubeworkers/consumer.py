@@ -3,6 +3,16 @@
 It reads up to the free slots at a time (priority order, then a blocking read when idle); one
 ``take.lua`` call delivers a batch and decides each entry (run, or why not) in the same round
 trip, and the runnable ones are handed to the :class:`~kubeworkers.runner.AttemptRunner`.
+
+Two things keep "an attempt counts only when its handler starts" true here:
+
+- a blocking read over several streams may return more entries than free slots; the extra
+  ones stay *undecided* (still Queued, their lease renewed) and are decided by the next take,
+  instead of being marked Running and handed back;
+- a take whose reply was lost (Redis timed out, the connection dropped) may have marked jobs
+  Running for this worker that it never heard of: before reading anything new, the consumer
+  reads its own pending entries again and passes the unknown ones to ``take.lua``, which runs a
+  delivery that is already Running for this worker without counting another attempt.
 """
 
 from __future__ import annotations
@@ -15,15 +25,14 @@ from logging import INFO
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
 from kubeworkers import leases, logs, scripts, wire
 from kubeworkers.attempts import Delivery
+from kubeworkers.errors import cap_text
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import WorkerMetrics
 from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, JobMessage, PoolKeys, job_pool_prefix
-from kubeworkers.redis_ops import TRANSIENT_ERRORS
 from kubeworkers.registry import DEFAULT_MAX_ATTEMPTS, Registry
 from kubeworkers.runner import AttemptRunner
 from kubeworkers.settings import WorkerSettings
@@ -37,7 +46,7 @@ TAKE_BATCH = 64
 
 
 class Consumer:
-    """The read loop of one worker (:meth:`run`, one task)."""
+    """The read loop of one worker (:meth:`run`, one supervised task)."""
 
     def __init__(
         self,
@@ -65,9 +74,11 @@ class Consumer:
         #: True while a blocking XREADGROUP waits: the only time the loop may be cancelled
         #: (a batch being started must finish starting, or its jobs would be Running without running).
         self.in_blocking_read = False
+        #: A read or take failed on the way back: this worker may hold deliveries it never heard of.
+        self.recover = False
 
     async def run(self) -> None:
-        delay = 0.1
+        """Read and start jobs until stopping. Errors escape to the supervisor, which restarts it."""
         while not self.stopping.is_set():
             free = self.holdings.free
             if free <= 0:
@@ -78,26 +89,25 @@ class Consumer:
                 await asyncio.sleep(0)
                 continue
             try:
+                if self.recover:
+                    await self._recover()
                 # Smaller takes than the free slots let Python run the jobs of one take while
                 # Redis executes the next: the two overlap instead of taking turns.
                 self._start(await self._take(min(free, TAKE_BATCH)))
-                delay = 0.1
             except asyncio.CancelledError:
                 if self.stopping.is_set():
                     return
+                self.recover = True
                 raise
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    # Redis lost the group (restarted without persistence): recreate it.
-                    await leases.ensure_groups(self.redis, self.keys)
-                    continue
-                log.exception("read failed")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
-            except TRANSIENT_ERRORS as exc:
-                log.warning(f"read failed, retrying: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
+                if "NOGROUP" not in str(exc):
+                    self.recover = True
+                    raise
+                # Redis lost the group (restarted without persistence): recreate it.
+                await leases.ensure_groups(self.redis, self.keys)
+            except BaseException:
+                self.recover = True
+                raise
 
     def _take_args(self, mode: Literal["read", "given"], count: int, given: list[wire.Given]) -> list[wire.Arg]:
         return wire.take_args(
@@ -107,8 +117,16 @@ class Consumer:
             handler_max_attempts=self.handler_max, given=given,
         )
 
+    async def _decide(self, given: list[wire.Given], count: int) -> list[wire.Taken]:
+        reply: list[Any] = await scripts.call(self.redis, "take", self.streams, self._take_args("given", count, given))
+        for entry in given:
+            self.holdings.undecided.pop(str(entry.entry), None)
+        return wire.parse_take(reply)
+
     async def _take(self, count: int) -> list[wire.Taken]:
         """Deliver and decide up to ``count`` entries (see ``lua/take.lua``)."""
+        if self.holdings.undecided:
+            return await self._decide(list(self.holdings.undecided.values())[:count], count)
         flat: list[Any] = await scripts.call(self.redis, "take", self.streams, self._take_args("read", count, []))
         if flat:
             return wire.parse_take(flat)
@@ -116,63 +134,80 @@ class Consumer:
         self.in_blocking_read = True
         try:
             reply: Any = await self.redis.xreadgroup(
-                WORKER_GROUP,
-                self.name,
-                dict.fromkeys(self.streams, ">"),
-                count=count,
-                block=self.settings.block_ms,
+                WORKER_GROUP, self.name, dict.fromkeys(self.streams, ">"), count=count, block=self.settings.block_ms,
             )
         finally:
             self.in_blocking_read = False
+        given = self._given(reply)
+        if not given:
+            return []
+        # A read over several streams returns up to `count` from *each*: the rest wait, undecided.
+        for extra in given[count:]:
+            self.holdings.undecided[str(extra.entry)] = extra
+        return await self._decide(given[:count], count)
+
+    def _given(self, reply: Any) -> list[wire.Given]:
         given: list[wire.Given] = []
         for stream, entries in reply or []:
             index = self.streams.index(stream.decode()) + 1
             for entry_id, fields in entries:
-                given.append(wire.Given(
-                    index, entry_id, fields.get(b"m", b""),
-                    fields.get(b"j", b""), fields.get(b"u", b""), fields.get(b"h", b""),
-                ))
-        if not given:
-            return []
-        result: list[Any] = await scripts.call(
-            self.redis, "take", self.streams, self._take_args("given", count, given)
+                if fields:
+                    given.append(wire.Given(
+                        index, entry_id.decode(), fields.get(b"m", b""),
+                        fields.get(b"j", b""), fields.get(b"u", b""), fields.get(b"h", b""),
+                    ))
+        return given
+
+    async def _recover(self) -> None:
+        """Find the deliveries of a take whose reply was lost: our pending entries we do not know."""
+        reply: Any = await self.redis.xreadgroup(
+            WORKER_GROUP, self.name, dict.fromkeys(self.streams, "0"), count=10_000,
         )
-        return wire.parse_take(result)
+        for stream, entries in reply or []:
+            gone = [entry_id for entry_id, fields in entries if not fields]
+            if gone:  # deleted while pending: nothing is left to run
+                await self.redis.xack(stream, WORKER_GROUP, *gone)
+        recovered = [g for g in self._given(reply) if not self.holdings.knows(str(g.entry))]
+        for given in recovered:
+            self.holdings.undecided[str(given.entry)] = given
+        if recovered:
+            log.warning(f"found {len(recovered)} delivery(ies) whose take reply was lost; taking them again",
+                        extra={"worker": self.name})
+        self.recover = False
 
     def _start(self, taken: list[wire.Taken]) -> None:
-        """Launch the runnable entries of a take; hand back any beyond the free slots."""
-        surplus: list[Delivery] = []
+        """Launch the runnable entries of a take; log (and count) the others."""
         for t in taken:
-            try:
-                msg = JobMessage.model_validate_json(t.message)
-            except ValidationError as exc:
-                log.error(f"dropped an unreadable stream entry: {exc}", extra={"entry": t.entry})
-                continue
-            job = Delivery(
-                index=t.stream, entry=t.entry, stream=self.streams[t.stream - 1], msg=msg,
-                record=self.keys.record(msg.job_id), attempt=t.attempt, max_attempts=t.max_attempts,
-            )
+            extra = {"job_id": t.job_id, "handler": t.handler, "attempt": t.attempt}
             verdict = t.verdict
             if verdict is wire.Verdict.RUN:
-                self.holdings.hold(job)
-                if self.holdings.free <= 0:
-                    # A blocking read over several streams can return more than asked.
-                    surplus.append(job)
-                    continue
-                self.runner.launch(job)
-                continue
-            extra = {"job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt}
-            if verdict is wire.Verdict.CANCELLED:
-                self.metrics.outcome(msg.handler, "cancelled")
+                self.runner.launch(self._delivery(t))
+            elif verdict is wire.Verdict.CANCELLED:
+                self.metrics.outcome(t.handler, "cancelled")
                 job_log(INFO, "job cancelled before it started", {**extra, "state": "Cancelled"})
             elif verdict is wire.Verdict.DEAD:
-                self.metrics.dead_letter(msg.handler)
-                self.metrics.outcome(msg.handler, "failed")
+                self.metrics.dead_letter(t.handler)
+                self.metrics.outcome(t.handler, "failed")
                 log.error(
                     "job dead-lettered: every attempt was lost with its worker",
                     extra={**extra, "state": "Failed", "reason": "WorkerLost"},
                 )
             else:
-                log.info(f"skipped a {verdict} entry", extra={**extra, "reason": verdict.value})
-        for job in surplus:
-            self.runner.hand_back(job, uncount=True, message=f"handed back by {self.name} (no free slot)")
+                log.info(f"skipped a {verdict} entry", extra={**extra, "entry": t.entry, "reason": verdict.value})
+
+    def _delivery(self, t: wire.Taken) -> Delivery:
+        msg: JobMessage | None = None
+        problem: str | None = None
+        try:
+            msg = JobMessage.model_validate_json(t.message)
+        except ValueError as exc:
+            # The job cannot run; the runner fails it with the reason (a Running record must end).
+            problem = cap_text(str(exc), 2000)
+        job = Delivery(
+            index=t.stream, entry=t.entry, stream=self.streams[t.stream - 1], job_id=t.job_id, uid=t.uid,
+            namespace=self.keys.namespace, pool=self.keys.pool, handler=t.handler,
+            record=self.keys.record(t.job_id), msg=msg, message_error=problem,
+            attempt=t.attempt, max_attempts=t.max_attempts,
+        )
+        self.holdings.hold(job)
+        return job

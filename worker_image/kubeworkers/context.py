@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import numbers
 import threading
 from collections.abc import Callable, Generator
 from typing import Any
+
+from kubeworkers.errors import cap_text
 
 #: Receives (fraction, message) on the worker's event loop; writes record and event.
 ProgressSink = Callable[[float, "str | None"], None]
@@ -100,9 +105,17 @@ class JobContext:
         """Report progress (``fraction`` is clamped to 0..1) with an optional message.
 
         The update is written to the job record and the events stream in the
-        worker's next batch; the returned awaitable is already complete.
+        worker's next batch; the returned awaitable is already complete. A fraction
+        that is not a number (or is NaN) or a message that is not text raises here, in
+        the handler, where the mistake is; a message over the limit is cut (visibly).
         """
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or math.isnan(fraction):
+            raise TypeError(f"progress must be a number from 0 to 1, not {fraction!r}")
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"a progress message must be text (str) or None, not {type(message).__name__}")
         fraction = min(1.0, max(0.0, float(fraction)))
+        if message is not None:
+            message = cap_text(message)
         self.last_progress = (fraction, message)
         sink, loop = self._sink, self._loop
         if sink is not None and loop is not None:
@@ -113,5 +126,7 @@ class JobContext:
             if running is loop:
                 sink(fraction, message)
             else:
-                loop.call_soon_threadsafe(sink, fraction, message)
+                # A sync handler's thread; it may outlive its job, and the worker (a closed loop).
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(sink, fraction, message)
         return _Done()

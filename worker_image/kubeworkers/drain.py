@@ -3,8 +3,10 @@
 After SIGTERM the consumer has stopped reading. :func:`drain` then marks the registry entry
 draining, waits up to ``shutdown_grace`` for running handlers, stops the rest and hands their
 jobs back (attempt uncounted), writes the last results, hands back entries that were delivered
-but never started, and removes the worker's registry entry and, when nothing is pending, its
-consumer. The jobs handed back run elsewhere now, not after their lease.
+but never started (uncounted too), and removes the worker's registry entry and, when nothing is
+pending, its consumers. A handler that ignores being stopped is abandoned after
+``cancel_grace`` (its job is handed back without it), so the worker always gets to exit, and
+says which jobs' handlers it leaves running.
 """
 
 from __future__ import annotations
@@ -12,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
 from kubeworkers import leases
 from kubeworkers.holdings import Holdings
 from kubeworkers.outbox import Outbox
-from kubeworkers.protocol import WORKER_GROUP, JobMessage, PoolKeys, WorkerHeartbeat
-from kubeworkers.redis_ops import TRANSIENT_ERRORS
+from kubeworkers.protocol import WORKER_GROUP, PoolKeys, WorkerHeartbeat
 from kubeworkers.runner import AttemptRunner
 
 log = logging.getLogger("kubeworkers.worker")
@@ -36,19 +36,20 @@ async def drain(
     keys: PoolKeys,
     name: str,
     grace: float,
+    cancel_grace: float,
     holdings: Holdings,
     runner: AttemptRunner,
     outbox: Outbox,
     reader: asyncio.Task[None] | None,
-    heartbeats: asyncio.Task[None] | None,
+    stop_heartbeat: Callable[[], Awaitable[None]],
     heartbeat: Callable[[], WorkerHeartbeat],
 ) -> None:
     """Shut one worker down gracefully (see the module docstring)."""
     if reader is not None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-    with contextlib.suppress(*TRANSIENT_ERRORS):
-        await redis.hset(keys.workers, name, heartbeat().model_dump_json())
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(reader), cancel_grace + 1)
+    await _best_effort("mark the registry entry draining", redis.hset(
+        keys.workers, name, heartbeat().model_dump_json()))
     tasks = [j.task for j in holdings.running.values() if j.task is not None]
     if tasks:
         log.info(f"waiting up to {grace:g}s for {len(tasks)} job(s) to finish", extra={"worker": name})
@@ -57,7 +58,8 @@ async def drain(
     for job in remaining:
         runner.stop_job(job, "shutdown")
     if remaining:
-        await asyncio.wait([j.task for j in remaining if j.task is not None], timeout=5)
+        # A handler that ignores the cancellation is abandoned after cancel_grace: bounded.
+        await asyncio.wait([j.task for j in remaining if j.task is not None], timeout=cancel_grace + 1)
     try:
         # Bounded: with Redis gone for good the pod must still exit; its leases then expire
         # and the jobs run again elsewhere (at least once).
@@ -65,41 +67,40 @@ async def drain(
     except TimeoutError:
         log.error("could not write the last job results before exiting", extra={"worker": name})
         return
-    # Entries delivered to us but never started (buffered, or read while the
-    # read was being interrupted) go back to the stream now, not after the lease.
-    await hand_back_unstarted(redis, keys, name)
+    await _best_effort("hand back unstarted entries", hand_back_unstarted(redis, keys, name, holdings))
     # No lease is left to renew: stop the heartbeat first, or a beat in flight could
     # write our registry entry back after the HDEL below.
-    if heartbeats is not None:
-        heartbeats.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeats
-    with contextlib.suppress(*TRANSIENT_ERRORS):
-        await redis.hdel(keys.workers, name)
+    await stop_heartbeat()
+    await _best_effort("leave the pool's registry", _leave(redis, keys, name))
+    still = runner.still_running()
+    if still:
+        log.error(f"exiting while the handlers of {len(still)} job(s) still run (they ignored being stopped): "
+                  f"{', '.join(still[:20])}", extra={"worker": name})
+
+
+async def _best_effort(what: str, step: Awaitable[object]) -> None:
+    """Shutting down must finish whatever Redis answers (down, restarted empty, read-only)."""
+    try:
+        await step
+    except Exception as exc:
+        log.warning(f"could not {what} while shutting down: {exc}")
+
+
+async def _leave(redis: aioredis.Redis, keys: PoolKeys, name: str) -> None:
+    await redis.hdel(keys.workers, name)
+    for consumer in (name, leases.reaper_of(name)):
         for stream in keys.streams:
-            info = await redis.xpending_range(stream, WORKER_GROUP, "-", "+", 1, consumername=name)
+            info = await redis.xpending_range(stream, WORKER_GROUP, "-", "+", 1, consumername=consumer)
             if not info:
-                await redis.xgroup_delconsumer(stream, WORKER_GROUP, name)
+                await redis.xgroup_delconsumer(stream, WORKER_GROUP, consumer)
 
 
-async def hand_back_unstarted(redis: aioredis.Redis, keys: PoolKeys, name: str) -> None:
-    """Hand every entry still pending for consumer ``name`` back to its stream."""
-    for index, stream in enumerate(keys.streams, start=1):
-        try:
-            pending: Any = await redis.xpending_range(stream, WORKER_GROUP, "-", "+", 10_000, consumername=name)
-            if not pending:
-                continue
-            ids = {p["message_id"].decode() for p in pending}
-            entries: Any = await redis.xrange(stream, min(ids), max(ids))
-        except TRANSIENT_ERRORS:
-            return
-        triples: list[tuple[int, str, str]] = []
-        for entry_id, fields in entries:
-            entry = entry_id.decode()
-            if entry in ids:
-                with contextlib.suppress(ValueError):
-                    triples.append((index, entry, JobMessage.from_fields(fields).job_id))
-        await leases.requeue(
-            redis, keys, triples, name, uncount_attempt=False,
-            message=f"handed back by {name} (shutting down before starting it)",
-        )
+async def hand_back_unstarted(redis: aioredis.Redis, keys: PoolKeys, name: str, holdings: Holdings) -> None:
+    """Hand back every entry still pending for this worker that no handler ran: delivered by a
+    read beyond the free slots, or by a take whose reply was lost. Their attempts do not count."""
+    unstarted = [e for e in await leases.own_pending(redis, keys, name) if e[1] not in holdings.held]
+    await leases.requeue(
+        redis, keys, unstarted, name, uncount_attempt=True,
+        message=f"handed back by {name} (shutting down before starting it)",
+    )
+    holdings.undecided.clear()

@@ -8,6 +8,9 @@ from kubeworkers.protocol import JobError
 
 #: Longest traceback summary kept in a job record or event.
 TRACEBACK_LIMIT = 4000
+#: Longest error or progress message kept in a job record or event (characters); a longer one
+#: keeps its start and says how long it was.
+MESSAGE_LIMIT = 4096
 
 
 class PermanentError(Exception):
@@ -18,14 +21,40 @@ class RetryableError(Exception):
     """Raise from a handler to ask for a retry explicitly (any other exception retries too)."""
 
 
+def cap_text(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text``, or its start and a visible note when it is longer than ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    note = f" ... [truncated: {len(text)} characters]"
+    return text[: max(0, limit - len(note))] + note
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, which may itself raise: then say so instead."""
+    try:
+        text = str(exc)
+    except Exception as inner:
+        return f"<{type(exc).__name__} whose str() raised {type(inner).__name__}>"
+    return text or type(exc).__name__
+
+
+def _traceback(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-6))
+    except Exception as inner:  # formatting calls str() too
+        return f"<traceback could not be formatted: {type(inner).__name__}>"
+
+
 def job_error(exc: BaseException, *, retryable: bool | None = None) -> JobError:
-    """Summarise an exception for the job's status: class name, message, the last frames."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-6))
+    """Summarise an exception for the job's status: class name, message, the last frames.
+
+    Whatever the exception: its ``str()`` may raise, its message may be huge.
+    """
     if retryable is None:
         retryable = not isinstance(exc, PermanentError)
     return JobError(
         type=type(exc).__name__,
-        message=str(exc) or type(exc).__name__,
-        traceback=tb[-TRACEBACK_LIMIT:],
+        message=cap_text(_message(exc)),
+        traceback=_traceback(exc)[-TRACEBACK_LIMIT:],
         retryable=retryable,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from kubeworkers import wire
 from kubeworkers.attempts import Delivery
 
 
@@ -22,6 +23,9 @@ class Holdings:
         #: Handler started, not yet ended.
         self.running: dict[str, Delivery] = {}
         self._by_record: dict[str, Delivery] = {}
+        #: Delivered to us by a read, not yet decided by ``take.lua`` (more than the free slots
+        #: came, or a take's reply was lost): decided first by the next take.
+        self.undecided: dict[str, wire.Given] = {}
         #: Set whenever a running job ends (the consumer waits on it when every slot is busy).
         self.slot_free = asyncio.Event()
         self.last_job: str | None = None
@@ -41,7 +45,7 @@ class Holdings:
     def start(self, job: Delivery) -> None:
         self.running[job.entry] = job
         self._by_record[job.record] = job
-        self.last_job = job.msg.job_id
+        self.last_job = job.job_id
 
     def end(self, job: Delivery) -> None:
         self.running.pop(job.entry, None)
@@ -52,9 +56,14 @@ class Holdings:
         """The running delivery of the job whose record key is ``record``."""
         return self._by_record.get(record)
 
-    def held_by_stream(self) -> dict[str, list[str]]:
-        """Entry ids held, per stream."""
+    def held_by_stream(self, streams: list[str]) -> dict[str, list[str]]:
+        """Entry ids whose lease is ours (held or undecided), per stream."""
         held: dict[str, list[str]] = {}
         for entry, job in list(self.held.items()):
             held.setdefault(job.stream, []).append(entry)
+        for entry, given in list(self.undecided.items()):
+            held.setdefault(streams[given.stream - 1], []).append(entry)
         return held
+
+    def knows(self, entry: str) -> bool:
+        return entry in self.held or entry in self.undecided

@@ -12,7 +12,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 log = logging.getLogger("kubeworkers.metrics")
 
@@ -22,11 +30,14 @@ class WorkerMetrics:
 
     def __init__(self, pool: str, namespace: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds...: a worker's memory
+        # must be visible before it runs out.
+        ProcessCollector(registry=self.registry)
         labels = {"namespace": namespace, "pool": pool}
         self.jobs = Counter(
             "kubeworkers_jobs",
-            "Attempts that ended, by handler and outcome (succeeded, failed, retried, cancelled, "
-            "timed_out, handed_back, lost).",
+            "Attempts that ended, each counted once, by handler and outcome (succeeded, failed, retried, "
+            "cancelled, timed_out, handed_back, lost).",
             ["namespace", "pool", "handler", "outcome"],
             registry=self.registry,
         )
@@ -92,8 +103,11 @@ class ProbeServer:
         ready: Callable[[], bool],
         host: str,
         port: int,
+        *,
+        details: Callable[[], list[str]] = list,
     ) -> None:
         self.metrics = metrics
+        self.details = details
         self.healthy = healthy
         self.ready = ready
         self.host = host
@@ -125,9 +139,9 @@ class ProbeServer:
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, self.metrics.render()
             elif path == "/healthz":
                 ok = self.healthy()
-                status, ctype, body = ("200 OK" if ok else "503 Service Unavailable"), "text/plain", (
-                    b"ok\n" if ok else b"unhealthy\n"
-                )
+                lines = ["ok" if ok else "unhealthy", *self.details()]
+                status, ctype = ("200 OK" if ok else "503 Service Unavailable"), "text/plain"
+                body = ("\n".join(lines) + "\n").encode()
             elif path == "/readyz":
                 ok = self.ready()
                 status, ctype, body = ("200 OK" if ok else "503 Service Unavailable"), "text/plain", (

@@ -27,6 +27,8 @@ EVENTS_STREAM = "kw:events"
 CANCEL_CHANNEL = "kw:cancel"
 #: Seconds a finished job's record (and its cancel flag) is kept before Redis expires it.
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
+#: Most attempts a job may be given (``lua/enqueue.lua`` has the same number; a test keeps them equal).
+MAX_ATTEMPTS_LIMIT = 1000
 
 
 class Priority(enum.StrEnum):
@@ -111,6 +113,11 @@ class PoolKeys:
         return f"kw:{self.tag}:"
 
     @property
+    def pulse(self) -> str:
+        """Hash: when (Redis' clock) a worker last reached Redis, and when Redis came back after a gap."""
+        return f"kw:{self.tag}:pulse"
+
+    @property
     def stats(self) -> str:
         """Hash of rolling counters (enqueued, completed, duration sums) the autoscaler reads."""
         return f"kw:{self.tag}:stats"
@@ -168,8 +175,12 @@ class JobMessage(BaseModel):
     handler: str
     input: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
-    timeout_seconds: float | None = Field(default=None, description="None: the handler's default.")
-    max_attempts: int | None = Field(default=None, description="None: the handler's default.")
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Seconds, > 0. None: the handler's default."
+    )
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=MAX_ATTEMPTS_LIMIT, description="1 to 1000. None: the handler's default."
+    )
     enqueued_at: float = Field(default_factory=time.time, description="Unix seconds.")
 
     def to_fields(self) -> dict[str, str]:
@@ -236,10 +247,21 @@ class WorkerHeartbeat(BaseModel):
     draining: bool = False
 
 
+def _readable_message(raw: str | None) -> JobMessage | None:
+    """The record's message, or None when there is none or it cannot be read (a foreign
+    producer's): the record is still the job's truth, and a worker fails such a job."""
+    if not raw:
+        return None
+    try:
+        return JobMessage.model_validate_json(raw)
+    except ValueError:
+        return None
+
+
 def _text(value: bytes | str | None) -> str | None:
     if value is None:
         return None
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 class JobRecord(BaseModel):
@@ -286,8 +308,8 @@ class JobRecord(BaseModel):
                 fields[k] = v
         structured = ("msg", "output", "error")
         data: dict[str, Any] = {k: v for k, v in fields.items() if v != "" and k not in structured}
-        if fields.get("msg"):
-            msg = JobMessage.model_validate_json(fields["msg"])
+        msg = _readable_message(fields.get("msg"))
+        if msg is not None:
             data.setdefault("input", msg.input)
             data.setdefault("timeout_seconds", msg.timeout_seconds)
             for name in ("job_id", "uid", "namespace", "pool", "handler"):

@@ -30,6 +30,11 @@ from kubeworkers.protocol import (
 )
 from kubeworkers.redis_ops import Command, Plan
 
+
+class MessageRefusedError(ValueError):
+    """``enqueue.lua`` refused messages no worker could run (the others of the call were enqueued)."""
+
+
 #: Messages per enqueue script call in :func:`enqueue_many` (bounds the time Redis spends in one call).
 ENQUEUE_CHUNK = 500
 
@@ -48,11 +53,16 @@ def enqueue_plan(msgs: Iterable[JobMessage]) -> Plan[list[bool]]:
             calls.append(("enqueue", [], _enqueue_argv(group[start : start + ENQUEUE_CHUNK])))
             positions.append(where[start : start + ENQUEUE_CHUNK])
     results = [False] * len(pending)
+    refused: list[str] = []
     if calls:
         replies = yield from scripts.pipeline_plan(calls, idempotent=True)
         for at, reply in zip(positions, replies, strict=True):
             for i, flag in zip(at, reply, strict=True):
-                results[i] = bool(flag)
+                if isinstance(flag, bytes):
+                    refused.append(f"{pending[i].job_id}: {flag.decode(errors='replace')}")
+                results[i] = flag == 1
+    if refused:
+        raise MessageRefusedError(f"{len(refused)} message(s) refused: {'; '.join(refused[:5])}")
     return results
 
 
@@ -68,14 +78,16 @@ def cancel_plan(namespace: str, pool: str, job_id: str, result_ttl: int = DEFAUL
 
 
 def record_plan(namespace: str, pool: str, job_id: str) -> Plan[JobRecord | None]:
-    """See :func:`get_record`."""
-    raw = yield Command("hgetall", PoolKeys(namespace, pool).record(job_id))
+    """See :func:`get_record`. A read, so repeated after connection errors."""
+    key = PoolKeys(namespace, pool).record(job_id)
+    raw = yield from redis_ops.retried(lambda: Command("hgetall", key), idempotent=True)
     return JobRecord.from_hash(raw) if raw else None
 
 
 def pool_plan(namespace: str, job_id: str) -> Plan[str | None]:
-    """See :func:`find_pool`."""
-    raw = yield Command("get", job_pool_key(namespace, job_id))
+    """See :func:`find_pool`. A read, so repeated after connection errors."""
+    key = job_pool_key(namespace, job_id)
+    raw = yield from redis_ops.retried(lambda: Command("get", key), idempotent=True)
     return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 from pydantic import BaseModel
 
 from kubeworkers.context import JobContext
+from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,11 +125,11 @@ def inspect_handler(name: str, func: Callable[..., Any], **policy: Unpack[Policy
     timeout = policy.get("timeout")
     max_attempts = int(policy.get("max_attempts", DEFAULT_MAX_ATTEMPTS))
     retry_backoff = float(policy.get("retry_backoff", DEFAULT_RETRY_BACKOFF))
-    if timeout is not None and timeout <= 0:
-        raise RegistryError(f"handler {name!r}: timeout must be positive, got {timeout}")
-    if max_attempts < 1:
-        raise RegistryError(f"handler {name!r}: max_attempts must be >= 1, got {max_attempts}")
-    if retry_backoff < 0:
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise RegistryError(f"handler {name!r}: timeout must be a finite number of seconds > 0, got {timeout}")
+    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise RegistryError(f"handler {name!r}: max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}, got {max_attempts}")
+    if not math.isfinite(retry_backoff) or retry_backoff < 0:
         raise RegistryError(f"handler {name!r}: retry_backoff must be >= 0, got {retry_backoff}")
     return HandlerSpec(
         name=name,

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from kubeworkers.protocol import JobState, Priority
+from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority
 
 #: API group and version of both custom resources.
 GROUP = "workers.io"
@@ -92,7 +92,7 @@ class JobSpec(CrdModel):
     input: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     timeout_seconds: int | None = Field(default=None, ge=1)
-    max_attempts: int | None = Field(default=None, ge=1)
+    max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT)
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     cancel: bool = False
 

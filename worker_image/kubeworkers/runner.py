@@ -1,29 +1,40 @@
-"""The attempt runner: runs one delivery's handler and turns how it ended into the write that settles it.
+"""The attempt runner: runs one delivery's handler and turns however it ended into the one write that settles it.
 
 For each delivery it resolves the handler, validates the input, calls the handler (``async``
-on the loop, plain ``def`` in a thread) under the job's timeout, and queues the outcome
-(:mod:`kubeworkers.attempts` decides its shape) in the outbox; the entry is released once the
-write is applied. It also stops running handlers when asked (cancellation, shutdown, a lost
-lease) and forwards their progress reports.
+on the loop, plain ``def`` on a thread of its own) under the job's timeout, and records the
+:data:`Ending` through the outbox (:mod:`kubeworkers.attempts` decides the write's shape).
+
+Every path ends in exactly one recorded ending, whatever the handler does:
+
+- it returns: the output (capped), or ``InvalidOutput`` if that is not JSON;
+- it raises anything, ``BaseException`` subclasses and ``SystemExit`` included, or an
+  exception whose ``str()`` raises: a failure of that type;
+- it raises a ``CancelledError`` the worker did not cause: a ``CancelledError`` failure;
+- the worker stops it (timeout, cancellation, shutdown, a lost lease): that reason;
+- it ignores being stopped: after ``cancel_grace`` the runner records the ending without it,
+  frees its slot and says which job it was (an abandoned ``async`` handler runs on, unawaited;
+  a sync handler's thread cannot be stopped by Python and runs on too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import json
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from kubeworkers import attempts, logs, wire
-from kubeworkers.attempts import Delivery
+from kubeworkers.attempts import Delivery, Output
 from kubeworkers.context import JobContext
-from kubeworkers.errors import job_error
+from kubeworkers.errors import cap_text, job_error
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import WorkerMetrics
 from kubeworkers.outbox import Outbox, Write
@@ -34,6 +45,35 @@ from kubeworkers.settings import WorkerSettings
 log = logging.getLogger("kubeworkers.worker")
 #: One line per job state change (see :class:`kubeworkers.logs.JobLog`).
 job_log = logs.JobLog(log)
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    output: Output
+    duration: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: JobError
+    duration: float
+    #: A handler ran (its duration counts in the statistics).
+    ran: bool
+    #: Seconds before the first retry (the handler's policy); None: never retried.
+    retry_backoff: float | None = None
+    #: The metrics outcome of this attempt, when not 'retried' or 'failed'.
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The worker stopped the handler: 'cancelled', 'shutdown' or 'lost'."""
+
+    reason: str
+    duration: float
+
+
+Ending = Succeeded | Failed | Stopped
 
 
 class AttemptRunner:
@@ -55,7 +95,10 @@ class AttemptRunner:
         self.metrics = metrics
         self.holdings = holdings
         self.outbox = outbox
-        self._executor: ThreadPoolExecutor | None = None
+        #: Handlers that did not stop when told to, by entry: their jobs are recorded, they run on.
+        self.abandoned: dict[str, Delivery] = {}
+        #: Threads of sync handlers whose job ended while they still ran, and their job ids.
+        self.stray_threads: dict[threading.Thread, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def launch(self, job: Delivery) -> None:
@@ -63,202 +106,249 @@ class AttemptRunner:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         self.holdings.start(job)
-        job.task = asyncio.create_task(self._run(job))
+        job.task = asyncio.create_task(self._run(job), name=f"kw-job {job.job_id}")
 
     def stop_job(self, job: Delivery, reason: str) -> None:
-        """Stop a running handler: 'cancelled', 'shutdown' or 'lost' (the lease went elsewhere)."""
-        if job.stop_reason is not None or job.task is None or job.task.done():
+        """Stop a running handler: 'timeout', 'cancelled', 'shutdown' or 'lost' (the lease went elsewhere)."""
+        task = job.task
+        if job.stop_reason is not None or task is None or task.done() or job.abandoned:
             return
         job.stop_reason = reason
         if job.ctx is not None:
             job.ctx._mark_cancelled()
-        job.task.cancel()
+        task.cancel()
+        asyncio.get_running_loop().call_later(self.settings.cancel_grace, self._abandon_if_stuck, job)
 
-    def close(self) -> None:
-        """Let go of the handler threads (a sync handler still running keeps its thread)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+    def still_running(self) -> list[str]:
+        """Job ids of handlers that outlived their jobs (abandoned tasks, stray threads)."""
+        threads = [job_id for thread, job_id in list(self.stray_threads.items()) if thread.is_alive()]
+        return sorted({*(job.job_id for job in self.abandoned.values()), *threads})
 
     # ------------------------------------------------------------------ running
 
     async def _run(self, job: Delivery) -> None:
-        msg = job.msg
-        extra = {"job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt}
+        job.started_at = time.monotonic()
         try:
-            spec = self.registry.get(msg.handler)
-            if spec is None:
-                known = ", ".join(s.name for s in self.registry) or "none"
-                self._end_failed(
-                    job,
-                    JobError(
-                        type="UnknownHandler",
-                        message=f"no handler named {msg.handler!r} in pool {msg.pool!r} (registered: {known})",
-                        retryable=False,
-                    ),
-                )
-                return
-            try:
-                inp = spec.input_model.model_validate(msg.input)
-            except ValidationError as exc:
-                self._end_failed(
-                    job,
-                    JobError(
-                        type="InvalidInput",
-                        message=f"input does not match {spec.input_model.__name__} of {spec.name!r}: {exc}",
-                        retryable=False,
-                    ),
-                )
-                return
-            job_log(INFO, "job running", {**extra, "state": "Running"})
-            await self._call(job, spec, inp)
-        finally:
-            self.holdings.end(job)
+            ending = await self._attempt(job)
+        except asyncio.CancelledError:
+            # Cancelled outside the handler (the event loop is being torn down).
+            ending = Stopped(job.stop_reason or "shutdown", self._elapsed(job))
+        except BaseException as exc:  # a bug of the worker's own: the job must still end
+            log.exception("running a job failed inside the worker", extra={"job_id": job.job_id})
+            ending = Failed(job_error(exc, retryable=True), self._elapsed(job), ran=False, retry_backoff=1.0,
+                            outcome="failed")
+        if job.abandoned:
+            self.abandoned.pop(job.entry, None)
+            log.warning("an abandoned handler has returned at last; its result is ignored",
+                        extra={"job_id": job.job_id, "handler": job.handler})
+            return
+        self.holdings.end(job)
+        self._record(job, ending)
 
-    async def _call(self, job: Delivery, spec: HandlerSpec, inp: BaseModel) -> None:
+    async def _attempt(self, job: Delivery) -> Ending:
         msg = job.msg
-        assert self._loop is not None
-        if spec.context_param is None:
-            return await self._invoke(job, spec, inp, None, {})
-        job.ctx = ctx = JobContext(
-            job_id=msg.job_id,
-            uid=msg.uid,
-            namespace=msg.namespace,
-            pool=msg.pool,
-            handler=msg.handler,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            worker=self.name,
-            enqueued_at=msg.enqueued_at,
-            loop=self._loop,
-            progress_sink=functools.partial(self._report_progress, job),
-        )
-        return await self._invoke(job, spec, inp, ctx, {spec.context_param: ctx})
+        if msg is None:
+            return Failed(JobError(type="InvalidMessage", retryable=False, message=cap_text(
+                f"the job's message cannot be read: {job.message_error}")), 0.0, ran=False)
+        spec = self.registry.get(job.handler)
+        if spec is None:
+            known = ", ".join(s.name for s in self.registry) or "none"
+            return Failed(JobError(type="UnknownHandler", retryable=False, message=cap_text(
+                f"no handler named {job.handler!r} in pool {job.pool!r} (registered: {known})")), 0.0, ran=False)
+        try:
+            inp = spec.input_model.model_validate(msg.input)
+        except ValidationError as exc:
+            return Failed(JobError(type="InvalidInput", retryable=False, message=cap_text(
+                f"input does not match {spec.input_model.__name__} of {spec.name!r}: {exc}")), 0.0, ran=False)
+        job.timeout = msg.timeout_seconds if msg.timeout_seconds is not None else spec.timeout
+        job.retry_backoff = spec.retry_backoff
+        job_log(INFO, "job running", {"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt,
+                                      "state": "Running"})
+        return await self._invoke(job, spec, inp)
 
-    async def _invoke(
-        self, job: Delivery, spec: HandlerSpec, inp: BaseModel, ctx: JobContext | None, kwargs: dict[str, Any]
-    ) -> None:
-        msg = job.msg
-        assert self._loop is not None
-        timeout = msg.timeout_seconds if msg.timeout_seconds is not None else spec.timeout
-        started = time.monotonic()
-        deadline = asyncio.timeout(timeout) if timeout is not None else None
+    async def _invoke(self, job: Delivery, spec: HandlerSpec, inp: BaseModel) -> Ending:
+        loop = asyncio.get_running_loop()
+        kwargs: dict[str, Any] = {}
+        if spec.context_param is not None:
+            assert job.msg is not None
+            job.ctx = JobContext(
+                job_id=job.job_id, uid=job.uid, namespace=job.namespace, pool=job.pool, handler=job.handler,
+                attempt=job.attempt, max_attempts=job.max_attempts, worker=self.name,
+                enqueued_at=job.msg.enqueued_at, loop=loop, progress_sink=functools.partial(self._progress, job),
+            )
+            kwargs[spec.context_param] = job.ctx
+        expiry = loop.call_later(job.timeout, self.stop_job, job, "timeout") if job.timeout is not None else None
+        task = asyncio.current_task()
+        assert task is not None
         try:
             if spec.is_async:
-                call = spec.func(inp, **kwargs)
+                result = await spec.func(inp, **kwargs)
             else:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="kw-handler")
-                call = self._loop.run_in_executor(self._executor, functools.partial(spec.func, inp, **kwargs))
-            if deadline is None:
-                result = await call
-            else:
-                async with deadline:
-                    result = await call
+                result = await self._in_thread(job, functools.partial(spec.func, inp, **kwargs))
         except asyncio.CancelledError:
-            if ctx is not None:
-                ctx._mark_cancelled()
-            reason = job.stop_reason
-            task = asyncio.current_task()
-            if reason is None or task is None:
-                raise
-            task.uncancel()
-            self._end_stopped(job, reason, time.monotonic() - started)
-            return
-        except TimeoutError as exc:
-            if ctx is not None:
-                ctx._mark_cancelled()
-            if deadline is not None and deadline.expired():
-                error = JobError(
-                    type="Timeout", message=f"timed out after {timeout}s (attempt {job.attempt})", retryable=True
-                )
-                self.metrics.outcome(spec.name, "timed_out")
-            else:
-                error = job_error(exc)
-            self._end_error(job, spec, error, time.monotonic() - started)
-            return
-        except Exception as exc:
-            self._end_error(job, spec, job_error(exc), time.monotonic() - started)
-            return
+            if job.stop_reason is None and task.cancelling() == 0:
+                # Not the worker's doing: the handler awaited something that was cancelled elsewhere.
+                return Failed(JobError(type="CancelledError", retryable=True, message=(
+                    "the handler raised CancelledError though the worker did not cancel it "
+                    "(it awaited something that was cancelled elsewhere)")),
+                    self._elapsed(job), ran=True, retry_backoff=spec.retry_backoff)
+            return self._stopped(job)
+        except BaseException as exc:
+            if job.stop_reason is not None:
+                return self._stopped(job)  # it raised something else when told to stop
+            return Failed(job_error(exc), self._elapsed(job), ran=True, retry_backoff=spec.retry_backoff)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+        if job.stop_reason is not None:
+            return self._stopped(job)  # it swallowed the cancellation and returned
         try:
-            output = attempts.output_of(result)
-            out_json = json.dumps(output)
-        except (TypeError, ValueError) as exc:
+            output = attempts.encode_output(result, self.settings.max_output_bytes)
+        except attempts.InvalidOutputError as exc:
             # A handler returning something that is not JSON is a bug a retry cannot fix.
-            self._end_error(job, spec, job_error(exc, retryable=False), time.monotonic() - started)
+            return Failed(JobError(type="InvalidOutput", message=str(exc), retryable=False),
+                          self._elapsed(job), ran=True)
+        return Succeeded(output, self._elapsed(job))
+
+    def _stopped(self, job: Delivery) -> Ending:
+        """The ending of a handler the worker stopped, by why it was stopped."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            task.uncancel()
+        reason = job.stop_reason or "shutdown"
+        if reason == "timeout":
+            note = "; the handler did not stop when cancelled" if job.abandoned else ""
+            return Failed(JobError(type="Timeout", retryable=True, message=(
+                f"timed out after {job.timeout:g}s (attempt {job.attempt}){note}")),
+                self._elapsed(job), ran=True, retry_backoff=job.retry_backoff, outcome="timed_out")
+        return Stopped(reason, self._elapsed(job))
+
+    async def _in_thread(self, job: Delivery, call: Callable[[], Any]) -> Any:
+        """Run a sync handler on a daemon thread of its own: one that never returns then holds
+        neither a slot nor a pool thread, nor the process at exit."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+
+        def deliver(outcome: tuple[bool, Any]) -> None:
+            if not done.done():
+                done.set_result(outcome)
+
+        def target() -> None:
+            try:
+                outcome: tuple[bool, Any] = (True, call())
+            except BaseException as exc:  # SystemExit too: it belongs to the job, not to this thread
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(deliver, outcome)
+
+        thread = threading.Thread(target=target, name=f"kw-handler {job.job_id}"[:64], daemon=True)
+        thread.start()
+        try:
+            ok, value = await done
+        except asyncio.CancelledError:
+            if thread.is_alive():
+                self.stray_threads[thread] = job.job_id
+                log.warning("the sync handler runs on in its thread (Python cannot stop a thread); "
+                            "long sync handlers should poll ctx.cancelled",
+                            extra={"job_id": job.job_id, "handler": job.handler})
+            raise
+        if not ok:
+            raise value
+        return value
+
+    def _abandon_if_stuck(self, job: Delivery) -> None:
+        task = job.task
+        if task is None or task.done() or job.abandoned:
             return
-        duration = time.monotonic() - started
-        self.metrics.outcome(spec.name, "succeeded")
-        self.metrics.observe(spec.name, duration)
-        job_log(INFO, "job succeeded", {
-            "job_id": msg.job_id, "handler": msg.handler, "attempt": job.attempt,
-            "state": "Succeeded", "duration": round(duration, 6),
-        })
-        self._finish(job, JobState.SUCCEEDED, duration, out_json=out_json)
+        job.abandoned = True
+        self.abandoned[job.entry] = job
+        log.error(
+            f"the handler did not stop within {self.settings.cancel_grace:g}s of being stopped "
+            f"({job.stop_reason}); the job is recorded without it and its slot freed",
+            extra={"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt},
+        )
+        self.holdings.end(job)
+        self._record(job, self._stopped(job))
+
+    def _elapsed(self, job: Delivery) -> float:
+        return time.monotonic() - job.started_at
 
     # ------------------------------------------------------------------ endings
 
-    def write(self, job: Delivery, body: wire.Write) -> None:
+    def write(self, job: Delivery, body: wire.Write, fallback: Callable[[str], wire.Write] | None = None) -> None:
         """Queue a write that ends this delivery; the entry is released once it is applied."""
 
         def release(_result: Any) -> None:
             self.holdings.release(job.entry)
 
-        self.outbox.add(Write(body, release))
+        self.outbox.add(Write(body, release, fallback))
 
     def hand_back(self, job: Delivery, *, uncount: bool, message: str) -> None:
         """Give the delivery back to its stream (``uncount``: its attempt does not count)."""
-        self.write(job, attempts.requeue_write(job, message, uncount=uncount))
+        self.write(job, attempts.requeue_write(job, message, uncount=uncount, owner=self.name))
 
-    def _finish(self, job: Delivery, state: JobState, duration: float, **details: Any) -> None:
-        self.write(job, attempts.finish_write(job, state, self.name, duration, **details))
+    def _record(self, job: Delivery, ending: Ending) -> None:
+        try:
+            self._record_ending(job, ending)
+        except Exception as exc:  # building the write failed: still end the job, with less
+            log.exception("recording a job's ending failed", extra={"job_id": job.job_id})
+            self.write(job, attempts.unwritten_write(job, self.name, f"{type(exc).__name__}", 0.0))
 
-    def _end_failed(self, job: Delivery, error: JobError) -> None:
-        """Fail at once, without retry (unknown handler, invalid input)."""
-        handler = job.msg.handler
-        self.metrics.outcome(handler, "failed")
-        self.metrics.dead_letter(handler)
-        job_log(ERROR, f"job failed: {error.message}", {
-            "job_id": job.msg.job_id, "handler": handler, "attempt": job.attempt, "state": "Failed",
-            "error": error.type,
-        })
-        self._finish(job, JobState.FAILED, 0.0, error=error, message=error.message,
-                     dead_letter_reason=f"{error.type}: {error.message}")
-
-    def _end_error(self, job: Delivery, spec: HandlerSpec, error: JobError, duration: float) -> None:
-        extra = {"job_id": job.msg.job_id, "handler": spec.name, "attempt": job.attempt,
-                 "error": error.type, "duration": round(duration, 6)}
-        self.metrics.observe(spec.name, duration)
-        if error.retryable and job.attempt < job.max_attempts:
-            delay = attempts.backoff(spec.retry_backoff, job.attempt, self.settings.max_backoff)
-            body, message = attempts.retry_write(job, self.name, error, delay)
-            self.metrics.outcome(spec.name, "retried")
-            self.metrics.retried(spec.name)
-            job_log(WARNING, message, {**extra, "state": "Queued"})
-            self.write(job, body)
+    def _record_ending(self, job: Delivery, ending: Ending) -> None:
+        extra: dict[str, Any] = {"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt}
+        duration = ending.duration
+        if isinstance(ending, Succeeded):
+            self.metrics.outcome(job.handler, "succeeded")
+            self.metrics.observe(job.handler, duration)
+            job_log(INFO, "job succeeded", {**extra, "state": "Succeeded", "duration": round(duration, 6)})
+            self._finish(job, JobState.SUCCEEDED, duration, out_json=ending.output.json,
+                         message=ending.output.note)
             return
-        reason = attempts.failure_reason(error, job.attempt, job.max_attempts)
-        self.metrics.outcome(spec.name, "failed")
-        self.metrics.dead_letter(spec.name)
-        job_log(ERROR, f"job failed: {reason}", {**extra, "state": "Failed"})
-        self._finish(job, JobState.FAILED, duration, error=error, message=reason, dead_letter_reason=reason)
-
-    def _end_stopped(self, job: Delivery, reason: str, duration: float) -> None:
-        extra = {"job_id": job.msg.job_id, "handler": job.msg.handler, "attempt": job.attempt}
-        if reason == "cancelled":
-            self.metrics.outcome(job.msg.handler, "cancelled")
+        if isinstance(ending, Failed):
+            self._record_failure(job, ending, extra)
+            return
+        if ending.reason == "cancelled":
+            self.metrics.outcome(job.handler, "cancelled")
             job_log(INFO, "job cancelled", {**extra, "state": "Cancelled"})
             self._finish(job, JobState.CANCELLED, duration, message="cancelled while running")
-        elif reason == "shutdown":
-            self.metrics.outcome(job.msg.handler, "handed_back")
+        elif ending.reason == "shutdown":
+            self.metrics.outcome(job.handler, "handed_back")
             log.warning("job handed back: the worker is shutting down", extra={**extra, "state": "Queued"})
             self.hand_back(job, uncount=True, message=f"handed back by {self.name} (shutting down)")
         else:
             # The lease went to another worker, which now owns the job: write nothing.
-            self.metrics.outcome(job.msg.handler, "lost")
+            self.metrics.outcome(job.handler, "lost")
             log.warning("job lost its lease; another worker runs it", extra={**extra, "reason": "lost"})
             self.holdings.release(job.entry)
 
-    def _report_progress(self, job: Delivery, fraction: float, message: str | None) -> None:
-        if job.entry not in self.holdings.running:
+    def _record_failure(self, job: Delivery, ending: Failed, extra: dict[str, Any]) -> None:
+        error, duration = ending.error, ending.duration
+        extra = {**extra, "error": error.type, "duration": round(duration, 6)}
+        if ending.ran:
+            self.metrics.observe(job.handler, duration)
+        if error.retryable and ending.retry_backoff is not None and job.attempt < job.max_attempts:
+            delay = attempts.backoff(ending.retry_backoff, job.attempt, self.settings.max_backoff)
+            body, message = attempts.retry_write(job, self.name, error, delay)
+            self.metrics.outcome(job.handler, ending.outcome or "retried")
+            self.metrics.retried(job.handler)
+            job_log(WARNING, message, {**extra, "state": "Queued"})
+            self.write(job, body, self._fallback(job, duration))
+            return
+        reason = attempts.failure_reason(error, job.attempt, job.max_attempts)
+        self.metrics.outcome(job.handler, ending.outcome or "failed")
+        self.metrics.dead_letter(job.handler)
+        job_log(ERROR, f"job failed: {reason}", {**extra, "state": "Failed"})
+        self._finish(job, JobState.FAILED, duration, error=error, message=reason, dead_letter_reason=reason,
+                     ran=ending.ran)
+
+    def _finish(self, job: Delivery, state: JobState, duration: float, **details: Any) -> None:
+        self.write(job, attempts.finish_write(job, state, self.name, duration, **details),
+                   self._fallback(job, duration))
+
+    def _fallback(self, job: Delivery, duration: float) -> Callable[[str], wire.Write]:
+        return lambda why: attempts.unwritten_write(job, self.name, why, duration)
+
+    def _progress(self, job: Delivery, fraction: float, message: str | None) -> None:
+        if job.entry not in self.holdings.running or job.abandoned:
             return
         self.outbox.progress(job.entry, Write(attempts.progress_write(job, self.name, fraction, message)))

@@ -100,6 +100,20 @@ class WorkerSettings:
         0.0, env="KUBEWORKERS_HEARTBEAT_SECONDS", flag="--heartbeat-seconds", default_text="min(5, lease/6)",
         help="how often leases and the registry entry are renewed (0: automatic)",
     )
+    cancel_grace: float = setting(
+        5.0, env="KUBEWORKERS_CANCEL_GRACE", flag="--cancel-grace",
+        help="seconds a cancelled or timed-out handler may take to stop before the worker records the "
+             "job without it, frees its slot and says so",
+    )
+    max_output_bytes: int = setting(
+        1024 * 1024, env="KUBEWORKERS_MAX_OUTPUT_BYTES", flag="--max-output-bytes",
+        help="largest output stored, as JSON bytes; a larger one is stored as a marker object",
+        default_text="1048576 (1 MiB)",
+    )
+    redis_timeout: float = setting(
+        10.0, env="KUBEWORKERS_REDIS_TIMEOUT", flag="--redis-timeout",
+        help="seconds a Redis call may take before the worker treats Redis as unreachable and retries",
+    )
     block_ms: int = setting(
         1000, env="KUBEWORKERS_BLOCK_MS", flag="--block-ms",
         help="longest a blocking read waits, in milliseconds, before the loop looks around again",
@@ -138,6 +152,12 @@ class WorkerSettings:
                 f"heartbeat ({self.heartbeat_seconds}s) must be at most half the lease ({self.lease_seconds}s),"
                 " or live jobs would be taken away from their worker"
             )
+        if self.redis_timeout <= self.block_ms / 1000:
+            raise ValueError(
+                f"the Redis timeout ({self.redis_timeout}s) must be longer than a blocking read ({self.block_ms} ms)"
+            )
+        if self.cancel_grace < 0 or self.max_output_bytes < 1024:
+            raise ValueError("cancel_grace must be >= 0 and max_output_bytes >= 1024")
 
     @property
     def reap_seconds(self) -> float:

@@ -1,9 +1,10 @@
-"""The worker <-> Lua wire protocol: the arguments and replies of ``lua/take.lua`` and ``lua/settle.lua``.
+"""The worker <-> Lua wire protocol: the arguments and replies of ``take.lua``, ``settle.lua`` and ``reap.lua``.
 
-Python's view of what the two hot scripts take and return is declared here and nowhere else:
-the argument lists (:func:`take_args`, :func:`settle_args`), the writes ``settle.lua`` applies
-(:class:`FinishWrite`, :class:`RetryWrite`, :class:`RequeueWrite`, :class:`ProgressWrite`), and
-``take.lua``'s reply (:class:`Taken`, with its :class:`Verdict`). ``tests/unit/test_worker_wire.py``
+Python's view of what the worker's scripts take and return is declared here and nowhere else:
+the argument lists (:func:`take_args`, :func:`settle_args`, :func:`reap_args`), the writes
+``settle.lua`` applies (:class:`FinishWrite`, :class:`RetryWrite`, :class:`RequeueWrite`,
+:class:`ProgressWrite`) and its results (:func:`write_error`), ``take.lua``'s reply
+(:class:`Taken`, with its :class:`Verdict`) and ``reap.lua``'s (:class:`Reaped`). ``tests/unit/test_worker_wire.py``
 checks every name here against the scripts' header comments, so the two cannot drift apart.
 
 The writes are ``TypedDict``\\ s: on the wire they are JSON objects with readable field names, and
@@ -47,10 +48,14 @@ class FinishWrite(_Delivery):
     message: str
     #: Seconds the attempt ran, as decimal text.
     duration: str
-    #: The :class:`~kubeworkers.protocol.JobEvent` JSON appended to the events stream.
+    #: False for a job that failed before any handler ran (left out of the duration statistics).
+    ran: bool
+    #: The :class:`~kubeworkers.protocol.JobEvent` JSON appended to the events stream, without
+    #: the output (the script splices it in, so it crosses the wire once).
     event: str
     #: '' for none.
     dead_letter_reason: str
+    #: The attempt this write ends: applied only while the record is Running exactly it.
     attempt: int
 
 
@@ -62,6 +67,7 @@ class RetryWrite(_Delivery):
     error: str
     message: str
     event: str
+    attempt: int
 
 
 class RequeueWrite(_Delivery):
@@ -70,6 +76,8 @@ class RequeueWrite(_Delivery):
     kind: Literal["requeue"]
     message: str
     uncount: bool
+    #: The consumer that must hold the entry (the worker, or its reaper's consumer).
+    owner: str
 
 
 class ProgressWrite(_Delivery):
@@ -112,9 +120,21 @@ def encode_writes(writes: Sequence[Write]) -> str:
     return json.dumps(writes)
 
 
-def requeue(stream: int, entry: str, job_id: str, message: str, *, uncount: bool) -> RequeueWrite:
-    """A hand-back of ``entry`` (see :class:`RequeueWrite`)."""
-    return RequeueWrite(kind="requeue", stream=stream, entry=entry, job_id=job_id, message=message, uncount=uncount)
+def requeue(stream: int, entry: str, job_id: str, message: str, *, uncount: bool, owner: str) -> RequeueWrite:
+    """A hand-back of ``entry`` held by ``owner`` (see :class:`RequeueWrite`)."""
+    return RequeueWrite(kind="requeue", stream=stream, entry=entry, job_id=job_id, message=message,
+                        uncount=uncount, owner=owner)
+
+
+#: How a result of ``settle.lua`` says that a write could not be applied.
+WRITE_ERROR = b"error: "
+
+
+def write_error(result: Any) -> str | None:
+    """Why ``settle.lua`` could not apply a write, from its result; None when it could."""
+    if isinstance(result, bytes) and result.startswith(WRITE_ERROR):
+        return result[len(WRITE_ERROR):].decode(errors="replace")
+    return None
 
 
 # --------------------------------------------------------------------------- take.lua
@@ -129,6 +149,8 @@ class Verdict(enum.StrEnum):
     GONE = "gone"
     #: The record belongs to another incarnation (uid): entry dropped.
     STALE = "stale"
+    #: The record's current delivery is another entry: this one dropped.
+    DUPLICATE = "duplicate"
     #: The job already finished: entry dropped.
     DONE = "done"
     #: Cancelled before it started: recorded Cancelled, entry dropped.
@@ -155,6 +177,10 @@ class Taken(NamedTuple):
 
     stream: int
     entry: str
+    #: '' when the message was unreadable (verdict ``bad``).
+    job_id: str
+    uid: str
+    handler: str
     #: The message JSON as stored in the entry.
     message: bytes
     verdict: Verdict
@@ -198,10 +224,50 @@ def parse_take(flat: Sequence[Any]) -> list[Taken]:
         Taken(
             stream=int(flat[i]),
             entry=flat[i + 1].decode(),
-            message=flat[i + 2],
-            verdict=Verdict(flat[i + 3].decode()),
-            attempt=int(flat[i + 4]),
-            max_attempts=int(flat[i + 5]),
+            job_id=flat[i + 2].decode(errors="replace"),
+            uid=flat[i + 3].decode(errors="replace"),
+            handler=flat[i + 4].decode(errors="replace"),
+            message=flat[i + 5],
+            verdict=Verdict(flat[i + 6].decode()),
+            attempt=int(flat[i + 7]),
+            max_attempts=int(flat[i + 8]),
         )
         for i in range(0, len(flat), TAKEN_WIDTH)
     ]
+
+
+# --------------------------------------------------------------------------- reap.lua
+
+
+def reap_args(*, group: str, reaper: str, lease_ms: int, gap_ms: int, count: int) -> list[Arg]:
+    """``reap.lua``'s ARGV, in its order (``count`` 0: record the pulse only)."""
+    return [group, reaper, lease_ms, gap_ms, count]
+
+
+class Claimed(NamedTuple):
+    """An expired entry ``reap.lua`` claimed for the reaper to hand back."""
+
+    stream: int
+    entry: str
+    job_id: str
+
+
+class Reaped(NamedTuple):
+    """``reap.lua``'s reply."""
+
+    #: 'pulse', 'wait' (Redis has been back for less than a lease) or 'claimed'.
+    status: str
+    wait_ms: int
+    claimed: list[Claimed]
+
+
+def parse_reap(flat: Sequence[Any]) -> Reaped:
+    width = len(Claimed._fields)
+    return Reaped(
+        status=flat[0].decode(),
+        wait_ms=int(flat[1]),
+        claimed=[
+            Claimed(int(flat[i]), flat[i + 1].decode(), flat[i + 2].decode(errors="replace"))
+            for i in range(2, len(flat), width)
+        ],
+    )

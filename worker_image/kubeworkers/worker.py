@@ -1,17 +1,22 @@
 """The worker: one process's consumer of a pool, put together from its parts.
 
-One asyncio loop per process holds a few long-lived tasks:
+One asyncio loop per process holds a few long-lived tasks, each run by a
+:class:`~kubeworkers.supervisor.Supervisor` (it survives any error, restarts with backoff and
+shows in ``/healthz``):
 
 - the *consumer* (:mod:`kubeworkers.consumer`) reads up to ``concurrency - in_flight``
   entries at a time and starts one task per runnable job;
-- the *attempt runner* (:mod:`kubeworkers.runner`) runs each job's handler and queues how it
+- the *attempt runner* (:mod:`kubeworkers.runner`) runs each job's handler and records how it
   ended;
 - the *outbox* (:mod:`kubeworkers.outbox`) writes every finished attempt and progress report in
   batched script calls;
-- the *upkeep* loops (:mod:`kubeworkers.upkeep`): heartbeat, reaper, promoter, cancel listener.
+- the *upkeep* steps (:mod:`kubeworkers.upkeep`): heartbeat, reaper, promoter, cancel listener.
 
-On SIGTERM (:meth:`Worker.stop`) the worker stops reading and shuts down gracefully
-(:mod:`kubeworkers.drain`).
+``/healthz`` is served from the start, before Redis answers, and says whether *this process*
+works (its tasks run, nothing fatal happened), never whether Redis is reachable: an outage must
+not restart the fleet. On SIGTERM (:meth:`Worker.stop`) the worker stops reading and shuts down
+gracefully (:mod:`kubeworkers.drain`); after a fatal error (``MemoryError``) it does the same and
+then exits non-zero (:attr:`Worker.exit_code`), so that Kubernetes restarts the pod.
 """
 
 from __future__ import annotations
@@ -34,9 +39,13 @@ from kubeworkers.registry import Registry
 from kubeworkers.registry import registry as default_registry
 from kubeworkers.runner import AttemptRunner
 from kubeworkers.settings import WorkerSettings
+from kubeworkers.supervisor import Supervisor
 from kubeworkers.upkeep import Upkeep
 
 log = logging.getLogger("kubeworkers.worker")
+
+#: Exit code of a worker that stopped because it could no longer serve.
+EXIT_FATAL = 70
 
 
 class Worker:
@@ -52,7 +61,10 @@ class Worker:
         self.registry = registry if registry is not None else default_registry
         self.name = settings.worker_name
         self.keys = PoolKeys(settings.namespace, settings.pool)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+        )
         self.metrics = WorkerMetrics(settings.pool, settings.namespace)
         self.metrics_port: int | None = None
         self.holdings = Holdings(settings.concurrency)
@@ -61,6 +73,10 @@ class Worker:
         self._stop = asyncio.Event()
         self._draining = False
         self._ready = False
+        #: 0 after a stop that was asked for; :data:`EXIT_FATAL` after a fatal error.
+        self.exit_code = 0
+        self.fatal: str | None = None
+        self.supervisor = Supervisor(self._on_fatal)
         self.runner = AttemptRunner(
             name=self.name, settings=settings, registry=self.registry, metrics=self.metrics,
             holdings=self.holdings, outbox=self.outbox,
@@ -71,7 +87,7 @@ class Worker:
         )
         self.upkeep = Upkeep(
             redis=self.redis, keys=self.keys, name=self.name, settings=settings, holdings=self.holdings,
-            runner=self.runner, heartbeat=self.heartbeat, stopping=self._stop,
+            runner=self.runner, heartbeat=self.heartbeat,
         )
         self._reader: asyncio.Task[None] | None = None
 
@@ -90,56 +106,69 @@ class Worker:
             self._reader.cancel()
         self.holdings.slot_free.set()
 
+    def _on_fatal(self, task: str, exc: BaseException) -> None:
+        log.critical(f"{task} hit {type(exc).__name__}: this worker can no longer serve and exits",
+                     exc_info=exc, extra={"worker": self.name})
+        self.fatal = f"{task}: {type(exc).__name__}"
+        self.exit_code = EXIT_FATAL
+        self.stop()
+
     async def run(self) -> None:
         """Serve the pool until :meth:`stop`; returns after the graceful shutdown."""
-        if not await self._wait_for_redis():
-            await self.redis.aclose()
-            return
-        await leases.ensure_groups(self.redis, self.keys)
         probe: ProbeServer | None = None
         if self.settings.metrics_port >= 0:
-            probe = ProbeServer(
-                self.metrics, self.healthy, self.ready, self.settings.metrics_host, self.settings.metrics_port
-            )
+            probe = ProbeServer(self.metrics, self.healthy, self.ready, self.settings.metrics_host,
+                                self.settings.metrics_port, details=self.health_report)
             self.metrics_port = await probe.start()
-            log.info(
-                f"metrics listening on port {self.metrics_port}",
-                extra={"port": self.metrics_port, "worker": self.name},
-            )
+            log.info(f"metrics listening on port {self.metrics_port}",
+                     extra={"port": self.metrics_port, "worker": self.name})
+        try:
+            if await self._wait_for_redis():
+                await self._serve()
+        finally:
+            if probe is not None:
+                await probe.stop()
+            await self.redis.aclose()
+            log.info("worker stopped", extra={"worker": self.name, "pool": self.settings.pool})
+
+    async def _serve(self) -> None:
+        await leases.ensure_groups(self.redis, self.keys)
+        handed = await leases.reclaim_previous_run(self.redis, self.keys, self.name)
+        if handed:
+            log.warning(f"handed back {handed} job(s) a previous run of this worker held",
+                        extra={"worker": self.name})
         await self.upkeep.beat()
         self._ready = True
         log.info(
             "worker started",
             extra={"worker": self.name, "pool": self.settings.pool, "namespace": self.settings.namespace},
         )
-        reader = self._reader = asyncio.create_task(self.consumer.run(), name="kw-reader")
-        heartbeats = asyncio.create_task(self.upkeep.heartbeat_loop(), name="kw-heartbeat")
-        helpers = [
-            asyncio.create_task(self.outbox.run(), name="kw-outbox"),
-            heartbeats,
-            asyncio.create_task(self.upkeep.reap_loop(), name="kw-reaper"),
-            asyncio.create_task(self.upkeep.promote_loop(), name="kw-promoter"),
-            asyncio.create_task(self.upkeep.cancel_listener(), name="kw-cancel"),
-        ]
+        s, up = self.supervisor, self.upkeep
+        self._reader = s.forever("kw-reader", self.consumer.run, done=self._stop.is_set)
+        s.forever("kw-outbox", self.outbox.run)
+        s.every("kw-heartbeat", lambda: self.settings.heartbeat_seconds, up.beat)
+        s.every("kw-reaper", up.reap_interval, up.reap)
+        s.every("kw-promoter", lambda: self.settings.promote_seconds, up.promote)
+        s.forever("kw-cancel", up.listen_for_cancellations)
         try:
             await self._stop.wait()
             await drain.drain(
                 redis=self.redis, keys=self.keys, name=self.name, grace=self.settings.shutdown_grace,
-                holdings=self.holdings, runner=self.runner, outbox=self.outbox, reader=reader,
-                heartbeats=heartbeats, heartbeat=self.heartbeat,
+                cancel_grace=self.settings.cancel_grace, holdings=self.holdings, runner=self.runner,
+                outbox=self.outbox, reader=self._reader, stop_heartbeat=self._stop_heartbeat,
+                heartbeat=self.heartbeat,
             )
         finally:
-            for task in [reader, *helpers]:
-                task.cancel()
             # Bounded: a helper stuck in a Redis call must not keep the process alive.
-            _, stuck = await asyncio.wait([reader, *helpers], timeout=5)
-            for task in stuck:
-                log.warning(f"{task.get_name()} did not stop in time", extra={"worker": self.name})
-            if probe is not None:
-                await probe.stop()
-            self.runner.close()
-            await self.redis.aclose()
-            log.info("worker stopped", extra={"worker": self.name, "pool": self.settings.pool})
+            for name in await self.supervisor.stop(5):
+                log.warning(f"{name} did not stop in time", extra={"worker": self.name})
+
+    async def _stop_heartbeat(self) -> None:
+        task = self.supervisor.tasks.get("kw-heartbeat")
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _wait_for_redis(self) -> bool:
         """Wait until Redis answers; False if asked to stop first (SIGTERM before Redis came up)."""
@@ -166,12 +195,21 @@ class Worker:
         )
 
     def healthy(self) -> bool:
-        """/healthz: the loop answers and Redis took a heartbeat within the lease."""
-        return time.monotonic() - self.upkeep.last_beat_ok < self.settings.lease_seconds
+        """/healthz (liveness): this process works: nothing fatal happened and every task it
+        supervises runs. Not whether Redis answers: an outage must not restart the fleet."""
+        return self.fatal is None and not self.supervisor.dead()
+
+    def health_report(self) -> list[str]:
+        """What ``/healthz`` says beyond ok: fatal errors, dead or failing tasks, abandoned handlers."""
+        lines = [f"fatal: {self.fatal}"] if self.fatal else []
+        lines += self.supervisor.report()
+        lines += [f"handler still running after its job ended: {job_id}" for job_id in self.runner.still_running()]
+        return lines
 
     def ready(self) -> bool:
-        """/readyz: connected and taking jobs (not draining)."""
-        return self._ready and not self._draining and self.healthy()
+        """/readyz: taking jobs: started, not draining, and Redis took a heartbeat within the lease."""
+        recent = time.monotonic() - self.upkeep.last_beat_ok < self.settings.lease_seconds
+        return self._ready and not self._draining and recent and self.healthy()
 
     @property
     def in_flight(self) -> int:

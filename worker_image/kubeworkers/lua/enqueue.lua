@@ -2,52 +2,115 @@
 -- job record (state Queued) and XADD the message to its priority stream,
 -- unless this (job_id, uid) is already known.
 --
+-- Every message is checked first: one no worker could run is refused with the reason and
+-- nothing is written for it (the other messages of the batch are unaffected). What is
+-- checked: a JSON object with non-empty text job_id, uid, namespace and handler, pool equal to
+-- ARGV[4], input an object (or absent), priority high/normal/low (or absent), timeout_seconds
+-- a number > 0 (or absent/null), max_attempts a whole number from 1 to MAX_ATTEMPTS (or
+-- absent/null), enqueued_at a number (or absent).
+--
 -- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] job->pool pointer prefix 'kw:{ns}:jobpool:'
 -- ARGV[4] pool name   ARGV[5..] message JSON (protocol.JobMessage), one per job
--- Returns one integer per message: 1 enqueued, 0 already enqueued (same uid, or
--- a different uid whose job has not finished yet).
+-- Returns one result per message: 1 enqueued, 0 already enqueued (same uid, or
+-- a different uid whose job has not finished yet), or 'invalid: <why>'.
 -- Keys are derived from the prefixes (all within the pool's hash tag, except the
 -- job->pool pointer), so one call can carry a thousand jobs.
 local now, prefix, pointer_prefix, pool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- Same as kubeworkers.protocol.MAX_ATTEMPTS_LIMIT (a test keeps the two equal).
+local MAX_ATTEMPTS = 1000
+local PRIORITIES = {high = true, normal = true, low = true}
 local results = {}
 local enqueued = 0
+
+local function absent(v)
+  return v == nil or v == cjson.null
+end
+
+local function text(v)
+  return type(v) == 'string' and v ~= ''
+end
+
+-- Why no worker could run this message, or nil.
+local function invalid(msg)
+  if type(msg) ~= 'table' then
+    return 'the message is not a JSON object'
+  end
+  for _, name in ipairs({'job_id', 'uid', 'namespace', 'handler'}) do
+    if not text(msg[name]) then
+      return name .. ' must be non-empty text'
+    end
+  end
+  if msg['pool'] ~= pool then
+    return 'pool must be ' .. pool
+  end
+  local input = msg['input']
+  if not absent(input) and (type(input) ~= 'table' or #input > 0) then
+    return 'input must be a JSON object'
+  end
+  if not absent(msg['priority']) and not PRIORITIES[msg['priority']] then
+    return 'priority must be high, normal or low'
+  end
+  local timeout = msg['timeout_seconds']
+  if not absent(timeout) and (type(timeout) ~= 'number' or not (timeout > 0) or timeout == math.huge) then
+    return 'timeout_seconds must be a number of seconds > 0'
+  end
+  local attempts = msg['max_attempts']
+  if not absent(attempts) and (type(attempts) ~= 'number' or attempts ~= math.floor(attempts)
+      or attempts < 1 or attempts > MAX_ATTEMPTS) then
+    return 'max_attempts must be a whole number from 1 to ' .. MAX_ATTEMPTS
+  end
+  if not absent(msg['enqueued_at']) and type(msg['enqueued_at']) ~= 'number' then
+    return 'enqueued_at must be a number (unix seconds)'
+  end
+  return nil
+end
+
 for i = 5, #ARGV do
   local raw = ARGV[i]
-  local msg = cjson.decode(raw)
-  local job_id, uid = msg['job_id'], msg['uid']
-  local record = prefix .. 'job:' .. job_id
-  local result = 1
-  local existing = redis.call('HGET', record, 'uid')
-  if existing then
-    if existing == uid then
-      result = 0
-    else
-      local state = redis.call('HGET', record, 'state')
-      if state ~= 'Succeeded' and state ~= 'Failed' and state ~= 'Cancelled' then
+  local ok, msg = pcall(cjson.decode, raw)
+  local problem = 'the message is not JSON'
+  if ok then
+    problem = invalid(msg)
+  end
+  if problem then
+    results[#results + 1] = 'invalid: ' .. problem
+  else
+    local job_id, uid = msg['job_id'], msg['uid']
+    local record = prefix .. 'job:' .. job_id
+    local result = 1
+    local existing = redis.call('HGET', record, 'uid')
+    if existing then
+      if existing == uid then
         result = 0
       else
-        -- A new incarnation of a finished job id (e.g. a Job CR deleted and created again).
-        redis.call('DEL', record, prefix .. 'cancel:' .. job_id)
+        local state = redis.call('HGET', record, 'state')
+        if state ~= 'Succeeded' and state ~= 'Failed' and state ~= 'Cancelled' then
+          result = 0
+        else
+          -- A new incarnation of a finished job id (e.g. a Job CR deleted and created again).
+          redis.call('DEL', record, prefix .. 'cancel:' .. job_id)
+        end
       end
     end
-  end
-  if result == 1 then
-    local priority = msg['priority'] or 'normal'
-    local max_attempts = msg['max_attempts']
-    if max_attempts == nil or max_attempts == cjson.null then
-      max_attempts = ''
+    if result == 1 then
+      local priority = absent(msg['priority']) and 'normal' or msg['priority']
+      local max_attempts = msg['max_attempts']
+      if absent(max_attempts) then
+        max_attempts = ''
+      end
+      local id = redis.call('XADD', prefix .. 'jobs:' .. priority, '*', 'v', '1', 'm', raw,
+        'j', job_id, 'u', uid, 'h', msg['handler'])
+      redis.call('HSET', record,
+        'job_id', job_id, 'uid', uid, 'namespace', msg['namespace'], 'pool', msg['pool'],
+        'handler', msg['handler'], 'priority', priority, 'state', 'Queued', 'attempts', '0',
+        'max_attempts', max_attempts, 'entry', id,
+        'enqueued_at', string.format('%.6f', absent(msg['enqueued_at']) and 0 or msg['enqueued_at']),
+        'updated_at', now, 'msg', raw)
+      redis.call('SET', pointer_prefix .. job_id, pool)
+      enqueued = enqueued + 1
     end
-    local id = redis.call('XADD', prefix .. 'jobs:' .. priority, '*', 'v', '1', 'm', raw,
-      'j', job_id, 'u', uid, 'h', msg['handler'])
-    redis.call('HSET', record,
-      'job_id', job_id, 'uid', uid, 'namespace', msg['namespace'], 'pool', msg['pool'],
-      'handler', msg['handler'], 'priority', priority, 'state', 'Queued', 'attempts', '0',
-      'max_attempts', max_attempts, 'entry', id, 'enqueued_at', string.format('%.6f', msg['enqueued_at'] or 0),
-      'updated_at', now, 'msg', raw)
-    redis.call('SET', pointer_prefix .. job_id, pool)
-    enqueued = enqueued + 1
+    results[#results + 1] = result
   end
-  results[#results + 1] = result
 end
 if enqueued > 0 then
   redis.call('HINCRBY', prefix .. 'stats', 'enqueued', enqueued)

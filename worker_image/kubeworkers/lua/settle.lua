@@ -1,8 +1,11 @@
 -- Apply a batch of a worker's writes in one call: ends of attempts (finish),
 -- retries, hand-backs (requeue) and progress reports.
 --
--- Each write is checked against the record's current delivery ('entry'): a
--- worker whose lease was taken over cannot overwrite the new owner's state.
+-- Each write is checked against the record's current delivery: the entry, and for the
+-- end of an attempt (finish, retry) also that the record is Running that attempt. So a
+-- worker whose lease was taken over cannot overwrite the new owner's state, and a write
+-- sent again (its reply was lost) changes nothing the second time. Each write is applied
+-- on its own: one that is malformed fails alone, before it has changed anything.
 --
 -- KEYS: the pool's job streams, highest priority first
 -- ARGV[1] group: the consumer group
@@ -14,48 +17,89 @@
 -- ARGV[7] worker: the worker (consumer) writing
 -- ARGV[8] writes: JSON list of writes, each with kind, stream (1-based index into KEYS),
 -- entry, job_id and, by kind:
---   finish:   state, output, error, message, duration, event, dead_letter_reason, attempt
---   retry:    due, error, message, event
---   requeue:  message, uncount
+--   finish:   state, output, error, message, duration, ran, event, dead_letter_reason, attempt
+--   retry:    due, error, message, event, attempt
+--   requeue:  message, uncount, owner
 --   progress: progress, message, event
--- (output and error are JSON text or ''; event is JobEvent JSON; dead_letter_reason '' = none;
--- due is unix seconds; uncount true gives the attempt back; requeue needs the entry held by ARGV[7])
--- Returns one result per write: 1 applied, 0 stale delivery; requeue returns the
--- new entry id, '' when the job was gone or finished, or 0 when not held.
+-- (output and error are JSON text or ''; event is JobEvent JSON without the output, which
+-- is spliced in here so it crosses the wire once; ran is false for a job that failed before
+-- any handler ran, which the duration statistics leave out; dead_letter_reason '' = none;
+-- due is unix seconds; uncount true gives the attempt back; owner is the consumer that must
+-- hold the entry, usually ARGV[7])
+-- Returns one result per write: 1 applied, 0 not applied (another delivery is current, or
+-- this write was applied before); requeue returns the new entry id, '' when the job was
+-- gone or finished, or 0 when the entry was not held; a write that cannot be applied
+-- returns 'error: <why>'.
 local group, now, prefix, events = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local pointer_prefix, ttl, worker = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local writes = cjson.decode(ARGV[8])
 local results = {}
 -- Pool counters, written once per batch.
-local counts = {completed = 0, failed = 0, cancelled = 0, dead_lettered = 0, retried = 0}
+local counts = {completed = 0, failed = 0, rejected = 0, cancelled = 0, dead_lettered = 0, retried = 0}
 local duration = 0
+
+local FIELDS = {
+  finish = {state = 'string', output = 'string', error = 'string', message = 'string', duration = 'string',
+    ran = 'boolean', event = 'string', dead_letter_reason = 'string', attempt = 'number'},
+  retry = {due = 'string', error = 'string', message = 'string', event = 'string', attempt = 'number'},
+  requeue = {message = 'string', uncount = 'boolean', owner = 'string'},
+  progress = {progress = 'string', message = 'string', event = 'string'},
+}
+
+-- Why a write cannot be applied, or nil: checked before it changes anything.
+local function malformed(w)
+  if type(w) ~= 'table' then
+    return 'not an object'
+  end
+  local fields = FIELDS[w.kind]
+  if not fields then
+    return 'unknown kind ' .. tostring(w.kind)
+  end
+  if type(w.stream) ~= 'number' or not KEYS[w.stream] then
+    return 'no stream ' .. tostring(w.stream)
+  end
+  if type(w.entry) ~= 'string' or type(w.job_id) ~= 'string' then
+    return 'entry and job_id must be text'
+  end
+  for name, kind in pairs(fields) do
+    if type(w[name]) ~= kind then
+      return name .. ' must be a ' .. kind .. ', not a ' .. type(w[name])
+    end
+  end
+  return nil
+end
 
 local function ack(stream, id)
   redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
 end
 
--- The entry of a finished attempt is acknowledged whatever happens; the record is
--- written only if this delivery is still its current one.
+-- The entry of an ended attempt is acknowledged whatever happens; the record is written
+-- only if it is still Running this very attempt of this delivery.
 local function settle_attempt(w, stream, record)
   ack(stream, w.entry)
-  return redis.call('HGET', record, 'entry') == w.entry
+  local rec = redis.call('HMGET', record, 'entry', 'state', 'attempts')
+  return rec[1] == w.entry and rec[2] == 'Running' and tonumber(rec[3]) == w.attempt
 end
 
 local function finish(w, stream, record)
   if not settle_attempt(w, stream, record) then
     return 0
   end
+  local event = w.event
   if w.state == 'Succeeded' then
     redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
       'output', w.output, 'error', w.error, 'message', w.message, 'progress', '1.0')
+    if w.output ~= '' and w.output ~= 'null' then
+      event = string.sub(event, 1, -2) .. ', "output": ' .. w.output .. '}'
+    end
   else
     redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
       'output', w.output, 'error', w.error, 'message', w.message)
   end
   redis.call('EXPIRE', record, ttl)
   redis.call('EXPIRE', pointer_prefix .. w.job_id, ttl)
-  redis.call('XADD', events, '*', 'e', w.event)
+  redis.call('XADD', events, '*', 'e', event)
   if w.dead_letter_reason ~= '' then
     redis.call('XADD', prefix .. 'dlq', '*', 'm', redis.call('HGET', record, 'msg') or '',
       'reason', w.dead_letter_reason, 'error', w.error, 'attempts', w.attempt, 'at', now, 'worker', worker)
@@ -64,9 +108,11 @@ local function finish(w, stream, record)
   if w.state == 'Succeeded' then
     counts.completed = counts.completed + 1
     duration = duration + tonumber(w.duration)
-  elseif w.state == 'Failed' then
+  elseif w.state == 'Failed' and w.ran then
     counts.failed = counts.failed + 1
     duration = duration + tonumber(w.duration)
+  elseif w.state == 'Failed' then
+    counts.rejected = counts.rejected + 1
   else
     counts.cancelled = counts.cancelled + 1
   end
@@ -86,7 +132,7 @@ end
 
 local function requeue(w, stream, record)
   local pending = redis.call('XPENDING', stream, group, w.entry, w.entry, 1)
-  if #pending == 0 or pending[1][2] ~= worker then
+  if #pending == 0 or pending[1][2] ~= w.owner then
     return 0
   end
   local rec = redis.call('HMGET', record, 'state', 'entry', 'msg', 'attempts', 'uid', 'namespace', 'pool', 'handler')
@@ -109,7 +155,7 @@ local function requeue(w, stream, record)
   return new_id
 end
 
-local function progress(w, record)
+local function progress(w, stream, record)
   local rec = redis.call('HMGET', record, 'entry', 'state')
   if rec[1] ~= w.entry or rec[2] ~= 'Running' then
     return 0
@@ -119,19 +165,15 @@ local function progress(w, record)
   return 1
 end
 
+local APPLY = {finish = finish, retry = retry, requeue = requeue, progress = progress}
+
 for i, w in ipairs(writes) do
-  local stream = KEYS[w.stream]
-  local record = prefix .. 'job:' .. w.job_id
-  if w.kind == 'finish' then
-    results[i] = finish(w, stream, record)
-  elseif w.kind == 'retry' then
-    results[i] = retry(w, stream, record)
-  elseif w.kind == 'requeue' then
-    results[i] = requeue(w, stream, record)
-  elseif w.kind == 'progress' then
-    results[i] = progress(w, record)
+  local problem = malformed(w)
+  if problem then
+    results[i] = 'error: ' .. problem
   else
-    results[i] = 0
+    local ok, result = pcall(APPLY[w.kind], w, KEYS[w.stream], prefix .. 'job:' .. w.job_id)
+    results[i] = ok and result or ('error: ' .. tostring(result))
   end
 end
 for name, n in pairs(counts) do

@@ -5,6 +5,10 @@
 -- then normal, then low); it never blocks (the worker falls back to a blocking
 -- XREADGROUP and then calls mode 'given' with what that returned).
 --
+-- Idempotent for the worker that took a job: an entry whose record is already Running
+-- for this very delivery and worker (a take whose reply was lost, passed again in mode
+-- 'given') runs without counting another attempt.
+--
 -- KEYS: the pool's job streams, highest priority first
 -- ARGV[1] mode: 'read' | 'given'
 -- ARGV[2] group: the consumer group
@@ -21,11 +25,12 @@
 -- (stream is the 1-based index into KEYS; job id, uid and handler are also stream fields
 -- j, u, h, so reading needs no JSON decoding; entries without them are decoded)
 --
--- Returns a flat list, per entry: stream, entry, message, verdict, attempt, max_attempts
+-- Returns a flat list, per entry: stream, entry, job_id, uid, handler, message, verdict, attempt, max_attempts
 -- Verdicts:
 --   run        the worker runs attempt `attempt` (record now Running)
 --   gone       no record (deleted): entry dropped
 --   stale      the record belongs to another incarnation (uid): entry dropped
+--   duplicate  the record's current delivery is another entry: this one dropped
 --   done       the job already finished: entry dropped
 --   cancelled  cancelled before it started: recorded Cancelled, entry dropped
 --   dead       every allowed attempt was lost with its worker: dead-lettered
@@ -51,22 +56,41 @@ local function decide(index, id, raw, job_id, uid, handler)
     local ok, msg = pcall(cjson.decode, raw)
     if not ok or type(msg) ~= 'table' or type(msg['job_id']) ~= 'string' then
       drop()
-      return 'bad', 0, 0
+      return 'bad', '', '', '', 0, 0
     end
     job_id, uid, handler = msg['job_id'], msg['uid'], msg['handler']
+    if type(uid) ~= 'string' or type(handler) ~= 'string' then
+      drop()
+      return 'bad', job_id, '', '', 0, 0
+    end
   end
   local record = prefix .. 'job:' .. job_id
-  local rec = redis.call('HMGET', record, 'uid', 'state', 'attempts', 'max_attempts', 'namespace', 'pool')
+  local rec = redis.call('HMGET', record, 'uid', 'state', 'attempts', 'max_attempts', 'namespace', 'pool',
+    'entry', 'worker')
   if not rec[1] then
     drop()
-    return 'gone', 0, 0
+    return 'gone', job_id, uid, handler, 0, 0
   end
   if rec[1] ~= uid then
     drop()
-    return 'stale', 0, 0
+    return 'stale', job_id, uid, handler, 0, 0
   end
   local attempts = tonumber(rec[3]) or 0
   local max = tonumber(rec[4]) or handler_max[handler] or default_max
+  if finished(rec[2]) then
+    drop()
+    return 'done', job_id, uid, handler, attempts, max
+  end
+  if rec[7] and rec[7] ~= id then
+    -- Another entry is the job's delivery (a producer wrote it twice, or a copy survived):
+    -- only that one may run or fail the job.
+    drop()
+    return 'duplicate', job_id, uid, handler, attempts, max
+  end
+  if rec[2] == 'Running' and rec[8] == consumer then
+    -- This worker took this delivery already and never heard back: run it, uncounted again.
+    return 'run', job_id, uid, handler, attempts, max
+  end
   local function event(state, attempt, message, err)
     local e = {job_id = job_id, uid = uid, namespace = rec[5], pool = rec[6],
       state = state, attempt = attempt, worker = consumer, at = tonumber(now), message = message, error = err}
@@ -80,17 +104,13 @@ local function decide(index, id, raw, job_id, uid, handler)
     redis.call('EXPIRE', record, ttl)
     redis.call('EXPIRE', pointer_prefix .. job_id, ttl)
   end
-  if finished(rec[2]) then
-    drop()
-    return 'done', attempts, max
-  end
   if redis.call('EXISTS', prefix .. 'cancel:' .. job_id) == 1 then
     local message = 'cancelled before it started'
     close('Cancelled', message, nil)
     event('Cancelled', attempts, message, nil)
     redis.call('HINCRBY', prefix .. 'stats', 'cancelled', 1)
     drop()
-    return 'cancelled', attempts, max
+    return 'cancelled', job_id, uid, handler, attempts, max
   end
   if attempts >= max then
     local err = {type = 'WorkerLost', retryable = false,
@@ -100,26 +120,31 @@ local function decide(index, id, raw, job_id, uid, handler)
       'attempts', attempts, 'at', now, 'worker', consumer)
     close('Failed', err.message, err_json)
     event('Failed', attempts, err.message, err)
-    redis.call('HINCRBY', prefix .. 'stats', 'failed', 1)
+    -- Not 'failed': no run of known duration ended, so the duration estimate must not count it.
+    redis.call('HINCRBY', prefix .. 'stats', 'rejected', 1)
     redis.call('HINCRBY', prefix .. 'stats', 'dead_lettered', 1)
     drop()
-    return 'dead', attempts, max
+    return 'dead', job_id, uid, handler, attempts, max
   end
   attempts = attempts + 1
   redis.call('HSET', record, 'state', 'Running', 'attempts', attempts, 'max_attempts', max,
     'worker', consumer, 'started_at', now, 'updated_at', now, 'entry', id, 'progress', '', 'message', '')
   event('Running', attempts, nil, nil)
-  return 'run', attempts, max
+  return 'run', job_id, uid, handler, attempts, max
 end
 
 local function take(index, id, raw, job_id, uid, handler)
-  local verdict, attempt, max = decide(index, id, raw, job_id, uid, handler)
-  out[#out + 1] = index
-  out[#out + 1] = id
-  out[#out + 1] = raw
-  out[#out + 1] = verdict
-  out[#out + 1] = attempt
-  out[#out + 1] = max
+  local verdict, job, u, h, attempt, max = decide(index, id, raw, job_id, uid, handler)
+  local n = #out
+  out[n + 1] = index
+  out[n + 2] = id
+  out[n + 3] = job
+  out[n + 4] = u
+  out[n + 5] = h
+  out[n + 6] = raw
+  out[n + 7] = verdict
+  out[n + 8] = attempt
+  out[n + 9] = max
 end
 
 if ARGV[1] == 'read' then
