@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import redis
 
 from kubeworkers import dlq, logs
-from kubeworkers.protocol import PoolKeys
+from kubeworkers.protocol import JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
 
@@ -70,14 +74,41 @@ def _settings(args: argparse.Namespace) -> WorkerSettings:
     return settings_from(**flag_values(args))
 
 
-async def _serve(settings: WorkerSettings) -> None:
+class UsageError(Exception):
+    """The command was given something it cannot use (exit code 2)."""
+
+
+def _run_worker(settings: WorkerSettings) -> int:
+    """Run a worker until SIGTERM; its exit code. Handlers that ignored being stopped do not keep
+    the process alive: it exits anyway (they run on daemon threads or as abandoned tasks)."""
     from kubeworkers.worker import Worker
 
     worker = Worker(settings)
-    loop = asyncio.get_running_loop()
+    loop = asyncio.new_event_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    await worker.run()
+    try:
+        loop.run_until_complete(worker.run())
+    finally:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=2))
+        if any(not task.done() for task in left):
+            logs.flush()
+            sys.stderr.flush()
+            os._exit(worker.exit_code)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    return worker.exit_code
+
+
+def _import(modules: list[str]) -> None:
+    try:
+        import_modules(modules)
+    except ImportError as exc:
+        raise UsageError(f"cannot import the handlers: {exc}") from None
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -86,15 +117,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         settings.validate()
     except ValueError as exc:
-        print(f"kubeworkers worker: {exc}", file=sys.stderr)
-        return 2
-    import_modules(settings.imports)
-    asyncio.run(_serve(settings))
-    return 0
+        raise UsageError(str(exc)) from None
+    _import(settings.imports)
+    return _run_worker(settings)
 
 
 def cmd_handlers(args: argparse.Namespace) -> int:
-    import_modules(_imports(args.imports))
+    _import(_imports(args.imports))
     described = [spec.describe() for spec in registry]
     if args.json:
         print(json.dumps(described, indent=2))
@@ -111,16 +140,22 @@ def cmd_handlers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redis(args: argparse.Namespace) -> tuple[redis.Redis, WorkerSettings]:
+def _redis(args: argparse.Namespace, *, pool_required: bool = False) -> tuple[redis.Redis, WorkerSettings]:
     settings = _settings(args)
-    return redis.Redis.from_url(settings.redis_url), settings
+    if pool_required and not settings.pool:
+        raise UsageError("a pool is required (--pool or KUBEWORKERS_POOL)")
+    try:
+        return redis.Redis.from_url(settings.redis_url), settings
+    except ValueError as exc:
+        raise UsageError(f"invalid Redis URL: {exc}") from None
+
+
+#: A stream entry id: milliseconds, optionally a dash and a sequence number.
+ENTRY_ID = re.compile(r"\d+(-\d+)?")
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    r, settings = _redis(args)
-    if not settings.pool:
-        print("kubeworkers dlq: a pool is required (--pool or KUBEWORKERS_POOL)", file=sys.stderr)
-        return 2
+    r, settings = _redis(args, pool_required=True)
     keys = PoolKeys(settings.namespace, settings.pool)
     if args.dlq_command == "list":
         dead = dlq.list_dead(r, keys, args.count)
@@ -128,29 +163,54 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             print(json.dumps([d.model_dump(mode="json") for d in dead], indent=2))
         else:
             for d in dead:
+                if isinstance(d, dlq.Unreadable):
+                    print(f"{d.id}  unreadable: {d.problem}")
+                    continue
                 when = datetime.fromtimestamp(d.at, UTC).isoformat(timespec="seconds")
                 print(f"{d.id}  {d.job_id}  {d.handler}  attempts={d.attempts}  {when}  {d.reason}")
             print(f"{len(dead)} dead-lettered job(s)", file=sys.stderr)
         return 0
+    for entry_id in args.ids or []:
+        if not ENTRY_ID.fullmatch(entry_id):
+            raise UsageError(f"not a dead-letter entry id: {entry_id!r} (they look like 1700000000000-0)")
     replayed = dlq.replay(r, keys, None if args.all else args.ids)
-    for job_id in replayed:
+    for job_id in replayed.job_ids:
         print(job_id)
-    print(f"replayed {len(replayed)} job(s)", file=sys.stderr)
+    if replayed.unreadable:
+        ids = ", ".join(u.id for u in replayed.unreadable)
+        print(f"kubeworkers dlq replay: replayed {len(replayed.job_ids)} job(s); left {len(replayed.unreadable)} "
+              f"unreadable entry(ies) in place: {ids}", file=sys.stderr)
+        return 1
+    print(f"replayed {len(replayed.job_ids)} job(s)", file=sys.stderr)
     return 0
+
+
+def _input(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--input is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"--input must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from kubeworkers.client import Client
+    from kubeworkers.client import Client, InvalidInputError
 
-    r, settings = _redis(args)
+    inp = _input(args.input)
+    r, settings = _redis(args, pool_required=True)
     client = Client(connection=r, namespace=settings.namespace)
-    job_id = client.submit(
-        settings.pool, args.handler, json.loads(args.input), job_id=args.job_id, priority=args.priority
-    )
-    print(job_id)
-    if args.wait is not None:
-        print(client.wait(job_id, args.wait, pool=settings.pool).model_dump_json(indent=2))
-    return 0
+    try:
+        job_id = client.submit(settings.pool, args.handler, inp, job_id=args.job_id, priority=args.priority)
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from None
+    print(job_id, flush=True)
+    if args.wait is None:
+        return 0
+    record = client.wait(job_id, args.wait, pool=settings.pool)
+    print(record.model_dump_json(indent=2))
+    return 0 if record.state is JobState.SUCCEEDED else 1
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -165,12 +225,42 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(args: argparse.Namespace) -> str:
+    """Where Redis is, for messages: host and port, never the password."""
+    url = urlsplit(_settings(args).redis_url)
+    with contextlib.suppress(ValueError):
+        return f"{url.hostname}:{url.port or 6379}"
+    return "the given URL"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every error it can meet is one line on stderr and a non-zero exit code."""
     args = build_parser().parse_args(argv)
     commands = {
         "worker": cmd_worker, "handlers": cmd_handlers, "dlq": cmd_dlq, "submit": cmd_submit, "get": cmd_get,
     }
-    return commands[args.command](args)
+    command = " ".join(c for c in (args.command, getattr(args, "dlq_command", None)) if c)
+    try:
+        return commands[args.command](args)
+    except UsageError as exc:
+        return _fail(command, str(exc), 2)
+    except redis.AuthenticationError as exc:
+        return _fail(command, f"Redis refused the connection: {exc}", 1)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return _fail(command, f"cannot reach Redis at {_where(args)}: {exc}", 1)
+    except redis.ResponseError as exc:
+        return _fail(command, f"Redis answered with an error: {exc}", 1)
+    except TimeoutError as exc:
+        return _fail(command, str(exc), 1)
+    except (OSError, LookupError) as exc:
+        return _fail(command, f"{type(exc).__name__}: {exc}", 1)
+    except ValueError as exc:
+        return _fail(command, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"kubeworkers {command}: {' '.join(message.split())}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import redis
 from pydantic import BaseModel
@@ -27,12 +27,35 @@ class DeadLetter(BaseModel):
     message: JobMessage
 
 
+class Unreadable(BaseModel):
+    """An entry of the dead-letter stream that cannot be read (written by hand, or by something else)."""
+
+    id: str
+    unreadable: Literal[True] = True
+    problem: str
+    fields: dict[str, str]
+
+
+class Replayed(NamedTuple):
+    """What :func:`replay` did: the job ids it queued again, and the entries it could not read."""
+
+    job_ids: list[str]
+    unreadable: list[Unreadable]
+
+
 def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
 
 
-def _parse(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
+def _parse(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter | Unreadable:
     f = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        return _dead_letter(entry_id, f)
+    except (ValueError, KeyError) as exc:
+        return Unreadable(id=_text(entry_id), problem=f"{type(exc).__name__}: {str(exc)[:300]}", fields=f)
+
+
+def _dead_letter(entry_id: Any, f: dict[str, str]) -> DeadLetter:
     msg = JobMessage.model_validate_json(f["m"])
     return DeadLetter(
         id=_text(entry_id),
@@ -47,17 +70,17 @@ def _parse(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
     )
 
 
-def list_dead(r: redis.Redis, keys: PoolKeys, count: int = 100) -> list[DeadLetter]:
-    """The oldest ``count`` dead-lettered jobs of a pool."""
+def list_dead(r: redis.Redis, keys: PoolKeys, count: int = 100) -> list[DeadLetter | Unreadable]:
+    """The oldest ``count`` dead-lettered jobs of a pool (entries that cannot be read, as :class:`Unreadable`)."""
     entries: Any = r.xrange(keys.dead_letter, count=count)
     return [_parse(i, f) for i, f in entries]
 
 
-def replay(r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None) -> list[str]:
+def replay(r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None) -> Replayed:
     """Put dead-lettered jobs back on their streams with fresh attempts (all of them when ``ids`` is None).
 
-    Returns the job ids replayed. Each replay is atomic: the job is queued and
-    its dead-letter entry removed together.
+    Each replay is atomic: the job is queued and its dead-letter entry removed together. An
+    entry that cannot be read is left where it is, and reported; the others are replayed.
     """
     if ids is None:
         entries: Any = r.xrange(keys.dead_letter)
@@ -65,10 +88,14 @@ def replay(r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None) -> list
         entries = []
         for entry_id in ids:
             entries.extend(r.xrange(keys.dead_letter, entry_id, entry_id))
-    replayed = []
+    replayed: list[str] = []
+    unreadable: list[Unreadable] = []
     now = repr(time.time())
     for entry_id, fields in entries:
         dead = _parse(entry_id, fields)
+        if isinstance(dead, Unreadable):
+            unreadable.append(dead)
+            continue
         msg = dead.message
         new_id = redis_ops.run_sync(r, scripts.call_plan(
             "replay",
@@ -78,4 +105,4 @@ def replay(r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None) -> list
         ))
         if new_id:
             replayed.append(msg.job_id)
-    return replayed
+    return Replayed(replayed, unreadable)
