@@ -1,4 +1,5 @@
-"""The ``kubeworkers`` command: every operational error is one clear line and a non-zero exit, never a traceback."""
+"""The ``kubeworkers`` command: every operational error is one clear line and a non-zero exit, never a
+traceback; and a worker always exits on SIGTERM, whatever its handlers do."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -109,3 +111,27 @@ def test_one_unreadable_dead_letter_entry_does_not_break_list_or_replay(redis_ur
     assert "unreadable" in replayed.stderr
     assert r.xlen(keys.dead_letter) == 1
     r.close()
+
+
+def test_a_worker_whose_handlers_ignore_sigterm_still_exits_and_names_their_jobs(redis_url: str) -> None:
+    from kubeworkers.client import Client
+    from kubeworkers.protocol import JobState
+
+    worker = WorkerProcess(redis_url, "stubborn", imports="tests.integration.stubborn_handlers",
+                           extra_args=["--shutdown-grace", "0.5", "--cancel-grace", "0.5"])
+    try:
+        worker.wait_started()
+        with Client(redis_url) as client:
+            stuck = [client.submit("p", "stubborn.async", {}), client.submit("p", "stubborn.sync", {})]
+            deadline = time.monotonic() + 30
+            while not all((rec := client.get(j, pool="p")) and rec.state is JobState.RUNNING for j in stuck):
+                assert time.monotonic() < deadline, "the jobs did not start"
+                time.sleep(0.05)
+            worker.terminate()
+            assert worker.wait(60) == 0
+            states = [client.get(j, pool="p") for j in stuck]
+        assert all(rec is not None and rec.state is JobState.QUEUED for rec in states), states
+        last = [line for line in worker.log_lines() if "still run" in line.get("msg", "")]
+        assert last and all(job_id in last[-1]["msg"] for job_id in stuck), worker.log()
+    finally:
+        worker.close()
