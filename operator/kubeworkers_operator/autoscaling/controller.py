@@ -34,6 +34,7 @@ from kubeworkers_operator.autoscaling.load import (
     ArrivalRate,
     DurationEstimate,
     PoolSnapshot,
+    held_by_consumer,
     live_heartbeats,
     measure_load,
 )
@@ -203,7 +204,7 @@ class PoolAutoscaler:
         """Mark busy pods expensive and idle ones cheap, so the ReplicaSet removes idle pods."""
         pods = await self.kube.list_worker_pods()
         live = live_heartbeats(snapshot, self.heartbeat_timeout)
-        changes = plan_deletion_costs(pods, live)
+        changes = plan_deletion_costs(pods, live, held_by_consumer(snapshot))
         await asyncio.gather(*(self.kube.set_deletion_cost(pod, cost) for pod, cost in changes.items()))
 
     async def _publish_status(self, load: Load, decision: Decision, now: float, *, force: bool) -> None:
