@@ -117,6 +117,7 @@ class JobStatus(CrdModel):
     phase: JobState | None = None
     attempts: int | None = Field(default=None, ge=0)
     worker: str | None = None
+    last_worker: str | None = None
     queued_at: datetime | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None

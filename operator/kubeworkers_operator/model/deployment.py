@@ -29,6 +29,12 @@ def selector_labels(pool: str) -> dict[str, str]:
     return {POOL_LABEL: pool, "app.kubernetes.io/name": "kubeworkers-worker"}
 
 
+def selector_string(pool: str) -> str:
+    """The Deployment's selector as a label-selector string: ``WorkerPool.status.selector``, which the
+    scale subresource exposes to ``kubectl scale`` and the HorizontalPodAutoscaler."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(pool).items()))
+
+
 def shutdown_grace_seconds(spec: WorkerPoolSpec) -> int:
     """How long a worker drains in-flight jobs after SIGTERM."""
     return max(1, spec.termination_grace_period_seconds - SHUTDOWN_MARGIN_SECONDS)
