@@ -74,6 +74,9 @@ async def admit(rt: Runtime, job: TrackedJob) -> None:
     pool = await rt.lookup_pool(job.namespace, spec.pool)
     problem = check_admission(job, spec, pool)
     if problem is not None:
+        if problem[0] == "PoolNotFound" and job_status.enqueued_reason(job.status) == job_status.POOL_DELETED:
+            rt.waiting.add(job.job_id)  # still waiting for its pool to come back: PoolDeleted says more
+            return
         if problem[0] in FINAL_REASONS:
             await reject(rt, job, *problem)
         else:
