@@ -17,9 +17,10 @@ only says whether the worker lives and whether it is draining.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from kubeworkers.protocol import WorkerHeartbeat
+
+from kubeworkers_operator.autoscaling.pods import WorkerPod
 
 #: The annotation the ReplicaSet controller reads (PodDeletionCost, beta and on since 1.22).
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
@@ -31,16 +32,6 @@ IDLE_COST = 0
 BUSY_COST = 1000
 #: Cost of a worker already draining: it is on its way out, let it be the one removed.
 DRAINING_COST = -1000
-
-
-@dataclass(frozen=True)
-class WorkerPod:
-    """A worker pod as the autoscaler needs to see it."""
-
-    name: str
-    deletion_cost: int | None
-    """The current annotation value (None: unset or unparsable)."""
-    terminating: bool = False
 
 
 def deletion_cost(heartbeat: WorkerHeartbeat | None, held: int) -> int:
