@@ -10,7 +10,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from kubeworkers.protocol import WORKER_GROUP, PoolKeys, Priority, WorkerHeartbeat
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, PoolAutoscaler
-from kubeworkers_operator.autoscaling.deletion_cost import BUSY_COST, IDLE_COST, WorkerPod
+from kubeworkers_operator.autoscaling.deletion_cost import BUSY_COST, IDLE_COST
+from kubeworkers_operator.autoscaling.pods import WorkerPod
 from kubeworkers_operator.model.pool_conditions import ConditionValue
 
 NS, POOL = "ns", "pool"
