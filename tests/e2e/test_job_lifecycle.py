@@ -255,3 +255,19 @@ def test_ttl_edited_after_the_job_finished_is_honoured(
                     "-p", '{"spec": {"ttlSecondsAfterFinished": 1}}')
     wait_for(lambda: get_job(cluster, namespace, "kept") is None, timeout=30, what="TTL deletion after the edit")
 
+
+
+def test_a_job_whose_worker_died_shows_requeued_then_runs_again_with_its_last_start_time(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(leaseSeconds=6), namespace)
+    cluster.apply(job_yaml("orphaned", "slow", {"seconds": 8, "steps": 8}, maxAttempts=3), namespace)
+    first = wait_phase(cluster, namespace, "orphaned", {"Running"})["status"]
+    demo_pool.kill(first["worker"])  # SIGKILL: no hand-back; the reaper reclaims it after the lease
+    events = assert_events(cluster, namespace, "orphaned", {"Requeued"})
+    assert any("lease expired" in message for reason, message in events if reason == "Requeued")
+    status = wait_phase(cluster, namespace, "orphaned", {"Succeeded", "Failed"}, timeout=120)["status"]
+    assert (status["phase"], status["attempts"]) == ("Succeeded", 2), status
+    assert status["startTime"] > first["startTime"]  # the last attempt's start, as the CRD says
+    (enqueued,) = [c for c in status["conditions"] if c["type"] == "Enqueued"]
+    assert enqueued["reason"] == "Requeued"

@@ -192,7 +192,8 @@ def _supersedes(
         # Parked (its pool was deleted): only a worker taking it, or a finish, moves it on.
         return False
     if requeued_at is not None and state is JobState.QUEUED and current is JobState.RUNNING:
-        return attempt in (known_attempt, known_attempt - 1) and requeued_at >= int(_started_at(status))
+        started = known_attempt >= 1  # a Running status without an attempt is no attempt to requeue
+        return started and attempt in (known_attempt, known_attempt - 1) and requeued_at >= int(_started_at(status))
     if attempt != known_attempt:
         return attempt > known_attempt
     if retry and state is JobState.QUEUED and current is JobState.RUNNING:
@@ -204,7 +205,8 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
     """The status after ``event``; the same content when the event is stale or a replay."""
     new: Status = dict(status)
     retry = event.state is JobState.QUEUED and event.error is not None
-    requeue = event.state is JobState.QUEUED and event.error is None
+    # settle.lua's requeue (the reaper's, a draining worker's hand-back) names its worker and says why.
+    requeue = event.state is JobState.QUEUED and event.error is None and bool(event.worker and event.message)
     if not _supersedes(status, event.state, event.attempt, retry=retry, requeued_at=event.at if requeue else None):
         return new
     was = parse_phase(status)
