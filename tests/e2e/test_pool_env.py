@@ -7,7 +7,6 @@ import redis
 from kubeworkers.protocol import PoolKeys
 from kubeworkers.resources import POOL_ENV_REFUSED
 
-from tests.e2e.operator_fixtures import *  # noqa: F403
 from tests.e2e.operator_fixtures import OperatorProcess, pool_manifest
 from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
 from tests.support.cluster import Cluster
