@@ -49,7 +49,8 @@ sys.path.insert(0, str(REPO))
 from kubeworkers.protocol import WORKER_GROUP, JobMessage, PoolKeys, WorkerHeartbeat  # noqa: E402
 from kubeworkers.queue import enqueue_many  # noqa: E402
 from kubeworkers_operator.autoscaling import PoolAutoscaler  # noqa: E402
-from kubeworkers_operator.autoscaling.deletion_cost import WorkerPod  # noqa: E402
+from kubeworkers_operator.autoscaling.pods import WorkerPod  # noqa: E402
+from kubeworkers_operator.model.pool_conditions import ConditionValue  # noqa: E402
 
 from benchmarks.measure import percentile  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
@@ -192,6 +193,9 @@ class SimulatedDeployment:
 
     async def post_event(self, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append(f"{reason}: {message}")
+
+    async def set_condition(self, type_: str, value: ConditionValue) -> bool:
+        return True
 
     async def close(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.pods.values()), *list(self.leaving))

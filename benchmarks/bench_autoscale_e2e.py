@@ -228,12 +228,13 @@ def summarize(rows: list[dict[str, float]], jobs: int, applied_at: float) -> dic
     }
 
 
-def plot(rows: list[dict[str, float]], summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
+def plot(rows: list[dict[str, float]], summary: dict[str, Any], path: Path) -> bool:
+    """Draw the timeline to ``path``; False (nothing drawn) without matplotlib (the ``bench`` extra)."""
+    from benchmarks import report
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = report.pyplot()
+    if plt is None:
+        return False
     t = [row["t"] for row in rows]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 7))
     top.step(t, [row["replicas"] for row in rows], where="post", label="Deployment spec.replicas", linewidth=2)
@@ -266,6 +267,8 @@ def plot(rows: list[dict[str, float]], summary: dict[str, Any], path: Path) -> N
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def run(jobs: int, parallel: int) -> tuple[list[dict[str, float]], dict[str, Any]]:
@@ -348,10 +351,10 @@ def main() -> None:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, summary, args.png)
+    drawn = plot(rows, summary, args.png)
     summary["timeline_csv"] = str(csv_path.relative_to(REPO))
-    summary["timeline_png"] = str(args.png.resolve().relative_to(REPO)) if args.png.resolve().is_relative_to(
-        REPO) else str(args.png)
+    summary["timeline_png"] = None if not drawn else (
+        str(args.png.resolve().relative_to(REPO)) if args.png.resolve().is_relative_to(REPO) else str(args.png))
     (out / f"bench_autoscale_e2e-{stamp}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(json.dumps(summary, indent=2))

@@ -54,16 +54,16 @@ def run(quick: bool) -> report.SuiteResult:
     # On a docs run the timeline goes where docs/autoscaling.md shows it.
     png = TIMELINE_PNG if report.plots_in_docs() else report.plot_path("autoscale-timeline.png")
     rows_, summary = bench_autoscale_e2e.run(jobs, parallel=8)
-    bench_autoscale_e2e.plot(rows_, summary, png)
+    drawn = bench_autoscale_e2e.plot(rows_, summary, png)
     data = {"suite": "autoscale", "machine": report.machine(), "reaction": reaction, "timeline": summary,
-            "timeline_png": str(png)}
+            "timeline_png": str(png) if drawn else None}
     return render(data)
 
 
 def render(data: dict[str, Any]) -> report.SuiteResult:
     """Table and doc block of measured ``data`` (the timeline plot is drawn when measured)."""
-    png = Path(data["timeline_png"])
-    return report.SuiteResult("autoscale", data, text(data), markdown(data, png), [png])
+    png = Path(data["timeline_png"]) if data.get("timeline_png") else None
+    return report.SuiteResult("autoscale", data, text(data), markdown(data, png), [png] if png else [])
 
 
 def rows(data: dict[str, Any]) -> list[list[str]]:
@@ -98,7 +98,8 @@ def markdown(data: dict[str, Any], png: Any) -> str:
              f"replicas raised at {t['seconds_to_replicas_raised']} s, peak {t['peak_replicas']} at "
              f"{t['seconds_to_peak_replicas']} s, all Succeeded at {t['seconds_to_all_succeeded']} s, "
              f"back to 0 at {t['seconds_to_zero_replicas']} s (times from the first `kubectl apply`).", "",
-             f"![autoscale timeline]({report.relative_to_doc(png)})"]
+             f"![autoscale timeline]({report.relative_to_doc(png)})" if png is not None
+             else "(timeline not drawn: matplotlib, the `bench` extra, is not installed)"]
     r = data["reaction"]
     goals = [[f"reaction {q} < {limit:g} s", f"{r[f'reaction_{q}_s'] * 1000:.0f} ms",
               verdict(r[f"reaction_{q}_s"], limit, at_least=False)] for q, limit in (("p50", 1.0), ("p95", 2.0))]

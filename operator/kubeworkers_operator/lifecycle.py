@@ -49,8 +49,8 @@ def chores(rt: Runtime, controllers: PoolControllers) -> list[Chore]:
         Chore("pending-retry", settings.pending_retry_seconds, partial(jobs.retry_waiting, rt)),
         Chore("pool-resync", settings.pending_retry_seconds, partial(pools.resync_pools, rt, controllers)),
         Chore("record-resync", settings.resync_interval_seconds, partial(resync.resync, rt)),
-        # The first sweep waits a full period: by then kopf has listed every Job into the index.
-        Chore("orphan-sweep", settings.orphan_sweep_seconds, partial(orphans.sweep_orphans, rt)),
+        # Bounded turns, each a few round trips; a pass over every record starts every --orphan-sweep-interval.
+        Chore("orphan-sweep", orphans.TURN_SECONDS, partial(orphans.sweep_turn, rt, orphans.sweep_for(rt))),
         Chore("events-trim", status_sync.TRIM_SECONDS, partial(status_sync.trim_events, rt.redis)),
     ]
 

@@ -126,3 +126,50 @@ def test_scale_down_with_jobs_running_on_some_pods_interrupts_none(
         status = jobs[name]["status"]
         assert (status["phase"], status["attempts"]) == ("Succeeded", 1), status
         assert status["worker"] in busy
+
+
+def crash_loop(cluster: Cluster, namespace: str, pod: str) -> None:
+    """Write the status a kubelet writes for a worker that exits at once (kwok's stand-in never does:
+    it keeps the pod Ready whatever the local process does)."""
+    status = {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+                       {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"},
+                       {"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [{
+            "name": "worker", "ready": False, "restartCount": 5, "image": "kubeworkers-worker:dev", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                  "message": "back-off 2m40s restarting failed container=worker"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+        }],
+    }
+    cluster.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": status}))
+
+
+def test_a_pool_whose_pods_crash_loop_says_so_and_is_not_grown_to_max(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(pool_manifest("crashy", concurrency=1, minReplicas=0, maxReplicas=4, imports=["no_such_module"],
+                                autoscaling=FAST), namespace)
+    wait_for(lambda: replicas(cluster, namespace, "crashy") == 0, what="the pool's Deployment at zero")
+    apply_jobs(cluster, namespace, job_list_yaml([f"j-{i}" for i in range(4)], "crashy", "word_count", {"text": "a"}))
+    wait_for(lambda: len(live_pods(cluster, namespace, "crashy")) == 4, what="four pods for four jobs")
+    for pod in live_pods(cluster, namespace, "crashy"):
+        crash_loop(cluster, namespace, pod)
+
+    def failing() -> dict[str, Any] | None:
+        status = pool_status(cluster, namespace, "crashy")
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        cond = conds.get("PodsFailing")
+        return cond if cond and cond["status"] == "True" else None
+
+    cond = wait_for(failing, timeout=60, what="PodsFailing=True on the pool")
+    assert cond["reason"] == "CrashLoopBackOff" and "cannot start" in cond["message"]
+    wait_for(lambda: replicas(cluster, namespace, "crashy") == 1, timeout=60, what="the pool held at one pod")
+    assert "cannot start (CrashLoopBackOff)" in pool_status(cluster, namespace, "crashy")["lastScaleReason"]
+    available = {c["type"]: c for c in pool_status(cluster, namespace, "crashy")["conditions"]}["Available"]
+    assert available["status"] == "False"
+    wait_for(lambda: any(e.startswith("PodsFailing: ") for e in pool_events(cluster, namespace, "crashy")),
+             timeout=30, what="a PodsFailing Warning Event")
+    assert sum(e.startswith("PodsFailing: ") for e in pool_events(cluster, namespace, "crashy")) == 1

@@ -218,3 +218,56 @@ def test_progress_shows_in_status_while_running_and_is_written_less_often_than_r
     writes = operator.metric_sum("kubeworkers_operator_job_status_patches_total")
     assert consumed >= 32
     assert writes <= consumed / 2
+
+
+def test_kubectl_wait_for_condition_complete_or_failed_ends_with_the_job(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("fine", "word_count", {"text": "a b c"}), namespace)
+    cluster.apply(job_yaml("broken", "fail", {"message": "no"}), namespace)
+    cluster.apply(job_yaml("stopped", "slow", {"seconds": 120, "steps": 120}), namespace)
+    cluster.kubectl("wait", "--for=condition=Complete", "jobs.workers.io/fine", "-n", namespace, "--timeout=90s",
+                    timeout=100)
+    cluster.kubectl("wait", "--for=condition=Failed", "jobs.workers.io/broken", "-n", namespace, "--timeout=90s",
+                    timeout=100)
+    wait_phase(cluster, namespace, "stopped", {"Running"})
+    cluster.kubectl("patch", "jobs.workers.io", "stopped", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"cancel": true}}')
+    cluster.kubectl("wait", "--for=condition=Failed", "jobs.workers.io/stopped", "-n", namespace, "--timeout=60s",
+                    timeout=70)
+    conditions = {name: {c["type"]: (c["status"], c["reason"]) for c in get_job(cluster, namespace, name)["status"][
+        "conditions"]} for name in ("fine", "broken", "stopped")}  # type: ignore[index]
+    assert conditions["fine"]["Complete"] == ("True", "Succeeded") and "Failed" not in conditions["fine"]
+    assert conditions["broken"]["Failed"] == ("True", "RuntimeError") and "Complete" not in conditions["broken"]
+    assert conditions["stopped"]["Failed"] == ("True", "Cancelled")  # a cancel is told apart by its reason
+    job = get_job(cluster, namespace, "fine")
+    assert job is not None and job["status"]["observedGeneration"] == job["metadata"]["generation"]
+
+
+def test_ttl_edited_after_the_job_finished_is_honoured(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("kept", "word_count", {"text": "a b"}, ttlSecondsAfterFinished=86400), namespace)
+    wait_phase(cluster, namespace, "kept", {"Succeeded"})
+    cluster.kubectl("patch", "jobs.workers.io", "kept", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"ttlSecondsAfterFinished": 1}}')
+    wait_for(lambda: get_job(cluster, namespace, "kept") is None, timeout=30, what="TTL deletion after the edit")
+
+
+
+def test_a_job_whose_worker_died_shows_requeued_then_runs_again_with_its_last_start_time(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(leaseSeconds=6), namespace)
+    cluster.apply(job_yaml("orphaned", "slow", {"seconds": 8, "steps": 8}, maxAttempts=3), namespace)
+    first = wait_phase(cluster, namespace, "orphaned", {"Running"})["status"]
+    demo_pool.kill(first["worker"])  # SIGKILL: no hand-back; the reaper reclaims it after the lease
+    events = assert_events(cluster, namespace, "orphaned", {"Requeued"})
+    assert any("lease expired" in message for reason, message in events if reason == "Requeued")
+    status = wait_phase(cluster, namespace, "orphaned", {"Succeeded", "Failed"}, timeout=120)["status"]
+    assert (status["phase"], status["attempts"]) == ("Succeeded", 2), status
+    assert status["startTime"] > first["startTime"]  # the last attempt's start, as the CRD says
+    (enqueued,) = [c for c in status["conditions"] if c["type"] == "Enqueued"]
+    assert enqueued["reason"] == "Requeued"

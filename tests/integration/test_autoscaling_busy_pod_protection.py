@@ -9,14 +9,14 @@ deletion costs are planned from the registry's ``in_flight`` alone
 (``autoscaling/controller.py`` ``_protect_busy_pods`` → ``deletion_cost.plan_deletion_costs``),
 so every pod gets cost 0 and the ReplicaSet may remove the busy one (its worker then drains, and
 the test sees the idle pod survive). The audit log of a failing run shows the four
-``pod-deletion-cost: "0"`` patches 20 ms before ``replicas: 2``.
+``pod-deletion-cost: "0"`` patches 20 ms before ``replicas: 2``. Fixed: busy-ness, for the
+deletion costs as for the decision, now comes from the pending list (``load.held_by_consumer``).
 """
 
 from __future__ import annotations
 
 import time
 
-import pytest
 import redis.asyncio as aioredis
 from kubeworkers.protocol import WORKER_GROUP, Priority, WorkerHeartbeat
 from kubeworkers_operator.autoscaling import PoolAutoscaler
@@ -24,9 +24,6 @@ from kubeworkers_operator.autoscaling import PoolAutoscaler
 from tests.integration.test_autoscaling_controller import KEYS, NS, POOL, RecordingDeployment, spec
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operator: deletion costs ignore the consumers' pending entries, see the module docstring; "
-    "remove this marker with the fix"))
 async def test_scale_down_keeps_a_pod_whose_job_started_after_its_last_heartbeat(r: aioredis.Redis) -> None:
     await r.xgroup_create(KEYS.stream(Priority.NORMAL), WORKER_GROUP, id="0", mkstream=True)
     await r.xadd(KEYS.stream(Priority.NORMAL), {"m": "job"})

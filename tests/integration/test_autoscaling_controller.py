@@ -10,7 +10,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from kubeworkers.protocol import WORKER_GROUP, PoolKeys, Priority, WorkerHeartbeat
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, PoolAutoscaler
-from kubeworkers_operator.autoscaling.deletion_cost import BUSY_COST, IDLE_COST, WorkerPod
+from kubeworkers_operator.autoscaling.deletion_cost import BUSY_COST, IDLE_COST
+from kubeworkers_operator.autoscaling.pods import WorkerPod
+from kubeworkers_operator.model.pool_conditions import ConditionValue
 
 NS, POOL = "ns", "pool"
 KEYS = PoolKeys(NS, POOL)
@@ -33,6 +35,7 @@ class RecordingDeployment:
         self.calls: list[tuple[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.events: list[str] = []
+        self.conditions: dict[str, ConditionValue] = {}
         self.fail_next_set = 0
         self.changed = asyncio.Event()
         self.reported = asyncio.Event()
@@ -61,6 +64,10 @@ class RecordingDeployment:
 
     async def post_event(self, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append(f"{reason}: {message}")
+
+    async def set_condition(self, type_: str, value: ConditionValue) -> bool:
+        self.conditions[type_] = value
+        return True
 
     async def wait_for(self, replicas: int) -> None:
         async with asyncio.timeout(30):

@@ -10,6 +10,7 @@ from kubeworkers_operator.autoscaling.load import (
     GroupSnapshot,
     PoolSnapshot,
     StreamSnapshot,
+    held_by_consumer,
     measure_load,
     undelivered,
 )
@@ -98,13 +99,16 @@ def test_backlog_and_in_flight_sum_over_all_priority_streams() -> None:
     assert load.in_flight == 5
 
 
-def test_in_flight_trusts_the_larger_of_registry_and_pending() -> None:
-    # A worker between XACK and its next heartbeat, or one with jobs read but not yet acked:
-    # either count may lag the other; the larger one never under-provisions.
+def test_busy_ness_comes_from_the_consumers_pending_entries_not_the_heartbeats_count() -> None:
+    # A heartbeat's in_flight is up to one beat (5 s) old: p1 took a job since its first beat
+    # (in_flight 0), p2 finished its three since its last one. The pending list is written with
+    # every take and every ack, so it is the one that is right.
     snap = PoolSnapshot(
-        at=NOW, streams=(stream("s", 1, 1, group(0, pending={"p1": 1})),), heartbeats=(beat("p1", 3),)
+        at=NOW, streams=(stream("s", 1, 1, group(0, pending={"p1": 1})),), heartbeats=(beat("p1", 0), beat("p2", 3))
     )
-    assert measure_load(snap).in_flight == 3
+    load = measure_load(snap)
+    assert (load.in_flight, load.busy_workers, load.live_workers) == (1, 1, 2)
+    assert held_by_consumer(snap) == {"p1": 1}
 
 
 def test_retries_waiting_for_backoff_are_reported() -> None:

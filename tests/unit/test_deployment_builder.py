@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeworkers.resources import WorkerPoolSpec
+from kubeworkers.resources import EnvVar, WorkerPoolSpec
 from kubeworkers_operator.model.deployment import build_deployment, initial_replicas
 from kubeworkers_operator.model.names import POOL_LABEL, deployment_name
 
@@ -74,8 +74,12 @@ def test_pod_name_and_namespace_come_from_the_downward_api() -> None:
 
 
 def test_user_env_cannot_override_the_operators_kubeworkers_variables() -> None:
-    env = container(build(env=[{"name": "KUBEWORKERS_REDIS_URL", "value": "redis://evil"},
-                               {"name": "LOG_LEVEL", "value": "debug"}]))["env"]
+    # Admission refuses such an entry (tests/unit/test_pool_env_settings.py); one stored before that
+    # rule existed still cannot redirect the pool.
+    spec = WorkerPoolSpec.model_validate({"image": "i", "imports": ["m"]})
+    spec.env = [EnvVar.model_construct(name="KUBEWORKERS_REDIS_URL", value="redis://evil", value_from=None),
+                EnvVar(name="LOG_LEVEL", value="debug")]
+    env = container(build_deployment(name="resize", namespace="media", uid="u", spec=spec))["env"]
     names = [e["name"] for e in env]
     assert names.count("KUBEWORKERS_REDIS_URL") == 1
     assert {"name": "LOG_LEVEL", "value": "debug"} in env

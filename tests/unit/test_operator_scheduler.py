@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from kubeworkers_operator import lifecycle
+from kubeworkers_operator.flows import orphans
 from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler
 from kubeworkers_operator.settings import OperatorSettings
 
@@ -75,13 +76,16 @@ def test_chore_names_are_unique() -> None:
 def test_every_periodic_thing_the_operator_does_is_one_list_on_the_settings_intervals() -> None:
     settings = OperatorSettings(resync_interval_seconds=61, pending_retry_seconds=11, orphan_sweep_seconds=301)
     rt: Any = SimpleNamespace(settings=settings, redis=object())
-    intervals = {chore.name: chore.interval for chore in lifecycle.chores(rt, controllers=object())}  # type: ignore[arg-type]
+    chores = {chore.name: chore for chore in lifecycle.chores(rt, controllers=object())}  # type: ignore[arg-type]
+    intervals = {name: chore.interval for name, chore in chores.items()}
+    # The orphan sweep runs in bounded turns; a pass over every record starts every --orphan-sweep-interval.
+    assert chores["orphan-sweep"].run.args[1].period_seconds == 301  # type: ignore[attr-defined]
     assert intervals == {
         "ttl-deletion": 1.0,
         "pending-retry": 11,
         "pool-resync": 11,
         "record-resync": 61,
-        "orphan-sweep": 301,
+        "orphan-sweep": orphans.TURN_SECONDS,
         "events-trim": 30.0,
     }
 

@@ -42,7 +42,7 @@ def test_a_job_that_can_never_run_fails_with_the_reason_as_error_and_condition()
     assert s is not None
     assert (s["phase"], s["attempts"], s["completionTime"]) == ("Failed", 0, job_status.rfc3339(NOW))
     assert s["error"] == {"type": "UnknownHandler", "message": "no such handler"}
-    assert conditions(s) == [("Enqueued", "False", "UnknownHandler")]
+    assert conditions(s) == [("Enqueued", "False", "UnknownHandler"), ("Failed", "True", "UnknownHandler")]
 
 
 def test_a_cancelled_job_that_never_reached_redis_is_cancelled_at_once() -> None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority
+from kubeworkers.settings import ENV
 
 #: API group and version of both custom resources.
 GROUP = "workers.io"
@@ -117,6 +118,7 @@ class JobStatus(CrdModel):
     phase: JobState | None = None
     attempts: int | None = Field(default=None, ge=0)
     worker: str | None = None
+    last_worker: str | None = None
     queued_at: datetime | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None
@@ -164,6 +166,31 @@ class EnvVar(CrdModel):
     value: str | None = None
     value_from: dict[str, Any] | None = None
 
+    @model_validator(mode="after")
+    def _not_an_operator_setting(self) -> EnvVar:
+        # The CRD's rule on spec.env items, with its message.
+        if self.name.startswith("KUBEWORKERS_") and self.name not in POOL_ENV_SETTINGS:
+            raise ValueError(POOL_ENV_REFUSED)
+        return self
+
+
+#: Worker settings (``kubeworkers.settings``) the operator sets from the pool's own fields or owns:
+#: a pool's ``spec.env`` may not set their variables (its Redis, namespace and pool are not the pod's
+#: to choose; the rest have a field of their own: imports, concurrency, leaseSeconds, the grace period,
+#: and the metrics port the probes use).
+OPERATOR_OWNED_SETTINGS = frozenset({
+    "redis_url", "namespace", "pool", "imports", "concurrency", "lease_seconds", "shutdown_grace", "metrics_port",
+})
+#: ``KUBEWORKERS_*`` variables a pool's ``spec.env`` may set: every other worker setting.
+POOL_ENV_SETTINGS = tuple(var for name, var in ENV.items() if name not in OPERATOR_OWNED_SETTINGS and
+                          var.startswith("KUBEWORKERS_"))
+#: The CRD's message (and the model's) for any other ``KUBEWORKERS_*`` name in ``spec.env``.
+POOL_ENV_REFUSED = (
+    "a KUBEWORKERS_* variable in spec.env must be a worker setting the pool may set ("
+    + ", ".join(POOL_ENV_SETTINGS)
+    + "); the others come from the pool's own fields (spec.redis, spec.imports, spec.concurrency, "
+    "spec.leaseSeconds, spec.terminationGracePeriodSeconds)"
+)
 
 #: Messages of the WorkerPool CRD's cross-field rules, shared with the model's validator.
 MIN_ABOVE_MAX = "minReplicas must not be greater than maxReplicas"

@@ -79,6 +79,9 @@ def error_for(status: int, method: str, path: str, body: str) -> ApiError:
 
 Body = dict[str, Any]
 
+#: Times a paged list starts over after its ``continue`` token expired, before it raises :class:`Gone`.
+LIST_RESTARTS = 3
+
 
 def resource_path(api: str, plural: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
     """URL path of a namespaced resource under ``api`` (``/api/v1``, ``/apis/apps/v1``), its
@@ -214,15 +217,28 @@ class KubeApi:
         return await self.request("DELETE", path, body=options)
 
     async def list_all(self, path: str, *, label_selector: str | None = None, page: int = 500) -> list[Body]:
-        """List a collection with paging (``continue`` tokens)."""
-        items: list[Body] = []
-        params: dict[str, str] = {"limit": str(page)}
+        """List a collection with paging (``continue`` tokens).
+
+        A token expires (410 :class:`Gone`) when the list took longer than etcd keeps its
+        snapshot (compaction, ~5 min): the pages read so far belong to that snapshot, so the
+        list starts over from the first page, at most :data:`LIST_RESTARTS` times.
+        """
+        base: dict[str, str] = {"limit": str(page)}
         if label_selector:
-            params["labelSelector"] = label_selector
-        while True:
-            result = await self.get(path, params)
-            items.extend(result.get("items", []))
-            token = result.get("metadata", {}).get("continue")
-            if not token:
-                return items
-            params["continue"] = token
+            base["labelSelector"] = label_selector
+        for restart in range(LIST_RESTARTS + 1):
+            items: list[Body] = []
+            params = dict(base)
+            try:
+                while True:
+                    result = await self.get(path, params)
+                    items.extend(result.get("items", []))
+                    token = result.get("metadata", {}).get("continue")
+                    if not token:
+                        return items
+                    params["continue"] = token
+            except Gone:
+                if "continue" not in params or restart == LIST_RESTARTS:
+                    raise
+                logger.info("list of %s expired mid-way (continue token too old); starting over", path)
+        raise AssertionError("unreachable")

@@ -67,6 +67,14 @@ class OperatorMetrics:
             p + "jobs_ttl_deleted_total", "Finished Jobs deleted by ttlSecondsAfterFinished.", registry=r
         )
         self.cancels = Counter(p + "jobs_cancelled_total", "Cancellations sent to Redis.", ["via"], registry=r)
+        self.orphan_keys_scanned = Counter(
+            p + "orphan_sweep_keys_scanned_total", "Job records the orphan sweep has scanned (its progress).",
+            registry=r,
+        )
+        self.orphan_passes = Counter(
+            p + "orphan_sweep_passes_total", "Passes of the orphan sweep over every job record completed.",
+            registry=r,
+        )
         self.deployments_applied = Counter(
             p + "deployments_applied_total", "Worker Deployments created or updated.", registry=r
         )

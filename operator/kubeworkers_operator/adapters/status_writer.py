@@ -92,6 +92,9 @@ class JobStatusWriter:
             wanted = compute(job)
             if wanted is None:
                 return WriteResult.UNCHANGED
+            if job.generation:
+                # Every write says which spec it was computed from (a spec edit alone: see observe_generation).
+                wanted = {**wanted, "observedGeneration": job.generation}
             patch = job_status.merge_patch(job.status, wanted)
             if not patch:
                 return WriteResult.UNCHANGED
@@ -114,6 +117,13 @@ class JobStatusWriter:
             self._narrate(before, after)
             return WriteResult.WRITTEN
         raise RuntimeError(f"status of {namespace}/{name} kept conflicting ({MAX_CONFLICT_RETRIES} retries)")
+
+    async def observe_generation(self, job: TrackedJob) -> WriteResult:
+        """Write ``observedGeneration`` alone when the operator acted on a spec edit no other write carries
+        (a ``ttlSecondsAfterFinished`` change on a finished Job, say)."""
+        if not job.generation or job.status.get("observedGeneration") == job.generation:
+            return WriteResult.UNCHANGED
+        return await self.write(job.namespace, job.name, job.uid, lambda current: current.status, source="generation")
 
     def _narrate(self, before: TrackedJob, after: TrackedJob) -> None:
         """Post the Event the change deserves (chosen by :func:`~.job_status.narration`)."""

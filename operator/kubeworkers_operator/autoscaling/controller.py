@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from kubeworkers.protocol import PoolKeys
 from kubeworkers.resources import WorkerPoolSpec, WorkerPoolStatus
 
-from kubeworkers_operator.autoscaling.decision import Decision, Load, ScalerState, decide
+from kubeworkers_operator.autoscaling.decision import Decision, Load, PodHealth, ScalerState, decide
 from kubeworkers_operator.autoscaling.deletion_cost import plan_deletion_costs
 from kubeworkers_operator.autoscaling.kube import KubeScaler
 from kubeworkers_operator.autoscaling.load import (
@@ -34,12 +34,15 @@ from kubeworkers_operator.autoscaling.load import (
     ArrivalRate,
     DurationEstimate,
     PoolSnapshot,
+    held_by_consumer,
     live_heartbeats,
     measure_load,
 )
 from kubeworkers_operator.autoscaling.metrics import AutoscalerMetrics
+from kubeworkers_operator.autoscaling.pods import assess
 from kubeworkers_operator.autoscaling.policy import AutoscalingPolicy
 from kubeworkers_operator.autoscaling.signals import RedisSignalReader
+from kubeworkers_operator.model.pool_conditions import PODS_FAILING, ConditionValue
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class PoolAutoscaler:
         min_tick_seconds: float = 0.2,
         kube_resync_seconds: float = 30.0,
         status_interval_seconds: float = 10.0,
+        pod_check_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -80,6 +84,7 @@ class PoolAutoscaler:
         self.min_tick_seconds = min_tick_seconds
         self.kube_resync_seconds = kube_resync_seconds
         self.status_interval_seconds = status_interval_seconds
+        self.pod_check_seconds = pod_check_seconds
         self._clock = clock
         self._wall = wall_clock
         self._state = ScalerState()
@@ -91,6 +96,10 @@ class PoolAutoscaler:
         self._status_sent_at = float("-inf")
         self._last_scale_time: dt.datetime | None = None
         self._last_scale_reason: str | None = None
+        self._health: PodHealth | None = None
+        self._health_read_at = float("-inf")
+        #: The PodsFailing reason last reported ("" once reported False; None: not reported yet).
+        self._failing_reported: str | None = None
         self._wakeup = asyncio.Event()
         self._stopped = False
         self._done: asyncio.Event | None = None
@@ -163,7 +172,8 @@ class PoolAutoscaler:
         if current is None:
             # No Deployment (yet): the operator creates it; nothing to scale until then.
             return snapshot
-        decision = decide(load, policy, current, self._state, now)
+        health = await self._pod_health(now, current)
+        decision = decide(load, policy, current, self._state, now, health=health)
         self._state = decision.state
         self.last_decision = decision
         if decision.changed:
@@ -171,6 +181,51 @@ class PoolAutoscaler:
         self.metrics.record(self.namespace, self.name, load, decision)
         await self._publish_status(load, decision, now, force=decision.changed)
         return snapshot
+
+    # ------------------------------------------------------------------ pods that cannot start
+
+    async def _pod_health(self, now: float, current: int) -> PodHealth | None:
+        """What the pool's pods say, re-read every ``pod_check_seconds``; reported on the pool when it changes."""
+        if current == 0:
+            self._health = None
+            if self._failing_reported:
+                await self._report_health(PodHealth())  # no pods left, none failing
+            return None
+        if now - self._health_read_at < self.pod_check_seconds:
+            return self._health
+        try:
+            pods = await self.kube.list_worker_pods()
+        except Exception:
+            logger.warning("could not list the pods of %s/%s", self.namespace, self.name, exc_info=True)
+            return self._health
+        self._health_read_at = now
+        self._health = assess(pods)
+        await self._report_health(self._health)
+        return self._health
+
+    async def _report_health(self, health: PodHealth) -> None:
+        """The ``PodsFailing`` condition; a Warning Event when pods start failing (not every tick), a Normal
+        one when they start again."""
+        failing = health.reason if health.failing else ""
+        value = (
+            ConditionValue("True", health.reason, health.message) if failing
+            else ConditionValue("False", "PodsStarting", "no worker pod is failing to start")
+        )
+        try:
+            await self.kube.set_condition(PODS_FAILING, value)
+        except Exception:
+            logger.warning("could not report pod health of %s/%s", self.namespace, self.name, exc_info=True)
+            return
+        if failing == self._failing_reported:
+            return
+        with contextlib.suppress(Exception):
+            if failing:
+                await self.kube.post_event(
+                    "PodsFailing", f"{health.message}; the pool is not grown until its pods start", warning=True
+                )
+            elif self._failing_reported:
+                await self.kube.post_event("PodsStarted", "no worker pod is failing to start any more")
+        self._failing_reported = failing
 
     # ------------------------------------------------------------------ acting
 
@@ -203,7 +258,7 @@ class PoolAutoscaler:
         """Mark busy pods expensive and idle ones cheap, so the ReplicaSet removes idle pods."""
         pods = await self.kube.list_worker_pods()
         live = live_heartbeats(snapshot, self.heartbeat_timeout)
-        changes = plan_deletion_costs(pods, live)
+        changes = plan_deletion_costs(pods, live, held_by_consumer(snapshot))
         await asyncio.gather(*(self.kube.set_deletion_cost(pod, cost) for pod, cost in changes.items()))
 
     async def _publish_status(self, load: Load, decision: Decision, now: float, *, force: bool) -> None:

@@ -60,6 +60,18 @@ class Load:
 
 
 @dataclass(frozen=True)
+class PodHealth:
+    """What the pool's pods say (see :func:`~.pods.assess`): ready ones, and ones that cannot start."""
+
+    ready: int = 0
+    failing: int = 0
+    """Pods that cannot start (image pull errors, a crash loop, unschedulable)."""
+    reason: str = ""
+    """The first failing pod's reason (``CrashLoopBackOff``, ``ImagePullBackOff``, ``Unschedulable``...)."""
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class ScalerState:
     """What the decision remembers between calls (owned by the controller, opaque to it)."""
 
@@ -110,9 +122,29 @@ def recommend(load: Load, policy: AutoscalingPolicy) -> tuple[int, str]:
 
 
 def decide(
-    load: Load, policy: AutoscalingPolicy, current: int, state: ScalerState, now: float
+    load: Load, policy: AutoscalingPolicy, current: int, state: ScalerState, now: float,
+    *, health: PodHealth | None = None,
 ) -> Decision:
-    """Desired replicas for a pool that now has ``current`` (the Deployment's ``spec.replicas``)."""
+    """Desired replicas for a pool that now has ``current`` (the Deployment's ``spec.replicas``).
+
+    ``health`` (None: not known): while pods cannot start, more pods would not run a job
+    either, so the pool is held at its ready pods (at least its busy ones, at least one,
+    which shows when the cause is fixed) until they start.
+    """
+    decision = _decide(load, policy, current, state, now)
+    if health is None or not health.failing or not policy.enabled:
+        return decision
+    cap = max(health.ready, load.busy_workers, 1)
+    if decision.desired <= cap:
+        return decision
+    why = (
+        f"holding at {cap}: worker pods cannot start ({health.reason}); not growing until pods start "
+        f"({health.ready} ready, recommendation {decision.recommended})"
+    )
+    return _result(current, cap, decision.recommended, why, decision.state)
+
+
+def _decide(load: Load, policy: AutoscalingPolicy, current: int, state: ScalerState, now: float) -> Decision:
     if not policy.enabled:
         held = policy.fixed_replicas
         return Decision(

@@ -3,17 +3,24 @@
 When a ReplicaSet shrinks it deletes pods with the *lowest*
 ``controller.kubernetes.io/pod-deletion-cost`` first (after unscheduled, pending
 and not-ready pods). Before lowering replicas the autoscaler gives idle pods a
-low cost and busy pods a cost that grows with their in-flight count, so the
+low cost and busy pods a cost that grows with the jobs they hold, so the
 pods removed are idle ones; workers drain on SIGTERM as the backstop for a pod
 that picked up a job in between.
+
+A pod is busy when its consumer holds pending entries in the pool's consumer
+group (``take.lua`` adds them in the same call that hands the jobs out, the
+settle acks them): the heartbeat's ``in_flight`` is up to one beat old, so a
+worker that took a job since its last beat would read as idle. The heartbeat
+only says whether the worker lives and whether it is draining.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from kubeworkers.protocol import WorkerHeartbeat
+
+from kubeworkers_operator.autoscaling.pods import WorkerPod
 
 #: The annotation the ReplicaSet controller reads (PodDeletionCost, beta and on since 1.22).
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
@@ -27,34 +34,30 @@ BUSY_COST = 1000
 DRAINING_COST = -1000
 
 
-@dataclass(frozen=True)
-class WorkerPod:
-    """A worker pod as the autoscaler needs to see it."""
-
-    name: str
-    deletion_cost: int | None
-    """The current annotation value (None: unset or unparsable)."""
-    terminating: bool = False
-
-
-def deletion_cost(heartbeat: WorkerHeartbeat | None) -> int:
-    """The cost a pod with this (live) heartbeat should carry; None: no live heartbeat."""
+def deletion_cost(heartbeat: WorkerHeartbeat | None, held: int) -> int:
+    """The cost of a pod whose worker has this live heartbeat (None: none) and holds ``held`` jobs."""
+    if heartbeat is not None and heartbeat.draining:
+        return DRAINING_COST
+    if held > 0:
+        # Even without a fresh heartbeat: a pod still holding jobs is never the cheap one.
+        return BUSY_COST + held
     if heartbeat is None:
         return UNKNOWN_COST
-    if heartbeat.draining:
-        return DRAINING_COST
-    if heartbeat.in_flight > 0:
-        return BUSY_COST + heartbeat.in_flight
     return IDLE_COST
 
 
-def plan_deletion_costs(pods: Iterable[WorkerPod], live: Mapping[str, WorkerHeartbeat]) -> dict[str, int]:
-    """Annotations to write: pod name -> cost, only for pods whose annotation is out of date."""
+def plan_deletion_costs(
+    pods: Iterable[WorkerPod], live: Mapping[str, WorkerHeartbeat], held: Mapping[str, int]
+) -> dict[str, int]:
+    """Annotations to write: pod name -> cost, only for pods whose annotation is out of date.
+
+    ``live``: fresh heartbeats by worker; ``held``: pending entries by consumer (= pod) name.
+    """
     changes: dict[str, int] = {}
     for pod in pods:
         if pod.terminating:
             continue
-        cost = deletion_cost(live.get(pod.name))
+        cost = deletion_cost(live.get(pod.name), held.get(pod.name, 0))
         if pod.deletion_cost != cost:
             changes[pod.name] = cost
     return changes

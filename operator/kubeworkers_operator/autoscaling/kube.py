@@ -17,8 +17,10 @@ from kubeworkers.resources import WORKERPOOL_PLURAL
 from kubeworkers_operator.adapters.events import EventRecorder, ObjectRef
 from kubeworkers_operator.adapters.kube import KubeApi, NotFound, core_path, custom_path, deployment_path
 from kubeworkers_operator.adapters.pool_status import PoolStatusWriter
-from kubeworkers_operator.autoscaling.deletion_cost import DELETION_COST_ANNOTATION, WorkerPod
+from kubeworkers_operator.autoscaling.deletion_cost import DELETION_COST_ANNOTATION
+from kubeworkers_operator.autoscaling.pods import FAILING_WAITING_REASONS, UNSCHEDULABLE, WorkerPod
 from kubeworkers_operator.model.names import deployment_name, pod_selector
+from kubeworkers_operator.model.pool_conditions import ConditionValue
 
 #: ``source.component`` of the Events the autoscaler posts.
 EVENT_COMPONENT = "kubeworkers-autoscaler"
@@ -51,6 +53,10 @@ class KubeScaler(Protocol):
         """Post a Kubernetes Event about the WorkerPool."""
         ...
 
+    async def set_condition(self, type_: str, value: ConditionValue) -> bool:
+        """Set one of the WorkerPool's conditions; False when it already said so."""
+        ...
+
 
 def _parse_cost(annotations: dict[str, str] | None) -> int | None:
     raw = (annotations or {}).get(DELETION_COST_ANNOTATION)
@@ -60,13 +66,31 @@ def _parse_cost(annotations: dict[str, str] | None) -> int | None:
         return None
 
 
+def _failure(status: dict[str, Any]) -> tuple[str | None, str]:
+    """Why the pod cannot start, from what the kubelet and the scheduler wrote (None: it can)."""
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in FAILING_WAITING_REASONS:
+            return str(waiting["reason"]), str(waiting.get("message") or "")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == UNSCHEDULABLE:
+            return UNSCHEDULABLE, str(cond.get("message") or "")
+    return None, ""
+
+
 def worker_pod(body: dict[str, Any]) -> WorkerPod:
     """A pod object as the autoscaler sees it."""
     meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    failure, message = _failure(status)
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return WorkerPod(
         name=str(meta.get("name", "")),
         deletion_cost=_parse_cost(meta.get("annotations")),
         terminating=meta.get("deletionTimestamp") is not None,
+        ready=ready,
+        failure=failure,
+        failure_message=message[:512],
     )
 
 
@@ -126,6 +150,9 @@ class KubernetesScaler:
             body = await self._api.get(custom_path(WORKERPOOL_PLURAL, self.namespace, self.pool))
             self._pool_uid = str(body.get("metadata", {}).get("uid", ""))
         return self._pool_uid
+
+    async def set_condition(self, type_: str, value: ConditionValue) -> bool:
+        return await self._pool_status.set_condition(self.namespace, self.pool, type_, value)
 
     async def post_event(self, reason: str, message: str, *, warning: bool = False) -> None:
         ref = ObjectRef.workerpool(self.namespace, self.pool, await self._uid())

@@ -95,6 +95,22 @@ def live_heartbeats(snapshot: PoolSnapshot, timeout: float) -> dict[str, WorkerH
     return {hb.worker: hb for hb in snapshot.heartbeats if snapshot.at - hb.at <= timeout}
 
 
+def held_by_consumer(snapshot: PoolSnapshot) -> dict[str, int]:
+    """Jobs each consumer (worker pod) holds: its pending entries over all priority streams.
+
+    This, not a heartbeat's ``in_flight``, says which workers are busy: ``take.lua`` makes the
+    entries pending in the call that hands the jobs out and the settle acks them, while a
+    heartbeat is up to one beat old (a worker that took a job since reads as idle).
+    """
+    held: dict[str, int] = {}
+    for stream in snapshot.streams:
+        if stream.exists and stream.group is not None:
+            for consumer, count in stream.group.pending_by_consumer.items():
+                if count > 0:
+                    held[consumer] = held.get(consumer, 0) + count
+    return held
+
+
 def measure_load(
     snapshot: PoolSnapshot,
     *,
@@ -102,32 +118,30 @@ def measure_load(
     duration_estimate: float | None = None,
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
 ) -> Load:
-    """The pool's :class:`Load`: backlog and in-flight over all priority streams."""
+    """The pool's :class:`Load`: backlog and in-flight over all priority streams.
+
+    Heartbeats say which workers live; what each holds comes from the pending list
+    (:func:`held_by_consumer`). A dead consumer's entries count as backlog.
+    """
     live = live_heartbeats(snapshot, heartbeat_timeout)
     waiting = 0
-    held_by_live = 0
-    orphaned = 0
+    unattributed = 0
     for stream in snapshot.streams:
         waiting += undelivered(stream)
         if stream.exists and stream.group is not None:
             g = stream.group
-            by_consumer = sum(g.pending_by_consumer.values())
-            for consumer, count in g.pending_by_consumer.items():
-                if consumer in live:
-                    held_by_live += count
-                else:
-                    # A dead consumer's entries wait for the reaper to hand them out again.
-                    orphaned += count
             # Pending entries not attributed to any consumer (e.g. the consumer list was not read).
-            orphaned += max(0, g.pending - by_consumer)
-    reported = sum(hb.in_flight for hb in live.values())
-    busy = sum(1 for hb in live.values() if hb.in_flight > 0)
+            unattributed += max(0, g.pending - sum(g.pending_by_consumer.values()))
+    held = held_by_consumer(snapshot)
+    held_by_live = sum(count for consumer, count in held.items() if consumer in live)
+    # A dead consumer's entries wait for the reaper to hand them out again.
+    orphaned = sum(count for consumer, count in held.items() if consumer not in live) + unattributed
     return Load(
         backlog=waiting + orphaned + snapshot.retries_due,
-        in_flight=max(held_by_live, reported),
+        in_flight=held_by_live,
         arrival_rate=arrival_rate,
         duration_estimate=duration_estimate,
-        busy_workers=busy,
+        busy_workers=sum(1 for consumer in held if consumer in live),
         live_workers=len(live),
         retries_waiting=snapshot.retries_waiting,
     )

@@ -33,6 +33,7 @@ from kubeworkers_operator.model import job_status
 from kubeworkers_operator.model.admission import FINAL_REASONS, check_admission, message_for
 from kubeworkers_operator.model.index import TrackedJob
 from kubeworkers_operator.model.job_status import parse_phase
+from kubeworkers_operator.model.ttl import is_due
 from kubeworkers_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ async def on_job_event(rt: Runtime, event_type: str | None, body: Mapping[str, A
         if job.spec.get("cancel"):
             await request_cancel(rt, job)
     else:
-        rt.ttl.consider(job)
+        rt.ttl.consider(job)  # also after a finish: ttlSecondsAfterFinished may be edited at any time
+        await rt.writer.observe_generation(job)
 
 
 async def admit(rt: Runtime, job: TrackedJob) -> None:
@@ -72,6 +74,9 @@ async def admit(rt: Runtime, job: TrackedJob) -> None:
     pool = await rt.lookup_pool(job.namespace, spec.pool)
     problem = check_admission(job, spec, pool)
     if problem is not None:
+        if problem[0] == "PoolNotFound" and job_status.enqueued_reason(job.status) == job_status.POOL_DELETED:
+            rt.waiting.add(job.job_id)  # still waiting for its pool to come back: PoolDeleted says more
+            return
         if problem[0] in FINAL_REASONS:
             await reject(rt, job, *problem)
         else:
@@ -136,7 +141,17 @@ async def reject(rt: Runtime, job: TrackedJob, reason: str, message: str) -> Non
 
 
 async def cancel_unqueued(rt: Runtime, job: TrackedJob) -> None:
-    """``cancel: true`` on a Job that never reached Redis: Cancelled right here."""
+    """``cancel: true`` on a Job that is not on a stream: Cancelled right here.
+
+    A Job parked because its pool was deleted is still on that pool's stream in Redis:
+    it is cancelled there first, so a re-created pool never runs it.
+    """
+    if job_status.enqueued_reason(job.status) == job_status.POOL_DELETED:
+        try:
+            await queue.cancel(rt.redis, job.namespace, job.pool, job.job_id)
+        except Exception as exc:
+            logger.warning("could not cancel %s in Redis: %s (retried on its next event)", job.job_id, exc)
+            return
     now = time.time()
     rt.waiting.discard(job.job_id)
     rt.metrics.jobs_waiting.set(len(rt.waiting))
@@ -213,12 +228,56 @@ async def retry_waiting(rt: Runtime, namespace: str | None = None, pool: str | N
     rt.metrics.jobs_waiting.set(len(rt.waiting))
 
 
+async def park_jobs_of_deleted_pool(rt: Runtime, namespace: str, pool: str) -> int:
+    """Move the Queued and Running Jobs of a deleted pool to Pending (``PoolDeleted``, a Warning Event).
+
+    Why not fail them: deleting a WorkerPool deletes its Deployment and pods, not its
+    stream in Redis, and is often the first half of a re-create (``kubectl replace``, a
+    GitOps prune and apply). A draining worker hands its job back, so the stream still
+    holds every unfinished job, and the pool re-created under the same name runs them,
+    as a Job applied before its pool waits for it (``PoolNotFound``). A user who does not
+    want them any more cancels or deletes them. Returns how many Jobs were parked.
+    """
+    message = f"WorkerPool {pool} was deleted; the job waits on its stream and runs if the pool is re-created"
+    parked = 0
+    now = time.time()
+    for job in rt.index.jobs_of_pool(namespace, pool):
+        if parse_phase(job.status) not in (JobState.QUEUED, JobState.RUNNING):
+            continue
+        result = await rt.writer.write(
+            job.namespace, job.name, job.uid,
+            lambda current: job_status.pool_deleted(current.status, message, now=now),
+            source="pool-deleted",
+        )
+        if result is WriteResult.WRITTEN:
+            parked += 1
+            rt.waiting.add(job.job_id)
+            rt.recorder.warning(job_ref(job), job_status.POOL_DELETED, message)
+    rt.metrics.jobs_waiting.set(len(rt.waiting))
+    return parked
+
+
 async def delete_expired(rt: Runtime) -> None:
-    """Delete every finished Job whose TTL has passed, then its Redis record (a periodic chore)."""
+    """Delete every finished Job whose TTL has passed, then its Redis record (a periodic chore).
+
+    The Job is read again first: its TTL may have been raised or removed since it was scheduled.
+    """
     for job_id, uid in rt.ttl.pop_due():
         namespace, name = job_object_of(job_id)
-        job = rt.index.jobs.get(job_id)
-        pool = job.pool if job is not None else None
+        try:
+            live = await rt.writer.fetch(namespace, name)
+        except ApiError as exc:
+            logger.warning("TTL check of %s failed: %s (retried)", job_id, exc)
+            job = rt.index.jobs.get(job_id)
+            if job is not None:
+                rt.ttl.consider(job)
+            continue
+        if live is None or live.uid != uid:
+            continue  # gone already, or a namesake with its own TTL
+        if not is_due(live, uid, now=time.time()):
+            rt.ttl.consider(live)  # edited since: scheduled anew (or not at all)
+            continue
+        pool = live.pool or None
         try:
             await rt.api.delete(custom_path(JOB_PLURAL, namespace, name), uid=uid)
         except (NotFound, Conflict):

@@ -4,14 +4,25 @@ Deletion uses no finalizer (see :mod:`.jobs`), so a Job deleted while the operat
 was down left its job queued or running in Redis; this periodic chore scans the
 served namespaces' job records and cancels those. Every candidate is confirmed
 absent with a GET first: a lagging watch must never get a live Job cancelled.
+
+Records are kept for days (the result TTL), so Redis may hold 10⁵ to 10⁶ of them. The
+sweep therefore works in bounded turns: one turn SCANs at most
+:data:`KEYS_PER_TURN` keys (SCAN ``COUNT`` :data:`SCAN_COUNT`) and reads their
+heads with one pipelined ``HMGET`` batch per SCAN reply, then stops; the SCAN
+cursor is carried to the next turn (every :data:`TURN_SECONDS`), and a pass over
+all records starts at most every ``--orphan-sweep-interval`` seconds. Its
+progress is in ``orphan_sweep_keys_scanned_total`` and ``orphan_sweep_passes_total``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import redis.asyncio as aioredis
 from kubeworkers import queue
 from kubeworkers.protocol import FINISHED_STATES, is_sdk_job, job_object_of, record_key_pattern
 
@@ -22,6 +33,12 @@ logger = logging.getLogger(__name__)
 
 #: The record fields the sweep reads (``HMGET``), in this order.
 HEAD_FIELDS = ("job_id", "uid", "namespace", "pool", "state")
+#: Most keys one turn scans (SCAN may return a little more than it is asked for; the turn stops after it).
+KEYS_PER_TURN = 10_000
+#: ``COUNT`` of each SCAN call; its reply's keys are read in one pipelined batch.
+SCAN_COUNT = 1_000
+#: Seconds between turns while a pass is under way (the chore's interval).
+TURN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,20 +70,96 @@ def suspect(values: Sequence[bytes | str | None], index: ClusterIndex) -> Record
     return RecordHead(job_id, uid, namespace, pool, state)
 
 
-async def sweep_orphans(rt: Runtime) -> int:
-    """Cancel unfinished jobs whose Job no longer exists; returns how many."""
+@dataclass
+class TurnResult:
+    """What one turn did."""
+
+    keys: int = 0
+    """Keys scanned (and heads read)."""
+    calls: int = 0
+    """Round trips to Redis: SCAN calls plus pipelined HMGET batches (cancels not counted)."""
+    suspects: list[RecordHead] = field(default_factory=list)
+    pass_completed: bool = False
+
+
+@dataclass
+class OrphanSweep:
+    """The sweep's position between turns: which pattern, which SCAN cursor, when the pass began."""
+
+    patterns: list[str]
+    keys_per_turn: int = KEYS_PER_TURN
+    scan_count: int = SCAN_COUNT
+    period_seconds: float = 300.0
+    """Least time from the start of one pass to the start of the next; the first starts one period after
+    the sweep was made (by then kopf has listed every Job into the index)."""
+    clock: Callable[[], float] = time.monotonic
+    passes: int = 0
+    """Passes over every record completed so far."""
+    _pattern: int = 0
+    _cursor: int = 0
+    _in_pass: bool = False
+    _last_start: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._last_start = self.clock()
+
+    def _due(self) -> bool:
+        return self._in_pass or self.clock() - self._last_start >= self.period_seconds
+
+    async def turn(self, r: aioredis.Redis, index: ClusterIndex) -> TurnResult:
+        """Scan the next keys (at most about ``keys_per_turn``) and return the suspected orphans among them."""
+        result = TurnResult()
+        if not self._due():
+            return result
+        if not self._in_pass:
+            self._in_pass, self._last_start = True, self.clock()
+        while result.keys < self.keys_per_turn:
+            cursor, keys = await r.scan(self._cursor, match=self.patterns[self._pattern], count=self.scan_count)
+            result.calls += 1
+            self._cursor = int(cursor)
+            if keys:
+                async with r.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.hmget(key, list(HEAD_FIELDS))
+                    heads: list[Any] = await pipe.execute()
+                result.calls += 1
+                result.keys += len(keys)
+                result.suspects.extend(h for h in (suspect(v, index) for v in heads) if h is not None)
+            if self._cursor == 0:
+                self._pattern += 1
+                if self._pattern == len(self.patterns):
+                    self._pattern = 0
+                    self._in_pass = False
+                    self.passes += 1
+                    result.pass_completed = True
+                    break
+        return result
+
+
+def sweep_for(rt: Runtime) -> OrphanSweep:
+    """The sweep over the served namespaces' records."""
     patterns = [record_key_pattern(ns) for ns in rt.settings.namespaces] or [record_key_pattern()]
+    return OrphanSweep(patterns, period_seconds=rt.settings.orphan_sweep_seconds)
+
+
+async def sweep_turn(rt: Runtime, sweep: OrphanSweep) -> int:
+    """One turn of the sweep (the ``orphan-sweep`` chore): cancel the orphans found; returns how many."""
+    result = await sweep.turn(rt.redis, rt.index)
+    rt.metrics.orphan_keys_scanned.inc(result.keys)
+    if result.pass_completed:
+        rt.metrics.orphan_passes.inc()
     cancelled = 0
-    for pattern in patterns:
-        async for key in rt.redis.scan_iter(match=pattern, count=1000):
-            head = suspect(await rt.redis.hmget(key, list(HEAD_FIELDS)), rt.index)
-            if head is None:
-                continue
-            live = await rt.writer.fetch(head.namespace, job_object_of(head.job_id)[1])
-            if live is not None and live.uid == head.uid:
-                continue
-            if await queue.cancel(rt.redis, head.namespace, head.pool, head.job_id):
-                cancelled += 1
-                rt.metrics.cancels.labels(via="orphan").inc()
-                logger.info("cancelled %s: its Job was deleted while the operator was not watching", head.job_id)
+    for head in result.suspects:
+        if not await job_is_gone(rt, head):
+            continue
+        if await queue.cancel(rt.redis, head.namespace, head.pool, head.job_id):
+            cancelled += 1
+            rt.metrics.cancels.labels(via="orphan").inc()
+            logger.info("cancelled %s: its Job was deleted while the operator was not watching", head.job_id)
     return cancelled
+
+
+async def job_is_gone(rt: Runtime, head: RecordHead) -> bool:
+    """The apiserver has no Job of that name with that uid (a GET: the index may lag)."""
+    live = await rt.writer.fetch(head.namespace, job_object_of(head.job_id)[1])
+    return live is None or live.uid != head.uid

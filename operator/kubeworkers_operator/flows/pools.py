@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeworkers_operator.adapters.events import ObjectRef
-from kubeworkers_operator.adapters.kube import ApiError, Conflict, KubeApi, deployment_path
+from kubeworkers_operator.adapters.kube import ApiError, Conflict, KubeApi, NotFound, deployment_path
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, KubernetesScaler, PoolAutoscaler
 from kubeworkers_operator.flows import jobs
-from kubeworkers_operator.model.deployment import build_deployment, initial_replicas
+from kubeworkers_operator.model.deployment import build_deployment, initial_replicas, selector_string
 from kubeworkers_operator.model.index import TrackedPool
 from kubeworkers_operator.model.names import FIELD_MANAGER, deployment_name
 from kubeworkers_operator.runtime import Runtime
@@ -118,12 +118,16 @@ async def on_pool_event(
     key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
     if event_type == "DELETED":
         rt.index.forget_pool(*key)
+        rt.pool_status.forget(*key)
         controllers.applied_generation.pop(key, None)
         await controllers.stop_scaler(key)
         if controllers.metrics is not None:
             controllers.metrics.forget(*key)  # a deleted pool must not linger on dashboards
-        return  # the garbage collector removes the Deployment (owner reference)
+        # The garbage collector removes the Deployment (owner reference); its Jobs wait for a namesake.
+        await jobs.park_jobs_of_deleted_pool(rt, *key)
+        return
     pool = rt.index.observe_pool(body)
+    rt.pool_status.observe(pool.namespace, pool.name, body.get("status"))
     if pool.spec is None:
         # Once per generation: status updates of the same pool must not repeat the warning.
         if controllers.applied_generation.get(key) != -pool.generation:
@@ -145,6 +149,11 @@ async def sync_pool(rt: Runtime, controllers: PoolControllers, pool: TrackedPool
         rt.recorder.warning(pool_ref(pool), "DeploymentFailed", f"could not apply the Deployment: {exc}")
         raise
     controllers.applied_generation[key] = pool.generation
+    # The scale subresource's labelSelectorPath (HPA, kubectl scale) and the generation acted on.
+    with contextlib.suppress(NotFound):
+        await rt.pool_status.merge(
+            pool.namespace, pool.name, {"selector": selector_string(pool.name), "observedGeneration": pool.generation}
+        )
     await jobs.retry_waiting(rt, pool.namespace, pool.name)
 
 
@@ -162,4 +171,7 @@ async def on_deployment_event(rt: Runtime, event_type: str | None, body: Mapping
     if event_type == "DELETED":
         return
     namespace = body.get("metadata", {}).get("namespace", "")
-    await rt.pool_status.mirror_replicas(namespace, pool_name, body.get("status"))
+    desired = (body.get("spec") or {}).get("replicas")
+    await rt.pool_status.mirror_replicas(
+        namespace, pool_name, body.get("status"), desired=None if desired is None else int(desired)
+    )

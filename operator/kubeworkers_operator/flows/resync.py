@@ -47,6 +47,12 @@ def record_folder(record: JobRecord, output_limit: int) -> Callable[[TrackedJob]
 async def resync(rt: Runtime) -> int:
     """Converge every unfinished Job to its record in Redis; returns the statuses corrected."""
     todo = candidates(rt.index.jobs.values())
+    # A pool deleted while the operator was not watching leaves its Jobs Queued/Running: park them.
+    unknown = {(job.namespace, job.pool) for job in todo} - set(rt.index.pools)
+    for namespace, pool in unknown:
+        if await rt.lookup_pool(namespace, pool) is None:
+            await jobs.park_jobs_of_deleted_pool(rt, namespace, pool)
+    todo = candidates(rt.index.jobs.values())
     corrected = 0
     for start in range(0, len(todo), RESYNC_CHUNK):
         chunk = todo[start:start + RESYNC_CHUNK]

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,10 +107,14 @@ async def trim_events(r: aioredis.Redis) -> int:
 class StatusSync:
     """Consumes the events stream and keeps Job statuses converged. Start with :meth:`run`."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rt = rt
+        self._clock = clock
         self._deferred: dict[str, _Deferred] = {}
         self._last_progress_write: dict[str, float] = {}
+        """job id -> when its status was last written; an entry older than the progress interval limits
+        nothing any more and is pruned (:meth:`_prune`), so Jobs deleted mid-run leave nothing behind."""
+        self._next_prune = 0.0
         #: Wall time of the consumer loop's last turn (liveness).
         self.consumer_turned_at = time.time()
 
@@ -250,12 +254,16 @@ class StatusSync:
             if only_progress_changed(patch):
                 last = self._last_progress_write.get(job_id, 0.0)
                 due = last + rt.settings.progress_interval_seconds
-                if time.monotonic() < due:
+                if self._clock() < due:
                     self._deferred[job_id] = _Deferred(due, list(entries))
                     return False
         result = await rt.writer.write(namespace, name, uid, compute, source="events")
+        self._prune()
+        if result is WriteResult.GONE:
+            self._last_progress_write.pop(job_id, None)
+            self._deferred.pop(job_id, None)
         if result is WriteResult.WRITTEN:
-            self._last_progress_write[job_id] = time.monotonic()
+            self._last_progress_write[job_id] = self._clock()
             written = rt.index.jobs.get(job_id)
             if written is not None and is_finished(written.status):
                 self._last_progress_write.pop(job_id, None)
@@ -264,13 +272,24 @@ class StatusSync:
             rt.metrics.events_stale.inc(len(entries))
         return True
 
+    def _prune(self) -> None:
+        """Drop rate-limit entries older than the progress interval (at most once per interval)."""
+        now = self._clock()
+        if now < self._next_prune:
+            return
+        interval = self.rt.settings.progress_interval_seconds
+        self._next_prune = now + interval
+        stale = [job_id for job_id, at in self._last_progress_write.items() if at + interval <= now]
+        for job_id in stale:
+            del self._last_progress_write[job_id]
+
     def _next_deferred_in(self) -> float | None:
         if not self._deferred:
             return None
-        return max(0.0, min(d.due for d in self._deferred.values()) - time.monotonic())
+        return max(0.0, min(d.due for d in self._deferred.values()) - self._clock())
 
     async def _flush_due_deferred(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         due = [job_id for job_id, d in self._deferred.items() if d.due <= now]
         if not due:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeworkers.resources import API_VERSION, WORKERPOOL_KIND, WorkerPoolSpec
+from kubeworkers.resources import API_VERSION, POOL_ENV_SETTINGS, WORKERPOOL_KIND, WorkerPoolSpec
 
 from kubeworkers_operator.model.defaults import DEFAULT_REDIS_SECRET, DEFAULT_REDIS_SECRET_KEY
 from kubeworkers_operator.model.names import FIELD_MANAGER, POOL_LABEL, deployment_name
@@ -27,6 +27,12 @@ SHUTDOWN_MARGIN_SECONDS = 5
 def selector_labels(pool: str) -> dict[str, str]:
     """Labels the Deployment selects its pods by (immutable once created: keep them minimal)."""
     return {POOL_LABEL: pool, "app.kubernetes.io/name": "kubeworkers-worker"}
+
+
+def selector_string(pool: str) -> str:
+    """The Deployment's selector as a label-selector string: ``WorkerPool.status.selector``, which the
+    scale subresource exposes to ``kubectl scale`` and the HorizontalPodAutoscaler."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(pool).items()))
 
 
 def shutdown_grace_seconds(spec: WorkerPoolSpec) -> int:
@@ -67,8 +73,11 @@ def build_deployment(
         **(spec.pod_annotations or {}),
     }
 
-    # Operator-set variables come last so a user entry cannot silently redirect the pool.
-    env: list[dict[str, Any]] = [e.to_k8s() for e in spec.env or [] if not e.name.startswith("KUBEWORKERS_")]
+    # Worker settings from spec.env pass (POOL_ENV_SETTINGS; admission refuses other KUBEWORKERS_*
+    # names). Operator-set variables come last, so no entry could redirect the pool anyway.
+    env: list[dict[str, Any]] = [
+        e.to_k8s() for e in spec.env or [] if not e.name.startswith("KUBEWORKERS_") or e.name in POOL_ENV_SETTINGS
+    ]
     env += [
         {"name": "KUBEWORKERS_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": redis_secret, "key": redis_key}}},
         {"name": "KUBEWORKERS_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},

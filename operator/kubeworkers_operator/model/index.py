@@ -35,6 +35,8 @@ class TrackedJob:
     resource_version: str
     spec: dict[str, Any]
     status: dict[str, Any]
+    generation: int = 0
+    """``metadata.generation``: moves with every spec change (the status carries the one acted on)."""
 
     @property
     def job_id(self) -> str:
@@ -54,6 +56,7 @@ class TrackedJob:
             resource_version=str(meta.get("resourceVersion", "")),
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
+            generation=int(meta.get("generation") or 0),
         )
 
 

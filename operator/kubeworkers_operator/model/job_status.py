@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubeworkers.protocol import JobError, JobEvent, JobRecord, JobState
 
+from kubeworkers_operator.model.conditions import rfc3339, set_condition
 from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT
 
 Status = dict[str, Any]
@@ -35,6 +36,18 @@ MESSAGE_LIMIT = 2048
 
 #: Condition type telling whether (and why not) the Job is on its pool's stream.
 ENQUEUED = "Enqueued"
+#: The batch Job's outcome conditions: ``kubectl wait --for=condition=Complete`` (or ``Failed``).
+#: A cancelled Job is ``Failed`` with reason ``Cancelled``, so waiting for either ends for every outcome.
+COMPLETE = "Complete"
+FAILED = "Failed"
+#: ``Enqueued`` reasons of a Job put back on its stream after a failed attempt / a lost or handed-back one.
+RETRYING = "Retrying"
+REQUEUED = "Requeued"
+#: ``Enqueued`` reason of a Job whose pool was deleted while it was Queued or Running.
+POOL_DELETED = "PoolDeleted"
+#: Most characters of the output's JSON shown in the marker of an over-limit output.
+OUTPUT_PREVIEW_CHARS = 512
+_REASON_CHARS = re.compile(r"[^A-Za-z0-9_,:]")
 
 _RANK = {
     JobState.PENDING: 0,
@@ -44,11 +57,6 @@ _RANK = {
     JobState.FAILED: 3,
     JobState.CANCELLED: 3,
 }
-
-
-def rfc3339(unix: float) -> str:
-    """Kubernetes' timestamp format (seconds precision, UTC)."""
-    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_phase(status: Mapping[str, Any] | None) -> JobState | None:
@@ -68,15 +76,36 @@ def is_finished(status: Mapping[str, Any] | None) -> bool:
 def cap_output(output: Any, limit: int) -> tuple[Any, bool]:
     """The output to store in the status and whether it was truncated.
 
-    An output whose JSON exceeds ``limit`` bytes is replaced by the first
-    ``limit`` characters of its JSON text; the full value stays in Redis.
+    An output whose JSON exceeds ``limit`` bytes is replaced by a marker object,
+    ``{"truncated": true, "bytes": N, "preview": "<start of the JSON>", "message": ...}``,
+    so ``status.output`` never changes type from what the handler returned to a string
+    that looks like it; the full value stays in Redis (``kubeworkers get <job id>``).
     """
     if output is None:
         return None, False
     text = json.dumps(output, separators=(",", ":"), default=str)
-    if len(text.encode()) <= limit:
+    size = len(text.encode())
+    if size <= limit:
         return output, False
-    return text.encode()[:limit].decode(errors="ignore"), True
+    marker: dict[str, Any] = {
+        "truncated": True,
+        "bytes": size,
+        "preview": "",
+        "message": f"output of {size} bytes is over the status limit of {limit}; "
+                   "read it whole with `kubeworkers get <namespace>/<name>` or the SDK",
+    }
+    room = limit - len(json.dumps(marker).encode())
+    preview = text[:max(0, min(OUTPUT_PREVIEW_CHARS, room))]
+    while preview and len(json.dumps(preview).encode()) - 2 > room:  # escapes take more room than they show
+        preview = preview[: len(preview) // 2]
+    marker["preview"] = preview
+    return marker, True
+
+
+def condition_reason(text: str | None, default: str) -> str:
+    """``text`` as a valid ``metav1.Condition`` reason (``^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$``)."""
+    reason = _REASON_CHARS.sub("_", text or "").lstrip("_,:0123456789").rstrip("_,:")[:1024]
+    return reason or default
 
 
 def _cap(text: str | None) -> str | None:
@@ -96,6 +125,7 @@ def _finish(
 ) -> None:
     """Write the fields of a finished phase (``state``) into ``new``: one home for events and records."""
     new["completionTime"] = rfc3339(at)
+    new.pop("lastWorker", None)
     if state is JobState.SUCCEEDED:
         capped, truncated = cap_output(output, output_limit)
         new["output"] = capped
@@ -105,13 +135,48 @@ def _finish(
         new["error"] = {"type": error.type, "message": _cap(error.message)}
     elif state is JobState.CANCELLED:
         new["error"] = {"type": "Cancelled", "message": _cap(message) or "cancelled"}
+    _set_outcome(new, state, at)
 
 
-def _supersedes(status: Mapping[str, Any], state: JobState, attempt: int, *, retry: bool = False) -> bool:
+def _set_outcome(new: Status, state: JobState, at: float) -> None:
+    """The finished phase's condition, as a batch Job has it: ``Complete`` or ``Failed`` (reason = error type)."""
+    conditions = new.get("conditions") or []
+    if state is JobState.SUCCEEDED:
+        attempt = new.get("attempts") or 0
+        new["conditions"] = set_condition(conditions, COMPLETE, "True", "Succeeded", f"succeeded on attempt {attempt}",
+                                          now=at)
+        return
+    error = new.get("error") or {}
+    reason = "Cancelled" if state is JobState.CANCELLED else condition_reason(error.get("type"), "Failed")
+    new["conditions"] = set_condition(conditions, FAILED, "True", reason, str(error.get("message") or reason), now=at)
+
+
+def _started_at(status: Mapping[str, Any]) -> float:
+    raw = status.get("startTime")
+    try:
+        return datetime.datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp() if raw else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _back_on_the_stream(new: Status, reason: str, message: str, at: float) -> None:
+    """A Job no worker runs any more: no worker, the last one kept as ``lastWorker``, no progress."""
+    if new.get("worker"):
+        new["lastWorker"] = new.pop("worker")
+    new.pop("progress", None)
+    new["conditions"] = set_condition(new.get("conditions") or [], ENQUEUED, "True", reason, message, now=at)
+
+
+def _supersedes(
+    status: Mapping[str, Any], state: JobState, attempt: int, *, retry: bool = False, requeued_at: float | None = None
+) -> bool:
     """Whether an event/record at (attempt, state) may replace the current status.
 
     ``retry``: a Queued event carrying the error of the attempt that just failed
     (the job waits out its backoff), which legitimately follows that Running.
+    ``requeued_at``: a Queued event without error (the reaper reclaimed a dead worker's
+    job, or a draining worker handed it back, the latter uncounting the attempt):
+    it follows the Running of this attempt when it happened after that attempt started.
     """
     current = parse_phase(status)
     if current is None:
@@ -123,6 +188,12 @@ def _supersedes(status: Mapping[str, Any], state: JobState, attempt: int, *, ret
         # (a worker that lost its lease reporting late). Attempt 0: cancelled before any start.
         return attempt == 0 or attempt >= int(status.get("attempts") or 0)
     known_attempt = int(status.get("attempts") or 0)
+    if current is JobState.PENDING and state is JobState.QUEUED:
+        # Parked (its pool was deleted): only a worker taking it, or a finish, moves it on.
+        return False
+    if requeued_at is not None and state is JobState.QUEUED and current is JobState.RUNNING:
+        started = known_attempt >= 1  # a Running status without an attempt is no attempt to requeue
+        return started and attempt in (known_attempt, known_attempt - 1) and requeued_at >= int(_started_at(status))
     if attempt != known_attempt:
         return attempt > known_attempt
     if retry and state is JobState.QUEUED and current is JobState.RUNNING:
@@ -134,23 +205,31 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
     """The status after ``event``; the same content when the event is stale or a replay."""
     new: Status = dict(status)
     retry = event.state is JobState.QUEUED and event.error is not None
-    if not _supersedes(status, event.state, event.attempt, retry=retry):
+    # settle.lua's requeue (the reaper's, a draining worker's hand-back) names its worker and says why.
+    requeue = event.state is JobState.QUEUED and event.error is None and bool(event.worker and event.message)
+    if not _supersedes(status, event.state, event.attempt, retry=retry, requeued_at=event.at if requeue else None):
         return new
+    was = parse_phase(status)
     new["phase"] = event.state.value
+    known_attempt = int(status.get("attempts") or 0)
     if event.attempt:
-        new["attempts"] = max(event.attempt, int(status.get("attempts") or 0))
-    if event.worker:
+        new["attempts"] = max(event.attempt, known_attempt)
+    if event.worker and event.state is not JobState.QUEUED:
         new["worker"] = event.worker
 
     if event.state is JobState.RUNNING:
-        new.setdefault("startTime", rfc3339(event.at))
+        if event.attempt > known_attempt or was is not JobState.RUNNING or "startTime" not in new:
+            new["startTime"] = rfc3339(event.at)  # the last attempt's start, as the CRD says
+        new.pop("lastWorker", None)
         if event.progress is not None:
             new["progress"] = _progress(event.progress, event.message)
-    elif event.state is JobState.QUEUED:
-        # Waiting for a retry: the previous attempt's progress no longer describes anything.
-        new.pop("progress", None)
+    elif event.state is JobState.QUEUED and was is JobState.RUNNING:
+        # Waiting for a retry, or put back: the previous attempt's worker and progress no longer run it.
         if event.error is not None:
             new["error"] = {"type": event.error.type, "message": _cap(event.error.message)}
+            _back_on_the_stream(new, RETRYING, f"attempt {new.get('attempts') or 0} failed; retrying", event.at)
+        else:
+            _back_on_the_stream(new, REQUEUED, _cap(event.message) or "queued again", event.at)
     elif event.state.finished:
         _finish(
             new, event.state, at=event.at, output=event.output, error=event.error, message=event.message,
@@ -189,8 +268,8 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
         new["attempts"] = record.attempts
     if record.worker:
         new["worker"] = record.worker
-    if record.started_at:
-        new.setdefault("startTime", rfc3339(record.started_at))
+    if record.started_at and record.state is not JobState.QUEUED:
+        new["startTime"] = rfc3339(record.started_at)
     if record.progress is not None and record.state is JobState.RUNNING:
         new["progress"] = _progress(record.progress, record.message)
     if record.state.finished:
@@ -199,29 +278,6 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
             error=record.error, message=record.message, output_limit=output_limit,
         )
     return new
-
-
-def set_condition(
-    conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
-    *, now: float | None = None,
-) -> list[dict[str, Any]]:
-    """``conditions`` with ``type_`` set; lastTransitionTime only moves when ``status`` changes."""
-    stamp = rfc3339(time.time() if now is None else now)
-    out: list[dict[str, Any]] = []
-    found = False
-    for cond in conditions:
-        if cond.get("type") == type_:
-            found = True
-            changed = cond.get("status") != status
-            out.append({
-                "type": type_, "status": status, "reason": reason, "message": message,
-                "lastTransitionTime": stamp if changed else cond.get("lastTransitionTime", stamp),
-            })
-        else:
-            out.append(cond)
-    if not found:
-        out.append({"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": stamp})
-    return out
 
 
 def with_enqueued_condition(status: Mapping[str, Any], pool: str) -> Status:
@@ -302,7 +358,7 @@ def rejected(status: Mapping[str, Any], reason: str, message: str, *, now: float
     """Failed at admission (a Job that can never run as written): error and condition say ``reason``."""
     if is_finished(status):
         return None
-    return {
+    new: Status = {
         **status,
         "phase": JobState.FAILED.value,
         "attempts": status.get("attempts") or 0,
@@ -310,18 +366,40 @@ def rejected(status: Mapping[str, Any], reason: str, message: str, *, now: float
         "completionTime": rfc3339(now),
         "conditions": set_condition(status.get("conditions") or [], ENQUEUED, "False", reason, message, now=now),
     }
+    _set_outcome(new, JobState.FAILED, now)
+    return new
 
 
 def cancelled_before_enqueue(status: Mapping[str, Any], *, now: float) -> Status | None:
     """Cancelled right away: ``cancel: true`` on a Job that never reached Redis."""
     if not _not_yet_enqueued(status):
         return None
-    return {
+    new: Status = {
         **status,
         "phase": JobState.CANCELLED.value,
         "completionTime": rfc3339(now),
         "error": {"type": "Cancelled", "message": "cancelled before it was enqueued"},
     }
+    _set_outcome(new, JobState.CANCELLED, now)
+    return new
+
+
+def pool_deleted(status: Mapping[str, Any], message: str, *, now: float) -> Status | None:
+    """Pending with ``Enqueued=False reason=PoolDeleted``: a Queued or Running Job whose pool was deleted.
+
+    Its entry stays on the pool's stream in Redis (deleting a pool deletes pods, not
+    Redis data; a draining worker hands its job back), so a pool re-created under the
+    same name runs it; until then it waits, as a Job for a pool that never existed does.
+    Attempts are kept; the worker becomes ``lastWorker``. None for other phases.
+    """
+    if parse_phase(status) not in (JobState.QUEUED, JobState.RUNNING):
+        return None
+    new: Status = {**status, "phase": JobState.PENDING.value}
+    if new.get("worker"):
+        new["lastWorker"] = new.pop("worker")
+    new.pop("progress", None)
+    new["conditions"] = set_condition(new.get("conditions") or [], ENQUEUED, "False", POOL_DELETED, message, now=now)
+    return new
 
 
 # ---------------------------------------------------------------------- which Event a change deserves
@@ -344,6 +422,9 @@ def narration(before: Mapping[str, Any], after: Mapping[str, Any], pool: str) ->
     attempt = after.get("attempts") or 0
     worker = after.get("worker") or "?"
     error = after.get("error") or {}
+    if new is JobState.QUEUED and old is JobState.RUNNING and enqueued_reason(after) == REQUEUED:
+        message = next(c.get("message") for c in after.get("conditions") or [] if c.get("type") == ENQUEUED)
+        return Narration(REQUEUED, f"attempt {attempt} did not finish: {message}", True)
     if new is JobState.QUEUED and old is JobState.RUNNING:
         return Narration(
             "Retrying", f"attempt {attempt} failed ({error.get('type')}: {error.get('message')}); retrying", True

@@ -5,6 +5,11 @@ One heap of deadlines, drained by the operator's ``ttl-deletion`` chore
 finalizer per Job. Deadlines are derived from
 ``status.completionTime``, so after a restart the re-listed Jobs reschedule
 themselves and overdue ones are deleted at once.
+
+``ttlSecondsAfterFinished`` may change at any time: every watch event of a
+finished Job is considered again, so an edited TTL replaces the scheduled
+deadline (a removed one unschedules it), and the deletion itself re-reads the
+Job and checks :func:`is_due` on its live spec before deleting.
 """
 
 from __future__ import annotations
@@ -50,15 +55,21 @@ class TtlQueue:
     """Deadlines of finished Jobs with a TTL, earliest first."""
 
     _heap: list[_Entry] = field(default_factory=list)
-    _scheduled: dict[str, str] = field(default_factory=dict)
-    """job id -> uid of the scheduled incarnation (a re-created namesake gets its own entry)."""
+    _scheduled: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """job id -> (uid, deadline) of the scheduled incarnation; heap entries that no longer match
+    (an edited TTL, a re-created namesake) are skipped when they come up."""
 
     def consider(self, job: TrackedJob) -> None:
-        """Schedule the Job if it is finished and has a TTL (idempotent)."""
+        """Schedule the finished Job by its TTL as it is now; unschedule it if it has none (idempotent)."""
         due = deadline(job)
-        if due is None or self._scheduled.get(job.job_id) == job.uid:
+        if due is None:
+            scheduled = self._scheduled.get(job.job_id)
+            if scheduled is not None and scheduled[0] == job.uid:
+                del self._scheduled[job.job_id]
             return
-        self._scheduled[job.job_id] = job.uid
+        if self._scheduled.get(job.job_id) == (job.uid, due):
+            return
+        self._scheduled[job.job_id] = (job.uid, due)
         heapq.heappush(self._heap, _Entry(due, job.job_id, job.uid))
 
     def forget(self, job_id: str) -> None:
@@ -70,10 +81,16 @@ class TtlQueue:
         due: list[tuple[str, str]] = []
         while self._heap and self._heap[0].due <= now:
             entry = heapq.heappop(self._heap)
-            if self._scheduled.get(entry.job_id) == entry.uid:
+            if self._scheduled.get(entry.job_id) == (entry.uid, entry.due):
                 del self._scheduled[entry.job_id]
                 due.append((entry.job_id, entry.uid))
         return due
 
     def __len__(self) -> int:
         return len(self._scheduled)
+
+
+def is_due(job: TrackedJob, uid: str, *, now: float) -> bool:
+    """Whether the Job as read now (its live spec and status) is the incarnation ``uid`` and due."""
+    due = deadline(job)
+    return job.uid == uid and due is not None and due <= now
