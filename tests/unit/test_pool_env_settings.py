@@ -43,7 +43,8 @@ def test_what_the_operator_owns_or_no_setting_is_refused_with_a_message_naming_t
 
 def test_the_settable_ones_are_the_worker_settings_less_those_the_pool_spec_sets() -> None:
     built = {n for n in env_of(pool()) if n.startswith("KUBEWORKERS_")}
-    assert set(resources.POOL_ENV_SETTINGS) == set(settings.ENV.values()) - built
+    ours = {var for var in settings.ENV.values() if var.startswith("KUBEWORKERS_")}  # POD_NAME is the pod's own
+    assert set(resources.POOL_ENV_SETTINGS) == ours - built
     assert "KUBEWORKERS_RESULT_TTL" in resources.POOL_ENV_SETTINGS
 
 
