@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 import redis.asyncio as aioredis
+from kubeworkers import Registry
+from kubeworkers.client import AsyncClient
 
 
 @pytest.fixture
@@ -19,6 +21,14 @@ async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
+    """An SDK client with an empty registry: in these tests the worker, not the client, is under test
+    (modules testing the client itself define their own)."""
+    async with AsyncClient(redis_url, registry=Registry()) as c:
+        yield c
 
 
 @pytest.fixture

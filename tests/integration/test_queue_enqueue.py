@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import redis
 import redis.asyncio as aioredis
 from kubeworkers import queue
 from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobMessage, JobState, PoolKeys, Priority
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def message(job_id: str = "default/job-1", uid: str = "uid-1", **kw: object) -> JobMessage:

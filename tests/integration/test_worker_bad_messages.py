@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,13 +26,6 @@ KEYS = PoolKeys("default", "p")
 
 class Item(BaseModel):
     n: int = 0
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def message(job_id: str, **fields: Any) -> dict[str, Any]:

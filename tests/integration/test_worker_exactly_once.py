@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,19 +30,6 @@ KEYS = PoolKeys("default", "p")
 
 class Item(BaseModel):
     n: int = 0
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(redis_url, registry=Registry()) as c:
-        yield c
 
 
 def starts(evs: list[JobEvent]) -> Counter[str]:

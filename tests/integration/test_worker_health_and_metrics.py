@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,12 +24,6 @@ KEYS = PoolKeys("default", "p")
 
 class Nap(BaseModel):
     seconds: float = 0.0
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(redis_url, registry=Registry()) as c:
-        yield c
 
 
 async def test_a_worker_whose_reader_runs_out_of_memory_drains_and_exits_with_an_error(

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, PermanentError, Registry
 from kubeworkers.client import AsyncClient
@@ -24,20 +22,6 @@ class Numbers(BaseModel):
 
 class Sum(BaseModel):
     total: int
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
-    # An empty registry: the worker, not the client, is under test here.
-    async with AsyncClient(redis_url, registry=Registry()) as c:
-        yield c
 
 
 async def test_handler_output_is_written_to_the_record_and_the_events_stream(
