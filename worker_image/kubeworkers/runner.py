@@ -38,7 +38,7 @@ from kubeworkers.errors import cap_text, job_error
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import WorkerMetrics
 from kubeworkers.outbox import Outbox, Write
-from kubeworkers.protocol import JobError, JobState
+from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobState, RetryPolicy
 from kubeworkers.registry import HandlerSpec, Registry
 from kubeworkers.settings import WorkerSettings
 
@@ -59,8 +59,8 @@ class Failed:
     duration: float
     #: A handler ran (its duration counts in the statistics).
     ran: bool
-    #: Seconds before the first retry (the handler's policy); None: never retried.
-    retry_backoff: float | None = None
+    #: The retry policy that applies (the job's over the handler's); None: never retried.
+    retry: RetryPolicy | None = None
     #: The metrics outcome of this attempt, when not 'retried' or 'failed'.
     outcome: str | None = None
 
@@ -135,7 +135,7 @@ class AttemptRunner:
             ending = Stopped(job.stop_reason or "shutdown", self._elapsed(job))
         except BaseException as exc:  # a bug of the worker's own: the job must still end
             log.exception("running a job failed inside the worker", extra={"job_id": job.job_id})
-            ending = Failed(job_error(exc, retryable=True), self._elapsed(job), ran=False, retry_backoff=1.0,
+            ending = Failed(job_error(exc, retryable=True), self._elapsed(job), ran=False, retry=DEFAULT_RETRY,
                             outcome="failed")
         if job.abandoned:
             self.abandoned.pop(job.entry, None)
@@ -160,8 +160,13 @@ class AttemptRunner:
         except ValidationError as exc:
             return Failed(JobError(type="InvalidInput", retryable=False, message=cap_text(
                 f"input does not match {spec.input_model.__name__} of {spec.name!r}: {exc}")), 0.0, ran=False)
+        if msg.expires_at is not None and (now := time.time()) > msg.expires_at:
+            return Failed(attempts.expired_error(msg.expires_at, now), 0.0, ran=False)
         job.timeout = msg.timeout_seconds if msg.timeout_seconds is not None else spec.timeout
-        job.retry_backoff = spec.retry_backoff
+        job.soft_timeout = msg.soft_timeout_seconds if msg.soft_timeout_seconds is not None else spec.soft_timeout
+        if job.soft_timeout is not None and job.timeout is not None and job.soft_timeout >= job.timeout:
+            job.soft_timeout = None  # the hard timeout comes first: there is nothing to tell
+        job.retry = msg.retry.over(spec.retry) if msg.retry is not None else spec.retry
         job_log(INFO, "job running", {"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt,
                                       "state": "Running"})
         return await self._invoke(job, spec, inp)
@@ -191,12 +196,12 @@ class AttemptRunner:
                 return Failed(JobError(type="CancelledError", retryable=True, message=(
                     "the handler raised CancelledError though the worker did not cancel it "
                     "(it awaited something that was cancelled elsewhere)")),
-                    self._elapsed(job), ran=True, retry_backoff=spec.retry_backoff)
+                    self._elapsed(job), ran=True, retry=job.retry)
             return self._stopped(job)
         except BaseException as exc:
             if job.stop_reason is not None:
                 return self._stopped(job)  # it raised something else when told to stop
-            return Failed(job_error(exc), self._elapsed(job), ran=True, retry_backoff=spec.retry_backoff)
+            return Failed(job_error(exc), self._elapsed(job), ran=True, retry=job.retry)
         finally:
             if expiry is not None:
                 expiry.cancel()
@@ -220,7 +225,7 @@ class AttemptRunner:
             note = "; the handler did not stop when cancelled" if job.abandoned else ""
             return Failed(JobError(type="Timeout", retryable=True, message=(
                 f"timed out after {job.timeout:g}s (attempt {job.attempt}){note}")),
-                self._elapsed(job), ran=True, retry_backoff=job.retry_backoff, outcome="timed_out")
+                self._elapsed(job), ran=True, retry=job.retry, outcome="timed_out")
         return Stopped(reason, self._elapsed(job))
 
     async def _in_thread(self, job: Delivery, call: Callable[[], Any]) -> Any:
@@ -322,12 +327,12 @@ class AttemptRunner:
             self.holdings.release(job.entry)
 
     def _record_failure(self, job: Delivery, ending: Failed, extra: dict[str, Any]) -> None:
-        error, duration = ending.error, ending.duration
+        error, duration = attempts.with_policy(ending.error, ending.retry), ending.duration
         extra = {**extra, "error": error.type, "duration": round(duration, 6)}
         if ending.ran:
             self.metrics.observe(job.handler, duration)
-        if error.retryable and ending.retry_backoff is not None and job.attempt < job.max_attempts:
-            delay = attempts.backoff(ending.retry_backoff, job.attempt, self.settings.max_backoff)
+        if error.retryable and ending.retry is not None and job.attempt < job.max_attempts:
+            delay = attempts.backoff(ending.retry, job.attempt, self.settings.max_backoff)
             body, message = attempts.retry_write(job, self.name, error, delay)
             self.metrics.outcome(job.handler, ending.outcome or "retried")
             self.metrics.retried(job.handler)
