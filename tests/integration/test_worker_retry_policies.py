@@ -3,7 +3,7 @@ on an in-process worker and a real Redis."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -100,7 +100,7 @@ async def test_expired_job_fails_without_running(redis_url: str, r: aioredis.Red
     # Submitted while no worker serves the pool; expired by the time one starts.
     stale = await client.submit("p", "h", {"n": 1}, expires=0.001)
     fresh = await client.submit("p", "h", {"n": 2}, expires=3600)
-    time.sleep(0.01)
+    await asyncio.sleep(0.01)
     async with start_worker(redis_url, reg):
         expired = await client.wait(stale, 30)
         ran = await client.wait(fresh, 30)
@@ -119,9 +119,9 @@ async def test_submit_refuses_a_soft_timeout_not_below_the_hard_one(redis_url: s
     async def h(inp: Inp) -> None: ...
 
     async with AsyncClient(redis_url, registry=reg) as c:
-        with pytest.raises(ValueError, match="soft_timeout .* must be shorter than timeout"):
+        with pytest.raises(ValueError, match=r"soft_timeout .* must be shorter than timeout"):
             await c.submit("p", "h", {}, soft_timeout=10)
-        with pytest.raises(ValueError, match="soft_timeout .* must be shorter than timeout"):
+        with pytest.raises(ValueError, match=r"soft_timeout .* must be shorter than timeout"):
             await c.submit("p", "h", {}, soft_timeout=2, timeout=1)
         with pytest.raises(ValueError, match="expires must be"):
             await c.submit("p", "h", {}, expires=float("nan"))

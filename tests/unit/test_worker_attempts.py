@@ -18,8 +18,7 @@ from kubeworkers.attempts import (
     retry_write,
 )
 from kubeworkers.context import JobContext
-from kubeworkers.protocol import DEFAULT_RETRY, RetryPolicy
-from kubeworkers.protocol import JobError, JobEvent, JobState
+from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobEvent, JobState, RetryPolicy
 from pydantic import BaseModel
 
 

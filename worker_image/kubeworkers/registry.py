@@ -214,9 +214,13 @@ def _retry_policy(name: str, policy: Policy) -> RetryPolicy:
         own = RetryPolicy.model_validate({**retry.model_dump(exclude_none=True), **shortcuts})
     except ValidationError as exc:
         shortcut = {"maximum_attempts": "max_attempts", "initial_interval_seconds": "retry_backoff"}
-        problems = "; ".join(
-            f"{shortcut[str(e['loc'][0])] if e['loc'] and e['loc'][0] in shortcuts else 'retry.' + '.'.join(map(str, e['loc']))}"
-            f": {e['msg']}" for e in exc.errors())
+
+        def where(loc: tuple[int | str, ...]) -> str:
+            if loc and loc[0] in shortcuts:
+                return shortcut[str(loc[0])]
+            return "retry." + ".".join(map(str, loc))
+
+        problems = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise RegistryError(f"handler {name!r}: invalid retry policy: {problems}") from None
     return own.over(DEFAULT_RETRY)
 

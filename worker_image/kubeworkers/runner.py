@@ -34,13 +34,14 @@ from pydantic import BaseModel, ValidationError
 from kubeworkers import attempts, logs, wire
 from kubeworkers.attempts import Delivery, Output
 from kubeworkers.context import JobContext
-from kubeworkers.errors import cap_text, job_error
+from kubeworkers.errors import SoftTimeout, cap_text, job_error
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import WorkerMetrics
 from kubeworkers.outbox import Outbox, Write
 from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobState, RetryPolicy
 from kubeworkers.registry import HandlerSpec, Registry
 from kubeworkers.settings import WorkerSettings
+from kubeworkers.softlimit import SoftLimit, interruptible
 
 log = logging.getLogger("kubeworkers.worker")
 #: One line per job state change (see :class:`kubeworkers.logs.JobLog`).
@@ -185,9 +186,15 @@ class AttemptRunner:
         expiry = loop.call_later(job.timeout, self.stop_job, job, "timeout") if job.timeout is not None else None
         task = asyncio.current_task()
         assert task is not None
+        soft = None
+        if job.soft_timeout is not None:
+            soft = SoftLimit(job.soft_timeout, job.ctx, is_async=spec.is_async,
+                             stopping=lambda: job.stop_reason is not None)
+            soft_expiry = soft.arm(task)
         try:
             if spec.is_async:
-                result = await spec.func(inp, **kwargs)
+                coro = spec.func(inp, **kwargs)
+                result = await (interruptible(coro, soft) if soft is not None else coro)
             else:
                 result = await self._in_thread(job, functools.partial(spec.func, inp, **kwargs))
         except asyncio.CancelledError:
@@ -201,10 +208,17 @@ class AttemptRunner:
         except BaseException as exc:
             if job.stop_reason is not None:
                 return self._stopped(job)  # it raised something else when told to stop
+            if isinstance(exc, SoftTimeout) and soft is not None and soft.expired:
+                return Failed(JobError(type="Timeout", retryable=True, message=(
+                    f"the soft timeout of {soft.seconds:g}s passed and the handler did not catch SoftTimeout "
+                    f"(attempt {job.attempt})"), traceback=job_error(exc).traceback),
+                    self._elapsed(job), ran=True, retry=job.retry, outcome="timed_out")
             return Failed(job_error(exc), self._elapsed(job), ran=True, retry=job.retry)
         finally:
             if expiry is not None:
                 expiry.cancel()
+            if soft is not None:
+                soft_expiry.cancel()
         if job.stop_reason is not None:
             return self._stopped(job)  # it swallowed the cancellation and returned
         try:
