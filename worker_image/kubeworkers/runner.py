@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from kubeworkers import attempts, logs, wire
+from kubeworkers import attempts, isolation, logs, softlimit, wire
 from kubeworkers.attempts import Delivery, Output
 from kubeworkers.context import JobContext
 from kubeworkers.errors import SoftTimeout, cap_text, job_error
@@ -174,25 +174,28 @@ class AttemptRunner:
 
     async def _invoke(self, job: Delivery, spec: HandlerSpec, inp: BaseModel) -> Ending:
         loop = asyncio.get_running_loop()
+        isolated = spec.isolation == "process"
         kwargs: dict[str, Any] = {}
-        if spec.context_param is not None:
-            assert job.msg is not None
-            job.ctx = JobContext(
-                job_id=job.job_id, uid=job.uid, namespace=job.namespace, pool=job.pool, handler=job.handler,
-                attempt=job.attempt, max_attempts=job.max_attempts, worker=self.name,
-                enqueued_at=job.msg.enqueued_at, loop=loop, progress_sink=functools.partial(self._progress, job),
-            )
+        if spec.context_param is not None and not isolated:
+            job.ctx = self._context(job, loop)
             kwargs[spec.context_param] = job.ctx
         expiry = loop.call_later(job.timeout, self.stop_job, job, "timeout") if job.timeout is not None else None
         task = asyncio.current_task()
         assert task is not None
         soft = None
-        if job.soft_timeout is not None:
+        if job.soft_timeout is not None and not isolated:  # an isolated handler's child keeps its own
             soft = SoftLimit(job.soft_timeout, job.ctx, is_async=spec.is_async,
                              stopping=lambda: job.stop_reason is not None)
             soft_expiry = soft.arm(task)
+        output: Output | None = None
         try:
-            if spec.is_async:
+            if isolated:
+                reply = await self._in_child(job, spec)
+                if isinstance(reply, JobError):
+                    return Failed(reply, self._elapsed(job), ran=True, retry=job.retry,
+                                  outcome="timed_out" if reply.type == "Timeout" else None)
+                output = reply
+            elif spec.is_async:
                 coro = spec.func(inp, **kwargs)
                 result = await (interruptible(coro, soft) if soft is not None else coro)
             else:
@@ -209,10 +212,8 @@ class AttemptRunner:
             if job.stop_reason is not None:
                 return self._stopped(job)  # it raised something else when told to stop
             if isinstance(exc, SoftTimeout) and soft is not None and soft.expired:
-                return Failed(JobError(type="Timeout", retryable=True, message=(
-                    f"the soft timeout of {soft.seconds:g}s passed and the handler did not catch SoftTimeout "
-                    f"(attempt {job.attempt})"), traceback=job_error(exc).traceback),
-                    self._elapsed(job), ran=True, retry=job.retry, outcome="timed_out")
+                return Failed(softlimit.uncaught_error(soft, job.attempt, exc), self._elapsed(job), ran=True,
+                              retry=job.retry, outcome="timed_out")
             return Failed(job_error(exc), self._elapsed(job), ran=True, retry=job.retry)
         finally:
             if expiry is not None:
@@ -221,13 +222,34 @@ class AttemptRunner:
                 soft_expiry.cancel()
         if job.stop_reason is not None:
             return self._stopped(job)  # it swallowed the cancellation and returned
-        try:
-            output = attempts.encode_output(result, self.settings.max_output_bytes)
-        except attempts.InvalidOutputError as exc:
-            # A handler returning something that is not JSON is a bug a retry cannot fix.
-            return Failed(JobError(type="InvalidOutput", message=str(exc), retryable=False),
-                          self._elapsed(job), ran=True)
+        if output is None:
+            try:
+                output = attempts.encode_output(result, self.settings.max_output_bytes)
+            except attempts.InvalidOutputError as exc:
+                # A handler returning something that is not JSON is a bug a retry cannot fix.
+                return Failed(JobError(type="InvalidOutput", message=str(exc), retryable=False),
+                              self._elapsed(job), ran=True)
         return Succeeded(output, self._elapsed(job))
+
+    def _context(self, job: Delivery, loop: asyncio.AbstractEventLoop) -> JobContext:
+        assert job.msg is not None
+        return JobContext(
+            job_id=job.job_id, uid=job.uid, namespace=job.namespace, pool=job.pool, handler=job.handler,
+            attempt=job.attempt, max_attempts=job.max_attempts, worker=self.name,
+            enqueued_at=job.msg.enqueued_at, loop=loop, progress_sink=functools.partial(self._progress, job),
+        )
+
+    async def _in_child(self, job: Delivery, spec: HandlerSpec) -> Output | JobError:
+        """Run the attempt in a child process (:mod:`kubeworkers.isolation`), killed if this task is cancelled."""
+        assert job.msg is not None
+        context = {"job_id": job.job_id, "uid": job.uid, "namespace": job.namespace, "pool": job.pool,
+                   "handler": job.handler, "attempt": job.attempt, "max_attempts": job.max_attempts,
+                   "worker": self.name, "enqueued_at": job.msg.enqueued_at}
+        req = isolation.request(spec, job.msg.input, context, imports=self.settings.imports,
+                                soft_timeout=job.soft_timeout, max_output_bytes=self.settings.max_output_bytes)
+        # Killed well within the cancel grace, so the runner never has to abandon it.
+        return await isolation.run(req, kill_grace=self.settings.cancel_grace / 2,
+                                   on_progress=functools.partial(self._progress, job))
 
     def _stopped(self, job: Delivery) -> Ending:
         """The ending of a handler the worker stopped, by why it was stopped."""

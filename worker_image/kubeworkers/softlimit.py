@@ -17,7 +17,8 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 from kubeworkers.context import JobContext
-from kubeworkers.errors import SoftTimeout
+from kubeworkers.errors import SoftTimeout, job_error
+from kubeworkers.protocol import JobError
 
 T = TypeVar("T")
 
@@ -102,3 +103,10 @@ async def interruptible(coro: Coroutine[Any, Any, T], limit: SoftLimit) -> T:
     """Await ``coro``; when ``limit`` expires, ``coro`` gets :class:`SoftTimeout` where it waits."""
     result: T = await _Interruptible(coro, limit)
     return result
+
+
+def uncaught_error(limit: SoftLimit, attempt: int, exc: SoftTimeout) -> JobError:
+    """How an attempt whose handler let its :class:`SoftTimeout` escape ends: a ``Timeout``."""
+    return JobError(type="Timeout", retryable=True, traceback=job_error(exc).traceback, message=(
+        f"the soft timeout of {limit.seconds:g}s passed and the handler did not catch SoftTimeout "
+        f"(attempt {attempt})"))
