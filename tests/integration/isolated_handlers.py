@@ -31,7 +31,7 @@ async def _say_pid(ctx: JobContext) -> None:
 @isolated.handler("iso.double", isolation="process", max_attempts=1)
 async def double(inp: Inp, ctx: JobContext) -> Out:
     await ctx.progress(0.5, "half way")
-    print("a handler's print goes to the log, not into the replies")  # noqa: T201
+    print("a handler's print goes to the log, not into the replies")
     return Out(doubled=2 * inp.n, pid=os.getpid())
 
 
@@ -67,3 +67,4 @@ async def soft(inp: Inp, ctx: JobContext) -> str:
     except SoftTimeout:
         return "cleaned up"
     return "never told"
+

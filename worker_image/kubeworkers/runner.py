@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -37,7 +37,7 @@ from kubeworkers.context import JobContext
 from kubeworkers.errors import SoftTimeout, cap_text, job_error
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import WorkerMetrics
-from kubeworkers.outbox import Outbox, Write
+from kubeworkers.outbox import Write
 from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobState, RetryPolicy
 from kubeworkers.registry import HandlerSpec, Registry
 from kubeworkers.settings import WorkerSettings
@@ -77,6 +77,15 @@ class Stopped:
 Ending = Succeeded | Failed | Stopped
 
 
+class WriteSink(Protocol):
+    """Where the runner queues its writes: the :class:`~kubeworkers.outbox.Outbox` (Redis), or
+    ``kubeworkers run-local``'s printer."""
+
+    def add(self, write: Write) -> None: ...
+
+    def progress(self, entry: str, write: Write) -> None: ...
+
+
 class AttemptRunner:
     """Runs the attempts of one worker; every attempt ends in exactly one queued write."""
 
@@ -88,7 +97,7 @@ class AttemptRunner:
         registry: Registry,
         metrics: WorkerMetrics,
         holdings: Holdings,
-        outbox: Outbox,
+        outbox: WriteSink,
     ) -> None:
         self.name = name
         self.settings = settings
