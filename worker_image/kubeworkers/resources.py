@@ -16,10 +16,10 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority
+from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority, RetryPolicy
 from kubeworkers.settings import ENV
 
 #: API group and version of both custom resources.
@@ -80,11 +80,30 @@ class Condition(CrdModel):
 # --------------------------------------------------------------------------- Job
 
 
+class JobRetryPolicy(CrdModel):
+    """``Job.spec.retry``: overrides of the handler's retry policy (:class:`~kubeworkers.protocol.RetryPolicy`)."""
+
+    initial_interval_seconds: float | None = Field(default=None, ge=0)
+    backoff_coefficient: float | None = Field(default=None, ge=1, le=100)
+    maximum_interval_seconds: float | None = Field(default=None, gt=0)
+    non_retryable_error_types: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] | None = Field(
+        default=None, max_length=50)
+
+    def policy(self) -> RetryPolicy:
+        """The same overrides as the message carries them."""
+        types = self.non_retryable_error_types
+        return RetryPolicy(
+            initial_interval_seconds=self.initial_interval_seconds, backoff_coefficient=self.backoff_coefficient,
+            maximum_interval_seconds=self.maximum_interval_seconds,
+            non_retryable_error_types=None if types is None else tuple(types),
+        )
+
+
 class JobSpec(CrdModel):
     """``Job.spec``: which pool runs which handler on what input (field docs: ``kubectl explain jobs.spec``).
 
-    ``pool``, ``handler``, ``input``, ``priority``, ``timeoutSeconds`` and
-    ``maxAttempts`` are immutable once created; ``cancel`` may only go from
+    ``pool``, ``handler``, ``input``, ``priority``, ``timeoutSeconds``, ``softTimeoutSeconds``,
+    ``maxAttempts``, ``retry`` and ``expiresAfterSeconds`` are immutable once created; ``cancel`` may only go from
     false to true.
     """
 
@@ -94,6 +113,9 @@ class JobSpec(CrdModel):
     priority: Priority = Priority.NORMAL
     timeout_seconds: int | None = Field(default=None, ge=1)
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT)
+    soft_timeout_seconds: int | None = Field(default=None, ge=1)
+    retry: JobRetryPolicy | None = None
+    expires_after_seconds: int | None = Field(default=None, ge=1)
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     cancel: bool = False
 
