@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from benchmarks import report
 from benchmarks.measure import fmt, markdown_table, text_table
 from benchmarks.rig import Rig
+from hack.polling import wait_for_async
 
 
 class Nothing(BaseModel):
@@ -40,8 +41,7 @@ async def _drain(url: str, isolation: str, jobs: int, concurrency: int) -> float
                               imports=["benchmarks.suites.isolation"], block_ms=100, log_level="WARNING")
     worker = Worker(settings, reg)
     task = asyncio.create_task(worker.run())
-    while not worker.ready():
-        await asyncio.sleep(0.01)
+    await wait_for_async(worker.ready, 60, "the benchmark's worker to be ready")
     async with AsyncClient(url, registry=Registry()) as client:
         start = time.perf_counter()
         ids = await client.submit_many("bench-iso", "noop", [{}] * jobs)
@@ -54,7 +54,7 @@ async def _drain(url: str, isolation: str, jobs: int, concurrency: int) -> float
 
 
 def run(quick: bool) -> report.SuiteResult:
-    jobs = {"none": 2_000, "process": 200} if not quick else {"none": 50, "process": 10}
+    jobs = {"none": 2_000, "process": 100} if not quick else {"none": 50, "process": 10}
     out: list[dict[str, Any]] = []
     with Rig() as rig:
         for concurrency in (1, 2):
