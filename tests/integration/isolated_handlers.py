@@ -35,7 +35,7 @@ async def double(inp: Inp, ctx: JobContext) -> Out:
     return Out(doubled=2 * inp.n, pid=os.getpid())
 
 
-@isolated.handler("iso.spin", isolation="process", timeout=0.5, max_attempts=1)
+@isolated.handler("iso.spin", isolation="process", timeout=2, max_attempts=1)
 def spin(inp: Inp, ctx: JobContext) -> None:
     """CPU-bound and deaf to everything: only killing its process ends it."""
     ctx.progress(0.0, f"pid {os.getpid()}")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 from kubeworkers import Registry
 from kubeworkers.client import AsyncClient
@@ -18,11 +16,6 @@ from tests.support.workers import record, start_worker, until
 class Inp(BaseModel):
     n: int = 0
 
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(redis_url, registry=Registry()) as c:
-        yield c
 
 
 async def test_a_handler_at_its_concurrency_limit_does_not_starve_other_handlers(

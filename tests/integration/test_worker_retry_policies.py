@@ -4,7 +4,6 @@ on an in-process worker and a real Redis."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,11 +22,6 @@ class Inp(BaseModel):
 class Unfixable(Exception):
     pass
 
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(redis_url, registry=Registry()) as c:
-        yield c
 
 
 async def test_non_retryable_error_fails_at_once_without_retry(

@@ -4,9 +4,7 @@ for a sync one) and gets until its hard timeout; on an in-process worker and a r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from kubeworkers import JobContext, Registry, SoftTimeout
 from kubeworkers.client import AsyncClient
 from kubeworkers.protocol import JobState
@@ -18,11 +16,6 @@ from tests.support.workers import start_worker
 class Inp(BaseModel):
     n: int = 0
 
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(redis_url, registry=Registry()) as c:
-        yield c
 
 
 async def test_async_handler_told_of_its_soft_timeout_cleans_up_and_succeeds(
