@@ -132,6 +132,10 @@ def cmd_handlers(args: argparse.Namespace) -> int:
         return 0
     for d in described:
         policy = f"timeout={d['timeout']} max_attempts={d['max_attempts']} retry_backoff={d['retry_backoff']}"
+        extras = {k: d[k] for k in ("soft_timeout", "concurrency") if d[k] is not None}
+        if d["isolation"] != "none":
+            extras["isolation"] = d["isolation"]
+        policy += "".join(f" {k}={v}" for k, v in extras.items())
         print(f"{d['name']}  ({d['function']}, {'async' if d['async'] else 'sync'}, {policy})")
         if d["description"]:
             print(f"  {d['description'].splitlines()[0]}")

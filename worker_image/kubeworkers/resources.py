@@ -80,6 +80,11 @@ class Condition(CrdModel):
 # --------------------------------------------------------------------------- Job
 
 
+#: The CRD's cross-field rules on a Job, with their messages (the models refuse the same).
+SOFT_NOT_BELOW_HARD = "softTimeoutSeconds must be below timeoutSeconds: the handler is told before it is stopped"
+RETRY_MAXIMUM_BELOW_INITIAL = "retry.maximumIntervalSeconds must not be below retry.initialIntervalSeconds"
+
+
 class JobRetryPolicy(CrdModel):
     """``Job.spec.retry``: overrides of the handler's retry policy (:class:`~kubeworkers.protocol.RetryPolicy`)."""
 
@@ -88,6 +93,13 @@ class JobRetryPolicy(CrdModel):
     maximum_interval_seconds: float | None = Field(default=None, gt=0)
     non_retryable_error_types: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] | None = Field(
         default=None, max_length=50)
+
+    @model_validator(mode="after")
+    def _maximum_not_below_initial(self) -> JobRetryPolicy:
+        most, first = self.maximum_interval_seconds, self.initial_interval_seconds
+        if most is not None and first is not None and most < first:
+            raise ValueError(RETRY_MAXIMUM_BELOW_INITIAL)
+        return self
 
     def policy(self) -> RetryPolicy:
         """The same overrides as the message carries them."""
@@ -118,6 +130,13 @@ class JobSpec(CrdModel):
     expires_after_seconds: int | None = Field(default=None, ge=1)
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     cancel: bool = False
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> JobSpec:
+        soft, hard = self.soft_timeout_seconds, self.timeout_seconds
+        if soft is not None and hard is not None and soft >= hard:
+            raise ValueError(SOFT_NOT_BELOW_HARD)
+        return self
 
 
 class JobProgress(CrdModel):
