@@ -96,6 +96,19 @@ def test_job_over_its_timeout_fails_with_a_timeout_error(
     assert "timeout" in status["error"]["type"].lower(), status["error"]
 
 
+def test_a_spec_retry_policy_fails_a_non_retryable_error_type_at_once(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
+) -> None:
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("no-retry", "fail", {"message": "bad input"}, maxAttempts=5,
+                           retry={"initialIntervalSeconds": 0.1, "nonRetryableErrorTypes": ["RuntimeError"]}),
+                  namespace)
+    status = wait_phase(cluster, namespace, "no-retry", {"Succeeded", "Failed", "Cancelled"})["status"]
+    assert status["phase"] == "Failed"
+    assert status["error"]["type"] == "RuntimeError"
+    assert status["attempts"] == 1  # not the 5 the spec allows: the type is non-retryable
+
+
 def test_transient_failure_is_retried_and_succeeds_on_attempt_two(
     cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner
 ) -> None:

@@ -9,7 +9,15 @@ import kubeworkers.examples  # noqa: F401  (registers the example handlers)
 import pytest
 import yaml
 from kubeworkers.registry import default_registry
-from kubeworkers.resources import API_VERSION, MIN_ABOVE_MAX, REPLICAS_OUT_OF_BOUNDS, JobSpec, WorkerPoolSpec
+from kubeworkers.resources import (
+    API_VERSION,
+    MIN_ABOVE_MAX,
+    REPLICAS_OUT_OF_BOUNDS,
+    RETRY_MAXIMUM_BELOW_INITIAL,
+    SOFT_NOT_BELOW_HARD,
+    JobSpec,
+    WorkerPoolSpec,
+)
 from pydantic import ValidationError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -63,6 +71,19 @@ def test_model_and_crd_share_the_cross_field_messages() -> None:
     crd = yaml.safe_load((EXAMPLES.parent / "crds" / "workers.io_workerpools.yaml").read_text())
     rules = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
     assert {rule["message"] for rule in rules} == {MIN_ABOVE_MAX, REPLICAS_OUT_OF_BOUNDS}
+
+
+def test_job_model_and_crd_share_the_cross_field_messages() -> None:
+    crd = yaml.safe_load((EXAMPLES.parent / "crds" / "workers.io_jobs.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    messages = {rule["message"] for rule in spec["x-kubernetes-validations"]}
+    messages |= {rule["message"] for rule in spec["properties"]["retry"]["x-kubernetes-validations"]}
+    assert {SOFT_NOT_BELOW_HARD, RETRY_MAXIMUM_BELOW_INITIAL} <= messages
+    with pytest.raises(ValidationError, match=SOFT_NOT_BELOW_HARD):
+        JobSpec.model_validate({"pool": "p", "handler": "h", "timeoutSeconds": 5, "softTimeoutSeconds": 5})
+    with pytest.raises(ValidationError, match=RETRY_MAXIMUM_BELOW_INITIAL.replace(".", r"\.")):
+        JobSpec.model_validate({"pool": "p", "handler": "h",
+                                "retry": {"initialIntervalSeconds": 10, "maximumIntervalSeconds": 1}})
 
 
 def test_every_bad_example_quotes_the_message_it_is_refused_with() -> None:

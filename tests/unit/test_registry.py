@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from kubeworkers import App, DuplicateHandlerError, JobContext, Registry, RegistryError
+from kubeworkers import App, DuplicateHandlerError, JobContext, Registry, RegistryError, RetryPolicy
 from pydantic import BaseModel
 
 
@@ -114,7 +116,8 @@ def test_a_misspelt_option_is_an_import_time_error_naming_the_known_ones() -> No
 
     async def h(inp: Inp) -> None: ...
 
-    with pytest.raises(RegistryError, match=r"timout.*known: max_attempts, retry_backoff, timeout"):
+    known = "concurrency, isolation, max_attempts, retry, retry_backoff, soft_timeout, timeout"
+    with pytest.raises(RegistryError, match=rf"timout.*known: {known}"):
         reg.handler("h", timout=5)(h)  # type: ignore[call-arg]
 
 
@@ -127,3 +130,31 @@ def test_the_module_decorator_and_apps_take_the_same_options_as_a_registry() -> 
 
     spec = reg["app.h"]
     assert (spec.timeout, spec.max_attempts, spec.retry_backoff) == (2.0, 4, 0.5)
+
+
+@pytest.mark.parametrize(("policy", "complaint"), [
+    ({"timeout": 5, "soft_timeout": 5}, "soft_timeout .* must be shorter than timeout"),
+    ({"soft_timeout": -1}, "soft_timeout must be"),
+    ({"max_attempts": 2, "retry": RetryPolicy(maximum_attempts=3)}, "max_attempts or retry.maximum_attempts"),
+    ({"retry": {"maximum_attempts": 3}}, "retry must be a kubeworkers.RetryPolicy"),
+    ({"concurrency": 0}, "concurrency must be"),
+    ({"isolation": "thread"}, "isolation must be"),
+    ({"isolation": "process"}, "must be defined at module level"),
+])
+def test_policies_that_cannot_work_are_refused_at_registration(policy: dict[str, Any], complaint: str) -> None:
+    async def h(inp: Inp) -> None: ...
+
+    with pytest.raises(RegistryError, match=complaint):
+        Registry().handler("h", **policy)(h)
+
+
+def test_a_handlers_retry_policy_is_completed_from_the_defaults_and_its_shortcuts() -> None:
+    reg = Registry()
+
+    @reg.handler("h", max_attempts=5, retry=RetryPolicy(backoff_coefficient=3.0, non_retryable_error_types=("X",)))
+    async def h(inp: Inp) -> None: ...
+
+    retry = reg["h"].retry
+    assert (retry.maximum_attempts, retry.initial_interval_seconds, retry.backoff_coefficient,
+            retry.non_retryable_error_types) == (5, 1.0, 3.0, ("X",))
+    assert reg["h"].max_attempts == 5

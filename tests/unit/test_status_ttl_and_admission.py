@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeworkers.resources import JobSpec, WorkerPoolSpec
-from kubeworkers_operator.model.admission import check_admission
+from kubeworkers_operator.model.admission import check_admission, message_for
 from kubeworkers_operator.model.index import ClusterIndex, TrackedJob, TrackedPool
 from kubeworkers_operator.model.job_status import set_condition, with_enqueued_condition
 from kubeworkers_operator.model.ttl import TtlQueue, deadline
@@ -54,6 +54,23 @@ def test_ttl_queue_forgets_deleted_jobs_and_tracks_a_recreated_namesake_separate
 def pool(handlers: list[str] | None) -> TrackedPool:
     spec = WorkerPoolSpec.model_validate({"image": "i", "imports": ["m"], "handlers": handlers})
     return TrackedPool("ns", "p", "pu", spec)
+
+
+def test_a_jobs_spec_policies_travel_in_its_message() -> None:
+    j = job(timeoutSeconds=60, softTimeoutSeconds=50, maxAttempts=4, expiresAfterSeconds=30,
+            retry={"initialIntervalSeconds": 0.5, "backoffCoefficient": 3, "nonRetryableErrorTypes": ["KeyError"]})
+    msg = message_for(j, JobSpec.model_validate(j.spec))
+    assert (msg.timeout_seconds, msg.soft_timeout_seconds, msg.max_attempts) == (60, 50, 4)
+    assert msg.retry is not None
+    assert (msg.retry.initial_interval_seconds, msg.retry.backoff_coefficient, msg.retry.non_retryable_error_types,
+            msg.retry.maximum_interval_seconds) == (0.5, 3.0, ("KeyError",), None)
+    assert msg.expires_at == msg.enqueued_at + 30
+
+
+def test_a_job_without_policies_leaves_them_to_its_handler() -> None:
+    j = job()
+    msg = message_for(j, JobSpec.model_validate(j.spec))
+    assert (msg.soft_timeout_seconds, msg.retry, msg.expires_at) == (None, None, None)
 
 
 def test_job_for_a_missing_pool_waits_with_reason_pool_not_found() -> None:

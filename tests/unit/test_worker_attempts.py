@@ -18,7 +18,7 @@ from kubeworkers.attempts import (
     retry_write,
 )
 from kubeworkers.context import JobContext
-from kubeworkers.protocol import JobError, JobEvent, JobState
+from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobEvent, JobState, RetryPolicy
 from pydantic import BaseModel
 
 
@@ -27,15 +27,43 @@ def delivery(attempt: int = 2, max_attempts: int = 3) -> Delivery:
                     handler="h", record="r", attempt=attempt, max_attempts=max_attempts)
 
 
+def _every(initial: float, **more: float) -> RetryPolicy:
+    return RetryPolicy(initial_interval_seconds=initial, **more)  # type: ignore[arg-type]
+
+
 def test_backoff_doubles_per_attempt_with_jitter_between_half_and_all_of_it() -> None:
-    assert [backoff(1.0, a, 300, rand=lambda: 1.0) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
-    assert [backoff(1.0, a, 300, rand=lambda: 0.0) for a in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert [backoff(_every(1.0), a, 300, rand=lambda: 1.0) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert [backoff(_every(1.0), a, 300, rand=lambda: 0.0) for a in (1, 2, 3)] == [0.5, 1.0, 2.0]
 
 
 def test_backoff_is_capped_even_after_a_thousand_attempts() -> None:
-    assert backoff(10.0, 20, 60, rand=lambda: 1.0) == 60
-    assert backoff(10.0, 20, 60, rand=lambda: 0.0) == 30
-    assert backoff(1.0, 1000, 300, rand=lambda: 1.0) == 300
+    assert backoff(_every(10.0), 20, 60, rand=lambda: 1.0) == 60
+    assert backoff(_every(10.0), 20, 60, rand=lambda: 0.0) == 30
+    assert backoff(_every(1.0), 1000, 300, rand=lambda: 1.0) == 300
+    assert backoff(_every(1.0, backoff_coefficient=100), 1000, 300, rand=lambda: 1.0) == 300
+
+
+def test_backoff_follows_the_policys_coefficient_and_maximum_interval() -> None:
+    policy = _every(0.5, backoff_coefficient=3.0, maximum_interval_seconds=10.0)
+    assert [backoff(policy, a, 300, rand=lambda: 1.0) for a in (1, 2, 3, 4)] == [0.5, 1.5, 4.5, 10.0]
+    assert backoff(_every(2.0, backoff_coefficient=1.0), 7, 300, rand=lambda: 1.0) == 2.0
+
+
+def test_an_error_type_the_policy_names_is_not_retryable_and_says_so() -> None:
+    policy = RetryPolicy(non_retryable_error_types=("ValueError",))
+    error = JobError(type="ValueError", message="bad", retryable=True)
+    seen = attempts.with_policy(error, policy)
+    assert not seen.retryable and "non-retryable" in seen.message
+    other = JobError(type="KeyError", message="k", retryable=True)
+    assert attempts.with_policy(other, policy) == other
+
+
+def test_a_job_policy_overrides_its_handlers_field_by_field() -> None:
+    handler = RetryPolicy(initial_interval_seconds=5.0, backoff_coefficient=3.0).over(DEFAULT_RETRY)
+    job = RetryPolicy(initial_interval_seconds=0.1, non_retryable_error_types=("Timeout",))
+    merged = job.over(handler)
+    assert (merged.initial_interval_seconds, merged.backoff_coefficient, merged.maximum_attempts,
+            merged.non_retryable_error_types) == (0.1, 3.0, 3, ("Timeout",))
 
 
 def test_failure_reason_says_whether_attempts_ran_out_or_retrying_could_not_help() -> None:

@@ -2,8 +2,8 @@
 
 from kubeworkers.client import AsyncClient, Client, InvalidInputError, JobNotFoundError
 from kubeworkers.context import JobContext
-from kubeworkers.errors import PermanentError, RetryableError
-from kubeworkers.protocol import JobRecord, JobState, Priority
+from kubeworkers.errors import PermanentError, RetryableError, SoftTimeout
+from kubeworkers.protocol import JobRecord, JobState, Priority, RetryPolicy
 from kubeworkers.registry import App, DuplicateHandlerError, HandlerSpec, Registry, RegistryError, handler, registry
 
 __version__ = "0.1.0"
@@ -23,7 +23,9 @@ __all__ = [
     "Priority",
     "Registry",
     "RegistryError",
+    "RetryPolicy",
     "RetryableError",
+    "SoftTimeout",
     "handler",
     "registry",
 ]

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from kubeworkers import wire
 from kubeworkers.context import JobContext
 from kubeworkers.errors import cap_text
-from kubeworkers.protocol import JobError, JobMessage, JobState
+from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobMessage, JobState, RetryPolicy
 from kubeworkers.registry import DEFAULT_MAX_ATTEMPTS
 
 #: Characters of an over-limit output's JSON kept in its marker, so one can see what it was.
@@ -52,10 +52,11 @@ class Delivery:
     #: The handler did not stop when told to: its ending is recorded, its slot freed, and
     #: whatever it does later is ignored.
     abandoned: bool = False
-    #: Monotonic time the attempt started; its time limit and retry policy, once known.
+    #: Monotonic time the attempt started; its time limits and retry policy, once known.
     started_at: float = 0.0
     timeout: float | None = None
-    retry_backoff: float | None = None
+    soft_timeout: float | None = None
+    retry: RetryPolicy | None = None
 
 
 def event_json(job: Delivery, state: JobState, worker: str, **extra: Any) -> str:
@@ -126,12 +127,32 @@ def _describe(exc: BaseException) -> str:
 
 
 def backoff(
-    retry_backoff: float, attempt: int, cap: float, rand: Callable[[], float] = random.random
+    policy: RetryPolicy, attempt: int, cap: float, rand: Callable[[], float] = random.random
 ) -> float:
-    """Seconds to wait before retrying after ``attempt`` failed: ``retry_backoff * 2^(attempt-1)``,
-    capped, then scaled by a random 50-100 % so a burst of failures does not retry in lockstep."""
-    base: float = min(cap, retry_backoff * 2.0 ** min(attempt - 1, 64))
+    """Seconds to wait before retrying after ``attempt`` failed:
+    ``initial_interval * backoff_coefficient^(attempt-1)``, capped by the policy's maximum interval
+    and by ``cap``, then scaled by a random 50-100 % so a burst of failures does not retry in lockstep."""
+    policy = policy.over(DEFAULT_RETRY)
+    initial = policy.initial_interval_seconds or 0.0
+    coefficient = policy.backoff_coefficient or 1.0
+    most = min(cap, policy.maximum_interval_seconds or cap)
+    base: float = min(most, initial * coefficient ** min(attempt - 1, 64))
     return base * (0.5 + 0.5 * rand())
+
+
+def with_policy(error: JobError, policy: RetryPolicy | None) -> JobError:
+    """The error as the retry policy sees it: a type it names as non-retryable is not retryable."""
+    if policy is not None and error.retryable and error.type in (policy.non_retryable_error_types or ()):
+        return error.model_copy(update={"retryable": False, "message": cap_text(
+            f"{error.message} [{error.type} is non-retryable by the job's retry policy]")})
+    return error
+
+
+def expired_error(expires_at: float, now: float) -> JobError:
+    """Why an attempt taken after its job's expiry does not run."""
+    return JobError(type="Expired", retryable=False, message=(
+        f"the job expired {now - expires_at:.3f}s before a worker could start it "
+        f"(expires at {expires_at:.3f}, unix seconds)"))
 
 
 def failure_reason(error: JobError, attempt: int, max_attempts: int) -> str:

@@ -1,4 +1,4 @@
-"""The ``kubeworkers`` command: ``worker``, ``handlers``, ``dlq list|replay``, ``submit``, ``get``."""
+"""The ``kubeworkers`` command: ``worker``, ``handlers``, ``dlq list|replay``, ``submit``, ``get``, ``run-local``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from kubeworkers import dlq, logs
+from kubeworkers import dlq, logs, run_local
 from kubeworkers.protocol import JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("get", help="print a job's record as JSON")
     _connection_args(g)
     g.add_argument("job_id")
+
+    run_local.add_parser(sub)
     return parser
 
 
@@ -130,6 +132,10 @@ def cmd_handlers(args: argparse.Namespace) -> int:
         return 0
     for d in described:
         policy = f"timeout={d['timeout']} max_attempts={d['max_attempts']} retry_backoff={d['retry_backoff']}"
+        extras = {k: d[k] for k in ("soft_timeout", "concurrency") if d[k] is not None}
+        if d["isolation"] != "none":
+            extras["isolation"] = d["isolation"]
+        policy += "".join(f" {k}={v}" for k, v in extras.items())
         print(f"{d['name']}  ({d['function']}, {'async' if d['async'] else 'sync'}, {policy})")
         if d["description"]:
             print(f"  {d['description'].splitlines()[0]}")
@@ -238,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "worker": cmd_worker, "handlers": cmd_handlers, "dlq": cmd_dlq, "submit": cmd_submit, "get": cmd_get,
+        "run-local": run_local.command,
     }
     command = " ".join(c for c in (args.command, getattr(args, "dlq_command", None)) if c)
     try:

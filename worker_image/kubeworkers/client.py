@@ -10,21 +10,22 @@ Each operation is written once, as a plan of :class:`_Jobs` (see :mod:`kubeworke
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
 from kubeworkers import queue, redis_ops
-from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority
+from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority, RetryPolicy
 from kubeworkers.redis_ops import Join, Pause, Plan, Start
-from kubeworkers.registry import Registry
+from kubeworkers.registry import Registry, check_timeouts
 from kubeworkers.registry import registry as default_registry
 
 Input = BaseModel | dict[str, Any] | None
@@ -62,17 +63,47 @@ def new_job_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def check_policy(*, timeout: float | None, max_attempts: int | None) -> None:
+def check_policy(*, timeout: float | None, max_attempts: int | None, name: str = "timeout") -> None:
     """Refuse a per-job time limit or attempt count that makes no sense (ValueError naming it)."""
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0
     ):
-        raise ValueError(f"timeout must be a finite number of seconds > 0, not {timeout!r}")
+        raise ValueError(f"{name} must be a finite number of seconds > 0, not {timeout!r}")
     if max_attempts is not None and (
         isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
         or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT
     ):
         raise ValueError(f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, not {max_attempts!r}")
+
+
+class JobOptions(TypedDict, total=False):
+    """The per-job options of ``submit`` and ``submit_many``; each one left out is the handler's."""
+
+    #: ``high``, ``normal`` (default) or ``low``.
+    priority: Priority | str
+    #: Hard time limit of one attempt, seconds.
+    timeout: float | None
+    #: Seconds after which the handler is told to wrap up; below the hard timeout.
+    soft_timeout: float | None
+    #: Attempts in all (same as ``retry=RetryPolicy(maximum_attempts=...)``).
+    max_attempts: int | None
+    #: Overrides of the handler's retry policy, field by field.
+    retry: RetryPolicy | None
+    #: Drop the job if no attempt has started by then: seconds from now, or an aware datetime.
+    expires: float | datetime.datetime | None
+
+
+def expiry_time(expires: float | datetime.datetime | None, now: float) -> float | None:
+    """``expires`` (seconds from ``now``, or an aware datetime) as unix seconds (ValueError if nonsense)."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime.datetime):
+        if expires.tzinfo is None:
+            raise ValueError("expires must be an aware datetime (with a timezone), or seconds from now")
+        return expires.timestamp()
+    if isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires):
+        raise ValueError(f"expires must be seconds from now or a datetime, not {expires!r}")
+    return now + float(expires)
 
 
 class _Builder:
@@ -105,18 +136,23 @@ class _Builder:
         except ValidationError as exc:
             raise InvalidInputError(f"input for handler {handler!r} does not match {model.__name__}: {exc}") from exc
 
-    def message(
-        self,
-        pool: str,
-        handler: str,
-        value: Input,
-        *,
-        priority: Priority | str,
-        timeout: float | None,
-        max_attempts: int | None,
-        job_id: str | None,
-    ) -> JobMessage:
+    def message(self, pool: str, handler: str, value: Input, job_id: str | None, options: JobOptions) -> JobMessage:
+        timeout, soft_timeout = options.get("timeout"), options.get("soft_timeout")
+        max_attempts, retry = options.get("max_attempts"), options.get("retry")
         check_policy(timeout=timeout, max_attempts=max_attempts)
+        check_policy(timeout=soft_timeout, max_attempts=None, name="soft_timeout")
+        spec = self.registry.get(handler)
+        # Per job, against the handler's own limits when it is registered here.
+        check_timeouts(soft_timeout if soft_timeout is not None else (spec.soft_timeout if spec else None),
+                       timeout if timeout is not None else (spec.timeout if spec else None), "", ValueError)
+        if retry is not None:
+            if not isinstance(retry, RetryPolicy):
+                raise ValueError(f"retry must be a kubeworkers.RetryPolicy, not {type(retry).__name__}")
+            if retry.maximum_attempts is not None:
+                if max_attempts is not None and max_attempts != retry.maximum_attempts:
+                    raise ValueError("give max_attempts or retry.maximum_attempts, not both")
+                max_attempts = retry.maximum_attempts
+            retry = retry.model_copy(update={"maximum_attempts": None})
         job_id = job_id or new_job_id()
         return JobMessage(
             job_id=job_id,
@@ -125,9 +161,12 @@ class _Builder:
             pool=pool,
             handler=handler,
             input=self.input(handler, value),
-            priority=priority,
+            priority=options.get("priority", Priority.NORMAL),
             timeout_seconds=timeout,
+            soft_timeout_seconds=soft_timeout,
             max_attempts=max_attempts,
+            retry=retry if retry is not None and retry.model_dump(exclude_none=True) else None,
+            expires_at=expiry_time(options.get("expires"), time.time()),
         )
 
 
@@ -144,15 +183,15 @@ class _Jobs:
         handler: str,
         input: Input = None,
         *,
-        priority: Priority | str = Priority.NORMAL,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
         job_id: str | None = None,
+        **options: Unpack[JobOptions],
     ) -> Plan[str]:
-        """Enqueue one job; returns its id. Submitting the same ``job_id`` again enqueues nothing."""
-        msg = self._build.message(
-            pool, handler, input, priority=priority, timeout=timeout, max_attempts=max_attempts, job_id=job_id
-        )
+        """Enqueue one job; returns its id. Submitting the same ``job_id`` again enqueues nothing.
+
+        ``options`` (:class:`JobOptions`): ``priority``, ``timeout``, ``soft_timeout``,
+        ``max_attempts``, ``retry`` (a :class:`~kubeworkers.protocol.RetryPolicy`), ``expires``.
+        """
+        msg = self._build.message(pool, handler, input, job_id, options)
         yield from queue.enqueue_plan([msg])
         return msg.job_id
 
@@ -162,10 +201,8 @@ class _Jobs:
         handler: str,
         inputs: Iterable[Input],
         *,
-        priority: Priority | str = Priority.NORMAL,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
         job_ids: Sequence[str] | None = None,
+        **options: Unpack[JobOptions],
     ) -> Plan[list[str]]:
         """Enqueue many jobs of one handler in pipelined round trips; returns their ids in order."""
         values = list(inputs)
@@ -175,10 +212,7 @@ class _Jobs:
         sending: Any = None
         for start in range(0, len(values), queue.ENQUEUE_CHUNK):
             chunk = [
-                self._build.message(
-                    pool, handler, v, priority=priority, timeout=timeout, max_attempts=max_attempts,
-                    job_id=job_ids[start + i] if job_ids is not None else None,
-                )
+                self._build.message(pool, handler, v, job_ids[start + i] if job_ids is not None else None, options)
                 for i, v in enumerate(values[start : start + queue.ENQUEUE_CHUNK])
             ]
             ids.extend(m.job_id for m in chunk)

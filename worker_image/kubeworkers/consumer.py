@@ -18,6 +18,7 @@ Two things keep "an attempt counts only when its handler starts" true here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -71,6 +72,10 @@ class Consumer:
         self.runner = runner
         self.stopping = stopping
         self.handler_max = json.dumps({spec.name: spec.max_attempts for spec in registry})
+        #: Handlers with a concurrency limit of their own, and that limit.
+        self.limits = {spec.name: spec.concurrency for spec in registry if spec.concurrency is not None}
+        #: Every handler has a limit: then the free slots are at most the sum of theirs.
+        self.all_limited = len(registry) > 0 and len(self.limits) == len(registry)
         #: True while a blocking XREADGROUP waits: the only time the loop may be cancelled
         #: (a batch being started must finish starting, or its jobs would be Running without running).
         self.in_blocking_read = False
@@ -80,7 +85,7 @@ class Consumer:
     async def run(self) -> None:
         """Read and start jobs until stopping. Errors escape to the supervisor, which restarts it."""
         while not self.stopping.is_set():
-            free = self.holdings.free
+            free = self.startable()
             if free <= 0:
                 self.holdings.slot_free.clear()
                 await self.holdings.slot_free.wait()
@@ -93,7 +98,10 @@ class Consumer:
                     await self._recover()
                 # Smaller takes than the free slots let Python run the jobs of one take while
                 # Redis executes the next: the two overlap instead of taking turns.
-                self._start(await self._take(min(free, TAKE_BATCH)))
+                taken = await self._take(min(free, TAKE_BATCH))
+                self._start(taken)
+                if taken and all(t.verdict is wire.Verdict.DEFERRED for t in taken):
+                    await self._pause()
             except asyncio.CancelledError:
                 if self.stopping.is_set():
                     return
@@ -109,12 +117,28 @@ class Consumer:
                 self.recover = True
                 raise
 
+    def startable(self) -> int:
+        """How many jobs this worker could start now: its free slots, and, when every handler has a
+        concurrency limit, no more than their free slots together (it never reads what it cannot start)."""
+        free = self.holdings.free
+        if self.all_limited:
+            free = min(free, sum(self.holdings.free_by_handler(self.limits).values()))
+        return free
+
+    async def _pause(self) -> None:
+        """Everything read was deferred (handlers at their limit): wait for a slot to free, or a
+        block interval, rather than read the same entries again at once."""
+        self.holdings.slot_free.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.holdings.slot_free.wait(), self.settings.block_ms / 1000)
+
     def _take_args(self, mode: Literal["read", "given"], count: int, given: list[wire.Given]) -> list[wire.Arg]:
         return wire.take_args(
             mode=mode, group=WORKER_GROUP, consumer=self.name, count=count, now=repr(time.time()),
             prefix=self.keys.prefix, events=EVENTS_STREAM, pointer_prefix=job_pool_prefix(self.keys.namespace),
             result_ttl=self.settings.result_ttl, default_max_attempts=DEFAULT_MAX_ATTEMPTS,
-            handler_max_attempts=self.handler_max, given=given,
+            handler_max_attempts=self.handler_max,
+            handler_free=json.dumps(self.holdings.free_by_handler(self.limits)), given=given,
         )
 
     async def _decide(self, given: list[wire.Given], count: int) -> list[wire.Taken]:
@@ -192,6 +216,8 @@ class Consumer:
                     "job dead-lettered: every attempt was lost with its worker",
                     extra={**extra, "state": "Failed", "reason": "WorkerLost"},
                 )
+            elif verdict is wire.Verdict.DEFERRED:
+                log.debug("job deferred: its handler is at its concurrency limit here", extra=extra)
             else:
                 log.info(f"skipped a {verdict} entry", extra={**extra, "entry": t.entry, "reason": verdict.value})
 

@@ -25,6 +25,28 @@ class _Done:
         yield
 
 
+class _Signal:
+    """A flag a handler may poll or (on a thread) wait for; its Event is made only when waited on."""
+
+    __slots__ = ("_event", "is_set")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._event: threading.Event | None = None
+
+    def set(self) -> None:
+        self.is_set = True
+        if self._event is not None:
+            self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        if self._event is None:
+            self._event = threading.Event()
+            if self.is_set:
+                self._event.set()
+        return self._event.wait(timeout)
+
+
 class JobContext:
     """The job a handler is running: ids, attempt, logger, progress reports and cancellation.
 
@@ -63,9 +85,8 @@ class JobContext:
         self._logger = logger
         self._loop = loop
         self._sink = progress_sink
-        self._cancelled = False
-        # Created only when a sync handler waits on it: most jobs never need one.
-        self._cancel_event: threading.Event | None = None
+        self._cancel = _Signal()
+        self._soft = _Signal()
         self.last_progress: tuple[float, str | None] | None = None
 
     @property
@@ -86,20 +107,26 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         """True once the job has been cancelled; long sync handlers should poll it and return."""
-        return self._cancelled
+        return self._cancel.is_set
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block (a sync handler's thread) until the job is cancelled or ``timeout`` passes."""
-        if self._cancel_event is None:
-            self._cancel_event = threading.Event()
-            if self._cancelled:
-                self._cancel_event.set()
-        return self._cancel_event.wait(timeout)
+        return self._cancel.wait(timeout)
 
     def _mark_cancelled(self) -> None:
-        self._cancelled = True
-        if self._cancel_event is not None:
-            self._cancel_event.set()
+        self._cancel.set()
+
+    @property
+    def soft_timed_out(self) -> bool:
+        """True once the attempt's soft timeout has passed: wrap up and return before the hard one."""
+        return self._soft.is_set
+
+    def wait_soft_timeout(self, timeout: float | None = None) -> bool:
+        """Block (a sync handler's thread) until the soft timeout passes or ``timeout`` does; True for the first."""
+        return self._soft.wait(timeout)
+
+    def _mark_soft_timed_out(self) -> None:
+        self._soft.set()
 
     def progress(self, fraction: float, message: str | None = None) -> _Done:
         """Report progress (``fraction`` is clamped to 0..1) with an optional message.

@@ -21,6 +21,12 @@ class RetryableError(Exception):
     """Raise from a handler to ask for a retry explicitly (any other exception retries too)."""
 
 
+class SoftTimeout(Exception):
+    """Raised into an ``async`` handler when its soft timeout passes (like Celery's
+    ``SoftTimeLimitExceeded``): catch it to clean up and return before the hard ``timeout``.
+    Left uncaught, the attempt fails with ``Timeout``."""
+
+
 def cap_text(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """``text``, or its start and a visible note when it is longer than ``limit`` characters."""
     if len(text) <= limit:

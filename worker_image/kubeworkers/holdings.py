@@ -8,6 +8,7 @@ same truth.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from kubeworkers import wire
 from kubeworkers.attempts import Delivery
@@ -23,6 +24,8 @@ class Holdings:
         #: Handler started, not yet ended.
         self.running: dict[str, Delivery] = {}
         self._by_record: dict[str, Delivery] = {}
+        #: Running handlers, by handler name (per-handler concurrency limits count these).
+        self.running_by_handler: Counter[str] = Counter()
         #: Delivered to us by a read, not yet decided by ``take.lua`` (more than the free slots
         #: came, or a take's reply was lost): decided first by the next take.
         self.undecided: dict[str, wire.Given] = {}
@@ -35,6 +38,10 @@ class Holdings:
         """Slots without a running handler."""
         return self.concurrency - len(self.running)
 
+    def free_by_handler(self, limits: dict[str, int]) -> dict[str, int]:
+        """Free slots of each handler with a concurrency limit (``limits``: handler -> its limit)."""
+        return {name: max(0, limit - self.running_by_handler[name]) for name, limit in limits.items()}
+
     def hold(self, job: Delivery) -> None:
         self.held[job.entry] = job
 
@@ -43,12 +50,15 @@ class Holdings:
         self.held.pop(entry, None)
 
     def start(self, job: Delivery) -> None:
+        if job.entry not in self.running:
+            self.running_by_handler[job.handler] += 1
         self.running[job.entry] = job
         self._by_record[job.record] = job
         self.last_job = job.job_id
 
     def end(self, job: Delivery) -> None:
-        self.running.pop(job.entry, None)
+        if self.running.pop(job.entry, None) is not None:
+            self.running_by_handler[job.handler] -= 1
         self._by_record.pop(job.record, None)
         self.slot_free.set()
 

@@ -159,6 +159,46 @@ def job_pool_prefix(namespace: str) -> str:
     return f"kw:{{{namespace}}}:jobpool:"
 
 
+class RetryPolicy(BaseModel):
+    """How a failed attempt is retried, in Temporal's shape; each field left None is inherited.
+
+    A job's policy (SDK ``submit(retry=...)``, Job ``spec.retry``) overrides its handler's
+    field by field, and the handler's the defaults (:data:`DEFAULT_RETRY`). The delay before
+    retry *n* is ``initial_interval_seconds * backoff_coefficient ** (n - 1)``, capped by
+    ``maximum_interval_seconds`` and the worker's ``--max-backoff``, then scaled by a random 50-100 %.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_interval_seconds: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Seconds before the first retry (default 1)."
+    )
+    backoff_coefficient: float | None = Field(
+        default=None, ge=1, le=100, allow_inf_nan=False, description="Factor from one delay to the next (default 2)."
+    )
+    maximum_interval_seconds: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Longest delay between attempts (default: the worker's --max-backoff, 300 s).",
+    )
+    maximum_attempts: int | None = Field(
+        default=None, ge=1, le=MAX_ATTEMPTS_LIMIT, description="Attempts in all, the first included (default 3)."
+    )
+    non_retryable_error_types: tuple[str, ...] | None = Field(
+        default=None, description="Error types (exception class names, or reasons such as 'Timeout') that fail at once."
+    )
+
+    def over(self, base: RetryPolicy) -> RetryPolicy:
+        """This policy, with every field it leaves unset taken from ``base``."""
+        own = self.model_dump(exclude_none=True)
+        return base.model_copy(update=own) if own else base
+
+
+#: The retry policy of a handler that declares none.
+DEFAULT_RETRY = RetryPolicy(
+    initial_interval_seconds=1.0, backoff_coefficient=2.0, maximum_attempts=3, non_retryable_error_types=()
+)
+
+
 class JobMessage(BaseModel):
     """One entry on a pool's job stream: everything a worker needs to run the job.
 
@@ -180,6 +220,17 @@ class JobMessage(BaseModel):
     )
     max_attempts: int | None = Field(
         default=None, ge=1, le=MAX_ATTEMPTS_LIMIT, description="1 to 1000. None: the handler's default."
+    )
+    soft_timeout_seconds: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Seconds after which the handler is told to wrap up (below the hard timeout). None: the handler's.",
+    )
+    retry: RetryPolicy | None = Field(
+        default=None, description="Overrides of the handler's retry policy (maximum attempts: max_attempts).",
+    )
+    expires_at: float | None = Field(
+        default=None, allow_inf_nan=False,
+        description="Unix seconds: an attempt not started by then fails with 'Expired' without running.",
     )
     enqueued_at: float = Field(default_factory=time.time, description="Unix seconds.")
 

@@ -15,29 +15,44 @@ import math
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, TypeVar, Unpack
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from kubeworkers.context import JobContext
-from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT
+from kubeworkers.protocol import DEFAULT_RETRY, RetryPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Defaults of a handler registered without options.
+#: Defaults of a handler registered without options (its retry policy: :data:`DEFAULT_RETRY`).
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BACKOFF = 1.0
+assert DEFAULT_RETRY.maximum_attempts == DEFAULT_MAX_ATTEMPTS
+assert DEFAULT_RETRY.initial_interval_seconds == DEFAULT_RETRY_BACKOFF
+
+#: Where a handler runs: in the worker (``async`` on its loop, ``def`` on a thread), or in a
+#: child process of its own per attempt, which a hard timeout or a cancel kills.
+Isolation = Literal["none", "process"]
 
 
 class Policy(TypedDict, total=False):
     """The options of ``@handler(name, **policy)``; each one the handler does not set has its default."""
 
-    #: Seconds one attempt may run before it is cancelled and fails with ``Timeout`` (default None: no limit).
+    #: Seconds one attempt may run before it is stopped and fails with ``Timeout`` (default None: no limit).
     timeout: float | None
-    #: Attempts before the job fails for good and is dead-lettered (default :data:`DEFAULT_MAX_ATTEMPTS`).
+    #: Seconds after which the handler is told to wrap up (``SoftTimeout`` raised into an async
+    #: handler, ``ctx.soft_timed_out`` for a sync one); below ``timeout`` (default None: never).
+    soft_timeout: float | None
+    #: How failed attempts are retried (default :data:`~kubeworkers.protocol.DEFAULT_RETRY`).
+    retry: RetryPolicy
+    #: Shortcut for ``retry=RetryPolicy(maximum_attempts=...)`` (default :data:`DEFAULT_MAX_ATTEMPTS`).
     max_attempts: int
-    #: Seconds before the first retry, doubled per attempt, with jitter (default :data:`DEFAULT_RETRY_BACKOFF`).
+    #: Shortcut for ``retry=RetryPolicy(initial_interval_seconds=...)`` (default :data:`DEFAULT_RETRY_BACKOFF`).
     retry_backoff: float
+    #: Most attempts of this handler one worker runs at once (default None: up to the worker's slots).
+    concurrency: int | None
+    #: ``"process"``: each attempt runs in a child process (default ``"none"``).
+    isolation: Isolation
 
 
 class RegistryError(Exception):
@@ -56,16 +71,30 @@ class HandlerSpec:
     func: Callable[..., Any]
     input_model: type[BaseModel]
     output_model: type[BaseModel] | None
-    #: Seconds one attempt may run before it is cancelled (None: no limit).
+    #: Seconds one attempt may run before it is stopped (None: no limit).
     timeout: float | None = None
-    #: Attempts before the job is dead-lettered (1: never retried).
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    #: Seconds before the first retry; doubles with each attempt, with jitter.
-    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    #: Seconds after which the handler is told to wrap up (None: never).
+    soft_timeout: float | None = None
+    #: The complete retry policy (every field set).
+    retry: RetryPolicy = DEFAULT_RETRY
+    #: Most attempts of this handler one worker runs at once (None: no limit of its own).
+    concurrency: int | None = None
+    isolation: Isolation = "none"
     #: Name of the parameter receiving the JobContext, if the handler takes one.
     context_param: str | None = None
     is_async: bool = True
     description: str = field(default="")
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts before the job is dead-lettered (1: never retried)."""
+        return self.retry.maximum_attempts or DEFAULT_MAX_ATTEMPTS
+
+    @property
+    def retry_backoff(self) -> float:
+        """Seconds before the first retry."""
+        initial = self.retry.initial_interval_seconds
+        return DEFAULT_RETRY_BACKOFF if initial is None else initial
 
     @property
     def origin(self) -> str:
@@ -82,8 +111,12 @@ class HandlerSpec:
             "function": self.origin,
             "async": self.is_async,
             "timeout": self.timeout,
+            "soft_timeout": self.soft_timeout,
             "max_attempts": self.max_attempts,
             "retry_backoff": self.retry_backoff,
+            "retry": self.retry.model_dump(mode="json"),
+            "concurrency": self.concurrency,
+            "isolation": self.isolation,
             "description": self.description,
             "input_schema": self.input_schema(),
             "output_schema": self.output_model.model_json_schema() if self.output_model else None,
@@ -122,27 +155,74 @@ def inspect_handler(name: str, func: Callable[..., Any], **policy: Unpack[Policy
     if unknown:
         raise RegistryError(f"handler {name!r}: unknown option(s) {', '.join(unknown)}; known: "
                             f"{', '.join(sorted(Policy.__optional_keys__))}")
-    timeout = policy.get("timeout")
-    max_attempts = int(policy.get("max_attempts", DEFAULT_MAX_ATTEMPTS))
-    retry_backoff = float(policy.get("retry_backoff", DEFAULT_RETRY_BACKOFF))
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise RegistryError(f"handler {name!r}: timeout must be a finite number of seconds > 0, got {timeout}")
-    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise RegistryError(f"handler {name!r}: max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}, got {max_attempts}")
-    if not math.isfinite(retry_backoff) or retry_backoff < 0:
-        raise RegistryError(f"handler {name!r}: retry_backoff must be >= 0, got {retry_backoff}")
+    timeout = _seconds(name, "timeout", policy.get("timeout"))
+    soft_timeout = _seconds(name, "soft_timeout", policy.get("soft_timeout"))
+    check_timeouts(soft_timeout, timeout, f"handler {name!r}: ", RegistryError)
+    retry = _retry_policy(name, policy)
+    concurrency = policy.get("concurrency")
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or concurrency < 1):
+        raise RegistryError(f"handler {name!r}: concurrency must be a whole number >= 1, got {concurrency!r}")
+    isolation = policy.get("isolation", "none")
+    if isolation not in ("none", "process"):
+        raise RegistryError(f"handler {name!r}: isolation must be 'none' or 'process', got {isolation!r}")
+    if isolation == "process" and "<locals>" in func.__qualname__:
+        raise RegistryError(f"handler {name!r}: a process-isolated handler must be defined at module level "
+                            f"(the child process imports it by name), not {func.__qualname__}")
     return HandlerSpec(
         name=name,
         func=func,
         input_model=hints[params[0].name],
         output_model=ret if _is_model(ret) else None,
-        timeout=None if timeout is None else float(timeout),
-        max_attempts=max_attempts,
-        retry_backoff=retry_backoff,
+        timeout=timeout,
+        soft_timeout=soft_timeout,
+        retry=retry,
+        concurrency=concurrency,
+        isolation=isolation,
         context_param=context_param,
         is_async=inspect.iscoroutinefunction(func),
         description=inspect.getdoc(func) or "",
     )
+
+
+def _seconds(name: str, option: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+        raise RegistryError(f"handler {name!r}: {option} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def check_timeouts(soft: float | None, hard: float | None, where: str, error: type[Exception]) -> None:
+    """Refuse a soft timeout that does not come before the hard one: it would never be felt."""
+    if soft is not None and hard is not None and soft >= hard:
+        raise error(f"{where}soft_timeout ({soft:g}s) must be shorter than timeout ({hard:g}s)")
+
+
+def _retry_policy(name: str, policy: Policy) -> RetryPolicy:
+    """The handler's complete retry policy: ``retry``, its two shortcuts, then the defaults."""
+    retry = policy.get("retry") or RetryPolicy()
+    if not isinstance(retry, RetryPolicy):
+        raise RegistryError(f"handler {name!r}: retry must be a kubeworkers.RetryPolicy, not {type(retry).__name__}")
+    shortcuts: dict[str, Any] = {}
+    for option, fld in (("max_attempts", "maximum_attempts"), ("retry_backoff", "initial_interval_seconds")):
+        if option in policy:
+            if getattr(retry, fld) is not None:
+                raise RegistryError(f"handler {name!r}: give {option} or retry.{fld}, not both")
+            shortcuts[fld] = policy[option]  # type: ignore[literal-required]
+    try:
+        own = RetryPolicy.model_validate({**retry.model_dump(exclude_none=True), **shortcuts})
+    except ValidationError as exc:
+        shortcut = {"maximum_attempts": "max_attempts", "initial_interval_seconds": "retry_backoff"}
+
+        def where(loc: tuple[int | str, ...]) -> str:
+            if loc and loc[0] in shortcuts:
+                return shortcut[str(loc[0])]
+            return "retry." + ".".join(map(str, loc))
+
+        problems = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise RegistryError(f"handler {name!r}: invalid retry policy: {problems}") from None
+    return own.over(DEFAULT_RETRY)
 
 
 class Registry:
@@ -168,9 +248,8 @@ class Registry:
     def handler(self, name: str, **policy: Unpack[Policy]) -> Callable[[F], F]:
         """Decorator registering a function as handler ``name`` in this registry.
 
-        ``timeout``: seconds one attempt may run (None: unlimited). ``max_attempts``:
-        attempts before the job goes to the dead-letter stream. ``retry_backoff``:
-        seconds before the first retry, doubled per attempt, with jitter (see :class:`Policy`).
+        The options (``timeout``, ``soft_timeout``, ``retry``, ``max_attempts``,
+        ``retry_backoff``, ``concurrency``, ``isolation``) are those of :class:`Policy`.
         """
         if not name or any(c.isspace() for c in name):
             raise RegistryError(f"handler name {name!r} must be non-empty and contain no spaces")

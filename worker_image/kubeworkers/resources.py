@@ -16,10 +16,10 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority
+from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority, RetryPolicy
 from kubeworkers.settings import ENV
 
 #: API group and version of both custom resources.
@@ -80,11 +80,42 @@ class Condition(CrdModel):
 # --------------------------------------------------------------------------- Job
 
 
+#: The CRD's cross-field rules on a Job, with their messages (the models refuse the same).
+SOFT_NOT_BELOW_HARD = "softTimeoutSeconds must be below timeoutSeconds: the handler is told before it is stopped"
+RETRY_MAXIMUM_BELOW_INITIAL = "retry.maximumIntervalSeconds must not be below retry.initialIntervalSeconds"
+
+
+class JobRetryPolicy(CrdModel):
+    """``Job.spec.retry``: overrides of the handler's retry policy (:class:`~kubeworkers.protocol.RetryPolicy`)."""
+
+    initial_interval_seconds: float | None = Field(default=None, ge=0)
+    backoff_coefficient: float | None = Field(default=None, ge=1, le=100)
+    maximum_interval_seconds: float | None = Field(default=None, gt=0)
+    non_retryable_error_types: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] | None = Field(
+        default=None, max_length=50)
+
+    @model_validator(mode="after")
+    def _maximum_not_below_initial(self) -> JobRetryPolicy:
+        most, first = self.maximum_interval_seconds, self.initial_interval_seconds
+        if most is not None and first is not None and most < first:
+            raise ValueError(RETRY_MAXIMUM_BELOW_INITIAL)
+        return self
+
+    def policy(self) -> RetryPolicy:
+        """The same overrides as the message carries them."""
+        types = self.non_retryable_error_types
+        return RetryPolicy(
+            initial_interval_seconds=self.initial_interval_seconds, backoff_coefficient=self.backoff_coefficient,
+            maximum_interval_seconds=self.maximum_interval_seconds,
+            non_retryable_error_types=None if types is None else tuple(types),
+        )
+
+
 class JobSpec(CrdModel):
     """``Job.spec``: which pool runs which handler on what input (field docs: ``kubectl explain jobs.spec``).
 
-    ``pool``, ``handler``, ``input``, ``priority``, ``timeoutSeconds`` and
-    ``maxAttempts`` are immutable once created; ``cancel`` may only go from
+    ``pool``, ``handler``, ``input``, ``priority``, ``timeoutSeconds``, ``softTimeoutSeconds``,
+    ``maxAttempts``, ``retry`` and ``expiresAfterSeconds`` are immutable once created; ``cancel`` may only go from
     false to true.
     """
 
@@ -94,8 +125,18 @@ class JobSpec(CrdModel):
     priority: Priority = Priority.NORMAL
     timeout_seconds: int | None = Field(default=None, ge=1)
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT)
+    soft_timeout_seconds: int | None = Field(default=None, ge=1)
+    retry: JobRetryPolicy | None = None
+    expires_after_seconds: int | None = Field(default=None, ge=1)
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     cancel: bool = False
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> JobSpec:
+        soft, hard = self.soft_timeout_seconds, self.timeout_seconds
+        if soft is not None and hard is not None and soft >= hard:
+            raise ValueError(SOFT_NOT_BELOW_HARD)
+        return self
 
 
 class JobProgress(CrdModel):

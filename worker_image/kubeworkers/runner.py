@@ -27,20 +27,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from kubeworkers import attempts, logs, wire
+from kubeworkers import attempts, isolation, logs, softlimit, wire
 from kubeworkers.attempts import Delivery, Output
 from kubeworkers.context import JobContext
-from kubeworkers.errors import cap_text, job_error
+from kubeworkers.errors import SoftTimeout, cap_text, job_error
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import WorkerMetrics
-from kubeworkers.outbox import Outbox, Write
-from kubeworkers.protocol import JobError, JobState
+from kubeworkers.outbox import Write
+from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobState, RetryPolicy
 from kubeworkers.registry import HandlerSpec, Registry
 from kubeworkers.settings import WorkerSettings
+from kubeworkers.softlimit import SoftLimit, interruptible
 
 log = logging.getLogger("kubeworkers.worker")
 #: One line per job state change (see :class:`kubeworkers.logs.JobLog`).
@@ -59,8 +60,8 @@ class Failed:
     duration: float
     #: A handler ran (its duration counts in the statistics).
     ran: bool
-    #: Seconds before the first retry (the handler's policy); None: never retried.
-    retry_backoff: float | None = None
+    #: The retry policy that applies (the job's over the handler's); None: never retried.
+    retry: RetryPolicy | None = None
     #: The metrics outcome of this attempt, when not 'retried' or 'failed'.
     outcome: str | None = None
 
@@ -76,6 +77,15 @@ class Stopped:
 Ending = Succeeded | Failed | Stopped
 
 
+class WriteSink(Protocol):
+    """Where the runner queues its writes: the :class:`~kubeworkers.outbox.Outbox` (Redis), or
+    ``kubeworkers run-local``'s printer."""
+
+    def add(self, write: Write) -> None: ...
+
+    def progress(self, entry: str, write: Write) -> None: ...
+
+
 class AttemptRunner:
     """Runs the attempts of one worker; every attempt ends in exactly one queued write."""
 
@@ -87,7 +97,7 @@ class AttemptRunner:
         registry: Registry,
         metrics: WorkerMetrics,
         holdings: Holdings,
-        outbox: Outbox,
+        outbox: WriteSink,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -135,7 +145,7 @@ class AttemptRunner:
             ending = Stopped(job.stop_reason or "shutdown", self._elapsed(job))
         except BaseException as exc:  # a bug of the worker's own: the job must still end
             log.exception("running a job failed inside the worker", extra={"job_id": job.job_id})
-            ending = Failed(job_error(exc, retryable=True), self._elapsed(job), ran=False, retry_backoff=1.0,
+            ending = Failed(job_error(exc, retryable=True), self._elapsed(job), ran=False, retry=DEFAULT_RETRY,
                             outcome="failed")
         if job.abandoned:
             self.abandoned.pop(job.entry, None)
@@ -160,29 +170,43 @@ class AttemptRunner:
         except ValidationError as exc:
             return Failed(JobError(type="InvalidInput", retryable=False, message=cap_text(
                 f"input does not match {spec.input_model.__name__} of {spec.name!r}: {exc}")), 0.0, ran=False)
+        if msg.expires_at is not None and (now := time.time()) > msg.expires_at:
+            return Failed(attempts.expired_error(msg.expires_at, now), 0.0, ran=False)
         job.timeout = msg.timeout_seconds if msg.timeout_seconds is not None else spec.timeout
-        job.retry_backoff = spec.retry_backoff
+        job.soft_timeout = msg.soft_timeout_seconds if msg.soft_timeout_seconds is not None else spec.soft_timeout
+        if job.soft_timeout is not None and job.timeout is not None and job.soft_timeout >= job.timeout:
+            job.soft_timeout = None  # the hard timeout comes first: there is nothing to tell
+        job.retry = msg.retry.over(spec.retry) if msg.retry is not None else spec.retry
         job_log(INFO, "job running", {"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt,
                                       "state": "Running"})
         return await self._invoke(job, spec, inp)
 
     async def _invoke(self, job: Delivery, spec: HandlerSpec, inp: BaseModel) -> Ending:
         loop = asyncio.get_running_loop()
+        isolated = spec.isolation == "process"
         kwargs: dict[str, Any] = {}
-        if spec.context_param is not None:
-            assert job.msg is not None
-            job.ctx = JobContext(
-                job_id=job.job_id, uid=job.uid, namespace=job.namespace, pool=job.pool, handler=job.handler,
-                attempt=job.attempt, max_attempts=job.max_attempts, worker=self.name,
-                enqueued_at=job.msg.enqueued_at, loop=loop, progress_sink=functools.partial(self._progress, job),
-            )
+        if spec.context_param is not None and not isolated:
+            job.ctx = self._context(job, loop)
             kwargs[spec.context_param] = job.ctx
         expiry = loop.call_later(job.timeout, self.stop_job, job, "timeout") if job.timeout is not None else None
         task = asyncio.current_task()
         assert task is not None
+        soft = None
+        if job.soft_timeout is not None and not isolated:  # an isolated handler's child keeps its own
+            soft = SoftLimit(job.soft_timeout, job.ctx, is_async=spec.is_async,
+                             stopping=lambda: job.stop_reason is not None)
+            soft_expiry = soft.arm(task)
+        output: Output | None = None
         try:
-            if spec.is_async:
-                result = await spec.func(inp, **kwargs)
+            if isolated:
+                reply = await self._in_child(job, spec)
+                if isinstance(reply, JobError):
+                    return Failed(reply, self._elapsed(job), ran=True, retry=job.retry,
+                                  outcome="timed_out" if reply.type == "Timeout" else None)
+                output = reply
+            elif spec.is_async:
+                coro = spec.func(inp, **kwargs)
+                result = await (interruptible(coro, soft) if soft is not None else coro)
             else:
                 result = await self._in_thread(job, functools.partial(spec.func, inp, **kwargs))
         except asyncio.CancelledError:
@@ -191,24 +215,50 @@ class AttemptRunner:
                 return Failed(JobError(type="CancelledError", retryable=True, message=(
                     "the handler raised CancelledError though the worker did not cancel it "
                     "(it awaited something that was cancelled elsewhere)")),
-                    self._elapsed(job), ran=True, retry_backoff=spec.retry_backoff)
+                    self._elapsed(job), ran=True, retry=job.retry)
             return self._stopped(job)
         except BaseException as exc:
             if job.stop_reason is not None:
                 return self._stopped(job)  # it raised something else when told to stop
-            return Failed(job_error(exc), self._elapsed(job), ran=True, retry_backoff=spec.retry_backoff)
+            if isinstance(exc, SoftTimeout) and soft is not None and soft.expired:
+                return Failed(softlimit.uncaught_error(soft, job.attempt, exc), self._elapsed(job), ran=True,
+                              retry=job.retry, outcome="timed_out")
+            return Failed(job_error(exc), self._elapsed(job), ran=True, retry=job.retry)
         finally:
             if expiry is not None:
                 expiry.cancel()
+            if soft is not None:
+                soft_expiry.cancel()
         if job.stop_reason is not None:
             return self._stopped(job)  # it swallowed the cancellation and returned
-        try:
-            output = attempts.encode_output(result, self.settings.max_output_bytes)
-        except attempts.InvalidOutputError as exc:
-            # A handler returning something that is not JSON is a bug a retry cannot fix.
-            return Failed(JobError(type="InvalidOutput", message=str(exc), retryable=False),
-                          self._elapsed(job), ran=True)
+        if output is None:
+            try:
+                output = attempts.encode_output(result, self.settings.max_output_bytes)
+            except attempts.InvalidOutputError as exc:
+                # A handler returning something that is not JSON is a bug a retry cannot fix.
+                return Failed(JobError(type="InvalidOutput", message=str(exc), retryable=False),
+                              self._elapsed(job), ran=True)
         return Succeeded(output, self._elapsed(job))
+
+    def _context(self, job: Delivery, loop: asyncio.AbstractEventLoop) -> JobContext:
+        assert job.msg is not None
+        return JobContext(
+            job_id=job.job_id, uid=job.uid, namespace=job.namespace, pool=job.pool, handler=job.handler,
+            attempt=job.attempt, max_attempts=job.max_attempts, worker=self.name,
+            enqueued_at=job.msg.enqueued_at, loop=loop, progress_sink=functools.partial(self._progress, job),
+        )
+
+    async def _in_child(self, job: Delivery, spec: HandlerSpec) -> Output | JobError:
+        """Run the attempt in a child process (:mod:`kubeworkers.isolation`), killed if this task is cancelled."""
+        assert job.msg is not None
+        context = {"job_id": job.job_id, "uid": job.uid, "namespace": job.namespace, "pool": job.pool,
+                   "handler": job.handler, "attempt": job.attempt, "max_attempts": job.max_attempts,
+                   "worker": self.name, "enqueued_at": job.msg.enqueued_at}
+        req = isolation.request(spec, job.msg.input, context, imports=self.settings.imports,
+                                soft_timeout=job.soft_timeout, max_output_bytes=self.settings.max_output_bytes)
+        # Killed well within the cancel grace, so the runner never has to abandon it.
+        return await isolation.run(req, kill_grace=self.settings.cancel_grace / 2,
+                                   on_progress=functools.partial(self._progress, job))
 
     def _stopped(self, job: Delivery) -> Ending:
         """The ending of a handler the worker stopped, by why it was stopped."""
@@ -220,7 +270,7 @@ class AttemptRunner:
             note = "; the handler did not stop when cancelled" if job.abandoned else ""
             return Failed(JobError(type="Timeout", retryable=True, message=(
                 f"timed out after {job.timeout:g}s (attempt {job.attempt}){note}")),
-                self._elapsed(job), ran=True, retry_backoff=job.retry_backoff, outcome="timed_out")
+                self._elapsed(job), ran=True, retry=job.retry, outcome="timed_out")
         return Stopped(reason, self._elapsed(job))
 
     async def _in_thread(self, job: Delivery, call: Callable[[], Any]) -> Any:
@@ -322,12 +372,12 @@ class AttemptRunner:
             self.holdings.release(job.entry)
 
     def _record_failure(self, job: Delivery, ending: Failed, extra: dict[str, Any]) -> None:
-        error, duration = ending.error, ending.duration
+        error, duration = attempts.with_policy(ending.error, ending.retry), ending.duration
         extra = {**extra, "error": error.type, "duration": round(duration, 6)}
         if ending.ran:
             self.metrics.observe(job.handler, duration)
-        if error.retryable and ending.retry_backoff is not None and job.attempt < job.max_attempts:
-            delay = attempts.backoff(ending.retry_backoff, job.attempt, self.settings.max_backoff)
+        if error.retryable and ending.retry is not None and job.attempt < job.max_attempts:
+            delay = attempts.backoff(ending.retry, job.attempt, self.settings.max_backoff)
             body, message = attempts.retry_write(job, self.name, error, delay)
             self.metrics.outcome(job.handler, ending.outcome or "retried")
             self.metrics.retried(job.handler)

@@ -159,6 +159,8 @@ class Verdict(enum.StrEnum):
     DEAD = "dead"
     #: Unreadable message: entry dropped.
     BAD = "bad"
+    #: Its handler is at its concurrency limit on this worker: handed back to the end of its stream.
+    DEFERRED = "deferred"
 
 
 class Given(NamedTuple):
@@ -202,12 +204,14 @@ def take_args(
     result_ttl: int,
     default_max_attempts: int,
     handler_max_attempts: str,
+    handler_free: str = "{}",
     given: Iterable[Given] = (),
 ) -> list[Arg]:
-    """``take.lua``'s ARGV, in its order (``handler_max_attempts``: JSON ``{handler: max}``)."""
+    """``take.lua``'s ARGV, in its order (``handler_max_attempts``: JSON ``{handler: max}``;
+    ``handler_free``: JSON ``{handler: free slots}`` of the handlers with a concurrency limit)."""
     args: list[Arg] = [
         mode, group, consumer, count, now, prefix, events, pointer_prefix, result_ttl, default_max_attempts,
-        handler_max_attempts,
+        handler_max_attempts, handler_free,
     ]
     for entry in given:
         args.extend(entry)

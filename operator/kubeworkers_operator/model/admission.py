@@ -37,8 +37,11 @@ def check_admission(job: TrackedJob, spec: JobSpec, pool: TrackedPool | None) ->
 
 
 def message_for(job: TrackedJob, spec: JobSpec) -> JobMessage:
-    """The stream message of a Job custom resource (its id is ``<namespace>/<name>``, its uid the object's)."""
-    return JobMessage(
+    """The stream message of a Job custom resource (its id is ``<namespace>/<name>``, its uid the object's).
+
+    ``spec.expiresAfterSeconds`` counts from this message's enqueue time.
+    """
+    msg = JobMessage(
         job_id=job.job_id,
         uid=job.uid,
         namespace=job.namespace,
@@ -48,4 +51,9 @@ def message_for(job: TrackedJob, spec: JobSpec) -> JobMessage:
         priority=spec.priority,
         timeout_seconds=spec.timeout_seconds,
         max_attempts=spec.max_attempts,
+        soft_timeout_seconds=spec.soft_timeout_seconds,
+        retry=spec.retry.policy() if spec.retry is not None else None,
     )
+    if spec.expires_after_seconds is not None:
+        msg.expires_at = msg.enqueued_at + spec.expires_after_seconds
+    return msg

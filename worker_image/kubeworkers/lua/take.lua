@@ -21,7 +21,8 @@
 -- ARGV[9] result_ttl: seconds a finished record is kept
 -- ARGV[10] default_max_attempts: attempts of a job whose handler is unknown here
 -- ARGV[11] handler_max_attempts: JSON {handler: max attempts}
--- ARGV[12..] given: mode 'given', per entry: stream, entry, message, job_id, uid, handler
+-- ARGV[12] handler_free: JSON {handler: free slots} of the handlers with a concurrency limit
+-- ARGV[13..] given: mode 'given', per entry: stream, entry, message, job_id, uid, handler
 -- (stream is the 1-based index into KEYS; job id, uid and handler are also stream fields
 -- j, u, h, so reading needs no JSON decoding; entries without them are decoded)
 --
@@ -35,11 +36,14 @@
 --   cancelled  cancelled before it started: recorded Cancelled, entry dropped
 --   dead       every allowed attempt was lost with its worker: dead-lettered
 --   bad        unreadable message: entry dropped
+--   deferred   its handler is at its concurrency limit here: handed back to the end of its
+--              stream (a fresh entry, still Queued, attempt uncounted) for any worker to take
 local group, consumer, now = ARGV[2], ARGV[3], ARGV[5]
 local prefix, events, pointer_prefix = ARGV[6], ARGV[7], ARGV[8]
 local ttl = tonumber(ARGV[9])
 local default_max = tonumber(ARGV[10])
 local handler_max = cjson.decode(ARGV[11])
+local handler_free = cjson.decode(ARGV[12])
 local out = {}
 
 local function finished(state)
@@ -126,6 +130,16 @@ local function decide(index, id, raw, job_id, uid, handler)
     drop()
     return 'dead', job_id, uid, handler, attempts, max
   end
+  local free = handler_free[handler]
+  if free ~= nil then
+    if free <= 0 then
+      local fresh = redis.call('XADD', stream, '*', 'v', '1', 'm', raw, 'j', job_id, 'u', uid, 'h', handler)
+      redis.call('HSET', record, 'entry', fresh)
+      drop()
+      return 'deferred', job_id, uid, handler, attempts, max
+    end
+    handler_free[handler] = free - 1
+  end
   attempts = attempts + 1
   redis.call('HSET', record, 'state', 'Running', 'attempts', attempts, 'max_attempts', max,
     'worker', consumer, 'started_at', now, 'updated_at', now, 'entry', id, 'progress', '', 'message', '')
@@ -166,7 +180,7 @@ if ARGV[1] == 'read' then
     end
   end
 else
-  for i = 12, #ARGV, 6 do
+  for i = 13, #ARGV, 6 do
     take(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
   end
 end
