@@ -1,6 +1,7 @@
 """Shared fixtures: a real Redis, the real local control plane, a namespace per test.
 
-Markers: ``unit`` (no services), ``integration`` (Redis), ``e2e`` (control plane + Redis).
+Markers: ``unit`` (no services), ``integration`` (Redis), ``e2e`` (control plane + Redis),
+``chaos`` (fault scenarios: Redis and worker processes, tests/chaos/).
 A missing service binary is a test *failure* with the fix in the message, never a skip.
 
 Everything a run starts ends with it (docs/testing.md): processes are started through
@@ -43,7 +44,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests take their marker from their folder, so nobody forgets it.
     for item in items:
         parts = Path(str(item.fspath)).parts
-        for marker in ("unit", "integration", "e2e"):
+        for marker in ("unit", "integration", "e2e", "chaos"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
 
