@@ -115,6 +115,8 @@ def recommend(load: Load, policy: AutoscalingPolicy) -> tuple[int, str]:
             f"duration {d:.2f} s, drain target {policy.target_drain_seconds:g} s"
         )
     slots = max(float(load.in_flight), keep_up) + load.backlog * share
+    if not math.isfinite(slots):  # an absurd arrival rate (a clock step): as many pods as allowed
+        return policy.upper_bound, basis
     pods = math.ceil(slots / policy.concurrency - _EPSILON)
     if not load.idle:
         pods = max(pods, 1)
