@@ -62,9 +62,10 @@ def test_go_is_demanded_only_while_the_control_plane_binaries_are_missing(tmp_pa
     assert "Go >= 1.26 is needed once, to build the control-plane binaries" in missing.stderr
     assert "https://go.dev/dl/" in missing.stderr
 
-    # With the binaries built (this machine's cache), Go is not needed at all.
+    # With the binaries built (this machine's cache), Go is not needed at all. (Other checks,
+    # such as a virtualenv older than pyproject.toml, are the developer's state, not this test's.)
     built = run("--for", "demo", "--check", path=path)
-    assert built.returncode == 0, built.stderr
+    assert "Go >= " not in built.stderr and "go.dev" not in built.stderr, built.stderr
 
 
 def make_dry_run(target: str) -> list[str]:
