@@ -12,7 +12,7 @@
 -- ARGV[2] now: unix seconds
 -- ARGV[3] prefix: the pool's key prefix 'kw:{ns/pool}:'
 -- ARGV[4] events: the events stream
--- ARGV[5] pointer_prefix: the job->pool pointer prefix 'kw:{ns}:jobpool:'
+-- ARGV[5] pointer_prefix: the job->pools set prefix 'kw:{ns}:jobpools:'
 -- ARGV[6] result_ttl: seconds a finished record is kept
 -- ARGV[7] worker: the worker (consumer) writing
 -- ARGV[8] writes: JSON list of writes, each with kind, stream (1-based index into KEYS),

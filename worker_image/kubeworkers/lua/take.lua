@@ -17,7 +17,7 @@
 -- ARGV[5] now: unix seconds
 -- ARGV[6] prefix: the pool's key prefix 'kw:{ns/pool}:'
 -- ARGV[7] events: the events stream
--- ARGV[8] pointer_prefix: the job->pool pointer prefix 'kw:{ns}:jobpool:'
+-- ARGV[8] pointer_prefix: the job->pools set prefix 'kw:{ns}:jobpools:'
 -- ARGV[9] result_ttl: seconds a finished record is kept
 -- ARGV[10] default_max_attempts: attempts of a job whose handler is unknown here
 -- ARGV[11] handler_max_attempts: JSON {handler: max attempts}
