@@ -27,6 +27,13 @@ EVENTS_STREAM = "kw:events"
 CANCEL_CHANNEL = "kw:cancel"
 #: Seconds a finished job's record (and its cancel flag) is kept before Redis expires it.
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
+#: Entries the events stream keeps, about: every script's ``XADD`` to it says ``MAXLEN ~`` this
+#: (``scripts.py`` hands it to the scripts as ``EVENTS_MAXLEN``), so it is bounded with no operator
+#: reading it. An operator that falls further behind loses the oldest events; its resync from the
+#: records repairs the Jobs' statuses (docs/protocol.md, *Bounds*).
+EVENTS_MAXLEN = 100_000
+#: Entries a pool's dead-letter stream keeps, about, by default (``KUBEWORKERS_DEAD_LETTER_MAXLEN``).
+DEFAULT_DEAD_LETTER_MAXLEN = 10_000
 #: Most attempts a job may be given (``lua/enqueue.lua`` has the same number; a test keeps them equal).
 MAX_ATTEMPTS_LIMIT = 1000
 

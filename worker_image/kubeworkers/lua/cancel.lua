@@ -24,7 +24,7 @@ if state == 'Queued' or state == 'Pending' then
     job_id = r[1], uid = r[2], namespace = r[3], pool = r[4], state = 'Cancelled',
     attempt = tonumber(r[5]) or 0, at = tonumber(ARGV[1]), message = 'cancelled while queued',
   })
-  redis.call('XADD', KEYS[3], '*', 'e', event)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
 else
   redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at', ARGV[1])
 end
