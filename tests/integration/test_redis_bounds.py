@@ -48,7 +48,9 @@ def failing() -> Registry:
     return reg
 
 
-async def test_the_dead_letter_stream_keeps_about_the_pools_dead_letter_maxlen(redis_url: str, r: aioredis.Redis) -> None:
+async def test_the_dead_letter_stream_keeps_about_the_pools_dead_letter_maxlen(
+    redis_url: str, r: aioredis.Redis
+) -> None:
     reg = failing()
     async with AsyncClient(connection=r, registry=reg) as client, start_worker(
         redis_url, reg, pool="p", dead_letter_maxlen=20
