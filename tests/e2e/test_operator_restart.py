@@ -8,7 +8,8 @@ import signal
 import time
 
 import redis
-from kubeworkers.protocol import EVENTS_STREAM, JobMessage, PoolKeys
+from kubeworkers import Client
+from kubeworkers.protocol import EVENTS_MAXLEN, EVENTS_STREAM, JobEvent, JobMessage, JobState, PoolKeys
 
 from tests.e2e.operator_fixtures import OperatorProcess, list_jobs, pool_manifest, wait_for
 from tests.support.cluster import Cluster
@@ -99,6 +100,46 @@ def test_statuses_converge_from_redis_records_when_the_events_were_lost_while_th
     assert operator.metric_sum("kubeworkers_operator_resync_corrections_total") >= 1
     for job in list_jobs(cluster, namespace).values():
         assert job["status"]["output"] == {"slept": 2.0}
+
+
+def test_an_operator_that_falls_behind_the_events_cap_loses_those_events_and_its_resync_repairs_the_jobs(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
+) -> None:
+    count = 10
+    cluster.apply(pool_manifest(), namespace)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=many_jobs(count, "slow", {"seconds": 1, "steps": 1}))
+    wait_for(lambda: sum(phases(cluster, namespace)[p] for p in ("Queued", "Running", "Succeeded")) == count,
+             timeout=60, what="all jobs enqueued")
+    operator.kill(signal.SIGKILL)
+
+    r = redis.Redis.from_url(redis_url)
+    keys = PoolKeys(namespace, "demo")
+
+    def all_records_succeeded() -> bool:
+        return all(r.hget(keys.record(f"{namespace}/job-{i:04d}"), "state") == b"Succeeded" for i in range(count))
+
+    wait_for(all_records_succeeded, timeout=120, what="the workers to finish every job")
+    [(last_of_run, _)] = r.xrevrange(EVENTS_STREAM, count=1)
+    # Other writers go on while the operator is away: past the cap, the oldest events go (the
+    # trim is the cap's, done by a real writer: an SDK cancel through cancel.lua).
+    filler = JobEvent(job_id="elsewhere-sdk-job", uid="elsewhere-sdk-job", namespace="elsewhere", pool="p",
+                      state=JobState.RUNNING).to_fields()
+    with r.pipeline(transaction=False) as pipe:
+        for _ in range(EVENTS_MAXLEN):
+            pipe.xadd(EVENTS_STREAM, filler)  # type: ignore[arg-type]
+        pipe.execute()
+    sdk = Client(connection=r, namespace="elsewhere")
+    assert sdk.cancel(sdk.submit("p", "h"))
+    [(first_left, _)] = r.xrange(EVENTS_STREAM, count=1)
+    assert first_left > last_of_run, "the cap trimmed none of the run's events: nothing was tested"
+    assert r.xlen(EVENTS_STREAM) <= EVENTS_MAXLEN + 200
+    assert phases(cluster, namespace)["Succeeded"] < count
+
+    operator.start()
+    wait_for(lambda: phases(cluster, namespace)["Succeeded"] == count, timeout=120, what="resync to converge")
+    assert operator.metric_sum("kubeworkers_operator_resync_corrections_total") >= 1
+    for job in list_jobs(cluster, namespace).values():
+        assert job["status"]["output"] == {"slept": 1.0}
 
 
 def test_job_deleted_while_the_operator_was_down_is_cancelled_once_it_is_back(

@@ -22,6 +22,7 @@ from kubeworkers.protocol import (
     CANCEL_CHANNEL,
     DEFAULT_RESULT_TTL,
     EVENTS_STREAM,
+    WORKER_GROUP,
     JobMessage,
     JobRecord,
     PoolKeys,
@@ -74,6 +75,20 @@ def cancel_plan(namespace: str, pool: str, job_id: str, result_ttl: int = DEFAUL
         "cancel",
         [keys.record(job_id), keys.cancel(job_id), EVENTS_STREAM, job_pool_key(namespace, job_id)],
         [repr(time.time()), CANCEL_CHANNEL, result_ttl],
+    )
+    return bool(reply)
+
+
+def fail_lost_plan(
+    namespace: str, pool: str, job_id: str, *, min_age_seconds: float, result_ttl: int = DEFAULT_RESULT_TTL
+) -> Plan[bool]:
+    """See :func:`fail_lost`."""
+    keys = PoolKeys(namespace, pool)
+    reply = yield from scripts.call_plan(
+        "fail_lost",
+        [keys.record(job_id), keys.delayed, EVENTS_STREAM, job_pool_key(namespace, job_id), keys.dead_letter,
+         *keys.streams, keys.stats],
+        [repr(time.time()), repr(min_age_seconds), result_ttl, WORKER_GROUP],
     )
     return bool(reply)
 
@@ -159,6 +174,22 @@ async def cancel(
     return await redis_ops.run(r, cancel_plan(namespace, pool, job_id, result_ttl))
 
 
+async def fail_lost(
+    r: aioredis.Redis, namespace: str, pool: str, job_id: str, *, min_age_seconds: float,
+    result_ttl: int = DEFAULT_RESULT_TTL,
+) -> bool:
+    """Fail a job that can never finish (``lua/fail_lost.lua``); True when it was failed.
+
+    Queued or Running, unchanged for ``min_age_seconds``, and nothing in Redis can run it any
+    more (its stream entry is gone, a Running job's entry is held by no worker, a retry is not
+    waiting in the delayed set): it becomes Failed (``JobLost``) with an event and a dead-letter
+    entry, so it is bounded like every finished job, and can be replayed.
+    """
+    return await redis_ops.run(
+        r, fail_lost_plan(namespace, pool, job_id, min_age_seconds=min_age_seconds, result_ttl=result_ttl)
+    )
+
+
 async def get_record(r: aioredis.Redis, namespace: str, pool: str, job_id: str) -> JobRecord | None:
     """The job's record, or None when there is none (never enqueued, expired or deleted)."""
     return await redis_ops.run(r, record_plan(namespace, pool, job_id))
@@ -198,6 +229,16 @@ def cancel_sync(
 ) -> bool:
     """Blocking twin of :func:`cancel`."""
     return redis_ops.run_sync(r, cancel_plan(namespace, pool, job_id, result_ttl))
+
+
+def fail_lost_sync(
+    r: redis.Redis, namespace: str, pool: str, job_id: str, *, min_age_seconds: float,
+    result_ttl: int = DEFAULT_RESULT_TTL,
+) -> bool:
+    """Blocking twin of :func:`fail_lost`."""
+    return redis_ops.run_sync(
+        r, fail_lost_plan(namespace, pool, job_id, min_age_seconds=min_age_seconds, result_ttl=result_ttl)
+    )
 
 
 def get_record_sync(r: redis.Redis, namespace: str, pool: str, job_id: str) -> JobRecord | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, is_sdk_job, job_object_of
+from kubeworkers.protocol import EVENTS_STREAM, JobEvent, PoolKeys, is_sdk_job, job_object_of
 from redis.exceptions import RedisError, ResponseError
 
 from kubeworkers_operator.adapters.status_writer import WriteResult
@@ -112,6 +112,23 @@ async def trim_events(r: aioredis.Redis, *, stale_after_seconds: float = STALE_G
     if floor is None:
         return 0
     removed: int = await r.xtrim(EVENTS_STREAM, minid=floor, approximate=False)
+    return removed
+
+
+async def trim_and_measure(rt: Runtime) -> int:
+    """The ``events-trim`` chore: :func:`trim_events`, then the lengths of the events stream and of
+    every known pool's dead-letter stream into the metrics (one pipelined round trip). Returns entries trimmed."""
+    removed = await trim_events(rt.redis)
+    pools = sorted(rt.index.pools)
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(EVENTS_STREAM)
+        for namespace, pool in pools:
+            pipe.xlen(PoolKeys(namespace, pool).dead_letter)
+        lengths: list[int] = await pipe.execute()
+    rt.metrics.events_stream_length.set(lengths[0])
+    rt.metrics.dead_letter_length.clear()  # a deleted pool's series ends
+    for (namespace, pool), length in zip(pools, lengths[1:], strict=True):
+        rt.metrics.dead_letter_length.labels(namespace=namespace, pool=pool).set(length)
     return removed
 
 
