@@ -6,11 +6,9 @@ left alone. Real redis-server, real sweep, real scripts and worker takes."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any, cast
 
-import pytest
 import redis.asyncio as aioredis
 from kubeworkers import queue, scripts, wire
 from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, JobEvent, JobMessage, PoolKeys, job_pool_prefix
@@ -23,13 +21,6 @@ from tests.integration.test_worker_health_and_metrics import lint
 
 KEYS = PoolKeys("default", "p")
 AGE = 3600.0
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    conn = aioredis.Redis.from_url(redis_url)
-    yield conn
-    await conn.aclose()
 
 
 async def enqueue(r: aioredis.Redis, job_id: str) -> None:

@@ -25,13 +25,11 @@ class Empty(BaseModel):
     pass
 
 
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    conn = aioredis.Redis.from_url(redis_url)
-    await conn.config_set("stream-node-max-entries", NODE)
-    yield conn
-    await conn.config_set("stream-node-max-entries", 100)
-    await conn.aclose()
+@pytest.fixture(autouse=True)
+async def small_nodes(r: aioredis.Redis) -> AsyncIterator[None]:
+    await r.config_set("stream-node-max-entries", NODE)
+    yield
+    await r.config_set("stream-node-max-entries", 100)
 
 
 def failing() -> Registry:
