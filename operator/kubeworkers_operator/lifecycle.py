@@ -51,7 +51,7 @@ def chores(rt: Runtime, controllers: PoolControllers) -> list[Chore]:
         Chore("record-resync", settings.resync_interval_seconds, partial(resync.resync, rt)),
         # Bounded turns, each a few round trips; a pass over every record starts every --orphan-sweep-interval.
         Chore("orphan-sweep", orphans.TURN_SECONDS, partial(orphans.sweep_turn, rt, orphans.sweep_for(rt))),
-        Chore("events-trim", status_sync.TRIM_SECONDS, partial(status_sync.trim_events, rt.redis)),
+        Chore("events-trim", status_sync.TRIM_SECONDS, partial(status_sync.trim_and_measure, rt)),
     ]
 
 

@@ -90,6 +90,11 @@ class OperatorSettings:
         "--orphan-sweep-interval",
         "seconds between sweeps for jobs whose Job was deleted while the operator was not watching",
     ))
+    lost_job_age_seconds: float = field(default=3600.0, metadata=declare(
+        "--lost-job-age",
+        "seconds a Queued or Running job record may stay unchanged with nothing in Redis able to run it "
+        "(its stream entry gone) before the orphan sweep fails it (JobLost, dead-lettered)",
+    ))
     pending_retry_seconds: float = field(default=10.0, metadata=declare(
         "--pending-retry",
         "seconds between retries of Jobs waiting for their pool (or for Redis), and of pools whose "

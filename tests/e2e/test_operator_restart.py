@@ -8,7 +8,8 @@ import signal
 import time
 
 import redis
-from kubeworkers.protocol import EVENTS_STREAM, JobMessage, PoolKeys
+from kubeworkers import Client
+from kubeworkers.protocol import EVENTS_MAXLEN, EVENTS_STREAM, JobEvent, JobMessage, JobState, PoolKeys
 
 from tests.e2e.operator_fixtures import OperatorProcess, list_jobs, pool_manifest, wait_for
 from tests.support.cluster import Cluster
@@ -28,6 +29,18 @@ def many_jobs(count: int, handler: str, input: dict[str, object]) -> str:
 
 def phases(cluster: Cluster, namespace: str) -> collections.Counter[str]:
     return collections.Counter(j.get("status", {}).get("phase", "-") for j in list_jobs(cluster, namespace).values())
+
+
+def restart_and_see_the_resync_repair(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, count: int, output: dict[str, float]
+) -> None:
+    """The statuses lag the records (their events were lost); a restarted operator's resync repairs them."""
+    assert phases(cluster, namespace)["Succeeded"] < count
+    operator.start()
+    wait_for(lambda: phases(cluster, namespace)["Succeeded"] == count, timeout=120, what="resync to converge")
+    assert operator.metric_sum("kubeworkers_operator_resync_corrections_total") >= 1
+    for job in list_jobs(cluster, namespace).values():
+        assert job["status"]["output"] == output
 
 
 def test_operator_killed_and_restarted_mid_run_every_job_finishes_right_and_none_is_enqueued_twice(
@@ -69,12 +82,14 @@ def test_operator_killed_and_restarted_mid_run_every_job_finishes_right_and_none
     assert all(job["status"]["attempts"] == 1 for job in jobs.values())
 
 
-def test_statuses_converge_from_redis_records_when_the_events_were_lost_while_the_operator_was_down(
-    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
-) -> None:
-    count = 20
+def finish_jobs_with_the_operator_down(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, redis_url: str, *, count: int, seconds: float
+) -> redis.Redis:
+    """Enqueue ``count`` Jobs, kill the operator, let the workers finish them all; a client of the Redis."""
     cluster.apply(pool_manifest(), namespace)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=many_jobs(count, "slow", {"seconds": 2, "steps": 1}))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                    input=many_jobs(count, "slow", {"seconds": seconds, "steps": 1}))
+
     def all_enqueued() -> bool:
         # One read per poll; quick jobs may already have Succeeded by the time the last one is Queued.
         seen = phases(cluster, namespace)
@@ -82,23 +97,44 @@ def test_statuses_converge_from_redis_records_when_the_events_were_lost_while_th
 
     wait_for(all_enqueued, timeout=60, what="all jobs enqueued")
     operator.kill(signal.SIGKILL)
-
     r = redis.Redis.from_url(redis_url)
     keys = PoolKeys(namespace, "demo")
 
     def all_records_succeeded() -> bool:
-        states = [r.hget(keys.record(f"{namespace}/job-{i:04d}"), "state") for i in range(count)]
-        return all(s == b"Succeeded" for s in states)
+        return all(r.hget(keys.record(f"{namespace}/job-{i:04d}"), "state") == b"Succeeded" for i in range(count))
 
     wait_for(all_records_succeeded, timeout=120, what="the workers to finish every job")
-    r.delete(EVENTS_STREAM)  # every event of the run is gone
-    assert phases(cluster, namespace)["Succeeded"] < count
+    return r
 
-    operator.start()
-    wait_for(lambda: phases(cluster, namespace)["Succeeded"] == count, timeout=90, what="resync to converge")
-    assert operator.metric_sum("kubeworkers_operator_resync_corrections_total") >= 1
-    for job in list_jobs(cluster, namespace).values():
-        assert job["status"]["output"] == {"slept": 2.0}
+
+def test_statuses_converge_from_redis_records_when_the_events_were_lost_while_the_operator_was_down(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
+) -> None:
+    r = finish_jobs_with_the_operator_down(cluster, namespace, operator, redis_url, count=20, seconds=2)
+    r.delete(EVENTS_STREAM)  # every event of the run is gone
+    restart_and_see_the_resync_repair(cluster, namespace, operator, 20, {"slept": 2.0})
+
+
+def test_an_operator_that_falls_behind_the_events_cap_loses_those_events_and_its_resync_repairs_the_jobs(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
+) -> None:
+    count = 10
+    r = finish_jobs_with_the_operator_down(cluster, namespace, operator, redis_url, count=count, seconds=1)
+    [(last_of_run, _)] = r.xrevrange(EVENTS_STREAM, count=1)
+    # Other writers go on while the operator is away: past the cap, the oldest events go (the
+    # trim is the cap's, done by a real writer: an SDK cancel through cancel.lua).
+    filler = JobEvent(job_id="elsewhere-sdk-job", uid="elsewhere-sdk-job", namespace="elsewhere", pool="p",
+                      state=JobState.RUNNING).to_fields()
+    with r.pipeline(transaction=False) as pipe:
+        for _ in range(EVENTS_MAXLEN):
+            pipe.xadd(EVENTS_STREAM, filler)  # type: ignore[arg-type]
+        pipe.execute()
+    sdk = Client(connection=r, namespace="elsewhere")
+    assert sdk.cancel(sdk.submit("p", "h"))
+    [(first_left, _)] = r.xrange(EVENTS_STREAM, count=1)
+    assert first_left > last_of_run, "the cap trimmed none of the run's events: nothing was tested"
+    assert r.xlen(EVENTS_STREAM) <= EVENTS_MAXLEN + 200
+    restart_and_see_the_resync_repair(cluster, namespace, operator, count, {"slept": 1.0})
 
 
 def test_job_deleted_while_the_operator_was_down_is_cancelled_once_it_is_back(

@@ -28,7 +28,7 @@ async def test_enqueue_writes_a_queued_record_and_one_stream_entry(r: aioredis.R
     assert len(entries) == 1
     assert entries[0][0].decode() == record.entry
     assert JobMessage.from_fields(entries[0][1]).job_id == "default/job-1"
-    assert await queue.find_pool(r, "default", "default/job-1") == "p"
+    assert await queue.find_pools(r, "default", "default/job-1") == ["p"]
 
 
 async def test_enqueue_of_the_same_job_and_uid_twice_enqueues_once(r: aioredis.Redis) -> None:
@@ -111,7 +111,7 @@ async def test_delete_job_removes_record_flag_and_pointer(r: aioredis.Redis) -> 
     await queue.cancel(r, "default", "p", "default/job-1")
     await queue.delete_job(r, "default", "p", "default/job-1")
     assert await queue.get_record(r, "default", "p", "default/job-1") is None
-    assert await queue.find_pool(r, "default", "default/job-1") is None
+    assert await queue.find_pools(r, "default", "default/job-1") == []
     assert not await r.exists(PoolKeys("default", "p").cancel("default/job-1"))
 
 
@@ -122,7 +122,7 @@ def test_sync_twins_behave_like_the_async_functions(redis_url: str) -> None:
     assert queue.enqueue_many_sync(r, [message(), message(job_id="x")]) == [False, True]
     record = queue.get_record_sync(r, "default", "p", "x")
     assert record is not None and record.state is JobState.QUEUED
-    assert queue.find_pool_sync(r, "default", "x") == "p"
+    assert queue.find_pools_sync(r, "default", "x") == ["p"]
     assert queue.cancel_sync(r, "default", "p", "x")
     queue.delete_job_sync(r, "default", "p", "x")
     assert queue.get_record_sync(r, "default", "p", "x") is None

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import cast
+
 import redis.asyncio as aioredis
-from kubeworkers.protocol import EVENTS_STREAM, OPERATOR_GROUP, JobEvent, JobState
-from kubeworkers_operator.flows.status_sync import trim_events
+from kubeworkers.protocol import EVENTS_STREAM, OPERATOR_GROUP, JobEvent, JobState, PoolKeys
+from kubeworkers_operator.adapters.metrics import OperatorMetrics
+from kubeworkers_operator.flows.status_sync import trim_and_measure, trim_events
+from kubeworkers_operator.model.index import ClusterIndex, TrackedPool
+from kubeworkers_operator.runtime import Runtime
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.test_worker_health_and_metrics import lint
 
 
 def event(i: int) -> dict[str, str]:
@@ -46,4 +56,61 @@ async def test_trim_without_a_stream_or_groups_is_a_no_op(redis_url: str) -> Non
     await r.xadd(EVENTS_STREAM, event(0))
     assert await trim_events(r) == 0
     assert await r.xlen(EVENTS_STREAM) == 1
+    await r.aclose()
+
+
+async def test_a_group_whose_consumers_are_all_idle_past_the_bound_no_longer_holds_the_trim_back(
+    redis_url: str,
+) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    await r.xgroup_create(EVENTS_STREAM, OPERATOR_GROUP, id="0", mkstream=True)
+    await r.xgroup_create(EVENTS_STREAM, f"{OPERATOR_GROUP}:removed", id="0")
+    ids = [await r.xadd(EVENTS_STREAM, event(i)) for i in range(6)]
+    await r.xreadgroup(f"{OPERATOR_GROUP}:removed", "gone-op", {EVENTS_STREAM: ">"}, count=2)  # then it went away
+    await asyncio.sleep(0.3)  # the removed operator's consumer idles past the (shortened) bound
+    await r.xreadgroup(OPERATOR_GROUP, "op", {EVENTS_STREAM: ">"})
+    await r.xack(EVENTS_STREAM, OPERATOR_GROUP, *ids[:4])
+
+    assert await trim_events(r, stale_after_seconds=0.2) == 4
+    assert [entry_id for entry_id, _ in await r.xrange(EVENTS_STREAM)] == ids[4:]
+    await r.aclose()
+
+
+async def test_a_group_with_a_consumer_active_within_the_bound_still_holds_the_trim_back(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    await r.xgroup_create(EVENTS_STREAM, OPERATOR_GROUP, id="0", mkstream=True)
+    await r.xgroup_create(EVENTS_STREAM, f"{OPERATOR_GROUP}:team-a", id="0")
+    ids = [await r.xadd(EVENTS_STREAM, event(i)) for i in range(6)]
+    await r.xreadgroup(f"{OPERATOR_GROUP}:team-a", "op-a", {EVENTS_STREAM: ">"}, count=2)
+    await r.xreadgroup(OPERATOR_GROUP, "op", {EVENTS_STREAM: ">"})
+    await r.xack(EVENTS_STREAM, OPERATOR_GROUP, *ids)
+
+    assert await trim_events(r, stale_after_seconds=3600) == 0  # team-a holds ids[0:2] pending
+    assert await r.xlen(EVENTS_STREAM) == 6
+    await r.aclose()
+
+
+async def test_the_trim_chore_reports_the_events_and_dead_letter_stream_lengths_per_pool(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    for i in range(3):
+        await r.xadd(EVENTS_STREAM, event(i))
+    for i in range(2):
+        await r.xadd(PoolKeys("team-a", "images").dead_letter, {"m": "{}", "reason": f"r{i}"})
+    index = ClusterIndex()
+    for namespace, name in (("team-a", "images"), ("team-b", "empty")):
+        index.pools[(namespace, name)] = TrackedPool(namespace, name, "u", None)
+    # The chore uses Redis, the index and the metrics of the runtime, nothing else.
+    rt = cast(Runtime, SimpleNamespace(redis=r, index=index, metrics=OperatorMetrics()))
+
+    await trim_and_measure(rt)
+    page = rt.metrics.render().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(page) for s in family.samples}
+    assert samples[("kubeworkers_operator_events_stream_entries", ())] == 3
+    assert samples[("kubeworkers_operator_dead_letter_entries", (("namespace", "team-a"), ("pool", "images")))] == 2
+    assert samples[("kubeworkers_operator_dead_letter_entries", (("namespace", "team-b"), ("pool", "empty")))] == 0
+    assert lint(page) == []
+    del index.pools[("team-b", "empty")]
+    await trim_and_measure(rt)
+    assert "team-b" not in rt.metrics.render().decode()  # a deleted pool's series ends
     await r.aclose()

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from kubeworkers import Client, Registry, queue, scripts
 from kubeworkers.client import AsyncClient
-from kubeworkers.protocol import JobState, PoolKeys
+from kubeworkers.protocol import JobState, PoolKeys, job_pool_prefix
 from pydantic import BaseModel
 
 from tests.support.workers import events, start_worker
@@ -34,7 +34,7 @@ def message(job_id: str, **fields: Any) -> dict[str, Any]:
 
 
 async def raw_enqueue(r: aioredis.Redis, *raws: bytes | str) -> list[Any]:
-    return list(await scripts.call(r, "enqueue", [], ["1", KEYS.prefix, "kw:{default}:jobpool:", "p", *raws]))
+    return list(await scripts.call(r, "enqueue", [], ["1", KEYS.prefix, job_pool_prefix("default"), "p", *raws]))
 
 
 BAD = {

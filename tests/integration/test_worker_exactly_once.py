@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, Registry, scripts, wire
 from kubeworkers.client import AsyncClient
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobState, PoolKeys, Priority
+from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobState, PoolKeys, Priority, job_pool_prefix
 from kubeworkers.redis_ops import Command
 from pydantic import BaseModel
 
@@ -150,8 +150,8 @@ async def test_one_bad_write_in_a_batch_costs_the_other_writes_of_the_batch_noth
         ids = await client.submit_many("p", "h", [{}] * 3)
         taken = wire.parse_take(await scripts.call(r, "take", KEYS.streams, wire.take_args(
             mode="read", group="workers", consumer="w", count=10, now="1", prefix=KEYS.prefix,
-            events=EVENTS_STREAM, pointer_prefix="kw:{default}:jobpool:", result_ttl=60,
-            default_max_attempts=3, handler_max_attempts="{}",
+            events=EVENTS_STREAM, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
+            default_max_attempts=3, handler_max_attempts="{}", dead_letter_maxlen=100,
         )))
         assert [t.verdict for t in taken] == [wire.Verdict.RUN] * 3
         good = [
@@ -165,7 +165,7 @@ async def test_one_bad_write_in_a_batch_costs_the_other_writes_of_the_batch_noth
         first = taken[0]
         broken: Any = {"kind": "progress", "stream": first.stream, "entry": first.entry, "job_id": ids[0],
                        "progress": "0.5", "message": {"not": "text"}, "event": "{}"}
-        await outbox.settle(r, KEYS, "w", 60, [broken, *good])
+        await outbox.settle(r, KEYS, "w", 60, [broken, *good], dead_letter_maxlen=100)
         states = [await redis_ops.run(r, _state(job_id)) for job_id in ids[1:]]
     assert states == [b"Succeeded", b"Succeeded"]
 

@@ -1,6 +1,6 @@
 """kubeworkers: typed Python handlers run by an autoscaled fleet of Kubernetes worker pods."""
 
-from kubeworkers.client import AsyncClient, Client, InvalidInputError, JobNotFoundError
+from kubeworkers.client import AmbiguousJobIdError, AsyncClient, Client, InvalidInputError, JobNotFoundError
 from kubeworkers.context import JobContext
 from kubeworkers.errors import PermanentError, RetryableError, SoftTimeout
 from kubeworkers.protocol import JobRecord, JobState, Priority, RetryPolicy
@@ -9,6 +9,7 @@ from kubeworkers.registry import App, DuplicateHandlerError, HandlerSpec, Regist
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousJobIdError",
     "App",
     "AsyncClient",
     "Client",

@@ -220,10 +220,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from kubeworkers.client import Client
+    from kubeworkers.client import AmbiguousJobIdError, Client
 
     r, settings = _redis(args)
-    record = Client(connection=r, namespace=settings.namespace).get(args.job_id, pool=settings.pool or None)
+    try:
+        record = Client(connection=r, namespace=settings.namespace).get(args.job_id, pool=settings.pool or None)
+    except AmbiguousJobIdError as exc:
+        return _fail("get", f"job {exc.job_id} is on pools {', '.join(exc.pools)}: pass --pool", 1)
     if record is None:
         print(f"job {args.job_id} not found", file=sys.stderr)
         return 1

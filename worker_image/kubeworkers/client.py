@@ -54,6 +54,18 @@ class JobNotFoundError(LookupError):
     """No record for this job id (never submitted, expired, or deleted)."""
 
 
+class AmbiguousJobIdError(LookupError):
+    """A job id asked for without a pool names jobs on several pools: pass ``pool=``.
+
+    A job is (namespace, pool, job_id), so the same id submitted to two pools is two jobs.
+    """
+
+    def __init__(self, job_id: str, pools: Sequence[str]) -> None:
+        self.job_id = job_id
+        self.pools = list(pools)
+        super().__init__(f"job {job_id} is on pools {', '.join(self.pools)}: pass pool=")
+
+
 def new_job_id() -> str:
     """A random 128-bit id, as 32 hex digits.
 
@@ -226,13 +238,21 @@ class _Jobs:
         return ids
 
     def _pool(self, job_id: str, pool: str | None) -> Plan[str | None]:
+        """``pool``, else the one pool that holds a record of ``job_id`` (None: none does);
+        :class:`AmbiguousJobIdError` when several do."""
         if pool:
             return pool
-        found = yield from queue.pool_plan(self.namespace, job_id)
-        return found
+        found = yield from queue.pools_plan(self.namespace, job_id)
+        if len(found) > 1:
+            raise AmbiguousJobIdError(job_id, found)
+        return found[0] if found else None
 
     def get(self, job_id: str, *, pool: str | None = None) -> Plan[JobRecord | None]:
-        """The job's record (state, attempts, progress, output, error...), or None."""
+        """The job's record (state, attempts, progress, output, error...), or None.
+
+        Without ``pool``, the pool is looked up; :class:`AmbiguousJobIdError` when the id is on
+        several pools (a job is (namespace, pool, job_id)).
+        """
         found = yield from self._pool(job_id, pool)
         if found is None:
             return None

@@ -138,7 +138,8 @@ class Consumer:
             prefix=self.keys.prefix, events=EVENTS_STREAM, pointer_prefix=job_pool_prefix(self.keys.namespace),
             result_ttl=self.settings.result_ttl, default_max_attempts=DEFAULT_MAX_ATTEMPTS,
             handler_max_attempts=self.handler_max,
-            handler_free=json.dumps(self.holdings.free_by_handler(self.limits)), given=given,
+            handler_free=json.dumps(self.holdings.free_by_handler(self.limits)),
+            dead_letter_maxlen=self.settings.dead_letter_maxlen, given=given,
         )
 
     async def _decide(self, given: list[wire.Given], count: int) -> list[wire.Taken]:

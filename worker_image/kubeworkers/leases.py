@@ -17,7 +17,14 @@ import redis.asyncio as aioredis
 
 from kubeworkers import redis_ops, scripts, wire
 from kubeworkers.outbox import settle
-from kubeworkers.protocol import DEFAULT_RESULT_TTL, WORKER_GROUP, JobMessage, PoolKeys, WorkerHeartbeat
+from kubeworkers.protocol import (
+    DEFAULT_DEAD_LETTER_MAXLEN,
+    DEFAULT_RESULT_TTL,
+    WORKER_GROUP,
+    JobMessage,
+    PoolKeys,
+    WorkerHeartbeat,
+)
 
 log = logging.getLogger("kubeworkers.leases")
 
@@ -90,7 +97,8 @@ async def requeue(
     ]
     if not bodies:
         return []
-    results = await settle(r, keys, worker or owner, result_ttl, bodies)
+    # A requeue never dead-letters, so the cap is not used.
+    results = await settle(r, keys, worker or owner, result_ttl, bodies, dead_letter_maxlen=DEFAULT_DEAD_LETTER_MAXLEN)
     return [None if x == 0 else _text(x) for x in results]
 
 

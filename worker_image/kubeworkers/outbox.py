@@ -60,11 +60,14 @@ class Write:
 class Outbox:
     """Queue of writes for one pool, flushed in batches by one task at a time."""
 
-    def __init__(self, r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int) -> None:
+    def __init__(
+        self, r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, *, dead_letter_maxlen: int
+    ) -> None:
         self.redis = r
         self.keys = keys
         self.worker = worker
         self.result_ttl = result_ttl
+        self.dead_letter_maxlen = dead_letter_maxlen
         self._writes: list[Write] = []
         # Only the latest unsent progress report of a job matters.
         self._progress: dict[str, Write] = {}
@@ -172,15 +175,19 @@ class Outbox:
             write.done(None)
 
     async def _settle(self, batch: list[Write]) -> list[Any]:
-        return await settle(self.redis, self.keys, self.worker, self.result_ttl, [w.body for w in batch])
+        return await settle(self.redis, self.keys, self.worker, self.result_ttl, [w.body for w in batch],
+                            dead_letter_maxlen=self.dead_letter_maxlen)
 
 
 async def settle(
-    r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, bodies: list[wire.Write]
+    r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, bodies: list[wire.Write], *,
+    dead_letter_maxlen: int,
 ) -> list[Any]:
-    """Apply writes (see :mod:`kubeworkers.wire`) in one script call; one result per write."""
+    """Apply writes (see :mod:`kubeworkers.wire`) in one script call; one result per write.
+    A final failure's dead-letter entry trims the stream to about ``dead_letter_maxlen``."""
     argv = wire.settle_args(
         group=WORKER_GROUP, now=repr(time.time()), prefix=keys.prefix, events=EVENTS_STREAM,
-        pointer_prefix=job_pool_prefix(keys.namespace), result_ttl=result_ttl, worker=worker, writes=bodies,
+        pointer_prefix=job_pool_prefix(keys.namespace), result_ttl=result_ttl, worker=worker,
+        dead_letter_maxlen=dead_letter_maxlen, writes=bodies,
     )
     return list(await scripts.call(r, "settle", keys.streams, argv))

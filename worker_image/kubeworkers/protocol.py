@@ -27,6 +27,13 @@ EVENTS_STREAM = "kw:events"
 CANCEL_CHANNEL = "kw:cancel"
 #: Seconds a finished job's record (and its cancel flag) is kept before Redis expires it.
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
+#: Entries the events stream keeps, about: every script's ``XADD`` to it says ``MAXLEN ~`` this
+#: (``scripts.py`` hands it to the scripts as ``EVENTS_MAXLEN``), so it is bounded with no operator
+#: reading it. An operator that falls further behind loses the oldest events; its resync from the
+#: records repairs the Jobs' statuses (docs/protocol.md, *Bounds*).
+EVENTS_MAXLEN = 100_000
+#: Entries a pool's dead-letter stream keeps, about, by default (``KUBEWORKERS_DEAD_LETTER_MAXLEN``).
+DEFAULT_DEAD_LETTER_MAXLEN = 10_000
 #: Most attempts a job may be given (``lua/enqueue.lua`` has the same number; a test keeps them equal).
 MAX_ATTEMPTS_LIMIT = 1000
 
@@ -150,13 +157,26 @@ def is_sdk_job(job_id: str, uid: str) -> bool:
 
 
 def job_pool_key(namespace: str, job_id: str) -> str:
-    """Pointer from a job id to its pool, so ``Client.get(job_id)`` needs no pool name."""
+    """The set of pools a job id was enqueued to, so ``Client.get(job_id)`` needs no pool name.
+
+    A job is (namespace, pool, job_id): the same id on two pools is two jobs, so this is a set
+    (``enqueue.lua`` SADDs, :func:`kubeworkers.queue.delete_job` SREMs), not one pool.
+    """
     return f"{job_pool_prefix(namespace)}{job_id}"
 
 
 def job_pool_prefix(namespace: str) -> str:
-    """Prefix of :func:`job_pool_key` (Lua scripts append the job id)."""
-    return f"kw:{{{namespace}}}:jobpool:"
+    """Prefix of :func:`job_pool_key` (Lua scripts append the job id).
+
+    ``jobpools`` (a set), not the ``jobpool`` string it replaced, so keys left by an older
+    version never meet a set command (no WRONGTYPE); they expire as before, or with the job's delete.
+    """
+    return f"kw:{{{namespace}}}:jobpools:"
+
+
+def legacy_job_pool_key(namespace: str, job_id: str) -> str:
+    """The one-pool string pointer older versions wrote; :func:`kubeworkers.queue.delete_job` removes it."""
+    return f"kw:{{{namespace}}}:jobpool:{job_id}"
 
 
 class RetryPolicy(BaseModel):

@@ -22,13 +22,15 @@ from kubeworkers.protocol import (
     CANCEL_CHANNEL,
     DEFAULT_RESULT_TTL,
     EVENTS_STREAM,
+    WORKER_GROUP,
     JobMessage,
     JobRecord,
     PoolKeys,
     job_pool_key,
     job_pool_prefix,
+    legacy_job_pool_key,
 )
-from kubeworkers.redis_ops import Command, Plan
+from kubeworkers.redis_ops import Command, Pipeline, Plan
 
 
 class MessageRefusedError(ValueError):
@@ -77,6 +79,20 @@ def cancel_plan(namespace: str, pool: str, job_id: str, result_ttl: int = DEFAUL
     return bool(reply)
 
 
+def fail_lost_plan(
+    namespace: str, pool: str, job_id: str, *, min_age_seconds: float, result_ttl: int = DEFAULT_RESULT_TTL
+) -> Plan[bool]:
+    """See :func:`fail_lost`."""
+    keys = PoolKeys(namespace, pool)
+    reply = yield from scripts.call_plan(
+        "fail_lost",
+        [keys.record(job_id), keys.delayed, EVENTS_STREAM, job_pool_key(namespace, job_id), keys.dead_letter,
+         *keys.streams, keys.stats],
+        [repr(time.time()), repr(min_age_seconds), result_ttl, WORKER_GROUP],
+    )
+    return bool(reply)
+
+
 def record_plan(namespace: str, pool: str, job_id: str) -> Plan[JobRecord | None]:
     """See :func:`get_record`. A read, so repeated after connection errors."""
     key = PoolKeys(namespace, pool).record(job_id)
@@ -84,17 +100,27 @@ def record_plan(namespace: str, pool: str, job_id: str) -> Plan[JobRecord | None
     return JobRecord.from_hash(raw) if raw else None
 
 
-def pool_plan(namespace: str, job_id: str) -> Plan[str | None]:
-    """See :func:`find_pool`. A read, so repeated after connection errors."""
+def pools_plan(namespace: str, job_id: str) -> Plan[list[str]]:
+    """See :func:`find_pools`. Reads, so repeated after connection errors."""
     key = job_pool_key(namespace, job_id)
-    raw = yield from redis_ops.retried(lambda: Command("get", key), idempotent=True)
-    return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+    raw = yield from redis_ops.retried(lambda: Command("smembers", key), idempotent=True)
+    pools = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+    if not pools:
+        return []
+    records = [PoolKeys(namespace, pool).record(job_id) for pool in pools]
+    exists = yield from redis_ops.retried(
+        lambda: Pipeline([Command("exists", record) for record in records]), idempotent=True
+    )
+    return [pool for pool, found in zip(pools, exists, strict=True) if found]
 
 
 def delete_plan(namespace: str, pool: str, job_id: str) -> Plan[None]:
     """See :func:`delete_job`."""
     keys = PoolKeys(namespace, pool)
-    yield Command("delete", keys.record(job_id), keys.cancel(job_id), job_pool_key(namespace, job_id))
+    yield Pipeline([
+        Command("delete", keys.record(job_id), keys.cancel(job_id), legacy_job_pool_key(namespace, job_id)),
+        Command("srem", job_pool_key(namespace, job_id), pool),
+    ])
 
 
 def _enqueue_argv(msgs: Sequence[JobMessage]) -> list[wire.Arg]:
@@ -148,18 +174,35 @@ async def cancel(
     return await redis_ops.run(r, cancel_plan(namespace, pool, job_id, result_ttl))
 
 
+async def fail_lost(
+    r: aioredis.Redis, namespace: str, pool: str, job_id: str, *, min_age_seconds: float,
+    result_ttl: int = DEFAULT_RESULT_TTL,
+) -> bool:
+    """Fail a job that can never finish (``lua/fail_lost.lua``); True when it was failed.
+
+    Queued or Running, unchanged for ``min_age_seconds``, and nothing in Redis can run it any
+    more (its stream entry is gone, a Running job's entry is held by no worker, a retry is not
+    waiting in the delayed set): it becomes Failed (``JobLost``) with an event and a dead-letter
+    entry, so it is bounded like every finished job, and can be replayed.
+    """
+    return await redis_ops.run(
+        r, fail_lost_plan(namespace, pool, job_id, min_age_seconds=min_age_seconds, result_ttl=result_ttl)
+    )
+
+
 async def get_record(r: aioredis.Redis, namespace: str, pool: str, job_id: str) -> JobRecord | None:
     """The job's record, or None when there is none (never enqueued, expired or deleted)."""
     return await redis_ops.run(r, record_plan(namespace, pool, job_id))
 
 
-async def find_pool(r: aioredis.Redis, namespace: str, job_id: str) -> str | None:
-    """The pool a job was enqueued to (from the job->pool pointer), or None."""
-    return await redis_ops.run(r, pool_plan(namespace, job_id))
+async def find_pools(r: aioredis.Redis, namespace: str, job_id: str) -> list[str]:
+    """The pools (sorted) that hold a record of this job id: a job is (namespace, pool, job_id),
+    so one id may be several jobs. Pools in the job->pools set whose record is gone are left out."""
+    return await redis_ops.run(r, pools_plan(namespace, job_id))
 
 
 async def delete_job(r: aioredis.Redis, namespace: str, pool: str, job_id: str) -> None:
-    """Remove the job's record, cancel flag and pool pointer (TTL cleanup).
+    """Remove the job's record and cancel flag, and its pool from the job->pools set (TTL cleanup).
 
     A stream entry still waiting for this job is skipped by the worker that
     reads it, because its record is gone.
@@ -188,14 +231,24 @@ def cancel_sync(
     return redis_ops.run_sync(r, cancel_plan(namespace, pool, job_id, result_ttl))
 
 
+def fail_lost_sync(
+    r: redis.Redis, namespace: str, pool: str, job_id: str, *, min_age_seconds: float,
+    result_ttl: int = DEFAULT_RESULT_TTL,
+) -> bool:
+    """Blocking twin of :func:`fail_lost`."""
+    return redis_ops.run_sync(
+        r, fail_lost_plan(namespace, pool, job_id, min_age_seconds=min_age_seconds, result_ttl=result_ttl)
+    )
+
+
 def get_record_sync(r: redis.Redis, namespace: str, pool: str, job_id: str) -> JobRecord | None:
     """Blocking twin of :func:`get_record`."""
     return redis_ops.run_sync(r, record_plan(namespace, pool, job_id))
 
 
-def find_pool_sync(r: redis.Redis, namespace: str, job_id: str) -> str | None:
-    """Blocking twin of :func:`find_pool`."""
-    return redis_ops.run_sync(r, pool_plan(namespace, job_id))
+def find_pools_sync(r: redis.Redis, namespace: str, job_id: str) -> list[str]:
+    """Blocking twin of :func:`find_pools`."""
+    return redis_ops.run_sync(r, pools_plan(namespace, job_id))
 
 
 def delete_job_sync(r: redis.Redis, namespace: str, pool: str, job_id: str) -> None:

@@ -3,7 +3,9 @@
 Scripts live as ``.lua`` files in ``kubeworkers/lua/``. Calls go through ``EVALSHA``; when
 Redis answers ``NOSCRIPT`` (first use, or after a restart flushed the script cache) the script
 is loaded and the call made again, which is safe because a ``NOSCRIPT`` reply means the script
-did not run. The calls are plans (:mod:`kubeworkers.redis_ops`), so the blocking and the
+did not run. Every script is sent with one line before its file: ``local EVENTS_MAXLEN = <n>``
+(:data:`~kubeworkers.protocol.EVENTS_MAXLEN`), the cap of every ``XADD`` to the events stream,
+so the number has one home. The calls are plans (:mod:`kubeworkers.redis_ops`), so the blocking and the
 asyncio callers share them.
 """
 
@@ -16,12 +18,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from kubeworkers import redis_ops
+from kubeworkers import protocol, redis_ops
 from kubeworkers.redis_ops import Command, Pipeline, Plan
 from kubeworkers.wire import Arg
 
 #: Shipped as package data next to this module.
 LUA_DIR = Path(__file__).resolve().parent / "lua"
+#: What every script's source starts with (its constants from :mod:`kubeworkers.protocol`).
+PRELUDE = f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}\n"
 
 
 class Script:
@@ -29,7 +33,7 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = (LUA_DIR / f"{name}.lua").read_text()
+        self.source = PRELUDE + (LUA_DIR / f"{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def command(self, keys: Sequence[str], argv: Sequence[Arg]) -> Command:

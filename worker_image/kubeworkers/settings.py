@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from kubeworkers.protocol import DEFAULT_RESULT_TTL
+from kubeworkers.protocol import DEFAULT_DEAD_LETTER_MAXLEN, DEFAULT_RESULT_TTL
 
 
 def default_worker_name() -> str:
@@ -122,6 +122,10 @@ class WorkerSettings:
         DEFAULT_RESULT_TTL, env="KUBEWORKERS_RESULT_TTL", flag="--result-ttl",
         help="seconds a finished job's record is kept", default_text="604800 (7 days)",
     )
+    dead_letter_maxlen: int = setting(
+        DEFAULT_DEAD_LETTER_MAXLEN, env="KUBEWORKERS_DEAD_LETTER_MAXLEN", flag="--dead-letter-maxlen",
+        help="entries the pool's dead-letter stream keeps, about (XADD MAXLEN ~): the oldest go first",
+    )
     max_backoff: float = setting(
         300.0, env="KUBEWORKERS_MAX_BACKOFF", flag="--max-backoff", help="cap on one retry delay, seconds",
     )
@@ -156,6 +160,8 @@ class WorkerSettings:
             raise ValueError(
                 f"the Redis timeout ({self.redis_timeout}s) must be longer than a blocking read ({self.block_ms} ms)"
             )
+        if self.dead_letter_maxlen < 1:
+            raise ValueError(f"dead_letter_maxlen must be >= 1, got {self.dead_letter_maxlen}")
         if self.cancel_grace < 0 or self.max_output_bytes < 1024:
             raise ValueError("cancel_grace must be >= 0 and max_output_bytes >= 1024")
 

@@ -109,10 +109,11 @@ def settle_args(
     pointer_prefix: str,
     result_ttl: int,
     worker: str,
+    dead_letter_maxlen: int,
     writes: Sequence[Write],
 ) -> list[Arg]:
     """``settle.lua``'s ARGV, in its order; the writes encoded as one JSON list."""
-    return [group, now, prefix, events, pointer_prefix, result_ttl, worker, encode_writes(writes)]
+    return [group, now, prefix, events, pointer_prefix, result_ttl, worker, dead_letter_maxlen, encode_writes(writes)]
 
 
 def encode_writes(writes: Sequence[Write]) -> str:
@@ -205,13 +206,14 @@ def take_args(
     default_max_attempts: int,
     handler_max_attempts: str,
     handler_free: str = "{}",
+    dead_letter_maxlen: int,
     given: Iterable[Given] = (),
 ) -> list[Arg]:
     """``take.lua``'s ARGV, in its order (``handler_max_attempts``: JSON ``{handler: max}``;
     ``handler_free``: JSON ``{handler: free slots}`` of the handlers with a concurrency limit)."""
     args: list[Arg] = [
         mode, group, consumer, count, now, prefix, events, pointer_prefix, result_ttl, default_max_attempts,
-        handler_max_attempts, handler_free,
+        handler_max_attempts, handler_free, dead_letter_maxlen,
     ]
     for entry in given:
         args.extend(entry)

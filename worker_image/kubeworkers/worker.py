@@ -69,7 +69,8 @@ class Worker:
         self.metrics_port: int | None = None
         self.holdings = Holdings(settings.concurrency)
         self.metrics.in_flight.set_function(lambda: len(self.holdings.running))
-        self.outbox = Outbox(self.redis, self.keys, self.name, settings.result_ttl)
+        self.outbox = Outbox(self.redis, self.keys, self.name, settings.result_ttl,
+                             dead_letter_maxlen=settings.dead_letter_maxlen)
         self._stop = asyncio.Event()
         self._draining = False
         self._ready = False

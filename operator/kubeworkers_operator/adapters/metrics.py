@@ -75,6 +75,19 @@ class OperatorMetrics:
             p + "orphan_sweep_passes_total", "Passes of the orphan sweep over every job record completed.",
             registry=r,
         )
+        self.lost_jobs_failed = Counter(
+            p + "lost_jobs_failed_total",
+            "Queued or Running jobs the orphan sweep failed (JobLost) because nothing in Redis could run them.",
+            registry=r,
+        )
+        self.events_stream_length = Gauge(
+            p + "events_stream_entries", "Entries in the events stream (kw:events), after the last trim.",
+            registry=r,
+        )
+        self.dead_letter_length = Gauge(
+            p + "dead_letter_entries", "Entries in each pool's dead-letter stream.", ["namespace", "pool"],
+            registry=r,
+        )
         self.deployments_applied = Counter(
             p + "deployments_applied_total", "Worker Deployments created or updated.", registry=r
         )

@@ -1,4 +1,5 @@
-"""The orphan sweep: cancel the jobs whose Job was deleted while the operator was not watching.
+"""The orphan sweep: cancel the jobs whose Job was deleted while the operator was not watching,
+and fail the jobs that nothing in Redis can run any more.
 
 Deletion uses no finalizer (see :mod:`.jobs`), so a Job deleted while the operator
 was down left its job queued or running in Redis; this periodic chore scans the
@@ -12,6 +13,15 @@ heads with one pipelined ``HMGET`` batch per SCAN reply, then stops; the SCAN
 cursor is carried to the next turn (every :data:`TURN_SECONDS`), and a pass over
 all records starts at most every ``--orphan-sweep-interval`` seconds. Its
 progress is in ``orphan_sweep_keys_scanned_total`` and ``orphan_sweep_passes_total``.
+
+The same pass bounds the records of jobs that would never finish (invariant 8): a Queued or
+Running record unchanged for ``--lost-job-age`` seconds is handed to ``fail_lost.lua``, which
+fails it (``JobLost``) only if nothing can run it any more: its stream entry is gone, a Running
+job's entry is held by no worker, a retry is not in the delayed set. Failing, not expiring:
+the job ends with a reason, an event (a Job CR gets its status and a Warning Event through the
+status sync) and a dead-letter entry from which it can be replayed, and then expires with the
+result TTL like every finished job; nothing is lost silently. Counted in
+``lost_jobs_failed_total``. SDK jobs are swept too: they have no Job, but their records fill Redis alike.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from kubeworkers_operator.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 #: The record fields the sweep reads (``HMGET``), in this order.
-HEAD_FIELDS = ("job_id", "uid", "namespace", "pool", "state")
+HEAD_FIELDS = ("job_id", "uid", "namespace", "pool", "state", "updated_at")
 #: Most keys one turn scans (SCAN may return a little more than it is asked for; the turn stops after it).
 KEYS_PER_TURN = 10_000
 #: ``COUNT`` of each SCAN call; its reply's keys are read in one pipelined batch.
@@ -59,13 +69,28 @@ def _text(value: bytes | str | None) -> str | None:
 def suspect(values: Sequence[bytes | str | None], index: ClusterIndex) -> RecordHead | None:
     """The record (``HEAD_FIELDS`` values) if it may be an orphan: an unfinished job of a Job CR the
     index does not hold under that uid. None for SDK jobs, finished or incomplete records, known Jobs."""
-    job_id, uid, namespace, pool, state = (_text(v) for v in values)
+    job_id, uid, namespace, pool, state = (_text(v) for v in values[:5])
     if not (job_id and uid and namespace and pool and state) or is_sdk_job(job_id, uid):
         return None
     if state in FINISHED_STATES:
         return None
     known = index.jobs.get(job_id)
     if known is not None and known.uid == uid:
+        return None
+    return RecordHead(job_id, uid, namespace, pool, state)
+
+
+def unchanged_for_long(values: Sequence[bytes | str | None], now: float, age_seconds: float) -> RecordHead | None:
+    """The record (``HEAD_FIELDS`` values) if its job is Queued or Running and has not changed for
+    ``age_seconds``: a job that may never finish (``fail_lost.lua`` decides). SDK jobs too."""
+    job_id, uid, namespace, pool, state, updated_at = (_text(v) for v in values)
+    if not (job_id and uid and namespace and pool) or state not in ("Queued", "Running"):
+        return None
+    try:
+        changed = float(updated_at or 0)
+    except ValueError:
+        changed = 0.0
+    if now - changed < age_seconds:
         return None
     return RecordHead(job_id, uid, namespace, pool, state)
 
@@ -79,6 +104,9 @@ class TurnResult:
     calls: int = 0
     """Round trips to Redis: SCAN calls plus pipelined HMGET batches (cancels not counted)."""
     suspects: list[RecordHead] = field(default_factory=list)
+    """Possible orphans (:func:`suspect`)."""
+    unchanged: list[RecordHead] = field(default_factory=list)
+    """Jobs that may never finish (:func:`unchanged_for_long`)."""
     pass_completed: bool = False
 
 
@@ -93,6 +121,10 @@ class OrphanSweep:
     """Least time from the start of one pass to the start of the next; the first starts one period after
     the sweep was made (by then kopf has listed every Job into the index)."""
     clock: Callable[[], float] = time.monotonic
+    lost_job_age_seconds: float = 3600.0
+    """Age (since ``updated_at``) from which a Queued or Running record is checked for a lost job."""
+    wall_clock: Callable[[], float] = time.time
+    """Unix time, to compare with the records' ``updated_at``."""
     passes: int = 0
     """Passes over every record completed so far."""
     _pattern: int = 0
@@ -125,6 +157,10 @@ class OrphanSweep:
                 result.calls += 1
                 result.keys += len(keys)
                 result.suspects.extend(h for h in (suspect(v, index) for v in heads) if h is not None)
+                now = self.wall_clock()
+                result.unchanged.extend(
+                    h for h in (unchanged_for_long(v, now, self.lost_job_age_seconds) for v in heads) if h is not None
+                )
             if self._cursor == 0:
                 self._pattern += 1
                 if self._pattern == len(self.patterns):
@@ -139,7 +175,8 @@ class OrphanSweep:
 def sweep_for(rt: Runtime) -> OrphanSweep:
     """The sweep over the served namespaces' records."""
     patterns = [record_key_pattern(ns) for ns in rt.settings.namespaces] or [record_key_pattern()]
-    return OrphanSweep(patterns, period_seconds=rt.settings.orphan_sweep_seconds)
+    return OrphanSweep(patterns, period_seconds=rt.settings.orphan_sweep_seconds,
+                       lost_job_age_seconds=rt.settings.lost_job_age_seconds)
 
 
 async def sweep_turn(rt: Runtime, sweep: OrphanSweep) -> int:
@@ -156,6 +193,12 @@ async def sweep_turn(rt: Runtime, sweep: OrphanSweep) -> int:
             cancelled += 1
             rt.metrics.cancels.labels(via="orphan").inc()
             logger.info("cancelled %s: its Job was deleted while the operator was not watching", head.job_id)
+    for head in result.unchanged:
+        if await queue.fail_lost(rt.redis, head.namespace, head.pool, head.job_id,
+                                 min_age_seconds=sweep.lost_job_age_seconds):
+            rt.metrics.lost_jobs_failed.inc()
+            logger.warning("failed %s (pool %s): %s for over %.0f s and nothing in Redis can run it (JobLost)",
+                           head.job_id, head.pool, head.state, sweep.lost_job_age_seconds)
     return cancelled
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, is_sdk_job, job_object_of
+from kubeworkers.protocol import EVENTS_STREAM, JobEvent, PoolKeys, is_sdk_job, job_object_of
 from redis.exceptions import RedisError, ResponseError
 
 from kubeworkers_operator.adapters.status_writer import WriteResult
@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 PENDING_RECHECK_SECONDS = 15.0
 #: Period of trimming the events stream below what every consumer group has acked.
 TRIM_SECONDS = 30.0
+#: A consumer group of the events stream whose consumers have all been idle this long no longer
+#: holds the trim back: an operator restart or a Redis outage is far shorter, a removed
+#: namespace-scoped operator's group would otherwise keep every event for ever.
+STALE_GROUP_SECONDS = 3600.0
 
 
 def _text(value: bytes | str) -> str:
@@ -81,10 +85,14 @@ def trim_floor(groups: Iterable[tuple[str, str | None]]) -> str | None:
     return f"{floor[0]}-{floor[1]}"
 
 
-async def trim_events(r: aioredis.Redis) -> int:
-    """Trim the events stream below what every consumer group has read and acked (a periodic chore).
+async def trim_events(r: aioredis.Redis, *, stale_after_seconds: float = STALE_GROUP_SECONDS) -> int:
+    """Trim the events stream below what every live consumer group has read and acked (a periodic chore).
 
-    Never trims away an event a group has yet to apply (:func:`trim_floor`). Returns entries removed.
+    Never trims away an event a live group has yet to apply (:func:`trim_floor`). A group whose
+    consumers have all been idle for over ``stale_after_seconds`` (a removed namespace-scoped
+    operator's) is left out, so it cannot hold the stream back for ever; a group with no consumer
+    yet is kept (nothing tells its age). Either way the writers' cap
+    (:data:`~kubeworkers.protocol.EVENTS_MAXLEN`) bounds the stream. Returns entries removed.
     """
     try:
         groups: list[dict[str, Any]] = await r.xinfo_groups(EVENTS_STREAM)
@@ -92,9 +100,12 @@ async def trim_events(r: aioredis.Redis) -> int:
         return 0  # no stream yet
     needs: list[tuple[str, str | None]] = []
     for group in groups:
+        name = _text(group["name"])
+        if await _stale(r, name, int(group.get("consumers") or 0), stale_after_seconds):
+            continue
         oldest_pending: str | None = None
         if int(group.get("pending") or 0):
-            summary: Any = await r.xpending(EVENTS_STREAM, _text(group["name"]))
+            summary: Any = await r.xpending(EVENTS_STREAM, name)
             oldest_pending = _text(summary["min"]) if summary.get("min") else None
         needs.append((_text(group["last-delivered-id"]), oldest_pending))
     floor = trim_floor(needs)
@@ -102,6 +113,31 @@ async def trim_events(r: aioredis.Redis) -> int:
         return 0
     removed: int = await r.xtrim(EVENTS_STREAM, minid=floor, approximate=False)
     return removed
+
+
+async def trim_and_measure(rt: Runtime) -> int:
+    """The ``events-trim`` chore: :func:`trim_events`, then the lengths of the events stream and of
+    every known pool's dead-letter stream into the metrics (one pipelined round trip). Returns entries trimmed."""
+    removed = await trim_events(rt.redis)
+    pools = sorted(rt.index.pools)
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(EVENTS_STREAM)
+        for namespace, pool in pools:
+            pipe.xlen(PoolKeys(namespace, pool).dead_letter)
+        lengths: list[int] = await pipe.execute()
+    rt.metrics.events_stream_length.set(lengths[0])
+    rt.metrics.dead_letter_length.clear()  # a deleted pool's series ends
+    for (namespace, pool), length in zip(pools, lengths[1:], strict=True):
+        rt.metrics.dead_letter_length.labels(namespace=namespace, pool=pool).set(length)
+    return removed
+
+
+async def _stale(r: aioredis.Redis, group: str, consumers: int, stale_after_seconds: float) -> bool:
+    """Whether every consumer of ``group`` has been idle (no read, claim or ack) for over the bound."""
+    if consumers == 0:
+        return False
+    listed: list[dict[str, Any]] = await r.xinfo_consumers(EVENTS_STREAM, group)
+    return bool(listed) and min(int(c.get("idle") or 0) for c in listed) > stale_after_seconds * 1000
 
 
 class StatusSync:

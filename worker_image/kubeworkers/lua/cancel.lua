@@ -2,7 +2,7 @@
 -- reads its entry skips it); a running job gets the cancel flag plus a pub/sub
 -- message and its worker cancels the handler and records Cancelled.
 --
--- KEYS[1] record   KEYS[2] cancel flag   KEYS[3] events stream   KEYS[4] job->pool pointer
+-- KEYS[1] record   KEYS[2] cancel flag   KEYS[3] events stream   KEYS[4] job->pools set
 -- ARGV[1] now   ARGV[2] cancel channel   ARGV[3] result TTL seconds
 -- Returns 1 when a cancellation was recorded, 0 when the job is unknown or finished.
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -24,7 +24,7 @@ if state == 'Queued' or state == 'Pending' then
     job_id = r[1], uid = r[2], namespace = r[3], pool = r[4], state = 'Cancelled',
     attempt = tonumber(r[5]) or 0, at = tonumber(ARGV[1]), message = 'cancelled while queued',
   })
-  redis.call('XADD', KEYS[3], '*', 'e', event)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
 else
   redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at', ARGV[1])
 end

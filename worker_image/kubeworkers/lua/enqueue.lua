@@ -9,12 +9,12 @@
 -- a number > 0 (or absent/null), max_attempts a whole number from 1 to MAX_ATTEMPTS (or
 -- absent/null), enqueued_at a number (or absent).
 --
--- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] job->pool pointer prefix 'kw:{ns}:jobpool:'
+-- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] job->pools set prefix 'kw:{ns}:jobpools:'
 -- ARGV[4] pool name   ARGV[5..] message JSON (protocol.JobMessage), one per job
 -- Returns one result per message: 1 enqueued, 0 already enqueued (same uid, or
 -- a different uid whose job has not finished yet), or 'invalid: <why>'.
 -- Keys are derived from the prefixes (all within the pool's hash tag, except the
--- job->pool pointer), so one call can carry a thousand jobs.
+-- job->pools set), so one call can carry a thousand jobs.
 local now, prefix, pointer_prefix, pool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 -- Same as kubeworkers.protocol.MAX_ATTEMPTS_LIMIT (a test keeps the two equal).
 local MAX_ATTEMPTS = 1000
@@ -106,7 +106,10 @@ for i = 5, #ARGV do
         'max_attempts', max_attempts, 'entry', id,
         'enqueued_at', string.format('%.6f', absent(msg['enqueued_at']) and 0 or msg['enqueued_at']),
         'updated_at', now, 'msg', raw)
-      redis.call('SET', pointer_prefix .. job_id, pool)
+      -- A set: the same id on another pool is another job (docs/protocol.md). PERSIST: a live
+      -- job's pointer never expires with an earlier, finished one of the same id.
+      redis.call('SADD', pointer_prefix .. job_id, pool)
+      redis.call('PERSIST', pointer_prefix .. job_id)
       enqueued = enqueued + 1
     end
     results[#results + 1] = result

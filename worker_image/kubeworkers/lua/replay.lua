@@ -17,7 +17,7 @@ redis.call('HSET', KEYS[3], 'job_id', msg['job_id'], 'uid', msg['uid'], 'namespa
   'pool', msg['pool'], 'handler', msg['handler'], 'priority', msg['priority'] or 'normal',
   'state', 'Queued', 'attempts', 0, 'entry', id, 'updated_at', ARGV[3], 'msg', ARGV[2],
   'message', 'replayed from the dead-letter stream', 'error', '', 'output', '', 'finished_at', '')
-redis.call('XADD', KEYS[5], '*', 'e', cjson.encode({job_id = msg['job_id'], uid = msg['uid'],
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({job_id = msg['job_id'], uid = msg['uid'],
   namespace = msg['namespace'], pool = msg['pool'], state = 'Queued', attempt = 0,
   at = tonumber(ARGV[3]), message = 'replayed from the dead-letter stream'}))
 redis.call('XDEL', KEYS[1], ARGV[1])

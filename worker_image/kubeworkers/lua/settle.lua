@@ -12,10 +12,11 @@
 -- ARGV[2] now: unix seconds
 -- ARGV[3] prefix: the pool's key prefix 'kw:{ns/pool}:'
 -- ARGV[4] events: the events stream
--- ARGV[5] pointer_prefix: the job->pool pointer prefix 'kw:{ns}:jobpool:'
+-- ARGV[5] pointer_prefix: the job->pools set prefix 'kw:{ns}:jobpools:'
 -- ARGV[6] result_ttl: seconds a finished record is kept
 -- ARGV[7] worker: the worker (consumer) writing
--- ARGV[8] writes: JSON list of writes, each with kind, stream (1-based index into KEYS),
+-- ARGV[8] dead_letter_maxlen: entries the pool's dead-letter stream keeps, about (MAXLEN ~)
+-- ARGV[9] writes: JSON list of writes, each with kind, stream (1-based index into KEYS),
 -- entry, job_id and, by kind:
 --   finish:   state, output, error, message, duration, ran, event, dead_letter_reason, attempt
 --   retry:    due, error, message, event, attempt
@@ -32,7 +33,8 @@
 -- returns 'error: <why>'.
 local group, now, prefix, events = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local pointer_prefix, ttl, worker = ARGV[5], tonumber(ARGV[6]), ARGV[7]
-local writes = cjson.decode(ARGV[8])
+local dlq_maxlen = ARGV[8]
+local writes = cjson.decode(ARGV[9])
 local results = {}
 -- Pool counters, written once per batch.
 local counts = {completed = 0, failed = 0, rejected = 0, cancelled = 0, dead_lettered = 0, retried = 0}
@@ -99,9 +101,9 @@ local function finish(w, stream, record)
   end
   redis.call('EXPIRE', record, ttl)
   redis.call('EXPIRE', pointer_prefix .. w.job_id, ttl)
-  redis.call('XADD', events, '*', 'e', event)
+  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
   if w.dead_letter_reason ~= '' then
-    redis.call('XADD', prefix .. 'dlq', '*', 'm', redis.call('HGET', record, 'msg') or '',
+    redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm', redis.call('HGET', record, 'msg') or '',
       'reason', w.dead_letter_reason, 'error', w.error, 'attempts', w.attempt, 'at', now, 'worker', worker)
     counts.dead_lettered = counts.dead_lettered + 1
   end
@@ -125,7 +127,7 @@ local function retry(w, stream, record)
   end
   redis.call('HSET', record, 'state', 'Queued', 'updated_at', now, 'error', w.error, 'message', w.message, 'entry', '')
   redis.call('ZADD', prefix .. 'delayed', w.due, redis.call('HGET', record, 'msg'))
-  redis.call('XADD', events, '*', 'e', w.event)
+  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
   counts.retried = counts.retried + 1
   return 1
 end
@@ -149,7 +151,7 @@ local function requeue(w, stream, record)
   redis.call('HSET', record, 'state', 'Queued', 'entry', new_id, 'attempts', attempts,
     'updated_at', now, 'message', w.message)
   if state == 'Running' then
-    redis.call('XADD', events, '*', 'e', cjson.encode({job_id = w.job_id, uid = rec[5], namespace = rec[6],
+    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({job_id = w.job_id, uid = rec[5], namespace = rec[6],
       pool = rec[7], state = 'Queued', attempt = attempts, worker = worker, at = tonumber(now), message = w.message}))
   end
   return new_id
@@ -161,7 +163,7 @@ local function progress(w, stream, record)
     return 0
   end
   redis.call('HSET', record, 'progress', w.progress, 'message', w.message, 'updated_at', now)
-  redis.call('XADD', events, '*', 'e', w.event)
+  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
   return 1
 end
 

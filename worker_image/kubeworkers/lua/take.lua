@@ -17,12 +17,13 @@
 -- ARGV[5] now: unix seconds
 -- ARGV[6] prefix: the pool's key prefix 'kw:{ns/pool}:'
 -- ARGV[7] events: the events stream
--- ARGV[8] pointer_prefix: the job->pool pointer prefix 'kw:{ns}:jobpool:'
+-- ARGV[8] pointer_prefix: the job->pools set prefix 'kw:{ns}:jobpools:'
 -- ARGV[9] result_ttl: seconds a finished record is kept
 -- ARGV[10] default_max_attempts: attempts of a job whose handler is unknown here
 -- ARGV[11] handler_max_attempts: JSON {handler: max attempts}
 -- ARGV[12] handler_free: JSON {handler: free slots} of the handlers with a concurrency limit
--- ARGV[13..] given: mode 'given', per entry: stream, entry, message, job_id, uid, handler
+-- ARGV[13] dead_letter_maxlen: entries the pool's dead-letter stream keeps, about (MAXLEN ~)
+-- ARGV[14..] given: mode 'given', per entry: stream, entry, message, job_id, uid, handler
 -- (stream is the 1-based index into KEYS; job id, uid and handler are also stream fields
 -- j, u, h, so reading needs no JSON decoding; entries without them are decoded)
 --
@@ -44,6 +45,7 @@ local ttl = tonumber(ARGV[9])
 local default_max = tonumber(ARGV[10])
 local handler_max = cjson.decode(ARGV[11])
 local handler_free = cjson.decode(ARGV[12])
+local dlq_maxlen = ARGV[13]
 local out = {}
 
 local function finished(state)
@@ -98,7 +100,7 @@ local function decide(index, id, raw, job_id, uid, handler)
   local function event(state, attempt, message, err)
     local e = {job_id = job_id, uid = uid, namespace = rec[5], pool = rec[6],
       state = state, attempt = attempt, worker = consumer, at = tonumber(now), message = message, error = err}
-    redis.call('XADD', events, '*', 'e', cjson.encode(e))
+    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode(e))
   end
   local function close(state, message, err_json)
     redis.call('HSET', record, 'state', state, 'finished_at', now, 'updated_at', now, 'message', message)
@@ -120,7 +122,7 @@ local function decide(index, id, raw, job_id, uid, handler)
     local err = {type = 'WorkerLost', retryable = false,
       message = 'the worker running attempt ' .. attempts .. ' of ' .. max .. ' stopped without finishing it'}
     local err_json = cjson.encode(err)
-    redis.call('XADD', prefix .. 'dlq', '*', 'm', raw, 'reason', err.message, 'error', err_json,
+    redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm', raw, 'reason', err.message, 'error', err_json,
       'attempts', attempts, 'at', now, 'worker', consumer)
     close('Failed', err.message, err_json)
     event('Failed', attempts, err.message, err)
@@ -180,7 +182,7 @@ if ARGV[1] == 'read' then
     end
   end
 else
-  for i = 13, #ARGV, 6 do
+  for i = 14, #ARGV, 6 do
     take(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
   end
 end
