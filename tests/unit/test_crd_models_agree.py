@@ -314,3 +314,10 @@ def test_workerpool_scale_subresource_points_at_replicas_and_selector() -> None:
     assert (schema_at(schema, scale["specReplicasPath"]) or {}).get("type") == "integer"
     assert (schema_at(schema, scale["statusReplicasPath"]) or {}).get("type") == "integer"
     assert (schema_at(schema, scale["labelSelectorPath"]) or {}).get("type") == "string"
+
+
+def test_the_schedule_shape_rule_is_the_models_check() -> None:
+    (rule,) = crd_node("schedules", "spec", "schedule")["x-kubernetes-validations"]
+    for shape in resources.SCHEDULE_SHAPES:
+        assert f"self.matches('{shape}')" in rule["rule"]
+    assert " ".join(rule["message"].split()) == resources.SCHEDULE_SHAPE_REFUSED

@@ -13,6 +13,7 @@ parse with ``JobSpec.model_validate(body["spec"])`` and write with
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -327,6 +328,21 @@ class JobTemplate(CrdModel):
     spec: JobSpec
 
 
+#: The shapes the Schedule CRD's CEL rule lets through (the same three regular expressions):
+#: a macro, ``@every <duration>``, or five cron fields. The operator's parser is the full check.
+SCHEDULE_SHAPES = (
+    "^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$",
+    "^@every ([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
+    "^ *[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4} *$",
+)
+#: The CRD's message when ``schedule`` has none of :data:`SCHEDULE_SHAPES`.
+SCHEDULE_SHAPE_REFUSED = (
+    "schedule must be five cron fields (minute hour day-of-month month day-of-week), one of @yearly, "
+    '@annually, @monthly, @weekly, @daily, @midnight, @hourly, or "@every <duration>" such as @every 30s '
+    "or @every 1h30m"
+)
+
+
 class ScheduleSpec(CrdModel):
     """``Schedule.spec``: when to run which Job (field docs: ``kubectl explain schedules.spec``)."""
 
@@ -338,6 +354,13 @@ class ScheduleSpec(CrdModel):
     suspend: bool = False
     successful_jobs_history_limit: int = Field(default=3, ge=0, le=1000)
     failed_jobs_history_limit: int = Field(default=1, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _schedule_has_a_known_shape(self) -> ScheduleSpec:
+        # The CRD's CEL rule on spec.schedule, with its message.
+        if self.schedule == "@every " or not any(re.match(shape, self.schedule) for shape in SCHEDULE_SHAPES):
+            raise ValueError(SCHEDULE_SHAPE_REFUSED)
+        return self
 
 
 class ScheduleStatus(CrdModel):
