@@ -66,7 +66,7 @@ up() {
 
   say "CRDs and the Redis Secret"
   $KUBECTL apply --server-side -f crds/ >/dev/null
-  $KUBECTL wait --for condition=Established crd/jobs.workers.io crd/workerpools.workers.io --timeout=60s >/dev/null
+  $KUBECTL wait --for condition=Established crd/jobs.workers.io crd/workerpools.workers.io crd/schedules.workers.io --timeout=60s >/dev/null
   $KUBECTL create secret generic kubeworkers-redis --from-literal=url="$url" \
     --dry-run=client -o yaml | $KUBECTL apply -f - >/dev/null
 
@@ -87,11 +87,17 @@ up() {
   done
   $KUBECTL get workerpools,jobs.workers.io
   echo
+  # Not waited for: its first run starts 30 s after it is created.
+  say "kubectl apply -f examples/schedule.yaml (a Schedule: a maintenance run every 30 s)"
+  $KUBECTL apply -f examples/schedule.yaml
+  $KUBECTL get schedules.workers.io
+  echo
   say "status.output of $name"
   $KUBECTL get jobs.workers.io "$name" -o jsonpath='{.status.output}'; echo
   echo
   echo "Next: export KUBECONFIG=$KUBECONFIG"
   echo "      kubectl apply -f examples/slow-job.yaml && kubectl get jobs.workers.io -w"
+  echo "      kubectl get schedules.workers.io -w   (runs: kubectl get wj -l workers.io/schedule)"
   echo "      (logs: $DEMO/, stop with: make demo-down)"
   [[ "$phase" == "Succeeded" ]]
 }

@@ -25,9 +25,9 @@ from kubeworkers_operator.adapters.metrics import HealthServer, OperatorMetrics
 from kubeworkers_operator.adapters.pool_status import PoolStatusWriter
 from kubeworkers_operator.adapters.status_writer import JobStatusWriter
 from kubeworkers_operator.autoscaling import AutoscalerMetrics
-from kubeworkers_operator.flows import jobs, orphans, pools, resync, status_sync
+from kubeworkers_operator.flows import jobs, orphans, pools, resync, schedules, status_sync
 from kubeworkers_operator.flows.pools import PoolControllers
-from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler
+from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler, Wakeup
 from kubeworkers_operator.flows.status_sync import StatusSync
 from kubeworkers_operator.model.index import ClusterIndex
 from kubeworkers_operator.runtime import Runtime
@@ -41,10 +41,16 @@ AUTOSCALER_API_CONCURRENCY = 8
 STALL_SECONDS = 120.0
 
 
-def chores(rt: Runtime, controllers: PoolControllers) -> list[Chore]:
-    """Every periodic thing the operator does, each owned (and tested) by its own module."""
+def chores(rt: Runtime, controllers: PoolControllers, schedule_wakeup: Wakeup | None = None) -> list[Chore]:
+    """Every periodic thing the operator does, each owned (and tested) by its own module.
+
+    ``schedule_wakeup`` wakes the Schedule chore at its next slot, and when the kopf wiring
+    sees a Schedule change or a run finish.
+    """
     settings = rt.settings
+    wakeup = schedule_wakeup or Wakeup()
     return [
+        Chore("schedules", schedules.PASS_SECONDS, partial(schedules.run_pass, rt, wakeup.at), wakeup),
         Chore("ttl-deletion", jobs.TTL_CHECK_SECONDS, partial(jobs.delete_expired, rt)),
         Chore("pending-retry", settings.pending_retry_seconds, partial(jobs.retry_waiting, rt)),
         Chore("pool-resync", settings.pending_retry_seconds, partial(pools.resync_pools, rt, controllers)),
@@ -64,6 +70,8 @@ class Background:
     chores: ChoreScheduler
     controllers: PoolControllers
     health: HealthServer
+    schedule_wakeup: Wakeup = field(default_factory=Wakeup)
+    """Poked by the kopf wiring when a Schedule or one of its runs changes."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def healthy(self) -> bool:
@@ -109,10 +117,11 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
         metrics=AutoscalerMetrics(metrics.registry),
     )
     sync = StatusSync(rt)
-    scheduler = ChoreScheduler(chores(rt, controllers), observe=metrics.observe_chore)
+    schedule_wakeup = Wakeup()
+    scheduler = ChoreScheduler(chores(rt, controllers, schedule_wakeup), observe=metrics.observe_chore)
     # The probe reads `bg` when called, i.e. once everything below has started.
     health = HealthServer(metrics, port=settings.metrics_port, is_healthy=lambda: bg.healthy())
-    bg = Background(rt, sync, scheduler, controllers, health)
+    bg = Background(rt, sync, scheduler, controllers, health, schedule_wakeup)
     await bg.health.start()
     recorder.start()
     bg.tasks = [asyncio.create_task(sync.run(), name="status-sync")]

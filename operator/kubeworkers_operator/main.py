@@ -11,10 +11,10 @@ import logging
 from typing import Any
 
 import kopf
-from kubeworkers.resources import GROUP, JOB_PLURAL, VERSION, WORKERPOOL_PLURAL
+from kubeworkers.resources import GROUP, JOB_PLURAL, SCHEDULE_PLURAL, VERSION, WORKERPOOL_PLURAL
 
 from kubeworkers_operator import lifecycle
-from kubeworkers_operator.flows import jobs, pools
+from kubeworkers_operator.flows import jobs, pools, schedules
 from kubeworkers_operator.model.names import POOL_LABEL
 from kubeworkers_operator.settings import OperatorSettings
 
@@ -42,7 +42,17 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, JOB_PLURAL)
 async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    await jobs.on_job_event(_bg(memo).rt, event.get("type"), event["object"])
+    bg = _bg(memo)
+    await jobs.on_job_event(bg.rt, event.get("type"), event["object"])
+    if schedules.run_finished(event.get("type"), event["object"]):
+        bg.schedule_wakeup.poke()  # its Schedule's active runs and history changed
+
+
+@kopf.on.event(GROUP, VERSION, SCHEDULE_PLURAL)
+async def schedule_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # The schedules chore does the work (it lists the Schedules itself); a new or edited one wakes it.
+    if schedules.concerns(event.get("type"), event["object"]):
+        _bg(memo).schedule_wakeup.poke()
 
 
 @kopf.on.event(GROUP, VERSION, WORKERPOOL_PLURAL)

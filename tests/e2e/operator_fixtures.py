@@ -110,7 +110,7 @@ class OperatorProcess:
 def install_crds(cluster: Cluster) -> None:
     """Apply the project's CRDs as they are and wait until they are established (for scripts)."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for name in ("jobs.workers.io", "workerpools.workers.io"):
+    for name in ("jobs.workers.io", "workerpools.workers.io", "schedules.workers.io"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_FILES = {
     "jobs": REPO / "crds" / "workers.io_jobs.yaml",
     "workerpools": REPO / "crds" / "workers.io_workerpools.yaml",
+    "schedules": REPO / "crds" / "workers.io_schedules.yaml",
 }
 # Bounds and string shapes that must be the same on both sides.
 CONSTRAINTS = (
@@ -174,6 +175,8 @@ PAIRS = [
     (resources.JobStatus, "jobs", "status"),
     (resources.WorkerPoolSpec, "workerpools", "spec"),
     (resources.WorkerPoolStatus, "workerpools", "status"),
+    (resources.ScheduleSpec, "schedules", "spec"),
+    (resources.ScheduleStatus, "schedules", "status"),
 ]
 
 
@@ -237,7 +240,10 @@ def test_every_crd_field_has_a_description(plural: str) -> None:
     assert undocumented == []
 
 
-@pytest.mark.parametrize(("plural", "kind", "short_name"), [("jobs", "Job", "wj"), ("workerpools", "WorkerPool", "wp")])
+@pytest.mark.parametrize(
+    ("plural", "kind", "short_name"),
+    [("jobs", "Job", "wj"), ("workerpools", "WorkerPool", "wp"), ("schedules", "Schedule", "wsch")],
+)
 def test_crd_names_group_and_scope(plural: str, kind: str, short_name: str) -> None:
     crd = load_crd(plural)
     assert crd["metadata"]["name"] == f"{plural}.{resources.GROUP}"
@@ -271,7 +277,34 @@ def test_printer_columns_point_at_fields_of_their_type(plural: str) -> None:
             continue
         node = schema_at(schema, column["jsonPath"])
         assert node is not None, f"{column['name']}: {column['jsonPath']} is not in the schema"
-        assert node["type"] == column["type"], column["name"]
+        # A list of names prints as text (Schedule's Active column); a timestamp as an age.
+        shown = "string" if node["type"] == "array" and node["items"]["type"] == "string" else node["type"]
+        if column["type"] == "date" and node.get("format") == "date-time":
+            shown = "date"
+        assert shown == column["type"], column["name"]
+
+
+def without_transition_rules(node: Any) -> Any:
+    """``node`` without the CEL rules that compare with ``oldSelf`` (immutability)."""
+    if isinstance(node, list):
+        return [without_transition_rules(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: without_transition_rules(value) for key, value in node.items() if key != "x-kubernetes-validations"}
+    rules = [rule for rule in node.get("x-kubernetes-validations", []) if "oldSelf" not in rule["rule"]]
+    if rules:
+        out["x-kubernetes-validations"] = rules
+    return out
+
+
+def test_schedule_job_template_spec_is_the_job_spec_without_its_immutability_rules() -> None:
+    # One Job spec schema: when the Job CRD's spec changes, copy it into the Schedule CRD's
+    # spec.jobTemplate.spec (dropping the oldSelf rules: a template may be edited).
+    template = crd_node("schedules", "spec", "jobTemplate", "spec")
+    job = without_transition_rules(crd_node("jobs", "spec"))
+    assert {k: v for k, v in template.items() if k != "description"} == {
+        k: v for k, v in job.items() if k != "description"
+    }
 
 
 def test_workerpool_scale_subresource_points_at_replicas_and_selector() -> None:
@@ -281,3 +314,10 @@ def test_workerpool_scale_subresource_points_at_replicas_and_selector() -> None:
     assert (schema_at(schema, scale["specReplicasPath"]) or {}).get("type") == "integer"
     assert (schema_at(schema, scale["statusReplicasPath"]) or {}).get("type") == "integer"
     assert (schema_at(schema, scale["labelSelectorPath"]) or {}).get("type") == "string"
+
+
+def test_the_schedule_shape_rule_is_the_models_check() -> None:
+    (rule,) = crd_node("schedules", "spec", "schedule")["x-kubernetes-validations"]
+    for shape in resources.SCHEDULE_SHAPES:
+        assert f"self.matches('{shape}')" in rule["rule"]
+    assert " ".join(rule["message"].split()) == resources.SCHEDULE_SHAPE_REFUSED

@@ -16,8 +16,10 @@ from kubeworkers.resources import (
     RETRY_MAXIMUM_BELOW_INITIAL,
     SOFT_NOT_BELOW_HARD,
     JobSpec,
+    ScheduleSpec,
     WorkerPoolSpec,
 )
+from kubeworkers_operator.model import cron
 from pydantic import ValidationError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -39,6 +41,17 @@ def test_example_job_input_is_valid_for_its_handler_on_the_demo_pool(name: str) 
     handler.input_model.model_validate(spec.input)
 
 
+def test_example_schedule_runs_a_valid_job_on_the_demo_pool() -> None:
+    spec = ScheduleSpec.model_validate(load("schedule.yaml")["spec"])
+    pool = WorkerPoolSpec.model_validate(load("workerpool.yaml")["spec"])
+    job = spec.job_template.spec
+    assert job.pool == load("workerpool.yaml")["metadata"]["name"]
+    assert pool.handlers is not None and job.handler in pool.handlers
+    default_registry[job.handler].input_model.model_validate(job.input)
+    assert spec.schedule == "@every 30s"
+    cron.parse(spec.schedule)
+
+
 def test_example_pool_declares_exactly_the_example_handlers() -> None:
     pool = WorkerPoolSpec.model_validate(load("workerpool.yaml")["spec"])
     assert pool.imports == ["kubeworkers.examples"]
@@ -57,7 +70,7 @@ BAD_CREATES = sorted(
 def test_bad_example_is_refused_by_the_model_too(path: Path) -> None:
     # Edits of existing objects (transition rules) need the apiserver: tests/e2e/test_admission.py.
     doc = yaml.safe_load(path.read_text())
-    model = JobSpec if doc["kind"] == "Job" else WorkerPoolSpec
+    model = {"Job": JobSpec, "WorkerPool": WorkerPoolSpec, "Schedule": ScheduleSpec}[doc["kind"]]
     with pytest.raises(ValidationError) as refused:
         model.model_validate(doc["spec"])
     field = refused.value.errors()[0]["loc"]

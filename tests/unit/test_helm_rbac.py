@@ -15,10 +15,12 @@ Grants = dict[tuple[str, str], set[str]]
 # (apiGroup, resource) -> verbs. This table is the contract docs/security.md explains line by
 # line; a change to the operator's API calls must change it deliberately.
 NAMESPACED_GRANTS: Grants = {
-    ("workers.io", "jobs"): {"get", "list", "watch", "delete"},
+    ("workers.io", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("workers.io", "workerpools"): {"get", "list", "watch"},
+    ("workers.io", "schedules"): {"list", "watch"},
     ("workers.io", "jobs/status"): {"patch"},
     ("workers.io", "workerpools/status"): {"patch"},
+    ("workers.io", "schedules/status"): {"patch"},
     ("apps", "deployments"): {"list", "watch", "create", "patch"},
     ("apps", "deployments/scale"): {"get", "patch"},
     ("", "pods"): {"list", "patch"},

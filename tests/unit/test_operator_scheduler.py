@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from kubeworkers_operator import lifecycle
-from kubeworkers_operator.flows import orphans
-from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler
+from kubeworkers_operator.flows import orphans, schedules
+from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler, Wakeup
 from kubeworkers_operator.settings import OperatorSettings
 
 
@@ -81,6 +81,7 @@ def test_every_periodic_thing_the_operator_does_is_one_list_on_the_settings_inte
     # The orphan sweep runs in bounded turns; a pass over every record starts every --orphan-sweep-interval.
     assert chores["orphan-sweep"].run.args[1].period_seconds == 301  # type: ignore[attr-defined]
     assert intervals == {
+        "schedules": schedules.PASS_SECONDS,
         "ttl-deletion": 1.0,
         "pending-retry": 11,
         "pool-resync": 11,
@@ -108,5 +109,25 @@ async def test_a_chore_running_past_the_stall_window_keeps_the_operator_live(mon
         assert bg.healthy()
         sync.consumer_turned_at = later - 2 * lifecycle.STALL_SECONDS  # the consumer is stuck: restart
         assert not bg.healthy()
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_chore_with_a_wakeup_runs_at_the_time_it_names_not_after_its_interval() -> None:
+    ran = asyncio.Event()
+    wakeup = Wakeup()
+
+    async def run() -> None:
+        ran.set()
+
+    wakeup.at(time.time())  # due now; the interval alone would wait an hour
+    scheduler = ChoreScheduler([Chore("timed", 3600, run, wakeup)])
+    scheduler.start()
+    try:
+        await asyncio.wait_for(ran.wait(), 30)
+        ran.clear()
+        wakeup.poke()
+        await asyncio.wait_for(ran.wait(), 30)
+        assert scheduler.stats["timed"].runs == 2
     finally:
         await scheduler.stop()

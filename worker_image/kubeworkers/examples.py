@@ -65,3 +65,16 @@ async def flaky(inp: Flaky, ctx: JobContext) -> dict[str, int]:
     if ctx.attempt < 2:
         raise ConnectionError(f"attempt {ctx.attempt}: a transient failure")
     return {"value": inp.value, "attempt": ctx.attempt}
+
+
+class Maintenance(BaseModel):
+    task: str = Field(description="What to tidy up, such as 'vacuum' or 'rotate-logs' (reported back).")
+    seconds: float = Field(default=0.0, ge=0, le=3600, description="How long the work takes.")
+
+
+@handler("maintenance", max_attempts=1)
+async def maintenance(inp: Maintenance, ctx: JobContext) -> dict[str, object]:
+    """A nightly housekeeping job (examples/schedule.yaml runs it from a Schedule)."""
+    await ctx.progress(0.0, f"starting {inp.task}")
+    await asyncio.sleep(inp.seconds)
+    return {"task": inp.task, "done": True}

@@ -1,4 +1,4 @@
-"""Pydantic models of the two custom resources, ``Job`` and ``WorkerPool`` (group ``workers.io``).
+"""Pydantic models of the custom resources ``Job``, ``WorkerPool`` and ``Schedule`` (group ``workers.io``).
 
 The CRD schemas in ``crds/`` are the source of truth for the API (validation,
 defaults, descriptions shown by ``kubectl explain``); these models are the one
@@ -13,6 +13,7 @@ parse with ``JobSpec.model_validate(body["spec"])`` and write with
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority, RetryPolicy
 from kubeworkers.settings import ENV
 
-#: API group and version of both custom resources.
+#: API group and version of every custom resource.
 GROUP = "workers.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -30,6 +31,8 @@ JOB_KIND = "Job"
 JOB_PLURAL = "jobs"
 WORKERPOOL_KIND = "WorkerPool"
 WORKERPOOL_PLURAL = "workerpools"
+SCHEDULE_KIND = "Schedule"
+SCHEDULE_PLURAL = "schedules"
 
 #: Pool names end up in Deployment and pod names, so they are DNS-1123 labels.
 POOL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -37,6 +40,9 @@ POOL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 HANDLER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]*$"
 #: Python module paths as passed to ``kubeworkers worker --import``.
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+#: IANA time zone names (``Europe/Berlin``, ``Etc/GMT+5``); whether one exists is the operator's check.
+TIME_ZONE_PATTERN = r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$"
 
 PoolName = Annotated[str, Field(min_length=1, max_length=63, pattern=POOL_NAME_PATTERN)]
 HandlerName = Annotated[str, Field(min_length=1, max_length=253, pattern=HANDLER_NAME_PATTERN)]
@@ -293,5 +299,78 @@ class WorkerPoolStatus(CrdModel):
     last_scale_time: datetime | None = None
     last_scale_reason: str | None = None
     selector: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+# --------------------------------------------------------------------------- Schedule
+
+
+class ConcurrencyPolicy(enum.StrEnum):
+    """``Schedule.spec.concurrencyPolicy``: what a slot does while an earlier run is still active."""
+
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class JobTemplateMetadata(CrdModel):
+    """``Schedule.spec.jobTemplate.metadata``: labels and annotations every run gets."""
+
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class JobTemplate(CrdModel):
+    """``Schedule.spec.jobTemplate``: the Job each run is (its spec is a Job's spec)."""
+
+    metadata: JobTemplateMetadata | None = None
+    spec: JobSpec
+
+
+#: The shapes the Schedule CRD's CEL rule lets through (the same three regular expressions):
+#: a macro, ``@every <duration>``, or five cron fields. The operator's parser is the full check.
+SCHEDULE_SHAPES = (
+    "^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$",
+    "^@every ([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
+    "^ *[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4} *$",
+)
+#: The CRD's message when ``schedule`` has none of :data:`SCHEDULE_SHAPES`.
+SCHEDULE_SHAPE_REFUSED = (
+    "schedule must be five cron fields (minute hour day-of-month month day-of-week), one of @yearly, "
+    '@annually, @monthly, @weekly, @daily, @midnight, @hourly, or "@every <duration>" such as @every 30s '
+    "or @every 1h30m"
+)
+
+
+class ScheduleSpec(CrdModel):
+    """``Schedule.spec``: when to run which Job (field docs: ``kubectl explain schedules.spec``)."""
+
+    schedule: str = Field(min_length=1, max_length=256)
+    time_zone: str | None = Field(default=None, min_length=1, max_length=64, pattern=TIME_ZONE_PATTERN)
+    job_template: JobTemplate
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    starting_deadline_seconds: int | None = Field(default=None, ge=1)
+    suspend: bool = False
+    successful_jobs_history_limit: int = Field(default=3, ge=0, le=1000)
+    failed_jobs_history_limit: int = Field(default=1, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _schedule_has_a_known_shape(self) -> ScheduleSpec:
+        # The CRD's CEL rule on spec.schedule, with its message.
+        if self.schedule == "@every " or not any(re.match(shape, self.schedule) for shape in SCHEDULE_SHAPES):
+            raise ValueError(SCHEDULE_SHAPE_REFUSED)
+        return self
+
+
+class ScheduleStatus(CrdModel):
+    """``Schedule.status``: what the operator scheduled, and what it will schedule next."""
+
+    last_schedule_time: datetime | None = None
+    next_schedule_time: datetime | None = None
+    last_successful_time: datetime | None = None
+    last_skipped_time: datetime | None = None
+    last_missed_time: datetime | None = None
+    active: list[str] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = Field(default=None, ge=0)

@@ -99,6 +99,11 @@ def custom_path(plural: str, namespace: str, name: str | None = None, sub: str |
     return resource_path(f"/apis/{GROUP}/{VERSION}", plural, namespace, name, sub)
 
 
+def cluster_custom_path(plural: str) -> str:
+    """URL path of a ``workers.io`` collection across every namespace (a cluster-wide list)."""
+    return f"/apis/{GROUP}/{VERSION}/{plural}"
+
+
 def deployment_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
     """URL path of an ``apps/v1`` Deployment (or the collection, or a subresource such as ``scale``)."""
     return resource_path("/apis/apps/v1", "deployments", namespace, name, sub)

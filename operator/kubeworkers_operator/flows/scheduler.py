@@ -35,6 +35,40 @@ class Chore:
     """Seconds from the end of one run to the start of the next; the first run waits one interval."""
     run: Callable[[], Awaitable[object]]
     """The work; its return value is ignored, an exception is counted and logged."""
+    wakeup: Wakeup | None = None
+    """Lets the chore run before its interval is up: at a time it names, or at once when poked."""
+
+
+class Wakeup:
+    """An earlier start for one chore: :meth:`at` a wall-clock time, or :meth:`poke` for now.
+
+    The chore's loop waits for whichever comes first, the chore's interval or this; a
+    time set before the wait is kept until the next run starts. The Schedule chore sets
+    the next slot's time after every pass, so it wakes at that slot rather than polling.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._poked = asyncio.Event()
+        self._at: float | None = None
+
+    def poke(self) -> None:
+        """Run the chore now (several pokes before it runs make one run)."""
+        self._poked.set()
+
+    def at(self, when: float) -> None:
+        """Run the chore no later than unix time ``when`` (the earliest of several wins)."""
+        self._at = when if self._at is None else min(self._at, when)
+
+    async def wait(self, longest: float) -> None:
+        """Sleep until poked, until the time set with :meth:`at`, or ``longest`` seconds."""
+        timeout = longest if self._at is None else max(0.0, min(longest, self._at - self._clock()))
+        try:
+            await asyncio.wait_for(self._poked.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._poked.clear()
+        self._at = None
 
 
 @dataclass
@@ -86,7 +120,10 @@ class ChoreScheduler:
 
     async def _loop(self, chore: Chore) -> None:
         while True:
-            await asyncio.sleep(chore.interval)
+            if chore.wakeup is None:
+                await asyncio.sleep(chore.interval)
+            else:
+                await chore.wakeup.wait(chore.interval)
             await self.run_once(chore)
 
     async def run_once(self, chore: Chore) -> None:
