@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import signal
 import threading
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import redis
@@ -172,6 +172,25 @@ def settle(r: redis.Redis, ids: list[str], within: float = 180) -> None:
     wait_for(finished, within, f"all {len(ids)} jobs to finish", every=0.25)
 
 
+def read_ledger(
+    r: redis.Redis, ids: list[str]
+) -> tuple[dict[str, bytes | None], dict[str, list[str]], dict[str, list[float]]]:
+    """Each job's record state, the workers its handler started on (in order), and when its
+    terminal events were written."""
+    pipe = r.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(KEYS.record(job_id), "state")
+    states = dict(zip(ids, pipe.execute(), strict=True))
+    starts: dict[str, list[str]] = defaultdict(list)
+    terminal: dict[str, list[float]] = defaultdict(list)
+    for e in events_sync(r):
+        if e.state is JobState.RUNNING and e.progress is None:
+            starts[e.job_id].append(e.worker or "")
+        elif e.state.finished:
+            terminal[e.job_id].append(e.at)
+    return states, starts, terminal
+
+
 def judge(
     scenario: str, r: redis.Redis, ids: list[str], signalled: set[str], last_fault: float, *,
     may_lose: frozenset[str] = frozenset(), note: str = "",
@@ -181,21 +200,10 @@ def judge(
     ``may_lose``: ids the scenario's fault is allowed to lose (a crash of Redis without
     ``appendfsync always``); every other acknowledged job must succeed exactly once.
     """
-    pipe = r.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hget(KEYS.record(job_id), "state")
-    states = dict(zip(ids, pipe.execute(), strict=True))
+    states, starts, terminal = read_ledger(r, ids)
     lost = {j for j, s in states.items() if s is None or JobState(s.decode()) is not JobState.SUCCEEDED}
-    starts: dict[str, list[str]] = defaultdict(list)
-    terminal: Counter[str] = Counter()
-    first_after: float | None = None
-    for e in events_sync(r):
-        if e.state is JobState.RUNNING and e.progress is None:
-            starts[e.job_id].append(e.worker or "")
-        elif e.state.finished:
-            terminal[e.job_id] += 1
-            if e.at >= last_fault and (first_after is None or e.at < first_after):
-                first_after = e.at
+    ends = [at for times in terminal.values() for at in times if at >= last_fault]
+    first_after = min(ends) if ends else None
     duplicated = {j for j in ids if len(starts.get(j, [])) > 1}
     explained = {j for j in duplicated if set(starts[j][:-1]) <= signalled}
     outcome = Outcome(
@@ -204,7 +212,7 @@ def judge(
     )
     RESULTS.append(outcome)
     assert lost <= may_lose, f"{scenario}: jobs lost: {sorted(lost - may_lose)[:10]} (states {states})"
-    twice = {j: n for j, n in terminal.items() if n != 1 and j in states}
+    twice = {j: len(times) for j, times in terminal.items() if len(times) != 1 and j in states}
     assert not twice, f"{scenario}: jobs with more than one terminal event: {twice}"
     assert duplicated == explained, (
         f"{scenario}: jobs that ran twice without a kill: "
