@@ -20,12 +20,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from hack import processes
 from hack.local_cluster import tests_dir
 from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests are judged by the examples they try, not by how fast this machine draws them:
+# on 2 shared cores (CI, or a demo beside the suite) generation and each example can be slow,
+# and hypothesis' speed checks would fail a correct test. Every example still runs.
+settings.register_profile("kubeworkers", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("kubeworkers")
 
 
 def _terminate_like_ctrl_c(signum: int, frame: types.FrameType | None) -> None:

@@ -12,7 +12,6 @@ import random
 import signal
 import time
 
-import pytest
 import redis
 from kubeworkers import Registry
 from kubeworkers.client import Client
@@ -201,11 +200,6 @@ def test_client_kill_loop_reruns_nothing(
     judge("CLIENT KILL every 0.3 s for 6 s", admin, ids, fleet.signalled, last)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open in issue 14: under load a job may run a second time without a kill while Redis "
-    "refuses writes with OOM (seen: the same worker starting it twice; a refused renewal or settle is the "
-    "suspect). Lost: none. Kept visible as an xfail, not skipped, until it is fixed."
-))
 def test_redis_out_of_memory_refuses_submits_clearly_and_recovers_once_memory_frees(
     redis_always: RedisServer, sdk: Client, admin: redis.Redis, rng: random.Random
 ) -> None:

@@ -21,6 +21,8 @@ def header(script: str) -> str:
     """The leading comment block of a script, without the ``--`` markers."""
     lines = []
     for line in (LUA_DIR / f"{script}.lua").read_text().splitlines():
+        if line.startswith("#!") and not lines:
+            continue  # a Redis 7 shebang (script flags) comes before the header
         if not line.startswith("--"):
             break
         lines.append(line[2:])

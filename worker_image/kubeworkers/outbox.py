@@ -165,6 +165,13 @@ class Outbox:
     def _cannot_write(self, write: Write, problem: str) -> None:
         """A write that can never be written: its fallback instead, or nothing."""
         job_id = write.body.get("job_id")
+        if write.body["kind"] == "progress" and problem.startswith("OOM "):
+            # Redis at maxmemory refuses a progress report (its first write grows memory), never
+            # an end of attempt or a hand-back (each frees its entry first): nothing to report.
+            log.debug(f"a progress report was refused: {problem}", extra={"job_id": job_id})
+            if write.done is not None:
+                write.done(None)
+            return
         if write.fallback is not None and write.body["kind"] != "progress":
             log.error(f"a job's result cannot be written, failing the job instead: {problem}",
                       extra={"job_id": job_id})

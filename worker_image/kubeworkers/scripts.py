@@ -5,8 +5,12 @@ Redis answers ``NOSCRIPT`` (first use, or after a restart flushed the script cac
 is loaded and the call made again, which is safe because a ``NOSCRIPT`` reply means the script
 did not run. Every script is sent with one line before its file: ``local EVENTS_MAXLEN = <n>``
 (:data:`~kubeworkers.protocol.EVENTS_MAXLEN`), the cap of every ``XADD`` to the events stream,
-so the number has one home. The calls are plans (:mod:`kubeworkers.redis_ops`), so the blocking and the
-asyncio callers share them.
+so the number has one home. A file whose first line is a Redis 7 shebang (``#!lua flags=...``)
+keeps it first: the scripts that only keep held work alive (``renew``, ``reap``) declare
+``allow-oom``, so a Redis at ``maxmemory`` still takes the heartbeats that stop live workers'
+jobs from being handed out again (it refuses new work, not the upkeep of work already taken).
+The calls are plans (:mod:`kubeworkers.redis_ops`), so the blocking and the asyncio callers
+share them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = PRELUDE + (LUA_DIR / f"{name}.lua").read_text()
+        text = (LUA_DIR / f"{name}.lua").read_text()
+        shebang, newline, body = text.partition("\n")
+        if shebang.startswith("#!"):
+            self.source = shebang + newline + PRELUDE + body
+        else:
+            self.source = PRELUDE + text
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def command(self, keys: Sequence[str], argv: Sequence[Arg]) -> Command:

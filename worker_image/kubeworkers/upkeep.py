@@ -52,8 +52,9 @@ class Upkeep:
         self.holdings = holdings
         self.runner = runner
         self.heartbeat = heartbeat
-        #: Monotonic time of the last heartbeat Redis took.
+        #: Monotonic time of the last heartbeat Redis took (its lease renewals).
         self.last_beat_ok = 0.0
+        self._registry_warned = False
 
     async def beat(self) -> None:
         """Renew leases, notice lost leases and cancel flags, refresh the registry entry."""
@@ -66,16 +67,27 @@ class Upkeep:
             lost_job = self.holdings.held.get(entry)
             if lost_job is not None and lost_job.entry in self.holdings.running:
                 self.runner.stop_job(lost_job, "lost")
+        # The leases are what keeps this worker's jobs its own: the beat has done its part.
+        self.last_beat_ok = time.monotonic()
         running = list(self.holdings.running.values())
         pipe = self.redis.pipeline(transaction=False)
         for job in running:
             pipe.exists(self.keys.cancel(job.job_id))
         pipe.hset(self.keys.workers, self.name, self.heartbeat().model_dump_json())
-        flags = await pipe.execute()
-        for job, flagged in zip(running, flags, strict=False):
-            if flagged:
+        *flags, registered = await pipe.execute(raise_on_error=False)
+        for job, flagged in zip(running, flags, strict=True):
+            if flagged is True or flagged == 1:
                 self.runner.stop_job(job, "cancelled")
-        self.last_beat_ok = time.monotonic()
+        # A registry entry Redis refuses (at maxmemory, say) must not fail the beat: the
+        # supervisor would back the beat off, and the next renewal with it, past the lease.
+        self._registry_refused(registered if isinstance(registered, Exception) else None)
+
+    def _registry_refused(self, error: Exception | None) -> None:
+        if error is None:
+            self._registry_warned = False
+        elif not self._registry_warned:
+            log.warning(f"this worker's registry entry was not refreshed (leases still are): {error}")
+            self._registry_warned = True
 
     def reap_interval(self) -> float:
         # Jittered, so the workers of a pool do not all try for the lock at the same instant.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Claim a pool's expired leases, on Redis' own clock, and never right after an outage.
 --
 -- Every heartbeat of every worker calls this with count 0, which only records the pool's
@@ -18,6 +19,8 @@
 -- Returns a flat list: status, wait_ms, then per claimed entry: stream, entry, job_id
 -- (status 'pulse' for count 0; 'wait' while Redis has been back for less than a lease,
 -- wait_ms to go; 'claimed' otherwise). Entries without a readable job id are dropped.
+-- allow-oom: the pulse overwrites two fields and a claim hands back an entry already
+-- counted; refusing the pulse at maxmemory would fail the heartbeat that renews leases.
 local group, reaper = ARGV[1], ARGV[2]
 local lease, gap, count = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')

@@ -1,9 +1,12 @@
+#!lua flags=allow-oom
 -- Renew the leases of entries this worker holds (reset their idle time), and
 -- report the ones it no longer holds (reclaimed after an expired lease).
 --
 -- KEYS[1] job stream
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3..] entry ids
 -- Returns the ids no longer held by the consumer.
+-- allow-oom: renewing a lease only resets an entry's idle time; refusing it at maxmemory
+-- would hand a live worker's job to another worker (see scripts.py).
 local lost = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
