@@ -103,7 +103,14 @@ class Fleet:
         return worker
 
     def signal_one(self, rng: random.Random, sig: signal.Signals) -> str:
-        """Send ``sig`` to a random live worker and start its replacement (as a rollout would)."""
+        """Send ``sig`` to a random live worker and start its replacement (as a rollout would).
+
+        Like a rolling update with ``maxUnavailable: 0``, the previous replacement is up before
+        the next worker is signalled: a process signalled while Python is still importing dies
+        of the signal's default action before it could drain (nothing held, exit -15), which is
+        not the drain this scenario judges."""
+        for worker in self.live:
+            worker.wait_started()
         victim = self.live.pop(rng.randrange(len(self.live)))
         self.signalled.add(victim.name)
         victim.proc.send_signal(sig)

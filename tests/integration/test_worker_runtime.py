@@ -516,3 +516,40 @@ async def test_entries_with_only_the_message_field_are_still_run(
     async with start_worker(redis_url, reg):
         done = await client.wait(job_id, 30)
     assert (done.state, done.output) == (JobState.SUCCEEDED, {"total": 3})
+
+
+async def test_a_stop_that_arrives_during_a_take_is_not_followed_by_a_blocking_read(redis_url: str) -> None:
+    from kubeworkers import scripts
+
+    reg = Registry()
+
+    @reg.handler("add")
+    async def add(inp: Numbers) -> Sum:
+        return Sum(total=inp.a + inp.b)
+
+    blocking_reads_after_stop: list[int] = []
+    stopped = asyncio.Event()
+    async with start_worker(redis_url, reg, block_ms=2000) as worker:
+        real_call = scripts.call
+        real_read = worker.redis.xreadgroup
+
+        async def take_then_sigterm(*args: object, **kwargs: object) -> object:
+            reply = await real_call(*args, **kwargs)  # type: ignore[arg-type]
+            if args[1] == "take":
+                worker.stop()  # SIGTERM while the (non-blocking) take is in flight
+                stopped.set()
+            return reply
+
+        async def read(*args: object, **kwargs: object) -> object:
+            if stopped.is_set() and kwargs.get("block"):
+                blocking_reads_after_stop.append(int(kwargs["block"]))  # type: ignore[call-overload]
+            return await real_read(*args, **kwargs)  # type: ignore[arg-type]
+
+        scripts.call = take_then_sigterm  # type: ignore[assignment]
+        worker.redis.xreadgroup = read  # type: ignore[method-assign]
+        try:
+            await until(stopped.is_set, 10, "the stop to arrive during a take")
+            await asyncio.sleep(0.5)
+        finally:
+            scripts.call = real_call  # type: ignore[assignment]
+    assert blocking_reads_after_stop == [], "the worker blocked for new jobs after it was told to stop"

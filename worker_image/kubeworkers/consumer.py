@@ -155,6 +155,10 @@ class Consumer:
         flat: list[Any] = await scripts.call(self.redis, "take", self.streams, self._take_args("read", count, []))
         if flat:
             return wire.parse_take(flat)
+        # A stop that came while the take above was in flight could not interrupt it (only a
+        # blocking read is cancelled), so it is honoured here, before blocking for block_ms.
+        if self.stopping.is_set():
+            return []
         # Nothing waiting: block until something arrives, then decide on what came.
         self.in_blocking_read = True
         try:
