@@ -72,9 +72,12 @@ class PoolControllers:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
 
-    async def stop_all(self) -> None:
-        for key in list(self.scalers):
-            await self.stop_scaler(key)
+    async def cancel_all(self) -> None:
+        """Stop every autoscaler now, mid-decision if need be: a leader losing its Lease must not scale on."""
+        running, self.scalers = list(self.scalers.values()), {}
+        for each in running:
+            each.task.cancel()
+        await asyncio.gather(*(each.task for each in running), return_exceptions=True)
 
 
 def pool_ref(pool: TrackedPool) -> ObjectRef:
@@ -136,6 +139,28 @@ async def on_pool_event(
         return
     await sync_pool(rt, controllers, pool)
     await controllers.ensure_scaler(rt, pool)
+
+
+def observe(rt: Runtime, event_type: str | None, body: Mapping[str, Any]) -> None:
+    """A standby's handling of a WorkerPool's watch event: remember it (the leader applies and scales)."""
+    meta = body.get("metadata", {})
+    key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+    if event_type == "DELETED":
+        rt.index.forget_pool(*key)
+        rt.pool_status.forget(*key)
+        return
+    rt.index.observe_pool(body)
+    rt.pool_status.observe(*key, body.get("status"))
+
+
+async def take_over(rt: Runtime, controllers: PoolControllers) -> None:
+    """On becoming the leader: apply each known pool's Deployment (none applied this term) and start its autoscaler."""
+    for pool in list(rt.index.pools.values()):
+        try:
+            await sync_pool(rt, controllers, pool)
+            await controllers.ensure_scaler(rt, pool)
+        except Exception:
+            logger.exception("take-over of pool %s/%s failed (the pool resync retries)", pool.namespace, pool.name)
 
 
 async def sync_pool(rt: Runtime, controllers: PoolControllers, pool: TrackedPool) -> None:
