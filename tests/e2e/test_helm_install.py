@@ -94,7 +94,9 @@ def test_helm_install_creates_crds_operator_rbac_services_and_redis(cluster: Clu
     for crd in ("jobs.workers.io", "workerpools.workers.io"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     operator = release.get("deployment", release.fullname)
-    assert operator["spec"]["replicas"] == 1 and operator["spec"]["strategy"]["type"] == "Recreate"
+    assert operator["spec"]["replicas"] == 2 and operator["spec"]["strategy"]["type"] == "RollingUpdate"
+    release.get("poddisruptionbudget", release.fullname)
+    release.get("role", f"{release.fullname}-leader-election")
     release.get("serviceaccount", release.fullname)
     release.get("service", f"{release.fullname}-metrics")
     release.get("service", f"{release.fullname}-workers")
