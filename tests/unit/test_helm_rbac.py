@@ -23,6 +23,7 @@ NAMESPACED_GRANTS: Grants = {
     ("workers.io", "schedules/status"): {"patch"},
     ("apps", "deployments"): {"list", "watch", "create", "patch"},
     ("apps", "deployments/scale"): {"get", "patch"},
+    ("policy", "poddisruptionbudgets"): {"create", "patch"},
     ("", "pods"): {"list", "patch"},
     ("", "events"): {"create"},
 }

@@ -109,6 +109,11 @@ def deployment_path(namespace: str, name: str | None = None, sub: str | None = N
     return resource_path("/apis/apps/v1", "deployments", namespace, name, sub)
 
 
+def disruption_budget_path(namespace: str, name: str | None = None) -> str:
+    """URL path of a ``policy/v1`` PodDisruptionBudget (or the collection)."""
+    return resource_path("/apis/policy/v1", "poddisruptionbudgets", namespace, name)
+
+
 def lease_path(namespace: str, name: str | None = None) -> str:
     """URL path of a ``coordination.k8s.io/v1`` Lease (or the collection): the leader election's."""
     return resource_path("/apis/coordination.k8s.io/v1", "leases", namespace, name)

@@ -18,10 +18,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeworkers_operator.adapters.events import ObjectRef
-from kubeworkers_operator.adapters.kube import ApiError, Conflict, KubeApi, NotFound, deployment_path
+from kubeworkers_operator.adapters.kube import (
+    ApiError,
+    Conflict,
+    KubeApi,
+    NotFound,
+    deployment_path,
+    disruption_budget_path,
+)
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, KubernetesScaler, PoolAutoscaler
 from kubeworkers_operator.flows import jobs
-from kubeworkers_operator.model.deployment import build_deployment, initial_replicas, selector_string
+from kubeworkers_operator.model.deployment import (
+    build_deployment,
+    build_disruption_budget,
+    initial_replicas,
+    selector_string,
+)
 from kubeworkers_operator.model.index import TrackedPool
 from kubeworkers_operator.model.names import FIELD_MANAGER, deployment_name
 from kubeworkers_operator.runtime import Runtime
@@ -85,7 +97,7 @@ def pool_ref(pool: TrackedPool) -> ObjectRef:
 
 
 async def apply_deployment(rt: Runtime, pool: TrackedPool) -> None:
-    """Create the pool's Deployment, or bring it in line with the pool's spec.
+    """Create the pool's Deployment and PodDisruptionBudget, or bring them in line with the pool's spec.
 
     Created with the initial replica count; afterwards server-side applied
     without ``replicas`` (unless the pool autoscales not at all), so the
@@ -101,6 +113,12 @@ async def apply_deployment(rt: Runtime, pool: TrackedPool) -> None:
     # `replicas`, and every later apply without it would hand the field back to its default.
     created = {**manifest, "spec": {**manifest["spec"]}}
     created["spec"].setdefault("replicas", initial_replicas(pool.spec))
+    # The disruption budget first: a node drain that starts while the Deployment is new finds it.
+    await rt.api.apply(
+        disruption_budget_path(pool.namespace, name),
+        build_disruption_budget(name=pool.name, namespace=pool.namespace, uid=pool.uid),
+        manager=FIELD_MANAGER,
+    )
     try:
         await rt.api.request(
             "POST", deployment_path(pool.namespace), body=created, params={"fieldManager": FIELD_MANAGER}
