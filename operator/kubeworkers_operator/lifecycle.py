@@ -93,8 +93,8 @@ class LeaderWork:
         Never a graceful wait: a leader stops before its Lease can expire, whether it lost the
         Lease or shuts down, so two replicas' autoscalers never overlap.
         """
-        if self.take_over is not None:
-            self.take_over.cancel()
+        for task in [*self.tasks, *([self.take_over] if self.take_over else [])]:
+            task.cancel()  # at once, before any await: nothing of the term runs on meanwhile
         await self.controllers.cancel_all()
         await self.chores.stop()
         for task in [*self.tasks, *([self.take_over] if self.take_over else [])]:
@@ -167,7 +167,8 @@ async def stop_leading(bg: Background) -> None:
     """Stop the leader's work (at once: handlers check :meth:`Background.leading` before acting)."""
     work, bg.work = bg.work, None
     if work is not None:
-        await work.stop()
+        # Shielded: a cancelled caller must not leave half the term running on a standby.
+        await asyncio.shield(work.stop())
 
 
 def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:

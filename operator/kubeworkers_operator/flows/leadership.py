@@ -17,6 +17,7 @@ it turns false at the renew deadline even if the loop itself is stuck in a reque
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,13 @@ from kubeworkers_operator.model.leader_lease import (
 logger = logging.getLogger(__name__)
 
 Body = dict[str, Any]
+
+
+class _Outcome(enum.Enum):
+    UNCHANGED = "unchanged"
+    ELECTED = "elected"
+    TAKEN_OVER = "taken over"
+    """We led, and another replica holds the Lease now."""
 
 
 class LeaseApi(Protocol):
@@ -98,9 +106,9 @@ class LeaderElector:
             await self._step_down("the Lease was not renewed within the renew deadline")
         # A leader's attempt may take only until its deadline: a hung request must not keep it leading.
         timeout = self._leading_until - started if self._is_leader else self.timing.renew_deadline
-        became_leader = False
+        outcome = _Outcome.UNCHANGED
         try:
-            became_leader = await asyncio.wait_for(self._attempt(started), timeout=max(0.05, timeout))
+            outcome = await asyncio.wait_for(self._attempt(started), timeout=max(0.05, timeout))
         except asyncio.CancelledError:
             raise
         except Conflict as exc:  # a rival wrote first: it leads, or we try again
@@ -108,25 +116,28 @@ class LeaderElector:
         except Exception as exc:  # an apiserver outage, a 403 (RBAC), a timeout: said loudly, tried again
             logger.warning("leader election: Lease %s/%s not read or written: %r", self.namespace, self.name, exc)
         now = self._clock()
-        if self._is_leader and now >= self._leading_until:
+        if outcome is _Outcome.TAKEN_OVER:
+            await self._step_down(f"the Lease was taken over: {self.last_decision}")
+        elif self._is_leader and now >= self._leading_until:
             await self._step_down("the Lease was not renewed within the renew deadline")
-        if became_leader:
+        elif outcome is _Outcome.ELECTED:
             await self._on_started()
         if self._is_leader:
             return max(0.0, min(self.timing.renew_period, self._leading_until - now))
         return self.timing.retry_period
 
-    async def _attempt(self, started: float) -> bool:
-        """Read the Lease, then create, renew or take it if :func:`decide` says so. True: we just became leader."""
+    async def _attempt(self, started: float) -> _Outcome:
+        """Read the Lease, then create, renew or take it if :func:`decide` says so.
+
+        Only reads and writes: the callbacks run outside (a timeout here must never cut them short).
+        """
         path = lease_path(self.namespace, self.name)
         body = await self.api.get_or_none(path)
         record = None if body is None else LeaseRecord.from_body(body)
         decision = decide(record, self.identity, self._seen, started)
         self.last_decision = decision.reason
         if decision.action is Action.WAIT:
-            if self._is_leader:
-                await self._step_down(f"the Lease was taken over: {decision.reason}")
-            return False
+            return _Outcome.TAKEN_OVER if self._is_leader else _Outcome.UNCHANGED
         new = lease_body(
             self.namespace, self.name, holder=self.identity, duration_seconds=self.timing.lease_duration,
             now=self._wall(), previous=record,
@@ -140,12 +151,12 @@ class LeaderElector:
         self._seen.changed_at = started
         self._leading_until = self.timing.leading_until(started)
         if self._is_leader:
-            return False
+            return _Outcome.UNCHANGED
         self._is_leader = True
         if self._observe is not None:
             self._observe(True)
         logger.info("leader election: %s leads now (%s)", self.identity, decision.reason)
-        return True
+        return _Outcome.ELECTED
 
     async def _step_down(self, reason: str) -> None:
         if not self._is_leader:
