@@ -3,6 +3,10 @@
 All resource handlers are ``on.event`` (raw watch events): the operator derives
 what to do from the object's current state, so kopf writes no progress
 annotations and no finalizers onto Jobs. See :mod:`.flows.jobs` for why that is safe.
+
+Every replica watches; only the leader acts (:meth:`.lifecycle.Background.leading`, fenced by
+the Lease). A standby's handlers only keep its index warm (``observe``), so nothing is
+enqueued, written or scaled twice, and the replica that takes over acts on everything at once.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, JOB_PLURAL)
 async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     bg = _bg(memo)
+    if not bg.leading():
+        jobs.observe(bg.rt, event.get("type"), event["object"])
+        return
     await jobs.on_job_event(bg.rt, event.get("type"), event["object"])
     if schedules.run_finished(event.get("type"), event["object"]):
         bg.schedule_wakeup.poke()  # its Schedule's active runs and history changed
@@ -58,9 +65,15 @@ async def schedule_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.event(GROUP, VERSION, WORKERPOOL_PLURAL)
 async def workerpool_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     bg = _bg(memo)
-    await pools.on_pool_event(bg.rt, bg.controllers, event.get("type"), event["object"])
+    controllers = bg.controllers
+    if controllers is None or not bg.leading():
+        pools.observe(bg.rt, event.get("type"), event["object"])
+        return
+    await pools.on_pool_event(bg.rt, controllers, event.get("type"), event["object"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT})
 async def deployment_event(event: kopf.RawEvent, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    await pools.on_deployment_event(_bg(memo).rt, event.get("type"), event["object"], labels[POOL_LABEL])
+    bg = _bg(memo)
+    if bg.leading():
+        await pools.on_deployment_event(bg.rt, event.get("type"), event["object"], labels[POOL_LABEL])

@@ -19,6 +19,7 @@ from typing import Any
 from kubeworkers.protocol import OPERATOR_GROUP
 
 from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT, DEFAULT_REDIS_SECRET
+from kubeworkers_operator.model.leader_lease import ElectionTiming
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,42 @@ class OperatorSettings:
     ))
     consumer_name: str = field(default="operator", metadata=declare(
         "--consumer-name",
-        "consumer name in the events stream's group; pending entries of other consumers "
-        "(an operator pod that died) are claimed after --claim-idle seconds",
+        "this operator's name (the pod name): its consumer name in the events stream's group and its "
+        "identity in the leader election Lease, so it must differ between replicas; pending entries of "
+        "other consumers (an operator pod that died) are claimed after --claim-idle seconds",
         env="POD_NAME",
+    ))
+    leader_election: bool = field(default=True, metadata=declare(
+        "--no-leader-election",
+        "lead at once, without a Lease (only for a single replica: two replicas without election would "
+        "both enqueue, write statuses and scale)",
+    ))
+    lease_namespace: str = field(default="default", metadata=declare(
+        "--lease-namespace",
+        "namespace of the leader election Lease (the chart: the operator's own namespace)",
+        env="POD_NAMESPACE",
+    ))
+    lease_name: str = field(default="kubeworkers-operator", metadata=declare(
+        "--lease-name",
+        "name of the leader election Lease; replicas that share it elect one leader among them",
+    ))
+    lease_duration_seconds: float = field(default=10.0, metadata=declare(
+        "--lease-duration",
+        "seconds a Lease unchanged by its holder stays valid; a standby takes over once it has seen "
+        "it unchanged this long",
+    ))
+    lease_renew_deadline_seconds: float = field(default=7.0, metadata=declare(
+        "--lease-renew-deadline",
+        "seconds after its last successful renew began that a leader stops leading unless it renewed "
+        "again; shorter than --lease-duration, so the old leader stops before a standby can start",
+    ))
+    lease_renew_seconds: float = field(default=2.0, metadata=declare(
+        "--lease-renew-period",
+        "seconds between the leader's renews of the Lease",
+    ))
+    lease_retry_seconds: float = field(default=2.0, metadata=declare(
+        "--lease-retry-period",
+        "seconds between a standby's reads of the Lease",
     ))
     claim_idle_seconds: float = field(default=30.0, metadata=declare(
         "--claim-idle",
@@ -118,6 +152,16 @@ class OperatorSettings:
         "do not run the per-pool autoscalers (replicas are left to the user)",
     ))
     log_level: str = field(default="INFO", metadata=declare("--log-level", "log level", env="KUBEWORKERS_LOG_LEVEL"))
+
+    @property
+    def election_timing(self) -> ElectionTiming:
+        """The leader election's durations (validated: renew period < renew deadline < lease duration)."""
+        return ElectionTiming(
+            lease_duration=self.lease_duration_seconds,
+            renew_deadline=self.lease_renew_deadline_seconds,
+            renew_period=self.lease_renew_seconds,
+            retry_period=self.lease_retry_seconds,
+        )
 
     @property
     def events_group(self) -> str:

@@ -45,8 +45,10 @@ class OperatorProcess:
     """
 
     def __init__(self, cluster: Cluster, redis_url: str, namespaces: list[str], log_dir: Path,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, *, name: str = "operator-test") -> None:
         self.cluster = cluster
+        self.name = name
+        """The replica's pod name (``POD_NAME``): its consumer name and its identity in the Lease."""
         self.redis_url = redis_url
         self.namespaces = namespaces
         self.log_dir = log_dir
@@ -62,7 +64,11 @@ class OperatorProcess:
                 "--pending-retry", "2", "--progress-interval", "1", "--orphan-sweep-interval", "5", *self.extra_args]
         for ns in self.namespaces:
             args += ["--namespace", ns]
-        env = {**self.cluster.env, "KUBEWORKERS_REDIS_URL": self.redis_url, "POD_NAME": "operator-test"}
+        # The Lease in the (first) served namespace: operators of different tests never share one,
+        # and it goes with the test's namespace. Cluster-wide: the default, `default`.
+        if self.namespaces and "--lease-namespace" not in self.extra_args:
+            args += ["--lease-namespace", self.namespaces[0]]
+        env = {**self.cluster.env, "KUBEWORKERS_REDIS_URL": self.redis_url, "POD_NAME": self.name}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         self.proc = processes.spawn(args, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -77,6 +83,11 @@ class OperatorProcess:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def role(self) -> str:
+        """``leader`` or ``standby``, as ``/readyz`` says."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as resp:
+            return str(resp.headers["X-Kubeworkers-Role"])
 
     def metrics(self) -> dict[str, float]:
         """Samples of ``/metrics`` as ``name{labels}`` -> value."""

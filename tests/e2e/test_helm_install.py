@@ -66,11 +66,13 @@ class Release:
         ).stdout
         return out.split()
 
-    def can(self, verb: str, resource: str, *scope: str) -> bool:
-        """What the apiserver's authorizer answers for the operator's ServiceAccount."""
+    def can(self, verb: str, resource: str, *scope: str, name: str | None = None) -> bool:
+        """What the apiserver's authorizer answers for the operator's ServiceAccount (on object ``name``)."""
         # kubectl reads "pods/exec" as the pod named exec: subresources go in --subresource.
         resource, _, subresource = resource.partition("/")
         sub = [f"--subresource={subresource}"] if subresource else []
+        if name is not None:
+            resource = f"{resource}/{name}"
         result = self.cluster.kubectl("auth", "can-i", verb, resource, *sub, f"--as={self.service_account}",
                                       *scope, check=False)
         answer = result.stdout.strip()
@@ -94,7 +96,9 @@ def test_helm_install_creates_crds_operator_rbac_services_and_redis(cluster: Clu
     for crd in ("jobs.workers.io", "workerpools.workers.io"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     operator = release.get("deployment", release.fullname)
-    assert operator["spec"]["replicas"] == 1 and operator["spec"]["strategy"]["type"] == "Recreate"
+    assert operator["spec"]["replicas"] == 2 and operator["spec"]["strategy"]["type"] == "RollingUpdate"
+    release.get("poddisruptionbudget", release.fullname)
+    release.get("role", f"{release.fullname}-leader-election")
     release.get("serviceaccount", release.fullname)
     release.get("service", f"{release.fullname}-metrics")
     release.get("service", f"{release.fullname}-workers")
@@ -120,7 +124,7 @@ OPERATOR_NEEDS = [
     ("patch", "jobs.workers.io/status"), ("patch", "workerpools.workers.io/status"),
     ("list", "workerpools.workers.io"), ("create", "deployments.apps"), ("patch", "deployments.apps"),
     ("watch", "deployments.apps"), ("patch", "deployments.apps/scale"), ("list", "pods"), ("patch", "pods"),
-    ("create", "events"),
+    ("create", "events"), ("create", "poddisruptionbudgets.policy"), ("patch", "poddisruptionbudgets.policy"),
 ]
 # Things a compromised operator must still not be able to do.
 OPERATOR_MUST_NOT = [
@@ -130,7 +134,8 @@ OPERATOR_MUST_NOT = [
     ("create", "pods"), ("create", "pods/exec"), ("update", "customresourcedefinitions"),
     ("delete", "customresourcedefinitions"), ("create", "clusterrolebindings"), ("escalate", "clusterroles"),
     ("impersonate", "serviceaccounts"), ("create", "serviceaccounts/token"), ("delete", "nodes"),
-    ("update", "configmaps"), ("create", "jobs.batch"),
+    ("update", "configmaps"), ("create", "jobs.batch"), ("delete", "poddisruptionbudgets.policy"),
+    ("get", "leases.coordination.k8s.io"), ("update", "leases.coordination.k8s.io"),
 ]
 
 
@@ -142,6 +147,19 @@ def test_operator_service_account_can_do_exactly_what_the_operator_needs_cluster
     granted = [f"{v} {r}" for v, r in OPERATOR_MUST_NOT if release.can(v, r, "--all-namespaces")]
     assert not granted, f"the operator may: {granted}"
     assert not release.can("get", "secrets", "-n", release.namespace), "not even its own namespace's Secrets"
+
+
+def test_operator_may_read_and_renew_only_its_own_lease_and_create_leases_only_in_its_namespace(
+        release: Release) -> None:
+    release.install(NO_PVC)
+    lease, own = "leases.coordination.k8s.io", ["-n", release.namespace]
+    assert release.can("get", lease, *own, name=release.fullname)
+    assert release.can("update", lease, *own, name=release.fullname)
+    assert release.can("create", lease, *own)
+    assert not release.can("delete", lease, *own, name=release.fullname)
+    assert not release.can("update", lease, *own, name="someone-elses")
+    assert not release.can("get", lease, "-n", "kube-system", name="kube-controller-manager")
+    assert not release.can("create", lease, "-n", "default")
 
 
 def test_namespaced_install_confines_the_operator_to_the_watched_namespace(

@@ -51,9 +51,10 @@ def chart_operator(request: pytest.FixtureRequest, cluster: Cluster, crds: None,
     assert as_operator.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout == (
         f"system:serviceaccount:{namespace}:{fullname}")
     # The same flags the chart's Deployment passes (--default-redis-secret names the chart's
-    # Secret); --namespace keeps a cluster-wide operator off other tests' namespaces.
+    # Secret, --lease-name the Lease its Role grants); --namespace keeps a cluster-wide operator
+    # off other tests' namespaces, and puts the Lease in the release namespace, as POD_NAMESPACE would.
     op = OperatorProcess(as_operator, redis_url, [namespace], LOG_ROOT / request.node.name,
-                         extra_args=["--default-redis-secret", f"{fullname}-redis"])
+                         extra_args=["--default-redis-secret", f"{fullname}-redis", "--lease-name", fullname])
     op.start()
     yield op
     op.stop()

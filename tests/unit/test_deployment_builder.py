@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeworkers.resources import EnvVar, WorkerPoolSpec
-from kubeworkers_operator.model.deployment import build_deployment, initial_replicas
+from kubeworkers_operator.model.deployment import build_deployment, build_disruption_budget, initial_replicas
 from kubeworkers_operator.model.names import POOL_LABEL, deployment_name
 
 
@@ -128,7 +128,17 @@ def test_pool_without_autoscaling_gets_its_fixed_replicas() -> None:
 
 
 def test_rollouts_never_take_workers_away_before_replacements_exist() -> None:
-    assert build()["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert build()["spec"]["strategy"] == {"type": "RollingUpdate",
+                                           "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+
+
+def test_a_node_drain_evicts_one_worker_of_the_pool_at_a_time_and_never_waits_on_a_pod_that_runs_nothing() -> None:
+    pdb = build_disruption_budget(name="resize", namespace="media", uid="uid-123")
+    d = build()
+    assert pdb["metadata"]["name"] == d["metadata"]["name"] == deployment_name("resize")
+    assert pdb["metadata"]["ownerReferences"] == d["metadata"]["ownerReferences"]  # deleted with the pool
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": d["spec"]["selector"],
+                           "unhealthyPodEvictionPolicy": "AlwaysAllow"}
 
 
 def test_optional_scheduling_fields_pass_through_and_absent_ones_stay_absent() -> None:

@@ -77,7 +77,7 @@ def test_helm_lint_strict_passes(mode: str, tmp_path: Path) -> None:
 BAD_VALUES: dict[str, tuple[dict[str, object], list[str]]] = {
     "misspelt-key": ({"operator": {"watchNamespaces": "a"}}, ["watchNamespaces"]),
     "port-not-a-number": ({"operator": {"port": "http"}}, ["operator", "port"]),
-    "replicas-is-not-a-knob": ({"operator": {"replicas": 2}}, ["replicas"]),
+    "zero-operator-replicas": ({"operator": {"replicas": 0}}, ["replicas"]),
     "fsync-no-would-lose-jobs": ({"redis": {"appendfsync": "no"}}, ["appendfsync"]),
     "namespace-not-dns": ({"operator": {"watchNamespace": "Team_A"}}, ["watchNamespace"]),
     "url-not-redis": ({"redis": {"enabled": False, "url": "http://x"}}, ["url"]),

@@ -23,6 +23,7 @@ NAMESPACED_GRANTS: Grants = {
     ("workers.io", "schedules/status"): {"patch"},
     ("apps", "deployments"): {"list", "watch", "create", "patch"},
     ("apps", "deployments/scale"): {"get", "patch"},
+    ("policy", "poddisruptionbudgets"): {"create", "patch"},
     ("", "pods"): {"list", "patch"},
     ("", "events"): {"create"},
 }
@@ -30,6 +31,16 @@ CLUSTER_GRANTS: Grants = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
 }
+
+
+# The leader election's own Role, in the release namespace in every mode: the one Lease by name,
+# and create (which Kubernetes cannot limit by name).
+LEADER_ELECTION_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kw-kubeworkers"],
+     "verbs": ["get", "update"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+]
+LEADER_ELECTION = "kw-kubeworkers-leader-election"
 
 
 def grants(role: Obj) -> Grants:
@@ -43,13 +54,32 @@ def grants(role: Obj) -> Grants:
 
 
 def roles(objs: list[Obj], kind: str) -> list[Obj]:
-    return [o for o in objs if o["kind"] == kind]
+    """The operator's roles (or bindings) of ``kind``, but for the leader election's (tested on its own)."""
+    return [o for o in objs if o["kind"] == kind and o["metadata"]["name"] != LEADER_ELECTION]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_leader_election_may_read_and_renew_only_its_own_lease_in_the_release_namespace(
+        mode: str, tmp_path: Path) -> None:
+    objs = render_chart(MODES[mode], tmp_path)
+    (role,) = [o for o in objs if o["kind"] == "Role" and o["metadata"]["name"] == LEADER_ELECTION]
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert role["rules"] == LEADER_ELECTION_RULES
+    (binding,) = [o for o in objs if o["kind"] == "RoleBinding" and o["metadata"]["name"] == LEADER_ELECTION]
+    assert binding["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEADER_ELECTION}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kw-kubeworkers", "namespace": RELEASE_NAMESPACE}]
+    # The operator elects on exactly the Lease the Role names, in the namespace it runs in.
+    (deployment,) = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "kw-kubeworkers"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--lease-name=kw-kubeworkers" in container["args"]
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in container["env"]
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_no_rule_uses_a_wildcard_or_touches_secrets(mode: str, tmp_path: Path) -> None:
     objs = render_chart(MODES[mode], tmp_path)
-    all_roles = roles(objs, "ClusterRole") + roles(objs, "Role")
+    all_roles = [o for o in objs if o["kind"] in ("ClusterRole", "Role")]
     assert all_roles
     for role in all_roles:
         for rule in role["rules"]:

@@ -84,18 +84,38 @@ def test_every_container_is_locked_down(rendered: tuple[str, list[Obj]]) -> None
             assert "/tmp" in mounts, where
 
 
-def test_operator_is_one_replica_replaced_not_rolled(tmp_path: Path) -> None:
-    deployment = one(render_chart(None, tmp_path), "Deployment", "kw-kubeworkers")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+def test_operator_runs_two_replicas_on_different_nodes_rolled_one_surge_pod_at_a_time(tmp_path: Path) -> None:
+    objs = render_chart(None, tmp_path)
+    deployment = one(objs, "Deployment", "kw-kubeworkers")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    (term,) = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname",
+                                       "labelSelector": {"matchLabels": selector}}
+    pdb = one(objs, "PodDisruptionBudget", "kw-kubeworkers")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    for probe in ("livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Ready on the leader and on a standby (the role is in the body): see docs/operations.md, Endpoints.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     tmp = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
     assert "emptyDir" in tmp
     assert container["image"] == "kubeworkers-operator:0.1.0"
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "kw-kubeworkers"
+
+
+def test_a_single_operator_replica_gets_no_disruption_budget_and_a_given_affinity_replaces_the_default(
+        tmp_path: Path) -> None:
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]}]}}}
+    objs = render_chart({"operator": {"replicas": 1, "affinity": affinity}}, tmp_path)
+    assert not [o for o in objs if o["kind"] == "PodDisruptionBudget"]
+    assert one(objs, "Deployment", "kw-kubeworkers")["spec"]["template"]["spec"]["affinity"] == affinity
 
 
 def _env(container: Obj) -> dict[str, Obj]:

@@ -104,11 +104,14 @@ async def test_a_chore_running_past_the_stall_window_keeps_the_operator_live(mon
     later = time.time() + 10 * lifecycle.STALL_SECONDS
     monkeypatch.setattr(lifecycle.time, "time", lambda: later)
     sync = SimpleNamespace(consumer_turned_at=later)  # the consumer turned just now
-    bg = lifecycle.Background(rt=None, sync=sync, chores=scheduler, controllers=None, health=None)  # type: ignore[arg-type]
+    work = lifecycle.LeaderWork(sync=sync, chores=scheduler, controllers=None)  # type: ignore[arg-type]
+    bg = lifecycle.Background(rt=None, health=None, work=work)  # type: ignore[arg-type]
     try:
         assert bg.healthy()
         sync.consumer_turned_at = later - 2 * lifecycle.STALL_SECONDS  # the consumer is stuck: restart
         assert not bg.healthy()
+        bg.work = None  # a standby runs no consumer: idle is healthy
+        assert bg.healthy()
     finally:
         await scheduler.stop()
 

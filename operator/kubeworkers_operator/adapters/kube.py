@@ -109,6 +109,16 @@ def deployment_path(namespace: str, name: str | None = None, sub: str | None = N
     return resource_path("/apis/apps/v1", "deployments", namespace, name, sub)
 
 
+def disruption_budget_path(namespace: str, name: str | None = None) -> str:
+    """URL path of a ``policy/v1`` PodDisruptionBudget (or the collection)."""
+    return resource_path("/apis/policy/v1", "poddisruptionbudgets", namespace, name)
+
+
+def lease_path(namespace: str, name: str | None = None) -> str:
+    """URL path of a ``coordination.k8s.io/v1`` Lease (or the collection): the leader election's."""
+    return resource_path("/apis/coordination.k8s.io/v1", "leases", namespace, name)
+
+
 def core_path(plural: str, namespace: str, name: str | None = None) -> str:
     """URL path of a core (``v1``) namespaced resource: ``pods``, ``events``."""
     return resource_path("/api/v1", plural, namespace, name)
@@ -201,6 +211,10 @@ class KubeApi:
 
     async def create(self, path: str, body: Body) -> Body:
         return await self.request("POST", path, body=body)
+
+    async def replace(self, path: str, body: Body) -> Body:
+        """PUT: a whole-object update, a compare-and-swap when ``body`` carries a ``resourceVersion``."""
+        return await self.request("PUT", path, body=body)
 
     async def merge_patch(self, path: str, patch: Body) -> Body:
         return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)

@@ -103,6 +103,11 @@ class OperatorMetrics:
             registry=r,
         )
 
+        self.leader = Gauge(
+            p + "leader", "1 while this operator replica leads (holds the leader election Lease), 0 on standby.",
+            ["identity"], registry=r,
+        )
+
     def observe_chore(self, chore: str, seconds: float, error: BaseException | None) -> None:
         """Count one run of a periodic chore (see :mod:`kubeworkers_operator.flows.scheduler`)."""
         self.chore_runs.labels(chore=chore, outcome="ok" if error is None else "error").inc()
@@ -112,16 +117,29 @@ class OperatorMetrics:
         return generate_latest(self.registry)
 
 
+#: ``/readyz``'s header naming the replica's role (``leader`` or ``standby``); its body says the same.
+ROLE_HEADER = "X-Kubeworkers-Role"
+
+
 class HealthServer:
-    """Serves ``/healthz`` (liveness: the background loops are turning) and ``/metrics``."""
+    """Serves ``/healthz`` (liveness: the background loops are turning), ``/readyz`` and ``/metrics``.
+
+    ``/readyz`` answers 200 on the leader *and* on a healthy standby, and tells them apart in
+    its body and the :data:`ROLE_HEADER` header: a standby must count as Ready, or a rolling
+    update with ``maxUnavailable: 0`` could never replace the second replica (the new pod would
+    wait for a leadership it cannot get while the old leader lives), and a
+    PodDisruptionBudget would count the standby as down.
+    """
 
     def __init__(
-        self, metrics: OperatorMetrics, *, port: int, host: str = "0.0.0.0", is_healthy: Callable[[], bool]
+        self, metrics: OperatorMetrics, *, port: int, host: str = "0.0.0.0", is_healthy: Callable[[], bool],
+        role: Callable[[], str] = lambda: "leader",
     ) -> None:
         self._metrics = metrics
         self._host = host
         self._port = port
         self._is_healthy = is_healthy
+        self._role = role
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.started_at = time.time()
@@ -129,6 +147,7 @@ class HealthServer:
     async def start(self) -> int:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -149,6 +168,12 @@ class HealthServer:
         if self._is_healthy():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="unhealthy\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        role = self._role()
+        if self._is_healthy():
+            return web.Response(text=f"{role}\n", headers={ROLE_HEADER: role})
+        return web.Response(status=503, text=f"unhealthy {role}\n", headers={ROLE_HEADER: role})
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

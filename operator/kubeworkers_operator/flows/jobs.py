@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 REJECT_MESSAGE_LIMIT = 2000
 #: How often finished Jobs are checked against their ``ttlSecondsAfterFinished`` deadline.
 TTL_CHECK_SECONDS = 1.0
+#: Jobs acted on at once by a replica that just became the leader (:func:`take_over`).
+TAKE_OVER_CONCURRENCY = 32
 
 
 async def on_job_event(rt: Runtime, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -49,7 +51,52 @@ async def on_job_event(rt: Runtime, event_type: str | None, body: Mapping[str, A
     if event_type == "DELETED":
         await job_deleted(rt, TrackedJob.from_body(body))
         return
+    await act(rt, rt.index.observe_job(body))
+
+
+def observe(rt: Runtime, event_type: str | None, body: Mapping[str, Any]) -> None:
+    """A standby's handling of a Job's watch event: remember it, act on nothing.
+
+    The index (and the TTL queue, which is only memory) stay warm, so the standby that takes
+    over acts on every Job at once (:func:`take_over`) instead of waiting for a re-list. Redis
+    and the apiserver are left to the leader, which sees the same event.
+    """
+    if event_type == "DELETED":
+        job = TrackedJob.from_body(body)
+        rt.index.forget_job(job.namespace, job.name, job.uid)
+        rt.waiting.discard(job.job_id)
+        rt.ttl.forget(job.job_id)
+        return
     job = rt.index.observe_job(body)
+    phase = parse_phase(job.status)
+    if phase is not None and phase.finished:
+        rt.ttl.consider(job)
+
+
+async def take_over(rt: Runtime) -> int:
+    """On becoming the leader: act on every Job the index holds, as a watch event would. Returns how many.
+
+    A Job created while no replica led (the old leader's last seconds, the election gap) was only
+    observed; this is where it is enqueued. Acting twice on a Job is harmless: enqueue is
+    idempotent per (namespace, pool, job id) in ``enqueue.lua`` and status writes are
+    compare-and-swap folds, so a watch event racing this pass changes nothing.
+    """
+    limit = asyncio.Semaphore(TAKE_OVER_CONCURRENCY)
+
+    async def one(job: TrackedJob) -> None:
+        async with limit:
+            try:
+                await act(rt, job)
+            except Exception:
+                logger.exception("take-over of %s failed (the pending sweep retries)", job.job_id)
+
+    jobs = list(rt.index.jobs.values())
+    await asyncio.gather(*(one(job) for job in jobs))
+    return len(jobs)
+
+
+async def act(rt: Runtime, job: TrackedJob) -> None:
+    """What the leader does for a Job in its current state: enqueue it, cancel it, or watch its TTL."""
     phase = parse_phase(job.status)
     if phase is None or phase is JobState.PENDING:
         if job.spec.get("cancel"):

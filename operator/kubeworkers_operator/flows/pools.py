@@ -18,10 +18,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeworkers_operator.adapters.events import ObjectRef
-from kubeworkers_operator.adapters.kube import ApiError, Conflict, KubeApi, NotFound, deployment_path
+from kubeworkers_operator.adapters.kube import (
+    ApiError,
+    Conflict,
+    KubeApi,
+    NotFound,
+    deployment_path,
+    disruption_budget_path,
+)
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, KubernetesScaler, PoolAutoscaler
 from kubeworkers_operator.flows import jobs
-from kubeworkers_operator.model.deployment import build_deployment, initial_replicas, selector_string
+from kubeworkers_operator.model.deployment import (
+    build_deployment,
+    build_disruption_budget,
+    initial_replicas,
+    selector_string,
+)
 from kubeworkers_operator.model.index import TrackedPool
 from kubeworkers_operator.model.names import FIELD_MANAGER, deployment_name
 from kubeworkers_operator.runtime import Runtime
@@ -72,9 +84,12 @@ class PoolControllers:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
 
-    async def stop_all(self) -> None:
-        for key in list(self.scalers):
-            await self.stop_scaler(key)
+    async def cancel_all(self) -> None:
+        """Stop every autoscaler now, mid-decision if need be: a leader losing its Lease must not scale on."""
+        running, self.scalers = list(self.scalers.values()), {}
+        for each in running:
+            each.task.cancel()
+        await asyncio.gather(*(each.task for each in running), return_exceptions=True)
 
 
 def pool_ref(pool: TrackedPool) -> ObjectRef:
@@ -82,7 +97,7 @@ def pool_ref(pool: TrackedPool) -> ObjectRef:
 
 
 async def apply_deployment(rt: Runtime, pool: TrackedPool) -> None:
-    """Create the pool's Deployment, or bring it in line with the pool's spec.
+    """Create the pool's Deployment and PodDisruptionBudget, or bring them in line with the pool's spec.
 
     Created with the initial replica count; afterwards server-side applied
     without ``replicas`` (unless the pool autoscales not at all), so the
@@ -98,6 +113,12 @@ async def apply_deployment(rt: Runtime, pool: TrackedPool) -> None:
     # `replicas`, and every later apply without it would hand the field back to its default.
     created = {**manifest, "spec": {**manifest["spec"]}}
     created["spec"].setdefault("replicas", initial_replicas(pool.spec))
+    # The disruption budget first: a node drain that starts while the Deployment is new finds it.
+    await rt.api.apply(
+        disruption_budget_path(pool.namespace, name),
+        build_disruption_budget(name=pool.name, namespace=pool.namespace, uid=pool.uid),
+        manager=FIELD_MANAGER,
+    )
     try:
         await rt.api.request(
             "POST", deployment_path(pool.namespace), body=created, params={"fieldManager": FIELD_MANAGER}
@@ -136,6 +157,28 @@ async def on_pool_event(
         return
     await sync_pool(rt, controllers, pool)
     await controllers.ensure_scaler(rt, pool)
+
+
+def observe(rt: Runtime, event_type: str | None, body: Mapping[str, Any]) -> None:
+    """A standby's handling of a WorkerPool's watch event: remember it (the leader applies and scales)."""
+    meta = body.get("metadata", {})
+    key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+    if event_type == "DELETED":
+        rt.index.forget_pool(*key)
+        rt.pool_status.forget(*key)
+        return
+    rt.index.observe_pool(body)
+    rt.pool_status.observe(*key, body.get("status"))
+
+
+async def take_over(rt: Runtime, controllers: PoolControllers) -> None:
+    """On becoming the leader: apply each known pool's Deployment (none applied this term) and start its autoscaler."""
+    for pool in list(rt.index.pools.values()):
+        try:
+            await sync_pool(rt, controllers, pool)
+            await controllers.ensure_scaler(rt, pool)
+        except Exception:
+            logger.exception("take-over of pool %s/%s failed (the pool resync retries)", pool.namespace, pool.name)
 
 
 async def sync_pool(rt: Runtime, controllers: PoolControllers, pool: TrackedPool) -> None:

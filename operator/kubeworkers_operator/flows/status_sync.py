@@ -143,8 +143,13 @@ async def _stale(r: aioredis.Redis, group: str, consumers: int, stale_after_seco
 class StatusSync:
     """Consumes the events stream and keeps Job statuses converged. Start with :meth:`run`."""
 
-    def __init__(self, rt: Runtime, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rt: Runtime, *, clock: Callable[[], float] = time.monotonic, claim_at_start: bool = False
+    ) -> None:
         self.rt = rt
+        self._claim_at_start = claim_at_start
+        """A new leader takes every other consumer's unacked events at once: the replica that
+        held them has stopped leading, so waiting ``--claim-idle`` would only delay statuses."""
         self._clock = clock
         self._deferred: dict[str, _Deferred] = {}
         self._last_progress_write: dict[str, float] = {}
@@ -177,6 +182,9 @@ class StatusSync:
                 if not group_ready:
                     await self.ensure_group()
                     group_ready = True
+                if self._claim_at_start:
+                    await self._claim_abandoned(idle_seconds=0.0)
+                    self._claim_at_start = False
                 if cursor is None and time.monotonic() >= recheck_at:
                     cursor = "0"
                     recheck_at = time.monotonic() + PENDING_RECHECK_SECONDS
@@ -217,9 +225,10 @@ class StatusSync:
                 out.append((_text(entry_id), fields or {}))
         return out
 
-    async def _claim_abandoned(self) -> None:
+    async def _claim_abandoned(self, idle_seconds: float | None = None) -> None:
         """Take over entries another consumer read but never acked (an operator pod that died)."""
-        idle_ms = int(self.rt.settings.claim_idle_seconds * 1000)
+        idle = self.rt.settings.claim_idle_seconds if idle_seconds is None else idle_seconds
+        idle_ms = int(idle * 1000)
         start = "0-0"
         while True:
             # Without JUSTID: redis-py drops the cursor from JUSTID replies. The claimed entries

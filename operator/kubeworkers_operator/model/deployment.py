@@ -171,16 +171,45 @@ def build_deployment(
             "name": deployment_name(name),
             "namespace": namespace,
             "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": WORKERPOOL_KIND,
-                    "name": name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(name, uid)],
         },
         "spec": deployment_spec,
+    }
+
+
+def owner_reference(pool: str, uid: str) -> dict[str, Any]:
+    """The WorkerPool as controller of what the operator makes for it: deleting the pool deletes it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": WORKERPOOL_KIND,
+        "name": pool,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def build_disruption_budget(*, name: str, namespace: str, uid: str) -> dict[str, Any]:
+    """The pool's worker PodDisruptionBudget: voluntary disruptions (a node drain) take one pod at a time.
+
+    An evicted worker drains like any other on SIGTERM (finishes what it can within the grace
+    period, hands the rest back uncounted), so one at a time bounds how much of the pool's
+    capacity a drain takes at once. ``AlwaysAllow`` lets a drain evict pods that are not Ready
+    (crash looping, still starting): they run nothing, and must never block a node's drain.
+    Named like the Deployment, owned by the pool.
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": deployment_name(name),
+            "namespace": namespace,
+            "labels": {POOL_LABEL: name, "app.kubernetes.io/managed-by": FIELD_MANAGER},
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
