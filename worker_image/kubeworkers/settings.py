@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from kubeworkers import redis_url
 from kubeworkers.protocol import DEFAULT_DEAD_LETTER_MAXLEN, DEFAULT_RESULT_TTL
 
 
@@ -147,6 +148,7 @@ class WorkerSettings:
         """Raise ValueError on settings that cannot work."""
         if not self.pool:
             raise ValueError("a pool is required (--pool or KUBEWORKERS_POOL)")
+        redis_url.check_url(self.redis_url)
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.heartbeat_seconds <= 0 or self.lease_seconds <= 0:

@@ -28,7 +28,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from kubeworkers import drain, leases
+from kubeworkers import connection, drain, leases
 from kubeworkers.consumer import Consumer
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import ProbeServer, WorkerMetrics
@@ -61,7 +61,7 @@ class Worker:
         self.registry = registry if registry is not None else default_registry
         self.name = settings.worker_name
         self.keys = PoolKeys(settings.namespace, settings.pool)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+        self.redis: aioredis.Redis = connection.connect_async(
             settings.redis_url, socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout,
         )
