@@ -33,7 +33,7 @@ class SentinelProcess:
     """One ``redis-sentinel`` watching ``master_name``."""
 
     def __init__(self, binary: str, master_name: str, master_port: int, *, quorum: int, down_after_ms: int,
-                 failover_timeout_ms: int) -> None:
+                 failover_timeout_ms: int, password: str | None) -> None:
         self.binary = binary
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="kw-sentinel-"))
@@ -48,6 +48,7 @@ class SentinelProcess:
             f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
             f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
             f"sentinel parallel-syncs {master_name} 1",
+            *([f"sentinel auth-pass {master_name} {password}"] if password else []),
             "",
         ]))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -82,28 +83,35 @@ class SentinelProcess:
 
 
 class SentinelSet:
-    """Master + ``replicas`` replicas + ``sentinels`` Sentinels (quorum 2). Use as a context manager."""
+    """Master + ``replicas`` replicas + ``sentinels`` Sentinels (quorum 2). Use as a context manager.
+
+    With ``password`` the nodes require it (and use it to replicate), the Sentinels know it, and
+    ``url`` carries it; the Sentinels themselves take no password.
+    """
 
     def __init__(self, master_name: str = "kw", replicas: int = 1, sentinels: int = 3,
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 4000) -> None:
+                 down_after_ms: int = 1000, failover_timeout_ms: int = 4000, password: str | None = None) -> None:
         binary = shutil.which("redis-sentinel")
         if binary is None:
             raise RuntimeError(f"redis-sentinel not found on PATH: {INSTALL_HINT}")
         self.master_name = master_name
-        master = RedisServer()
+        self.password = password
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        master = RedisServer(extra_args=auth)
         self.nodes: list[RedisServer] = [master] + [
-            RedisServer(extra_args=("--replicaof", "127.0.0.1", str(master.port))) for _ in range(replicas)
+            RedisServer(extra_args=(*auth, "--replicaof", "127.0.0.1", str(master.port))) for _ in range(replicas)
         ]
         self.sentinels = [
             SentinelProcess(binary, master_name, master.port, quorum=2, down_after_ms=down_after_ms,
-                            failover_timeout_ms=failover_timeout_ms)
+                            failover_timeout_ms=failover_timeout_ms, password=password)
             for _ in range(sentinels)
         ]
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.master_name}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{auth}{hosts}/{self.master_name}/0"
 
     def start(self) -> SentinelSet:
         for node in self.nodes:
@@ -144,7 +152,8 @@ class SentinelSet:
         return next(n for n in self.nodes if n.port == port)
 
     def node_client(self, node: RedisServer) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2, decode_responses=True)
+        return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2, decode_responses=True,
+                           password=self.password)
 
     def wait_replicas_linked(self, timeout: float = 30) -> None:
         """Until every node that is not the master is a replica with its link up."""
@@ -179,7 +188,8 @@ class SentinelSet:
             if len(ports) != 1 or old_port in ports:
                 return None
             port = ports.pop()
-            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True) as c:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True,
+                             password=self.password) as c:
                 return port if c.info("replication")["role"] == "master" else None
 
         return wait_for(promoted, timeout=timeout, what="every Sentinel to name a new, promoted master", every=0.05)

@@ -3,6 +3,7 @@ line that never shows the password, and every process builds its client through 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -86,3 +87,18 @@ def test_every_redis_client_of_the_product_is_built_by_the_connection_module() -
         if constructed.search(line)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:pw@redis:6379/0", "rediss://:pw@redis:6380/0",
+    "redis+sentinel://:pw@sentinel-0:26379,sentinel-1:26379,sentinel-2:26379/kw/0",
+    "rediss+sentinel://:pw@sentinel-0:26379/kw",
+])
+def test_the_chart_schema_takes_every_tcp_url_the_product_connects_to(url: str) -> None:
+    """values.schema.json's ``redis.url`` pattern and :func:`check_url` must agree (the chart
+    passes the URL through its Secret to the operator and the workers unchanged)."""
+    schema = json.loads((REPO / "helm/kubeworkers/values.schema.json").read_text())
+    pattern = schema["properties"]["redis"]["properties"]["url"]["pattern"]
+    redis_url.check_url(url)
+    assert re.search(pattern, url)
+    assert not re.search(pattern, "sentinel://s:26379/kw")
