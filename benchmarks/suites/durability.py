@@ -15,6 +15,7 @@ import statistics
 import time
 from typing import Any
 
+import redis
 from kubeworkers.client import Client
 from kubeworkers.queue import Durability
 from kubeworkers.registry import Registry
@@ -28,10 +29,8 @@ POOL = "bench-durable"
 
 
 def _replica_linked(replica: RedisServer) -> bool:
-    import redis  # noqa: PLC0415 - only this check needs the raw client
-
     with redis.Redis(port=replica.port, decode_responses=True) as r:
-        return r.info("replication").get("master_link_status") == "up"
+        return bool(r.info("replication").get("master_link_status") == "up")
 
 
 def _one_by_one(client: Client, jobs: int) -> tuple[float, list[float]]:

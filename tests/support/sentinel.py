@@ -89,7 +89,7 @@ class SentinelSet:
     ``url`` carries it; the Sentinels themselves take no password.
     """
 
-    def __init__(self, master_name: str = "kw", replicas: int = 1, sentinels: int = 3,
+    def __init__(self, master_name: str = "kw", *, replicas: int = 1, sentinels: int = 3,
                  down_after_ms: int = 1000, failover_timeout_ms: int = 4000, password: str | None = None) -> None:
         binary = shutil.which("redis-sentinel")
         if binary is None:
