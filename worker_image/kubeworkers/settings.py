@@ -134,6 +134,11 @@ class WorkerSettings:
         0.25, env="KUBEWORKERS_PROMOTE_SECONDS", flag="--promote-seconds",
         help="how often due retries are moved back to the streams",
     )
+    durable_replicas: int = setting(
+        0, env="KUBEWORKERS_DURABLE_REPLICAS", flag="--durable-replicas",
+        help="replicas that must acknowledge a take (Redis WAIT, at most a second) before its jobs start, "
+             "so a failover never reruns a job under the same attempt (0: do not wait)",
+    )
     log_level: str = setting("INFO", env="KUBEWORKERS_LOG_LEVEL", flag="--log-level", help="log level")
     log_format: str = setting(
         "json", env="KUBEWORKERS_LOG_FORMAT", flag="--log-format", choices=("json", "text"),
@@ -164,6 +169,8 @@ class WorkerSettings:
             )
         if self.dead_letter_maxlen < 1:
             raise ValueError(f"dead_letter_maxlen must be >= 1, got {self.dead_letter_maxlen}")
+        if self.durable_replicas < 0:
+            raise ValueError(f"durable_replicas must be >= 0, got {self.durable_replicas}")
         if self.cancel_grace < 0 or self.max_output_bytes < 1024:
             raise ValueError("cancel_grace must be >= 0 and max_output_bytes >= 1024")
 
