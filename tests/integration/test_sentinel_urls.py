@@ -8,13 +8,19 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from kubeworkers import AsyncClient, JobContext, Registry
 from kubeworkers.protocol import JobState, PoolKeys
+from pydantic import BaseModel
 
 from tests.integration.test_worker_cli_errors import assert_one_line_error, kubeworkers
 from tests.support.sentinel import SentinelSet
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, start_worker, until
 
 PASSWORD = "pw-5e2b-sentinel-never-log-me"
+
+
+class Nothing(BaseModel):
+    pass
 
 
 @pytest.fixture
@@ -71,3 +77,23 @@ def test_a_bad_sentinel_url_is_refused_in_one_line_without_the_password(url: str
 def test_a_durable_submit_with_a_nonsense_replica_count_is_a_usage_error(redis_url: str) -> None:
     done = kubeworkers("submit", "--redis-url", redis_url, "--pool", "p", "--durable", "0", "word_count")
     assert_one_line_error(done, says="durable replicas must be a whole number >= 1", code=2)
+
+
+async def test_a_durable_worker_whose_redis_has_no_replica_runs_nothing_and_hands_its_takes_back(
+    redis_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    reg = Registry()
+    ran: list[str] = []
+
+    @reg.handler("item")
+    async def item(inp: Nothing, ctx: JobContext) -> None:
+        ran.append(ctx.job_id)
+
+    async with AsyncClient(redis_url, registry=reg) as client:
+        await client.submit("p", "item", {}, job_id="unsafe")
+        async with start_worker(redis_url, reg, durable_replicas=1):
+            await until(lambda: "acknowledged by 0 of 1 replica(s)" in caplog.text, 20,
+                        "the worker to say no replica acknowledged its take")
+        record = await client.get("unsafe", pool="p")
+    assert ran == []
+    assert record is not None and record.state is JobState.QUEUED and record.attempts == 0
