@@ -133,4 +133,5 @@ async def test_workers_and_sdk_follow_a_failover_mid_run_and_every_durably_ackno
     assert after_failover, "no job ran after the failover: the workers did not follow the new master"
     print(f"{fault}, {'durable' if durable_workers else 'plain'} workers: {len(acknowledged)} jobs, "
           f"{len(rerun)} run again under the same attempt within the failover window, "
+          f"{sum(1 for j in acknowledged if runs[j] > 1)} run more than once in all, "
           f"{refused_for_replication} durable submit(s) refused for want of a replica and repeated")

@@ -19,7 +19,8 @@ the same round trip, by ``WAIT``: its jobs start only once that many replicas ha
 recorded, so a failover cannot lose the record of an attempt that ran (which would run the job
 again under the same attempt number, docs/reliability.md). A take too few replicas acknowledged
 is handed back at once, its attempts not counted: on a demoted master that write is lost with
-the rest, on a master whose replicas lag it is read again.
+the rest, on a master whose replicas lag it is read again. (The results are waited for in
+:mod:`kubeworkers.outbox`.)
 """
 
 from __future__ import annotations

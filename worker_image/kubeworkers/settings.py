@@ -136,8 +136,8 @@ class WorkerSettings:
     )
     durable_replicas: int = setting(
         0, env="KUBEWORKERS_DURABLE_REPLICAS", flag="--durable-replicas",
-        help="replicas that must acknowledge a take (Redis WAIT, at most a second) before its jobs start, "
-             "so a failover never reruns a job under the same attempt (0: do not wait)",
+        help="replicas that must acknowledge a take before its jobs start, and a result before it counts as "
+             "written (Redis WAIT), so a Redis failover loses neither (0: do not wait)",
     )
     log_level: str = setting("INFO", env="KUBEWORKERS_LOG_LEVEL", flag="--log-level", help="log level")
     log_format: str = setting(

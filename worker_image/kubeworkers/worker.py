@@ -70,7 +70,8 @@ class Worker:
         self.holdings = Holdings(settings.concurrency)
         self.metrics.in_flight.set_function(lambda: len(self.holdings.running))
         self.outbox = Outbox(self.redis, self.keys, self.name, settings.result_ttl,
-                             dead_letter_maxlen=settings.dead_letter_maxlen)
+                             dead_letter_maxlen=settings.dead_letter_maxlen,
+                             durable_replicas=settings.durable_replicas)
         self._stop = asyncio.Event()
         self._draining = False
         self._ready = False
