@@ -148,4 +148,4 @@ async def stop(bg: Background) -> None:
     if bg.controllers.api is not None:
         await bg.controllers.api.close()
     await bg.rt.api.close()
-    await bg.rt.redis.aclose()
+    await connection.aclose(bg.rt.redis)

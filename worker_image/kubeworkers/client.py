@@ -355,7 +355,7 @@ class AsyncClient(_Client[aioredis.Redis]):
 
     async def aclose(self) -> None:
         if self._owns_connection:
-            await self.redis.aclose()
+            await connection.aclose(self.redis)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -378,7 +378,7 @@ class Client(_Client[redis.Redis]):
 
     def close(self) -> None:
         if self._owns_connection:
-            self.redis.close()
+            connection.close(self.redis)
 
     def __enter__(self) -> Client:
         return self

@@ -29,7 +29,7 @@ import redis.sentinel
 from kubeworkers import redis_url
 from kubeworkers.redis_url import RedisUrlError, SentinelUrl
 
-__all__ = ["RedisUrlError", "SentinelUrl", "connect", "connect_async"]
+__all__ = ["RedisUrlError", "SentinelUrl", "aclose", "close", "connect", "connect_async"]
 
 def _sentinel_kwargs(parsed: SentinelUrl, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(keyword arguments of the master's connections, of the Sentinels' connections)."""
@@ -65,3 +65,19 @@ def connect_async(url: str, **options: Any) -> aioredis.Redis:
         list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs,
     )
     return cast(aioredis.Redis, manager.master_for(parsed.master_name, **master))
+
+
+def close(r: redis.Redis) -> None:
+    """Close a client of :func:`connect`, and for a Sentinel URL its connections to the Sentinels."""
+    manager = getattr(r.connection_pool, "sentinel_manager", None)
+    r.close()
+    if manager is not None:
+        manager.close()
+
+
+async def aclose(r: aioredis.Redis) -> None:
+    """:func:`close` for a client of :func:`connect_async`."""
+    manager = getattr(r.connection_pool, "sentinel_manager", None)
+    await r.aclose()
+    if manager is not None:
+        await manager.aclose()

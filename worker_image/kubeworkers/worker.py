@@ -130,7 +130,7 @@ class Worker:
         finally:
             if probe is not None:
                 await probe.stop()
-            await self.redis.aclose()
+            await connection.aclose(self.redis)
             log.info("worker stopped", extra={"worker": self.name, "pool": self.settings.pool})
 
     async def _serve(self) -> None:
