@@ -46,6 +46,25 @@ def test_a_pipeline_sends_again_only_the_calls_that_answered_noscript_then_its_t
     assert step(plan, reply=[["lost"], 1]) == ("done", ["reaped-x", ["lost"], "reaped-y", 1])
 
 
+@pytest.mark.parametrize("shape", ["call", "pipeline"])
+def test_noscript_after_a_failovers_connection_errors_is_still_answered_with_the_source(shape: str) -> None:
+    """A failover brings connection errors first, then NOSCRIPT from the new master: the errors
+    must not use up the budget of the EVAL that answers it (seen as a NoScriptError in a submit)."""
+    plan = (scripts.call_plan("enqueue", [], ["a"], idempotent=True) if shape == "call"
+            else scripts.pipeline_plan([("enqueue", [], ["a"])], idempotent=True))
+    next(plan)
+    for _ in range(redis_ops.RETRY.retries):
+        assert isinstance(step(plan, error=redis.ConnectionError("master gone")), Pause)
+        step(plan)
+    if shape == "call":
+        again = step(plan, error=NoScriptError("NOSCRIPT"))
+        assert isinstance(again, Command) and again.method == "eval"
+    else:
+        again = step(plan, reply=[NoScriptError("NOSCRIPT")])
+        assert isinstance(again, redis_ops.Pipeline) and again.commands[0].method == "eval"
+    assert step(plan, reply=1 if shape == "call" else [1]) == ("done", 1 if shape == "call" else [1])
+
+
 def test_a_pipeline_raises_the_first_error_reply_that_is_not_noscript() -> None:
     plan = scripts.pipeline_plan([("reap", ["p"], []), ("renew", ["s"], [])])
     next(plan)

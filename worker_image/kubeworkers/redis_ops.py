@@ -130,21 +130,23 @@ def retried(
     """Send ``step()`` until it answers: after ``NOSCRIPT``, send ``unknown_script()`` instead
     (the same call with the script's source, ``EVAL``: a script that was not known did not run,
     so this is always safe); after a transient error, send again only if the step is
-    ``idempotent``. Each at most ``policy.retries`` times.
+    ``idempotent``. Each at most ``policy.retries`` times, counted apart: a failover brings
+    both, connection errors first and ``NOSCRIPT`` from the new master after them, and the
+    errors must not use up the budget of the one ``EVAL`` that answers it.
 
     ``NOSCRIPT`` is answered by a Redis whose script cache is empty: after a restart, and after
     a failover (scripts are not replicated, so a promoted replica knows none). ``EVAL`` carries
     the source on the same connection that was refused, so the retry cannot land on a node
     other than the one that was just told the script, as a separate ``SCRIPT LOAD`` could.
     """
-    failures = 0
+    failures = unknown = 0
     current = step
     while True:
         try:
             return (yield current())
         except NoScriptError:
-            failures += 1
-            if unknown_script is None or failures > policy.retries:
+            unknown += 1
+            if unknown_script is None or unknown > policy.retries:
                 raise
             current = unknown_script
         except TRANSIENT_ERRORS:

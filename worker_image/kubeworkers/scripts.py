@@ -80,13 +80,14 @@ def pipeline_plan(
     can mix known and unknown scripts), so only they are sent again, as ``EVAL``, followed by
     ``then`` again (it is meant for commands about the writes before them on the connection,
     such as ``WAIT``). With ``idempotent=True`` the whole batch is also sent again after a
-    transient error. Any other error reply is raised once the batch has answered.
+    transient error. Any other error reply is raised once the batch has answered. Transient
+    errors and ``NOSCRIPT`` have budgets of their own (see :func:`redis_ops.retried`).
     """
     policy = redis_ops.RETRY
     replies: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     sending = [script(name).command(keys, argv) for name, keys, argv in calls]
-    failures = 0
+    failures = unknown_rounds = 0
     while True:
         try:
             got = yield Pipeline([*(sending[i] for i in todo), *then], errors_as_replies=True)
@@ -103,8 +104,8 @@ def pipeline_plan(
         tail = list(got[len(todo):])
         if not unknown:
             break
-        failures += 1
-        if failures > policy.retries:
+        unknown_rounds += 1
+        if unknown_rounds > policy.retries:
             raise next(r for r in got if isinstance(r, NoScriptError))
         for i in unknown:
             name, keys, argv = calls[i]
