@@ -4,7 +4,8 @@
 # The one place these requirements live: the Makefile and .ci/run call this script.
 #
 # Usage: hack/ensure-prereqs.sh [--for demo|test|venv] [--check]
-#   --for demo   python3 >= 3.11 with venv, redis-server >= 7.0, openssl, make; Go >= 1.26 only while
+#   --for demo   python3 >= 3.11 with venv, redis-server >= 7.0, redis-sentinel (the Sentinel
+#                failover tests), openssl, make; Go >= 1.26 only while
 #                the control-plane binaries are not built yet; the project's .venv
 #   --for test   the same, plus checkov's side venv (the chart's security-scan test) (default)
 #   --for venv   only the project's .venv
@@ -49,6 +50,7 @@ if [[ "$FOR" != venv ]]; then
   packages=()
   python_ok || packages+=(python3 python3-venv)
   redis_ok || packages+=(redis-server)
+  command -v redis-sentinel >/dev/null || packages+=(redis-sentinel)
   command -v openssl >/dev/null || packages+=(openssl)
   command -v make >/dev/null || packages+=(make)
   if ((${#packages[@]})); then
@@ -63,7 +65,7 @@ if [[ "$FOR" != venv ]]; then
     say "installing ${packages[*]}"
     $SUDO apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${packages[@]}" >&2
-    python_ok && redis_ok || die "installed ${packages[*]}, but python3 >= 3.11 or redis-server >= 7.0 is still missing; this distribution's packages are too old"
+    python_ok && redis_ok && command -v redis-sentinel >/dev/null || die "installed ${packages[*]}, but python3 >= 3.11 redis-server >= 7.0 or redis-sentinel is still missing; this distribution's packages are too old"
   fi
 
   # Go is needed only to build the control-plane binaries, once.

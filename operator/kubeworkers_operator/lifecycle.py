@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import kopf
-import redis.asyncio as aioredis
+from kubeworkers import connection
 
 from kubeworkers_operator.adapters.enqueuer import Enqueuer
 from kubeworkers_operator.adapters.events import EventRecorder
@@ -190,7 +190,7 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
         )
 
     api = kube_api(settings.api_concurrency)
-    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis = connection.connect_async(settings.redis_url, health_check_interval=30)
     recorder = EventRecorder(api, metrics)
     index = ClusterIndex()
     rt = Runtime(
@@ -257,4 +257,4 @@ async def stop(bg: Background) -> None:
     if bg.autoscaler_api is not None:
         await bg.autoscaler_api.close()
     await bg.rt.api.close()
-    await bg.rt.redis.aclose()
+    await connection.aclose(bg.rt.redis)

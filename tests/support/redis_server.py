@@ -27,7 +27,9 @@ class RedisServer:
     about a second of acknowledged writes may be lost in a crash).
     """
 
-    def __init__(self, aof: bool = False, port: int | None = None, fsync: str = "always") -> None:
+    def __init__(
+        self, aof: bool = False, port: int | None = None, fsync: str = "always", extra_args: tuple[str, ...] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(f"redis-server not found on PATH: {INSTALL_HINT}")
@@ -36,6 +38,8 @@ class RedisServer:
         self.fsync = fsync
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="kw-redis-"))
+        #: More ``redis-server`` arguments (e.g. ``("--replicaof", "127.0.0.1", "6379")``).
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,6 +58,7 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--logfile", str(self.dir / "redis.log"),
+            *self.extra_args,
         ]
         self.proc = processes.spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = Deadline(10, f"redis-server to answer on port {self.port}")
@@ -64,7 +69,8 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    # A server with requirepass answers NOAUTH: it is up all the same.
+                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return self
             except OSError:
                 pass

@@ -129,6 +129,8 @@ MODES: dict[str, Mapping[str, object]] = {
     "namespaced": {"operator": {"watchNamespace": "team-a"}},
     "external-redis-url": {"redis": {"enabled": False, "url": "rediss://:pw@redis.example:6380/0"}},
     "external-redis-secret": {"redis": {"enabled": False, "existingSecret": "my-redis"}},
+    "external-redis-sentinel": {"redis": {"enabled": False, "url": (
+        "redis+sentinel://:pw@sentinel-0.redis:26379,sentinel-1.redis:26379,sentinel-2.redis:26379/kubeworkers/0")}},
     "metrics-all-on": {
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},

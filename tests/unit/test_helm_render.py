@@ -126,6 +126,7 @@ def _env(container: Obj) -> dict[str, Obj]:
     ("default", "kw-kubeworkers-redis"),
     ("external-redis-url", "kw-kubeworkers-redis"),
     ("external-redis-secret", "my-redis"),
+    ("external-redis-sentinel", "kw-kubeworkers-redis"),
 ])
 def test_operator_reads_the_redis_url_from_a_secret_and_names_it_to_worker_pools(
         mode: str, secret: str, tmp_path: Path) -> None:
@@ -136,7 +137,7 @@ def test_operator_reads_the_redis_url_from_a_secret_and_names_it_to_worker_pools
     assert f"--default-redis-secret={secret}" in container["args"]
     # No Redis address or password in plain text anywhere in a pod spec.
     for _, spec in pod_specs(objs):
-        assert "redis://" not in json.dumps(spec) and "rediss://" not in json.dumps(spec)
+        assert not any(scheme in json.dumps(spec) for scheme in ("redis://", "rediss://", "sentinel://"))
 
 
 def test_external_redis_url_is_stored_in_the_chart_secret_and_no_redis_is_deployed(tmp_path: Path) -> None:
@@ -145,6 +146,13 @@ def test_external_redis_url_is_stored_in_the_chart_secret_and_no_redis_is_deploy
     secret = one(objs, "Secret", "kw-kubeworkers-redis")
     assert base64.b64decode(secret["data"]["url"]).decode() == "rediss://:pw@redis.example:6380/0"
     assert "password" not in secret["data"]
+
+
+def test_a_sentinel_url_reaches_the_chart_secret_unchanged_for_the_operator_and_workers(tmp_path: Path) -> None:
+    objs = render_chart(MODES["external-redis-sentinel"], tmp_path)
+    assert not find(objs, "StatefulSet")
+    secret = one(objs, "Secret", "kw-kubeworkers-redis")
+    assert base64.b64decode(secret["data"]["url"]).decode() == MODES["external-redis-sentinel"]["redis"]["url"]  # type: ignore[index]
 
 
 def test_existing_secret_mode_renders_no_secret_at_all(tmp_path: Path) -> None:

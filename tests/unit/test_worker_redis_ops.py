@@ -20,15 +20,63 @@ def step(plan: Plan[Any], reply: Any = None, error: Exception | None = None) -> 
         return ("done", end.value)
 
 
-def test_a_script_unknown_to_redis_is_loaded_and_called_again() -> None:
+def test_a_script_unknown_to_redis_is_called_again_with_its_source_on_the_same_step() -> None:
     plan = scripts.call_plan("cancel", ["k"], ["a"])
     first = next(plan)
     assert isinstance(first, Command) and first.method == "evalsha"
-    load = step(plan, error=NoScriptError("NOSCRIPT"))
-    assert isinstance(load, Command) and load.method == "script_load"
-    again = step(plan)
-    assert isinstance(again, Command) and again.method == "evalsha" and again.args == first.args
+    again = step(plan, error=NoScriptError("NOSCRIPT"))
+    # One command carrying the source: it cannot land on another node than the one refused.
+    assert isinstance(again, Command) and again.method == "eval"
+    assert again.args == (scripts.script("cancel").source, *first.args[1:])
     assert step(plan, reply=1) == ("done", 1)
+
+
+def test_a_pipeline_sends_again_only_the_calls_that_answered_noscript_then_its_tail() -> None:
+    calls = [("reap", ["p"], ["x"]), ("renew", ["s"], ["g", "c", "1-0"]), ("reap", ["p"], ["y"])]
+    wait = Command("wait", 1, 500)
+    plan = scripts.pipeline_plan(calls, then=[wait])
+    first = next(plan)
+    assert isinstance(first, redis_ops.Pipeline) and first.errors_as_replies
+    assert [c.method for c in first.commands] == ["evalsha", "evalsha", "evalsha", "wait"]
+    # reap was known and ran; renew was not, so it did not run.
+    again = step(plan, reply=["reaped-x", NoScriptError("NOSCRIPT"), "reaped-y", 1])
+    assert isinstance(again, redis_ops.Pipeline)
+    assert [c.method for c in again.commands] == ["eval", "wait"]
+    assert again.commands[0].args[0] == scripts.script("renew").source
+    assert step(plan, reply=[["lost"], 1]) == ("done", ["reaped-x", ["lost"], "reaped-y", 1])
+
+
+@pytest.mark.parametrize("shape", ["call", "pipeline"])
+def test_noscript_after_a_failovers_connection_errors_is_still_answered_with_the_source(shape: str) -> None:
+    """A failover brings connection errors first, then NOSCRIPT from the new master: the errors
+    must not use up the budget of the EVAL that answers it (seen as a NoScriptError in a submit)."""
+    plan = (scripts.call_plan("enqueue", [], ["a"], idempotent=True) if shape == "call"
+            else scripts.pipeline_plan([("enqueue", [], ["a"])], idempotent=True))
+    next(plan)
+    for _ in range(redis_ops.RETRY.retries):
+        assert isinstance(step(plan, error=redis.ConnectionError("master gone")), Pause)
+        step(plan)
+    if shape == "call":
+        again = step(plan, error=NoScriptError("NOSCRIPT"))
+        assert isinstance(again, Command) and again.method == "eval"
+    else:
+        again = step(plan, reply=[NoScriptError("NOSCRIPT")])
+        assert isinstance(again, redis_ops.Pipeline) and again.commands[0].method == "eval"
+    assert step(plan, reply=1 if shape == "call" else [1]) == ("done", 1 if shape == "call" else [1])
+
+
+def test_a_pipeline_raises_the_first_error_reply_that_is_not_noscript() -> None:
+    plan = scripts.pipeline_plan([("reap", ["p"], []), ("renew", ["s"], [])])
+    next(plan)
+    with pytest.raises(redis.ResponseError, match="bad"):
+        step(plan, reply=[redis.ResponseError("bad"), 1])
+
+
+def test_readonly_from_a_demoted_master_is_transient_and_an_idempotent_call_is_repeated() -> None:
+    assert issubclass(redis.ReadOnlyError, redis_ops.TRANSIENT_ERRORS)
+    plan = scripts.call_plan("enqueue", [], ["a"], idempotent=True)
+    next(plan)
+    assert isinstance(step(plan, error=redis.ReadOnlyError("READONLY You can't write")), Pause)
 
 
 def test_an_idempotent_call_is_repeated_after_connection_errors_with_growing_pauses() -> None:

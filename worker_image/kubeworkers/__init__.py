@@ -4,6 +4,7 @@ from kubeworkers.client import AmbiguousJobIdError, AsyncClient, Client, Invalid
 from kubeworkers.context import JobContext
 from kubeworkers.errors import PermanentError, RetryableError, SoftTimeout
 from kubeworkers.protocol import JobRecord, JobState, Priority, RetryPolicy
+from kubeworkers.queue import Durability, NotReplicatedError
 from kubeworkers.registry import App, DuplicateHandlerError, HandlerSpec, Registry, RegistryError, handler, registry
 
 __version__ = "0.1.0"
@@ -14,12 +15,14 @@ __all__ = [
     "AsyncClient",
     "Client",
     "DuplicateHandlerError",
+    "Durability",
     "HandlerSpec",
     "InvalidInputError",
     "JobContext",
     "JobNotFoundError",
     "JobRecord",
     "JobState",
+    "NotReplicatedError",
     "PermanentError",
     "Priority",
     "Registry",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -12,11 +11,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import redis
 
-from kubeworkers import dlq, logs, run_local
+from kubeworkers import connection, dlq, logs, redis_url, run_local
 from kubeworkers.protocol import JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
@@ -63,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--job-id")
     s.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
     s.add_argument("--wait", type=float, help="wait up to this many seconds and print the record")
+    s.add_argument("--durable", type=int, metavar="REPLICAS",
+                   help="return only once this many replicas acknowledged the job (Redis WAIT); else exit 1")
+    s.add_argument("--durable-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="how long --durable waits for the replicas (default 1)")
 
     g = sub.add_parser("get", help="print a job's record as JSON")
     _connection_args(g)
@@ -151,9 +153,11 @@ def _redis(args: argparse.Namespace, *, pool_required: bool = False) -> tuple[re
     if pool_required and not settings.pool:
         raise UsageError("a pool is required (--pool or KUBEWORKERS_POOL)")
     try:
-        return redis.Redis.from_url(settings.redis_url), settings
-    except ValueError as exc:
+        return connection.connect(settings.redis_url), settings
+    except redis_url.RedisUrlError as exc:
         raise UsageError(f"invalid Redis URL: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"invalid Redis URL: {redis_url.redacted(settings.redis_url)}: {exc}") from None
 
 
 #: A stream entry id: milliseconds, optionally a dash and a sequence number.
@@ -203,14 +207,21 @@ def _input(text: str) -> dict[str, object]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from kubeworkers.client import Client, InvalidInputError
+    from kubeworkers.queue import Durability, NotReplicatedError
 
     inp = _input(args.input)
+    try:
+        durable = None if args.durable is None else Durability(args.durable, args.durable_timeout)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     r, settings = _redis(args, pool_required=True)
-    client = Client(connection=r, namespace=settings.namespace)
+    client = Client(connection=r, namespace=settings.namespace, durable=durable)
     try:
         job_id = client.submit(settings.pool, args.handler, inp, job_id=args.job_id, priority=args.priority)
     except InvalidInputError as exc:
         raise UsageError(str(exc)) from None
+    except NotReplicatedError as exc:
+        return _fail("submit", str(exc), 1)
     print(job_id, flush=True)
     if args.wait is None:
         return 0
@@ -236,10 +247,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def _where(args: argparse.Namespace) -> str:
     """Where Redis is, for messages: host and port, never the password."""
-    url = urlsplit(_settings(args).redis_url)
-    with contextlib.suppress(ValueError):
-        return f"{url.hostname}:{url.port or 6379}"
-    return "the given URL"
+    return redis_url.where(_settings(args).redis_url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

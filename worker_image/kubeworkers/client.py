@@ -22,7 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
-from kubeworkers import queue, redis_ops
+from kubeworkers import connection, queue, redis_ops
 from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority, RetryPolicy
 from kubeworkers.redis_ops import Join, Pause, Plan, Start
 from kubeworkers.registry import Registry, check_timeouts
@@ -185,8 +185,9 @@ class _Builder:
 class _Jobs:
     """The SDK's operations as plans: what both clients do, written once."""
 
-    def __init__(self, namespace: str, registry: Registry) -> None:
+    def __init__(self, namespace: str, registry: Registry, durable: queue.Durability | None = None) -> None:
         self.namespace = namespace
+        self.durable = durable
         self._build = _Builder(namespace, registry)
 
     def submit(
@@ -204,7 +205,7 @@ class _Jobs:
         ``max_attempts``, ``retry`` (a :class:`~kubeworkers.protocol.RetryPolicy`), ``expires``.
         """
         msg = self._build.message(pool, handler, input, job_id, options)
-        yield from queue.enqueue_plan([msg])
+        yield from queue.enqueue_plan([msg], self.durable)
         return msg.job_id
 
     def submit_many(
@@ -232,7 +233,7 @@ class _Jobs:
             # same time (when awaited), and chunks still arrive in order.
             if sending is not None:
                 yield Join(sending)
-            sending = yield Start(queue.enqueue_plan(chunk))
+            sending = yield Start(queue.enqueue_plan(chunk, self.durable))
         if sending is not None:
             yield Join(sending)
         return ids
@@ -312,7 +313,13 @@ C = TypeVar("C", redis.Redis, aioredis.Redis)
 
 
 class _Client(Generic[C]):
-    """What both clients hold: a connection (their own, or one given), a namespace, a registry."""
+    """What both clients hold: a connection (their own, or one given), a namespace, a registry.
+
+    ``redis_url`` may be a ``redis+sentinel://`` URL (:mod:`kubeworkers.connection`): the client
+    then follows the master across failovers. With ``durable`` (a
+    :class:`~kubeworkers.queue.Durability`), every submit returns only once that many replicas
+    have the jobs, else raises :class:`~kubeworkers.queue.NotReplicatedError`.
+    """
 
     def __init__(
         self,
@@ -321,13 +328,14 @@ class _Client(Generic[C]):
         *,
         connection: C | None = None,
         registry: Registry | None = None,
+        durable: queue.Durability | None = None,
     ) -> None:
         if connection is None and redis_url is None:
             raise ValueError("give a redis_url or a connection")
         self.redis: C = connection if connection is not None else self._connect(str(redis_url))
         self._owns_connection = connection is None
         self.namespace = namespace
-        self._jobs = _Jobs(namespace, registry if registry is not None else default_registry)
+        self._jobs = _Jobs(namespace, registry if registry is not None else default_registry, durable)
 
     def _connect(self, url: str) -> C:
         raise NotImplementedError
@@ -337,7 +345,7 @@ class AsyncClient(_Client[aioredis.Redis]):
     """Submit and inspect jobs from asyncio code. Use ``async with AsyncClient(url) as c: ...``."""
 
     def _connect(self, url: str) -> aioredis.Redis:
-        return aioredis.Redis.from_url(url)
+        return connection.connect_async(url)
 
     submit = _awaited(_Jobs.submit)
     submit_many = _awaited(_Jobs.submit_many)
@@ -347,7 +355,7 @@ class AsyncClient(_Client[aioredis.Redis]):
 
     async def aclose(self) -> None:
         if self._owns_connection:
-            await self.redis.aclose()
+            await connection.aclose(self.redis)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -360,7 +368,7 @@ class Client(_Client[redis.Redis]):
     """Blocking twin of :class:`AsyncClient`: ``Client(url).submit("pool", "handler", {...})``."""
 
     def _connect(self, url: str) -> redis.Redis:
-        return redis.Redis.from_url(url)
+        return connection.connect(url)
 
     submit = _blocking(_Jobs.submit)
     submit_many = _blocking(_Jobs.submit_many)
@@ -370,7 +378,7 @@ class Client(_Client[redis.Redis]):
 
     def close(self) -> None:
         if self._owns_connection:
-            self.redis.close()
+            connection.close(self.redis)
 
     def __enter__(self) -> Client:
         return self

@@ -13,6 +13,14 @@ Two things keep "an attempt counts only when its handler starts" true here:
   Running for this worker that it never heard of: before reading anything new, the consumer
   reads its own pending entries again and passes the unknown ones to ``take.lua``, which runs a
   delivery that is already Running for this worker without counting another attempt.
+
+With ``durable_replicas`` (a Redis with replicas, e.g. under Sentinel) a take is followed, in
+the same round trip, by ``WAIT``: its jobs start only once that many replicas have the attempt
+recorded, so a failover cannot lose the record of an attempt that ran (which would run the job
+again under the same attempt number, docs/reliability.md). A take too few replicas acknowledged
+is handed back at once, its attempts not counted: on a demoted master that write is lost with
+the rest, on a master whose replicas lag it is read again. (The results are waited for in
+:mod:`kubeworkers.outbox`.)
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from kubeworkers import leases, logs, scripts, wire
+from kubeworkers import leases, logs, redis_ops, scripts, wire
 from kubeworkers.attempts import Delivery
 from kubeworkers.errors import cap_text
 from kubeworkers.holdings import Holdings
@@ -44,6 +52,8 @@ job_log = logs.JobLog(log)
 #: Most entries one take (read + start) delivers: small enough that Python runs one batch
 #: while Redis executes the next, large enough to amortise the round trip.
 TAKE_BATCH = 64
+#: Longest a durable take waits for its replicas (``WAIT`` timeout), milliseconds.
+DURABLE_TAKE_WAIT_MS = 1000
 
 
 class Consumer:
@@ -142,19 +152,43 @@ class Consumer:
             dead_letter_maxlen=self.settings.dead_letter_maxlen, given=given,
         )
 
+    async def _take_call(self, args: list[wire.Arg]) -> list[wire.Taken]:
+        """One ``take.lua`` call; with ``durable_replicas``, only what enough replicas acknowledged."""
+        wanted = self.settings.durable_replicas
+        if not wanted:
+            return wire.parse_take(await scripts.call(self.redis, "take", self.streams, args))
+        replies = await redis_ops.run(self.redis, scripts.pipeline_plan(
+            [("take", self.streams, args)], then=[redis_ops.Command("wait", wanted, DURABLE_TAKE_WAIT_MS)],
+        ))
+        taken, acknowledged = wire.parse_take(replies[0]), int(replies[1])
+        runnable = [t for t in taken if t.verdict is wire.Verdict.RUN]
+        if acknowledged >= wanted or not runnable:
+            return taken
+        log.warning(
+            f"a take of {len(runnable)} job(s) was acknowledged by {acknowledged} of {wanted} replica(s) "
+            f"within {DURABLE_TAKE_WAIT_MS} ms: handing them back unrun (is Redis failing over?)",
+            extra={"worker": self.name},
+        )
+        await leases.requeue(
+            self.redis, self.keys, [(t.stream, t.entry, t.job_id) for t in runnable], self.name,
+            uncount_attempt=True, message="not started: no replica acknowledged the take; queued again",
+            result_ttl=self.settings.result_ttl,
+        )
+        return [t for t in taken if t.verdict is not wire.Verdict.RUN]
+
     async def _decide(self, given: list[wire.Given], count: int) -> list[wire.Taken]:
-        reply: list[Any] = await scripts.call(self.redis, "take", self.streams, self._take_args("given", count, given))
+        taken = await self._take_call(self._take_args("given", count, given))
         for entry in given:
             self.holdings.undecided.pop(str(entry.entry), None)
-        return wire.parse_take(reply)
+        return taken
 
     async def _take(self, count: int) -> list[wire.Taken]:
         """Deliver and decide up to ``count`` entries (see ``lua/take.lua``)."""
         if self.holdings.undecided:
             return await self._decide(list(self.holdings.undecided.values())[:count], count)
-        flat: list[Any] = await scripts.call(self.redis, "take", self.streams, self._take_args("read", count, []))
-        if flat:
-            return wire.parse_take(flat)
+        taken = await self._take_call(self._take_args("read", count, []))
+        if taken:
+            return taken
         # A stop that came while the take above was in flight could not interrupt it (only a
         # blocking read is cancelled), so it is honoured here, before blocking for block_ms.
         if self.stopping.is_set():

@@ -12,6 +12,10 @@ costs another anything: the script applies each on its own, and a batch Redis wi
 write at fault is alone; that one is replaced by its small fallback (the job fails with
 ``ResultNotWritten``) and, if even that cannot be written, dropped, so its entry is released
 and the reaper hands the job out again after the lease.
+
+A durable worker (``durable_replicas``) follows each batch with ``WAIT`` in the same round trip;
+a batch too few replicas acknowledged (:class:`NotReplicatedError`) is kept and sent again with
+backoff, like one Redis did not answer, so a failover cannot lose a result the worker let go of.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from kubeworkers import scripts, wire
+from kubeworkers import redis_ops, scripts, wire
 from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, PoolKeys, job_pool_prefix
 from kubeworkers.redis_ops import TRANSIENT_ERRORS
 
@@ -38,6 +42,17 @@ BATCH = 500
 BATCH_BYTES = 4 * 1024 * 1024
 #: Times a batch is sent as it is while Redis answers pings, before it is split.
 TRIES_WHILE_REACHABLE = 2
+#: Longest a durable settle waits for its replicas (``WAIT`` timeout), milliseconds.
+DURABLE_SETTLE_WAIT_MS = 1000
+
+
+class NotReplicatedError(Exception):
+    """A durable settle the master applied but too few replicas acknowledged in time.
+
+    The batch is kept and sent again, like one Redis did not answer: a resent settle is a
+    no-op where it was applied, and is applied where a failover lost it (the entries stay
+    held, and their leases renewed, until then).
+    """
 
 
 @dataclass
@@ -61,9 +76,12 @@ class Outbox:
     """Queue of writes for one pool, flushed in batches by one task at a time."""
 
     def __init__(
-        self, r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, *, dead_letter_maxlen: int
+        self, r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, *, dead_letter_maxlen: int,
+        durable_replicas: int = 0,
     ) -> None:
         self.redis = r
+        #: Replicas that must acknowledge a batch before it counts as written (0: none).
+        self.durable_replicas = durable_replicas
         self.keys = keys
         self.worker = worker
         self.result_ttl = result_ttl
@@ -103,6 +121,14 @@ class Outbox:
                 batch = self._next_batch()
                 try:
                     results = await self._settle(batch)
+                except NotReplicatedError as exc:
+                    if not warned:
+                        log.warning(f"job results not acknowledged by a replica yet, sending them again: {exc}")
+                        warned = True
+                    self._writes = [w for w in batch if w.body["kind"] != "progress"] + self._writes
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5)
+                    continue
                 except TRANSIENT_ERRORS as exc:
                     if await self._reachable():
                         self._refused(batch, exc)
@@ -183,18 +209,27 @@ class Outbox:
 
     async def _settle(self, batch: list[Write]) -> list[Any]:
         return await settle(self.redis, self.keys, self.worker, self.result_ttl, [w.body for w in batch],
-                            dead_letter_maxlen=self.dead_letter_maxlen)
+                            dead_letter_maxlen=self.dead_letter_maxlen, wait_replicas=self.durable_replicas)
 
 
 async def settle(
     r: aioredis.Redis, keys: PoolKeys, worker: str, result_ttl: int, bodies: list[wire.Write], *,
-    dead_letter_maxlen: int,
+    dead_letter_maxlen: int, wait_replicas: int = 0,
 ) -> list[Any]:
     """Apply writes (see :mod:`kubeworkers.wire`) in one script call; one result per write.
-    A final failure's dead-letter entry trims the stream to about ``dead_letter_maxlen``."""
+    A final failure's dead-letter entry trims the stream to about ``dead_letter_maxlen``.
+    With ``wait_replicas``, ``WAIT`` follows in the same round trip and too few
+    acknowledgements raise :class:`NotReplicatedError` (the writes are applied on the master)."""
     argv = wire.settle_args(
         group=WORKER_GROUP, now=repr(time.time()), prefix=keys.prefix, events=EVENTS_STREAM,
         pointer_prefix=job_pool_prefix(keys.namespace), result_ttl=result_ttl, worker=worker,
         dead_letter_maxlen=dead_letter_maxlen, writes=bodies,
     )
-    return list(await scripts.call(r, "settle", keys.streams, argv))
+    if not wait_replicas:
+        return list(await scripts.call(r, "settle", keys.streams, argv))
+    results, acknowledged = await redis_ops.run(r, scripts.pipeline_plan(
+        [("settle", keys.streams, argv)], then=[redis_ops.Command("wait", wait_replicas, DURABLE_SETTLE_WAIT_MS)],
+    ))
+    if int(acknowledged) < wait_replicas:
+        raise NotReplicatedError(f"{acknowledged} of {wait_replicas} replica(s) within {DURABLE_SETTLE_WAIT_MS} ms")
+    return list(results)

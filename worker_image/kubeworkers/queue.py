@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
@@ -37,6 +38,66 @@ class MessageRefusedError(ValueError):
     """``enqueue.lua`` refused messages no worker could run (the others of the call were enqueued)."""
 
 
+@dataclass(frozen=True)
+class Durability:
+    """Durable submit: an enqueue returns only once ``replicas`` replicas have the jobs.
+
+    Redis replicates asynchronously: a master acknowledges a write before any replica has it,
+    so a failover right after a submit can lose the job. In durable mode the enqueue is followed,
+    in the same round trip and on the same connection, by ``WAIT replicas timeout``, which
+    returns once that many replicas acknowledged every write the connection made, or at the
+    timeout. Fewer acknowledgements raise :class:`NotReplicatedError`. (``WAIT`` makes a write
+    reach replicas' memory, not their disks, and a failover that promotes a replica that did not
+    acknowledge can still lose it: run the Sentinels so they promote an up-to-date replica, see
+    docs/reliability.md.)
+    """
+
+    #: Replicas that must have acknowledged the enqueue.
+    replicas: int = 1
+    #: Seconds to wait for them; past it the submit fails with :class:`NotReplicatedError`.
+    timeout_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ValueError(f"durable replicas must be a whole number >= 1, not {self.replicas!r}")
+        if not isinstance(self.timeout_s, int | float) or not 0 < self.timeout_s <= 60:
+            raise ValueError(f"durable timeout must be > 0 and at most 60 seconds, not {self.timeout_s!r}")
+
+    def commands(self) -> list[Command]:
+        """What follows the enqueue calls in their round trip (their replies end it)."""
+        return [
+            # A fence: a write on this connection after the enqueue, so WAIT covers every earlier
+            # write of the master, including a job an earlier, lost attempt of this same submit
+            # enqueued on another connection (then the enqueue itself writes nothing here).
+            # PUBLISH is replicated and keeps nothing.
+            Command("publish", DURABLE_FENCE_CHANNEL, ""),
+            Command("wait", self.replicas, max(1, round(self.timeout_s * 1000))),
+        ]
+
+
+class NotReplicatedError(RuntimeError):
+    """A durable submit was enqueued on the master but not acknowledged by enough replicas in time.
+
+    The jobs *are* queued (they run unless the master fails before replicating them); submitting
+    the same job ids again is safe (enqueue is idempotent) and waits again.
+    """
+
+    def __init__(self, job_ids: Sequence[str], acknowledged: int, durability: Durability) -> None:
+        self.job_ids = list(job_ids)
+        self.acknowledged = acknowledged
+        self.durability = durability
+        shown = ", ".join(self.job_ids[:3]) + (f" and {len(self.job_ids) - 3} more" if len(self.job_ids) > 3 else "")
+        super().__init__(
+            f"durable submit: {acknowledged} of {durability.replicas} replica(s) acknowledged job(s) {shown} "
+            f"within {durability.timeout_s:g}s; they are queued on the master but a failover now could lose "
+            f"them (submitting the same job ids again is safe)"
+        )
+
+
+#: The channel of the durable submit's fence write; nobody subscribes.
+DURABLE_FENCE_CHANNEL = "kw:durable-fence"
+
+
 #: Messages per enqueue script call in :func:`enqueue_many` (bounds the time Redis spends in one call).
 ENQUEUE_CHUNK = 500
 
@@ -44,9 +105,12 @@ ENQUEUE_CHUNK = 500
 # --------------------------------------------------------------------------- the operations, once
 
 
-def enqueue_plan(msgs: Iterable[JobMessage]) -> Plan[list[bool]]:
+def enqueue_plan(msgs: Iterable[JobMessage], durable: Durability | None = None) -> Plan[list[bool]]:
     """Enqueue messages (any pools) with one script call per pool and :data:`ENQUEUE_CHUNK` jobs, all
-    in one round trip; True per message that was new. Idempotent, so repeated on connection errors."""
+    in one round trip; True per message that was new. Idempotent, so repeated on connection errors.
+
+    With ``durable``, the same round trip waits for replicas (:class:`Durability`) and raises
+    :class:`NotReplicatedError` when too few acknowledged."""
     pending = list(msgs)
     calls: list[tuple[str, Sequence[str], Sequence[wire.Arg]]] = []
     positions: list[list[int]] = []
@@ -57,7 +121,11 @@ def enqueue_plan(msgs: Iterable[JobMessage]) -> Plan[list[bool]]:
     results = [False] * len(pending)
     refused: list[str] = []
     if calls:
-        replies = yield from scripts.pipeline_plan(calls, idempotent=True)
+        tail = durable.commands() if durable is not None else []
+        replies = yield from scripts.pipeline_plan(calls, idempotent=True, then=tail)
+        if durable is not None and (acked := int(replies[-1])) < durable.replicas:
+            raise NotReplicatedError([m.job_id for m in pending], acked, durable)
+        replies = replies[: len(calls)]
         for at, reply in zip(positions, replies, strict=True):
             for i, flag in zip(at, reply, strict=True):
                 if isinstance(flag, bytes):

@@ -20,13 +20,20 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ReadOnlyError
 
 T = TypeVar("T")
 
-#: Errors that say "Redis could not be reached or did not answer in time", not "the request was
-#: wrong": a caller may wait and try again. (redis-py's async client raises the same classes.)
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+#: Errors that say "Redis could not be reached, did not answer in time, or is not the master any
+#: more", not "the request was wrong": a caller may wait and try again. ``READONLY`` is the answer
+#: of a master that a failover demoted to a replica: the write did not happen, and the next
+#: connection finds the new master (a Sentinel-managed pool turns it into a ``ConnectionError``
+#: and asks the Sentinels again; see :mod:`kubeworkers.connection`). A ``MasterNotFoundError``
+#: (no Sentinel knows a master, mid-failover) is a ``ConnectionError``. (redis-py's async client
+#: raises the same classes.)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError, ReadOnlyError, ConnectionError, OSError,
+)
 
 
 class Command:
@@ -49,15 +56,21 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Commands sent in one round trip (not a transaction); the reply is the list of their replies."""
+    """Commands sent in one round trip (not a transaction); the reply is the list of their replies.
+
+    An error reply raises the first error, unless ``errors_as_replies``: then every command's
+    reply is in the list, an error reply as its exception (so a caller can tell which commands
+    ran, e.g. which ``EVALSHA`` answered ``NOSCRIPT``).
+    """
 
     commands: Sequence[Command]
+    errors_as_replies: bool = False
 
     def send(self, r: Any) -> Any:
         pipe = r.pipeline(transaction=False)
         for command in self.commands:
             command.send(pipe)
-        return pipe.execute()
+        return pipe.execute(raise_on_error=not self.errors_as_replies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,22 +124,32 @@ def retried(
     step: Callable[[], Step],
     *,
     idempotent: bool,
-    reload: Callable[[], Step] | None = None,
+    unknown_script: Callable[[], Step] | None = None,
     policy: RetryPolicy = RETRY,
 ) -> Plan[Any]:
-    """Send ``step()`` until it answers: after ``NOSCRIPT`` once ``reload()`` has run (a script
-    that was not known did not run, so this is always safe), and after a transient error only
-    if the step is ``idempotent``; each at most ``policy.retries`` times."""
-    failures = 0
+    """Send ``step()`` until it answers: after ``NOSCRIPT``, send ``unknown_script()`` instead
+    (the same call with the script's source, ``EVAL``: a script that was not known did not run,
+    so this is always safe); after a transient error, send again only if the step is
+    ``idempotent``. Each at most ``policy.retries`` times, counted apart: a failover brings
+    both, connection errors first and ``NOSCRIPT`` from the new master after them, and the
+    errors must not use up the budget of the one ``EVAL`` that answers it.
+
+    ``NOSCRIPT`` is answered by a Redis whose script cache is empty: after a restart, and after
+    a failover (scripts are not replicated, so a promoted replica knows none). ``EVAL`` carries
+    the source on the same connection that was refused, so the retry cannot land on a node
+    other than the one that was just told the script, as a separate ``SCRIPT LOAD`` could.
+    """
+    failures = unknown = 0
+    current = step
     while True:
         try:
-            return (yield step())
+            return (yield current())
         except NoScriptError:
-            failures += 1
-            if reload is None or failures > policy.retries:
+            unknown += 1
+            if unknown_script is None or unknown > policy.retries:
                 raise
-            yield reload()
-        except (redis.ConnectionError, redis.TimeoutError):
+            current = unknown_script
+        except TRANSIENT_ERRORS:
             failures += 1
             if not idempotent or failures > policy.retries:
                 raise

@@ -1,9 +1,11 @@
 """The Lua scripts of the Redis protocol, called by SHA and loaded when Redis does not know them.
 
 Scripts live as ``.lua`` files in ``kubeworkers/lua/``. Calls go through ``EVALSHA``; when
-Redis answers ``NOSCRIPT`` (first use, or after a restart flushed the script cache) the script
-is loaded and the call made again, which is safe because a ``NOSCRIPT`` reply means the script
-did not run. Every script is sent with one line before its file: ``local EVENTS_MAXLEN = <n>``
+Redis answers ``NOSCRIPT`` (first use, after a restart flushed the script cache, or after a
+failover: a promoted replica's cache is empty) the call is made again as ``EVAL`` with the
+script's source, which runs it and caches it; safe because a ``NOSCRIPT`` reply means the
+script did not run. In a pipeline only the calls that answered ``NOSCRIPT`` are sent again.
+Every script is sent with one line before its file: ``local EVENTS_MAXLEN = <n>``
 (:data:`~kubeworkers.protocol.EVENTS_MAXLEN`), the cap of every ``XADD`` to the events stream,
 so the number has one home. A file whose first line is a Redis 7 shebang (``#!lua flags=...``)
 keeps it first: the scripts that only keep held work alive (``renew``, ``reap``) declare
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from kubeworkers import protocol, redis_ops
 from kubeworkers.redis_ops import Command, Pipeline, Plan
@@ -49,8 +52,9 @@ class Script:
         """The ``EVALSHA`` of this script with ``keys`` and ``argv``."""
         return Command("evalsha", self.sha, len(keys), *keys, *argv)
 
-    def load(self) -> Command:
-        return Command("script_load", self.source)
+    def with_source(self, keys: Sequence[str], argv: Sequence[Arg]) -> Command:
+        """The same call as ``EVAL`` with the source, for a Redis that answered ``NOSCRIPT``."""
+        return Command("eval", self.source, len(keys), *keys, *argv)
 
 
 _SCRIPTS: dict[str, Script] = {}
@@ -67,21 +71,59 @@ def script(name: str) -> Script:
 def call_plan(name: str, keys: Sequence[str], argv: Sequence[Arg], *, idempotent: bool = False) -> Plan[Any]:
     """Run one script. With ``idempotent=True`` it is repeated after a connection error."""
     s = script(name)
-    return redis_ops.retried(lambda: s.command(keys, argv), idempotent=idempotent, reload=s.load)
+    return redis_ops.retried(
+        lambda: s.command(keys, argv), idempotent=idempotent, unknown_script=lambda: s.with_source(keys, argv),
+    )
 
 
 def pipeline_plan(
-    calls: Sequence[tuple[str, Sequence[str], Sequence[Arg]]], *, idempotent: bool = False
+    calls: Sequence[tuple[str, Sequence[str], Sequence[Arg]]],
+    *,
+    idempotent: bool = False,
+    then: Sequence[Command] = (),
 ) -> Plan[list[Any]]:
-    """Run many script calls ``(name, keys, argv)`` in one round trip; one reply per call.
+    """Run many script calls ``(name, keys, argv)``, then the commands ``then``, in one round
+    trip; one reply per call and command.
 
-    After ``NOSCRIPT`` every ``EVALSHA`` of the batch failed alike, so the scripts are loaded
-    and the whole batch sent again. With ``idempotent=True`` it is also sent again after a
-    connection error.
+    The calls that answered ``NOSCRIPT`` did not run (the others of the batch may have: a batch
+    can mix known and unknown scripts), so only they are sent again, as ``EVAL``, followed by
+    ``then`` again (it is meant for commands about the writes before them on the connection,
+    such as ``WAIT``). With ``idempotent=True`` the whole batch is also sent again after a
+    transient error. Any other error reply is raised once the batch has answered. Transient
+    errors and ``NOSCRIPT`` have budgets of their own (see :func:`redis_ops.retried`).
     """
-    batch = Pipeline([script(name).command(keys, argv) for name, keys, argv in calls])
-    loads = Pipeline([script(name).load() for name in {name for name, _, _ in calls}])
-    return redis_ops.retried(lambda: batch, idempotent=idempotent, reload=lambda: loads)
+    policy = redis_ops.RETRY
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    sending = [script(name).command(keys, argv) for name, keys, argv in calls]
+    failures = unknown_rounds = 0
+    while True:
+        try:
+            got = yield Pipeline([*(sending[i] for i in todo), *then], errors_as_replies=True)
+        except redis_ops.TRANSIENT_ERRORS:
+            failures += 1
+            if not idempotent or failures > policy.retries:
+                raise
+            yield redis_ops.Pause(policy.pause(failures))
+            continue
+        unknown = [i for i, reply in zip(todo, got, strict=False) if isinstance(reply, NoScriptError)]
+        for i, reply in zip(todo, got, strict=False):
+            if not isinstance(reply, NoScriptError):
+                replies[i] = reply
+        tail = list(got[len(todo):])
+        if not unknown:
+            break
+        unknown_rounds += 1
+        if unknown_rounds > policy.retries:
+            raise next(r for r in got if isinstance(r, NoScriptError))
+        for i in unknown:
+            name, keys, argv = calls[i]
+            sending[i] = script(name).with_source(keys, argv)
+        todo = unknown
+    errors = [r for r in (*replies, *tail) if isinstance(r, Exception)]
+    if errors:
+        raise errors[0]
+    return [*replies, *tail]
 
 
 async def call(

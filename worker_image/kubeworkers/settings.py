@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from kubeworkers import redis_url
 from kubeworkers.protocol import DEFAULT_DEAD_LETTER_MAXLEN, DEFAULT_RESULT_TTL
 
 
@@ -133,6 +134,11 @@ class WorkerSettings:
         0.25, env="KUBEWORKERS_PROMOTE_SECONDS", flag="--promote-seconds",
         help="how often due retries are moved back to the streams",
     )
+    durable_replicas: int = setting(
+        0, env="KUBEWORKERS_DURABLE_REPLICAS", flag="--durable-replicas",
+        help="replicas that must acknowledge a take before its jobs start, and a result before it counts as "
+             "written (Redis WAIT), so a Redis failover loses neither (0: do not wait)",
+    )
     log_level: str = setting("INFO", env="KUBEWORKERS_LOG_LEVEL", flag="--log-level", help="log level")
     log_format: str = setting(
         "json", env="KUBEWORKERS_LOG_FORMAT", flag="--log-format", choices=("json", "text"),
@@ -147,6 +153,7 @@ class WorkerSettings:
         """Raise ValueError on settings that cannot work."""
         if not self.pool:
             raise ValueError("a pool is required (--pool or KUBEWORKERS_POOL)")
+        redis_url.check_url(self.redis_url)
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.heartbeat_seconds <= 0 or self.lease_seconds <= 0:
@@ -162,6 +169,8 @@ class WorkerSettings:
             )
         if self.dead_letter_maxlen < 1:
             raise ValueError(f"dead_letter_maxlen must be >= 1, got {self.dead_letter_maxlen}")
+        if self.durable_replicas < 0:
+            raise ValueError(f"durable_replicas must be >= 0, got {self.durable_replicas}")
         if self.cancel_grace < 0 or self.max_output_bytes < 1024:
             raise ValueError("cancel_grace must be >= 0 and max_output_bytes >= 1024")
 

@@ -28,7 +28,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from kubeworkers import drain, leases
+from kubeworkers import connection, drain, leases
 from kubeworkers.consumer import Consumer
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import ProbeServer, WorkerMetrics
@@ -61,7 +61,7 @@ class Worker:
         self.registry = registry if registry is not None else default_registry
         self.name = settings.worker_name
         self.keys = PoolKeys(settings.namespace, settings.pool)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+        self.redis: aioredis.Redis = connection.connect_async(
             settings.redis_url, socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout,
         )
@@ -70,7 +70,8 @@ class Worker:
         self.holdings = Holdings(settings.concurrency)
         self.metrics.in_flight.set_function(lambda: len(self.holdings.running))
         self.outbox = Outbox(self.redis, self.keys, self.name, settings.result_ttl,
-                             dead_letter_maxlen=settings.dead_letter_maxlen)
+                             dead_letter_maxlen=settings.dead_letter_maxlen,
+                             durable_replicas=settings.durable_replicas)
         self._stop = asyncio.Event()
         self._draining = False
         self._ready = False
@@ -129,7 +130,7 @@ class Worker:
         finally:
             if probe is not None:
                 await probe.stop()
-            await self.redis.aclose()
+            await connection.aclose(self.redis)
             log.info("worker stopped", extra={"worker": self.name, "pool": self.settings.pool})
 
     async def _serve(self) -> None:
