@@ -130,7 +130,8 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join([
         "Normal vs durable submit (`Client(url, durable=Durability(replicas=1))`: the enqueue, a fence "
         "write and `WAIT 1` in one round trip) and normal vs durable worker (`--durable-replicas 1`: "
-        "`WAIT 1` after each take, one in-process worker of concurrency 16 draining no-op jobs), against a "
+        "`WAIT 1` after each take and each settle batch, one in-process worker of concurrency 16 draining "
+        "no-op jobs), against a "
         f"master with one replica on loopback. Machine: {report.machine_line(data['machine'])}.", "",
         markdown_table(HEADERS, rows(data)),
     ])

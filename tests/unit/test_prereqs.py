@@ -47,6 +47,13 @@ def test_a_machine_without_redis_server_is_told_the_one_apt_get_line_to_run(tmp_
     assert line.endswith("Run: sudo apt-get install -y --no-install-recommends redis-server")
 
 
+def test_a_machine_without_redis_sentinel_is_told_to_install_it_for_the_failover_tests(tmp_path: Path) -> None:
+    result = run("--check", path=path_without(tmp_path, "redis-sentinel"))
+    assert result.returncode == 1
+    assert "missing: redis-sentinel" in result.stderr
+    assert "apt-get install -y --no-install-recommends redis-sentinel" in result.stderr
+
+
 def test_check_reports_a_missing_openssl_without_installing_anything(tmp_path: Path) -> None:
     result = run("--check", path=path_without(tmp_path, "openssl"))
     assert result.returncode == 1
