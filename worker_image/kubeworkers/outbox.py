@@ -55,6 +55,11 @@ class NotReplicatedError(Exception):
     """
 
 
+#: Failures after which a batch is kept and sent again with backoff (unless Redis answers pings
+#: while refusing it: then the batch itself is suspect, see ``_refused``).
+RESENT_LATER: tuple[type[Exception], ...] = (NotReplicatedError, *TRANSIENT_ERRORS)
+
+
 @dataclass
 class Write:
     """One queued write; ``done`` is called with the script's result once it is settled;
@@ -121,20 +126,14 @@ class Outbox:
                 batch = self._next_batch()
                 try:
                     results = await self._settle(batch)
-                except NotReplicatedError as exc:
-                    if not warned:
-                        log.warning(f"job results not acknowledged by a replica yet, sending them again: {exc}")
-                        warned = True
-                    self._writes = [w for w in batch if w.body["kind"] != "progress"] + self._writes
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5)
-                    continue
-                except TRANSIENT_ERRORS as exc:
-                    if await self._reachable():
+                except RESENT_LATER as exc:
+                    replicas = isinstance(exc, NotReplicatedError)
+                    if not replicas and await self._reachable():
                         self._refused(batch, exc)
                         continue
                     if not warned:
-                        log.warning(f"writing job results failed, retrying: {exc}")
+                        log.warning(f"job results not acknowledged by a replica yet, sending them again: {exc}"
+                                    if replicas else f"writing job results failed, retrying: {exc}")
                         warned = True
                     # Progress reports are not worth replaying; everything else is (and is idempotent).
                     self._writes = [w for w in batch if w.body["kind"] != "progress"] + self._writes
