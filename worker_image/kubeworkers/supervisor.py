@@ -6,6 +6,9 @@ Under a :class:`Supervisor` a periodic task (:meth:`Supervisor.every`) or a long
 (:meth:`Supervisor.forever`) that fails is logged once, then again only every
 :data:`LOG_EVERY` seconds while it keeps failing, retried with a doubling delay up to
 :data:`MAX_BACKOFF`, and reported by :meth:`Supervisor.report` (which ``/healthz`` shows).
+A periodic task whose tries lose their worth when late (the heartbeat: a renewal later than the
+lease renews nothing) is retried at its own interval instead (``backoff=False``), so it renews
+within an interval of Redis coming back, however long Redis was away.
 
 ``MemoryError``, and any ``BaseException`` that is not a cancellation, is fatal: a process
 that hit it can no longer be trusted to serve, so the supervisor hands it to ``on_fatal`` (the
@@ -70,10 +73,12 @@ class Supervisor:
         self._finished: set[str] = set()
 
     def every(
-        self, name: str, interval: Callable[[], float], tick: Callable[[], Awaitable[object]]
+        self, name: str, interval: Callable[[], float], tick: Callable[[], Awaitable[object]],
+        *, backoff: bool = True,
     ) -> asyncio.Task[None]:
-        """Run ``tick`` every ``interval()`` seconds, backing off while it fails."""
-        return self._start(name, self._every(self._health(name), interval, tick))
+        """Run ``tick`` every ``interval()`` seconds; while it fails, back off (or, with
+        ``backoff=False``, keep trying every ``interval()`` seconds)."""
+        return self._start(name, self._every(self._health(name), interval, tick, backoff))
 
     def forever(
         self, name: str, body: Callable[[], Awaitable[object]], *, done: Callable[[], bool] = lambda: False
@@ -114,7 +119,9 @@ class Supervisor:
         self.tasks[name] = task
         return task
 
-    async def _every(self, h: Health, interval: Callable[[], float], tick: Callable[[], Awaitable[object]]) -> None:
+    async def _every(
+        self, h: Health, interval: Callable[[], float], tick: Callable[[], Awaitable[object]], backoff: bool
+    ) -> None:
         delay = interval()
         while True:
             await asyncio.sleep(delay)
@@ -127,6 +134,8 @@ class Supervisor:
                 return
             except Exception as exc:
                 delay = self._failed(h, exc, interval())
+                if not backoff:
+                    delay = interval()
             except BaseException as exc:
                 self.on_fatal(h.name, exc)
                 return

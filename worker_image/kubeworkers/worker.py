@@ -148,7 +148,9 @@ class Worker:
         s, up = self.supervisor, self.upkeep
         self._reader = s.forever("kw-reader", self.consumer.run, done=self._stop.is_set)
         s.forever("kw-outbox", self.outbox.run)
-        s.every("kw-heartbeat", lambda: self.settings.heartbeat_seconds, up.beat)
+        # Never slower than its interval: after an outage of any length, leases are renewed
+        # within one beat of Redis' return, before any reaper's grace of a full lease ends.
+        s.every("kw-heartbeat", lambda: self.settings.heartbeat_seconds, up.beat, backoff=False)
         s.every("kw-reaper", up.reap_interval, up.reap)
         s.every("kw-promoter", lambda: self.settings.promote_seconds, up.promote)
         s.forever("kw-cancel", up.listen_for_cancellations)
