@@ -89,7 +89,17 @@ class ProgressWrite(_Delivery):
     event: str
 
 
-Write = FinishWrite | RetryWrite | RequeueWrite | ProgressWrite
+# ``then`` is a Python keyword, so this shape is declared the functional way.
+WaitWrite = TypedDict("WaitWrite", {
+    "stream": int, "entry": str, "job_id": str, "kind": Literal["wait"],
+    "then": str, "input": str, "message": str, "event": str, "attempt": int,
+})
+WaitWrite.__doc__ = (
+    "End the attempt with the job Waiting for its children (fan-out): ``then`` is the continuation "
+    "handler, ``input`` the JSON the handler passed to ``ctx.wait`` (see ``lua/children.lua``)."
+)
+
+Write = FinishWrite | RetryWrite | RequeueWrite | ProgressWrite | WaitWrite
 
 #: The write kinds, by the name ``settle.lua`` dispatches on.
 WRITE_SHAPES: dict[str, type[Any]] = {
@@ -97,6 +107,7 @@ WRITE_SHAPES: dict[str, type[Any]] = {
     "retry": RetryWrite,
     "requeue": RequeueWrite,
     "progress": ProgressWrite,
+    "wait": WaitWrite,
 }
 
 
