@@ -122,12 +122,12 @@ class JobContext:
     async def spawn(
         self,
         handler: str,
-        input: BaseModel | dict[str, Any] | None = None,  # noqa: A002 - the word the SDK uses
+        input: BaseModel | dict[str, Any] | None = None,
         *,
         pool: str | None = None,
         key: str | None = None,
         priority: Priority | str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the child's timeout, as in submit
         max_attempts: int | None = None,
     ) -> str:
         """Submit one child job (``handler`` on ``pool``, this job's pool by default); its job id.
@@ -148,7 +148,7 @@ class JobContext:
         pool: str | None = None,
         keys: Sequence[str] | None = None,
         priority: Priority | str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the child's timeout, as in submit
         max_attempts: int | None = None,
     ) -> list[str]:
         """Submit one child job per input, in one round trip; their job ids, in order."""
@@ -175,7 +175,7 @@ class JobContext:
             await self._spawner(msgs)
         return [m.job_id for m in msgs]
 
-    def wait(self, then: str, input: BaseModel | dict[str, Any] | None = None) -> WaitForChildren:  # noqa: A002
+    def wait(self, then: str, input: BaseModel | dict[str, Any] | None = None) -> WaitForChildren:
         """Return this from the handler to end the attempt and wait for the children without a slot.
 
         When the last child has finished, ``then`` (a handler of this job's pool) runs as the

@@ -176,10 +176,12 @@ def cancel_children_plan(namespace: str, pool: str, job_id: str, result_ttl: int
     parents = [(pool, job_id)]
     cancelled = 0
     for _ in range(MAX_CHILD_DEPTH):
-        hashes = [PoolKeys(namespace, p).children(j) for p, j in parents]
-        raws = yield from redis_ops.retried(
-            lambda: Pipeline([Command("hgetall", key) for key in hashes]), idempotent=True
-        )
+        reads = Pipeline([Command("hgetall", PoolKeys(namespace, p).children(j)) for p, j in parents])
+
+        def read(reads: Pipeline = reads) -> Pipeline:
+            return reads
+
+        raws = yield from redis_ops.retried(read, idempotent=True)
         unfinished = [(p, j) for raw in raws for p, j, state in _members(raw)
                       if state not in ("Succeeded", "Failed", "Cancelled")]
         if not unfinished:

@@ -89,15 +89,16 @@ class ProgressWrite(_Delivery):
     event: str
 
 
-# ``then`` is a Python keyword, so this shape is declared the functional way.
-WaitWrite = TypedDict("WaitWrite", {
-    "stream": int, "entry": str, "job_id": str, "kind": Literal["wait"],
-    "then": str, "input": str, "message": str, "event": str, "attempt": int,
-})
-WaitWrite.__doc__ = (
-    "End the attempt with the job Waiting for its children (fan-out): ``then`` is the continuation "
-    "handler, ``input`` the JSON the handler passed to ``ctx.wait`` (see ``lua/children.lua``)."
-)
+class WaitWrite(_Delivery):
+    """End the attempt with the job Waiting for its children (fan-out): ``then`` is the continuation
+    handler, ``input`` the JSON the handler passed to ``ctx.wait`` (see ``lua/children.lua``)."""
+
+    kind: Literal["wait"]
+    then: str
+    input: str
+    message: str
+    event: str
+    attempt: int
 
 Write = FinishWrite | RetryWrite | RequeueWrite | ProgressWrite | WaitWrite
 
