@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kubeworkers.protocol import ChildCounts, JobEvent, JobState
-
 from kubeworkers_operator.model.job_status import apply_event
 
 
