@@ -113,3 +113,19 @@ async def _wait_children_finished(client: AsyncClient, job_id: str) -> list:  # 
             return kids
         await asyncio.sleep(0.1)
     raise AssertionError(f"children still unfinished: {[k.state for k in await client.children(job_id)]}")
+
+
+async def test_cli_children_lists_a_parents_children_with_their_states(
+    redis_url: str, client: AsyncClient, capsys: object
+) -> None:
+    from kubeworkers import cli
+
+    async with start_worker(redis_url, fan_registry(), concurrency=2):
+        job_id = await client.submit("p", "fan", {"n": 3, "fail_at": 1})
+        await client.wait(job_id, 60)
+    code = await asyncio.to_thread(cli.main, ["children", job_id, "--redis-url", redis_url])
+    out = capsys.readouterr().out.splitlines()  # type: ignore[attr-defined]
+    assert code == 0
+    assert out[0] == f"{job_id}:fan:0\tp\tSucceeded"
+    assert out[1].startswith(f"{job_id}:fan:1\tp\tFailed\tValueError: item 1 is broken")
+    assert len(out) == 3
