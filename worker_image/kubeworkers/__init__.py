@@ -3,7 +3,7 @@
 from kubeworkers.client import AmbiguousJobIdError, AsyncClient, Client, InvalidInputError, JobNotFoundError
 from kubeworkers.context import JobContext
 from kubeworkers.errors import PermanentError, RetryableError, SoftTimeout
-from kubeworkers.protocol import JobRecord, JobState, Priority, RetryPolicy
+from kubeworkers.protocol import ChildCounts, ChildrenDone, ChildResult, JobRecord, JobState, Priority, RetryPolicy
 from kubeworkers.queue import Durability, NotReplicatedError
 from kubeworkers.registry import App, DuplicateHandlerError, HandlerSpec, Registry, RegistryError, handler, registry
 
@@ -13,6 +13,9 @@ __all__ = [
     "AmbiguousJobIdError",
     "App",
     "AsyncClient",
+    "ChildCounts",
+    "ChildResult",
+    "ChildrenDone",
     "Client",
     "DuplicateHandlerError",
     "Durability",

@@ -218,6 +218,16 @@ def requeue_write(job: Delivery, message: str, *, uncount: bool, owner: str) -> 
     return wire.requeue(job.index, job.entry, job.job_id, message, uncount=uncount, owner=owner)
 
 
+def wait_write(job: Delivery, worker: str, then: str, input_json: str) -> wire.WaitWrite:
+    """The write that ends an attempt with the job Waiting for its children (fan-out)."""
+    message = f"waiting for its children; then {then}"
+    return wire.WaitWrite(
+        kind="wait", stream=job.index, entry=job.entry, job_id=job.job_id, then=then, input=input_json,
+        message=message, attempt=job.attempt,
+        event=event_json(job, JobState.WAITING, worker, message=message),
+    )
+
+
 def progress_write(job: Delivery, worker: str, fraction: float, message: str | None) -> wire.ProgressWrite:
     """The write that records a running job's progress."""
     return wire.ProgressWrite(

@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(g)
     g.add_argument("job_id")
 
+    c = sub.add_parser("children", help="list a job's children (ctx.spawn): id, pool, state, one a line")
+    _connection_args(c)
+    c.add_argument("job_id", help="the parent's job id (<namespace>/<name> for a Job object)")
+    c.add_argument("--json", action="store_true", help="print the children's records as JSON lines")
+
     run_local.add_parser(sub)
     return parser
 
@@ -245,6 +250,24 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_children(args: argparse.Namespace) -> int:
+    from kubeworkers.client import AmbiguousJobIdError, Client
+
+    r, settings = _redis(args)
+    try:
+        records = Client(connection=r, namespace=settings.namespace).children(
+            args.job_id, pool=settings.pool or None)
+    except AmbiguousJobIdError as exc:
+        return _fail("children", f"job {exc.job_id} is on pools {', '.join(exc.pools)}: pass --pool", 1)
+    for record in records:
+        if args.json:
+            print(record.model_dump_json())
+        else:
+            error = f"\t{record.error.type}: {record.error.message}" if record.error else ""
+            print(f"{record.job_id}\t{record.pool}\t{record.state.value}{error}")
+    return 0
+
+
 def _where(args: argparse.Namespace) -> str:
     """Where Redis is, for messages: host and port, never the password."""
     return redis_url.where(_settings(args).redis_url)
@@ -255,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "worker": cmd_worker, "handlers": cmd_handlers, "dlq": cmd_dlq, "submit": cmd_submit, "get": cmd_get,
-        "run-local": run_local.command,
+        "children": cmd_children, "run-local": run_local.command,
     }
     command = " ".join(c for c in (args.command, getattr(args, "dlq_command", None)) if c)
     try:

@@ -286,6 +286,17 @@ class _Jobs:
         cancelled = yield from queue.cancel_plan(self.namespace, found, job_id)
         return cancelled
 
+    def children(self, parent_id: str, *, pool: str | None = None) -> Plan[list[JobRecord]]:
+        """The records of the children a job spawned (``ctx.spawn`` / ``ctx.map``), sorted by pool and id.
+
+        :class:`JobNotFoundError` when the parent is unknown; expired children are left out.
+        """
+        found = yield from self._pool(parent_id, pool)
+        if found is None:
+            raise JobNotFoundError(parent_id)
+        records = yield from queue.children_plan(self.namespace, found, parent_id)
+        return records
+
 
 def _awaited(
     op: Callable[Concatenate[_Jobs, P], Plan[T]],
@@ -352,6 +363,7 @@ class AsyncClient(_Client[aioredis.Redis]):
     get = _awaited(_Jobs.get)
     wait = _awaited(_Jobs.wait)
     cancel = _awaited(_Jobs.cancel)
+    children = _awaited(_Jobs.children)
 
     async def aclose(self) -> None:
         if self._owns_connection:
@@ -375,6 +387,7 @@ class Client(_Client[redis.Redis]):
     get = _blocking(_Jobs.get)
     wait = _blocking(_Jobs.wait)
     cancel = _blocking(_Jobs.cancel)
+    children = _blocking(_Jobs.children)
 
     def close(self) -> None:
         if self._owns_connection:

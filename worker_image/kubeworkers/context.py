@@ -1,4 +1,10 @@
-"""What a running handler can know and do about its job: :class:`JobContext`."""
+"""What a running handler can know and do about its job: :class:`JobContext`.
+
+Fan-out and joins (docs/workflows.md): ``await ctx.spawn(...)`` / ``await ctx.map(...)`` submit
+child jobs that record this job as their parent; ``return ctx.wait(then="handler")`` ends the
+attempt with the job Waiting for them, holding no worker slot, and the last child's end queues
+the continuation handler on this job's pool.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,29 @@ import logging
 import math
 import numbers
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from kubeworkers.errors import cap_text
+from kubeworkers.protocol import JobMessage, Priority
+
+#: Enqueues child messages on the worker's Redis (``kubeworkers.queue.enqueue_many``).
+Spawner = Callable[[Sequence[JobMessage]], Awaitable[list[bool]]]
+
+
+@dataclass(frozen=True)
+class WaitForChildren:
+    """What a handler returns to wait for its children: made by :meth:`JobContext.wait`."""
+
+    then: str
+    input: dict[str, Any]
+
+
+class SpawnError(RuntimeError):
+    """A child job cannot be submitted from here (no Redis, a sync or isolated handler)."""
 
 #: Receives (fraction, message) on the worker's event loop; writes record and event.
 ProgressSink = Callable[[float, "str | None"], None]
@@ -70,6 +95,7 @@ class JobContext:
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         progress_sink: ProgressSink | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.job_id = job_id
         self.uid = uid
@@ -88,6 +114,76 @@ class JobContext:
         self._cancel = _Signal()
         self._soft = _Signal()
         self.last_progress: tuple[float, str | None] | None = None
+        self._spawner = spawner
+        self._spawned = 0
+
+    # ------------------------------------------------------------------ fan-out and joins
+
+    async def spawn(
+        self,
+        handler: str,
+        input: BaseModel | dict[str, Any] | None = None,
+        *,
+        pool: str | None = None,
+        key: str | None = None,
+        priority: Priority | str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the child's timeout, as in submit
+        max_attempts: int | None = None,
+    ) -> str:
+        """Submit one child job (``handler`` on ``pool``, this job's pool by default); its job id.
+
+        The id is ``<this job's id>:<this handler>:<key>``, ``key`` the child's position among
+        this attempt's spawns by default, so an attempt that runs again (a retry, a dead
+        worker's job) submits the same children, which are not run twice.
+        """
+        [job_id] = await self.map(handler, [input], pool=pool, keys=None if key is None else [key],
+                                  priority=priority, timeout=timeout, max_attempts=max_attempts)
+        return job_id
+
+    async def map(
+        self,
+        handler: str,
+        inputs: Iterable[BaseModel | dict[str, Any] | None],
+        *,
+        pool: str | None = None,
+        keys: Sequence[str] | None = None,
+        priority: Priority | str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the child's timeout, as in submit
+        max_attempts: int | None = None,
+    ) -> list[str]:
+        """Submit one child job per input, in one round trip; their job ids, in order."""
+        if self._spawner is None or self._loop is None:
+            raise SpawnError("child jobs can be submitted only by async handlers running in a worker "
+                             "(not in run-local, a sync handler's thread or an isolated process)")
+        if self.cancelled:
+            raise asyncio.CancelledError("the job was cancelled; no children are submitted")
+        values = [_input_of(value) for value in inputs]
+        if keys is not None and len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} inputs")
+        names = list(keys) if keys is not None else [str(self._spawned + i) for i in range(len(values))]
+        self._spawned += len(values)
+        msgs = [
+            JobMessage(
+                job_id=(child := f"{self.job_id}:{self.handler}:{name}"), uid=child, namespace=self.namespace,
+                pool=pool or self.pool, handler=handler, input=value,
+                priority=Priority(priority) if priority is not None else Priority.NORMAL,
+                timeout_seconds=timeout, max_attempts=max_attempts, parent=self.job_id, parent_pool=self.pool,
+            )
+            for name, value in zip(names, values, strict=True)
+        ]
+        if msgs:
+            await self._spawner(msgs)
+        return [m.job_id for m in msgs]
+
+    def wait(self, then: str, input: BaseModel | dict[str, Any] | None = None) -> WaitForChildren:
+        """Return this from the handler to end the attempt and wait for the children without a slot.
+
+        When the last child has finished, ``then`` (a handler of this job's pool) runs as the
+        job's next attempt with input ``{"input": <input>, "counts": {...}, "children":
+        [{"job_id", "pool", "state", "output", "error"}, ...]}`` (see
+        :class:`kubeworkers.protocol.ChildrenDone`).
+        """
+        return WaitForChildren(then=then, input=_input_of(input))
 
     @property
     def logger(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -157,3 +253,13 @@ class JobContext:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(sink, fraction, message)
         return _Done()
+
+
+def _input_of(value: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return value
+    raise TypeError(f"a child's input must be a pydantic model, a dict or None, not {type(value).__name__}")

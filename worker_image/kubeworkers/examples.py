@@ -11,7 +11,8 @@ import re
 
 from pydantic import BaseModel, Field
 
-from kubeworkers.context import JobContext
+from kubeworkers.context import JobContext, WaitForChildren
+from kubeworkers.protocol import ChildrenDone, JobState
 from kubeworkers.registry import handler
 
 
@@ -78,3 +79,102 @@ async def maintenance(inp: Maintenance, ctx: JobContext) -> dict[str, object]:
     await ctx.progress(0.0, f"starting {inp.task}")
     await asyncio.sleep(inp.seconds)
     return {"task": inp.task, "done": True}
+
+
+# --------------------------------------------------------------------------- fan-out and joins
+# examples/orchestrator.yaml and docs/workflows.md: the persona ingestion of the Celery pipeline
+# kubeworkers replaced (profile first, then works and quotes in parallel, completion with counts).
+
+
+class Persona(BaseModel):
+    persona: str
+    works: int = 3
+    quotes: int = 2
+    #: Makes one quotes child fail, to show a child's failure on the parent.
+    broken_quote: bool = False
+
+
+class PersonaPart(BaseModel):
+    persona: str
+    n: int = 0
+    broken: bool = False
+
+
+@handler("ingest_persona", max_attempts=2)
+async def ingest_persona(inp: Persona, ctx: JobContext) -> WaitForChildren:
+    """Mark the persona ingesting and start its (fast) profile; continue in persona_profiled."""
+    await ctx.progress(0.0, f"ingesting {inp.persona}")
+    await ctx.spawn("persona_profile", PersonaPart(persona=inp.persona), key="profile")
+    return ctx.wait(then="persona_profiled", input=inp)
+
+
+@handler("persona_profiled", max_attempts=2)
+async def persona_profiled(inp: ChildrenDone, ctx: JobContext) -> WaitForChildren:
+    """The profile is done: its works and quotes, in parallel; continue in persona_ingested."""
+    persona = Persona.model_validate(inp.input)
+    await ctx.map("persona_work", [PersonaPart(persona=persona.persona, n=i) for i in range(persona.works)],
+                  keys=[f"work-{i}" for i in range(persona.works)])
+    await ctx.map("persona_quote", [PersonaPart(persona=persona.persona, n=i, broken=persona.broken_quote and i == 0)
+                                    for i in range(persona.quotes)], keys=[f"quote-{i}" for i in range(persona.quotes)])
+    return ctx.wait(then="persona_ingested", input=persona)
+
+
+@handler("persona_ingested", max_attempts=2)
+async def persona_ingested(inp: ChildrenDone) -> dict[str, object]:
+    """Completion: how many works and quotes were ingested, and which children failed."""
+    done = [c for c in inp.children if c.state is JobState.SUCCEEDED]
+    return {
+        "persona": inp.input["persona"],
+        "works": sum(1 for c in done if ":work-" in c.job_id),
+        "quotes": sum(1 for c in done if ":quote-" in c.job_id),
+        "failed": [c.job_id for c in inp.failed],
+    }
+
+
+@handler("persona_profile", max_attempts=1)
+async def persona_profile(inp: PersonaPart) -> dict[str, str]:
+    return {"persona": inp.persona, "profile": f"profile of {inp.persona}"}
+
+
+@handler("persona_work", max_attempts=1)
+async def persona_work(inp: PersonaPart) -> dict[str, object]:
+    await asyncio.sleep(0.05)
+    return {"persona": inp.persona, "work": inp.n}
+
+
+@handler("persona_quote", max_attempts=1)
+async def persona_quote(inp: PersonaPart) -> dict[str, object]:
+    if inp.broken:
+        raise ValueError(f"quote {inp.n} of {inp.persona} cannot be parsed")
+    return {"persona": inp.persona, "quote": inp.n}
+
+
+class FanOut(BaseModel):
+    n: int
+    #: The children's handler: 'square' (instant) or 'slow' (sleeps ``seconds``).
+    child: str = "square"
+    seconds: float = 0.0
+
+
+class Number(BaseModel):
+    i: int = 0
+    seconds: float = 0.0
+
+
+@handler("fan_out", max_attempts=2)
+async def fan_out(inp: FanOut, ctx: JobContext) -> WaitForChildren:
+    """``n`` children, then fan_in: the e2e tests' parent of many children."""
+    await ctx.map(inp.child, [Number(i=i, seconds=inp.seconds) for i in range(inp.n)])
+    return ctx.wait(then="fan_in")
+
+
+@handler("fan_in", max_attempts=2)
+async def fan_in(inp: ChildrenDone) -> dict[str, object]:
+    return {"succeeded": inp.counts.succeeded, "failed": inp.counts.failed + inp.counts.cancelled,
+            "sum": sum(int(c.output["square"]) for c in inp.children
+                       if c.state is JobState.SUCCEEDED and isinstance(c.output, dict) and "square" in c.output)}
+
+
+@handler("square", max_attempts=1)
+async def square(inp: Number) -> dict[str, int]:
+    return {"square": inp.i * inp.i}

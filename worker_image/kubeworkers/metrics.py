@@ -37,7 +37,7 @@ class WorkerMetrics:
         self.jobs = Counter(
             "kubeworkers_jobs",
             "Attempts that ended, each counted once, by handler and outcome (succeeded, failed, retried, "
-            "cancelled, timed_out, handed_back, lost).",
+            "cancelled, timed_out, handed_back, lost, waiting: waits for its children).",
             ["namespace", "pool", "handler", "outcome"],
             registry=self.registry,
         )

@@ -56,6 +56,9 @@ class JobState(enum.StrEnum):
     PENDING = "Pending"
     QUEUED = "Queued"
     RUNNING = "Running"
+    #: A parent job whose attempt ended by waiting for its children (``ctx.wait``): it holds no
+    #: worker slot; the last child's end queues its continuation (docs/workflows.md).
+    WAITING = "Waiting"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
@@ -128,6 +131,11 @@ class PoolKeys:
     def stats(self) -> str:
         """Hash of rolling counters (enqueued, completed, duration sums) the autoscaler reads."""
         return f"kw:{self.tag}:stats"
+
+    def children(self, job_id: str) -> str:
+        """Hash of a parent job's children: ``<pool>/<child job id>`` -> the child's state
+        (written by ``lua/children.lua``; expires with the parent's record)."""
+        return f"kw:{self.tag}:children:{job_id}"
 
 
 def record_key_pattern(namespace: str | None = None) -> str:
@@ -253,6 +261,10 @@ class JobMessage(BaseModel):
         description="Unix seconds: an attempt not started by then fails with 'Expired' without running.",
     )
     enqueued_at: float = Field(default_factory=time.time, description="Unix seconds.")
+    parent: str | None = Field(
+        default=None, description="Job id of the parent that spawned this job (``ctx.spawn``), in the same namespace.",
+    )
+    parent_pool: str | None = Field(default=None, description="The parent's pool (set with ``parent``).")
 
     def to_fields(self) -> dict[str, str]:
         """Stream entry fields: the message as one JSON field ``m`` (versioned by ``v``), plus
@@ -276,6 +288,47 @@ class JobError(BaseModel):
     retryable: bool = True
 
 
+class ChildCounts(BaseModel):
+    """A parent job's children by phase (``active``: queued or running, not finished yet)."""
+
+    total: int = 0
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @classmethod
+    def of(cls, total: int, succeeded: int, failed: int, cancelled: int) -> ChildCounts:
+        return cls(total=total, active=max(0, total - succeeded - failed - cancelled),
+                   succeeded=succeeded, failed=failed, cancelled=cancelled)
+
+
+class ChildResult(BaseModel):
+    """One child as its parent's continuation sees it."""
+
+    job_id: str
+    pool: str
+    state: JobState
+    output: Any = None
+    #: The output was left out: the children's outputs passed the 1 MiB a continuation carries
+    #: (``Client.children`` reads it).
+    output_omitted: bool = False
+    error: JobError | None = None
+
+
+class ChildrenDone(BaseModel):
+    """The input of a continuation handler (``ctx.wait(then=...)``): what the parent passed, and its children."""
+
+    input: dict[str, Any] = Field(default_factory=dict)
+    counts: ChildCounts = Field(default_factory=ChildCounts)
+    children: list[ChildResult] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ChildResult]:
+        """The children that failed or were cancelled."""
+        return [c for c in self.children if c.state in (JobState.FAILED, JobState.CANCELLED)]
+
+
 class JobEvent(BaseModel):
     """One state change appended by a worker to :data:`EVENTS_STREAM`.
 
@@ -295,6 +348,9 @@ class JobEvent(BaseModel):
     message: str | None = None
     output: Any = None
     error: JobError | None = None
+    #: Set on the events ``lua/children.lua`` writes for a parent when its children change: such
+    #: an event only updates the parent's children counts, never its phase.
+    children: ChildCounts | None = None
 
     def to_fields(self) -> dict[str, str]:
         return {"e": self.model_dump_json(exclude_none=True)}
@@ -366,6 +422,9 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     input: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float | None = None
+    parent: str | None = Field(default=None, description="Job id of the job that spawned this one.")
+    children: ChildCounts | None = Field(default=None, description="This job's children by phase; None: it has none.")
+    continuation: str | None = Field(default=None, description="The handler a Waiting job continues with.")
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> JobRecord:
@@ -391,4 +450,10 @@ class JobRecord(BaseModel):
         if fields.get("error"):
             data["error"] = JobError.model_validate_json(fields["error"])
         data["cancel_requested"] = fields.get("cancel_requested") == "1"
+        for name in ("children_total", "children_succeeded", "children_failed", "children_cancelled", "parent_prefix"):
+            data.pop(name, None)
+        if fields.get("children_total"):
+            data["children"] = ChildCounts.of(*(int(fields.get(f"children_{n}") or 0)
+                                                for n in ("total", "succeeded", "failed", "cancelled")))
+        data.pop("continuation_input", None)
         return cls.model_validate(data)

@@ -136,15 +136,79 @@ def enqueue_plan(msgs: Iterable[JobMessage], durable: Durability | None = None) 
     return results
 
 
+def _cancel_call(
+    namespace: str, pool: str, job_id: str, result_ttl: int
+) -> tuple[str, Sequence[str], Sequence[wire.Arg]]:
+    keys = PoolKeys(namespace, pool)
+    return ("cancel", [keys.record(job_id), keys.cancel(job_id), EVENTS_STREAM, job_pool_key(namespace, job_id)],
+            [repr(time.time()), CANCEL_CHANNEL, result_ttl])
+
+
 def cancel_plan(namespace: str, pool: str, job_id: str, result_ttl: int = DEFAULT_RESULT_TTL) -> Plan[bool]:
     """See :func:`cancel`."""
-    keys = PoolKeys(namespace, pool)
-    reply = yield from scripts.call_plan(
-        "cancel",
-        [keys.record(job_id), keys.cancel(job_id), EVENTS_STREAM, job_pool_key(namespace, job_id)],
-        [repr(time.time()), CANCEL_CHANNEL, result_ttl],
-    )
+    reply = yield from scripts.call_plan(*_cancel_call(namespace, pool, job_id, result_ttl))
+    yield from cancel_children_plan(namespace, pool, job_id, result_ttl)
     return bool(reply)
+
+
+# --------------------------------------------------------------------------- fan-out (lua/children.lua)
+
+#: Generations of descendants a cancellation reaches (a bound, not a limit anyone should meet).
+MAX_CHILD_DEPTH = 32
+
+
+def _members(raw: dict[bytes, bytes] | dict[str, str]) -> list[tuple[str, str, str]]:
+    """A children hash as (pool, job id, state), sorted."""
+    out = []
+    for member, state in raw.items():
+        text = member.decode() if isinstance(member, bytes) else member
+        pool, _, job_id = text.partition("/")
+        out.append((pool, job_id, state.decode() if isinstance(state, bytes) else state))
+    return sorted(out)
+
+
+def cancel_children_plan(namespace: str, pool: str, job_id: str, result_ttl: int = DEFAULT_RESULT_TTL) -> Plan[int]:
+    """Cancel every unfinished descendant of a job, a generation per round trip; how many were cancelled.
+
+    A child submitted after its generation was read escapes (its parent is being cancelled,
+    so its handler stops at its next ``ctx.spawn``): docs/workflows.md, *Guarantees*.
+    """
+    parents = [(pool, job_id)]
+    cancelled = 0
+    for _ in range(MAX_CHILD_DEPTH):
+        reads = Pipeline([Command("hgetall", PoolKeys(namespace, p).children(j)) for p, j in parents])
+
+        def read(reads: Pipeline = reads) -> Pipeline:
+            return reads
+
+        raws = yield from redis_ops.retried(read, idempotent=True)
+        unfinished = [(p, j) for raw in raws for p, j, state in _members(raw)
+                      if state not in ("Succeeded", "Failed", "Cancelled")]
+        if not unfinished:
+            break
+        replies = yield from scripts.pipeline_plan(
+            [_cancel_call(namespace, p, j, result_ttl) for p, j in unfinished], idempotent=True
+        )
+        cancelled += sum(1 for reply in replies if reply == 1)
+        parents = unfinished
+    return cancelled
+
+
+def children_plan(namespace: str, pool: str, job_id: str) -> Plan[list[JobRecord]]:
+    """See :func:`children`. Reads, so repeated after connection errors."""
+    key = PoolKeys(namespace, pool).children(job_id)
+    raw = yield from redis_ops.retried(lambda: Command("hgetall", key), idempotent=True)
+    members = _members(raw)
+    if not members:
+        return []
+    records = yield from redis_ops.retried(lambda: Pipeline(
+        [Command("hgetall", PoolKeys(namespace, p).record(j)) for p, j, _ in members]), idempotent=True)
+    return [JobRecord.from_hash(rec) for rec in records if rec]
+
+
+async def children(r: aioredis.Redis, namespace: str, pool: str, job_id: str) -> list[JobRecord]:
+    """The records of a job's children (``ctx.spawn``), by pool and job id; expired ones are left out."""
+    return await redis_ops.run(r, children_plan(namespace, pool, job_id))
 
 
 def fail_lost_plan(

@@ -159,6 +159,16 @@ class JobErrorInfo(CrdModel):
     message: str
 
 
+class JobChildren(CrdModel):
+    """``Job.status.children``: the job's child jobs by phase (the wire's ``ChildCounts``)."""
+
+    total: int | None = Field(default=None, ge=0)
+    active: int | None = Field(default=None, ge=0)
+    succeeded: int | None = Field(default=None, ge=0)
+    failed: int | None = Field(default=None, ge=0)
+    cancelled: int | None = Field(default=None, ge=0)
+
+
 class JobStatus(CrdModel):
     """``Job.status``, written by the operator from the job's record in Redis."""
 
@@ -172,6 +182,7 @@ class JobStatus(CrdModel):
     progress: JobProgress | None = None
     output: Any = None
     output_truncated: bool | None = None
+    children: JobChildren | None = None
     error: JobErrorInfo | None = None
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = Field(default=None, ge=0)

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from kubeworkers import attempts, isolation, logs, softlimit, wire
 from kubeworkers.attempts import Delivery, Output
-from kubeworkers.context import JobContext
+from kubeworkers.context import JobContext, Spawner, WaitForChildren
 from kubeworkers.errors import SoftTimeout, cap_text, job_error
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import WorkerMetrics
@@ -74,7 +74,16 @@ class Stopped:
     duration: float
 
 
-Ending = Succeeded | Failed | Stopped
+@dataclass(frozen=True)
+class Waits:
+    """The handler returned ``ctx.wait(then=...)``: the job waits for its children (fan-out)."""
+
+    then: str
+    input_json: str
+    duration: float
+
+
+Ending = Succeeded | Failed | Stopped | Waits
 
 
 class WriteSink(Protocol):
@@ -98,8 +107,11 @@ class AttemptRunner:
         metrics: WorkerMetrics,
         holdings: Holdings,
         outbox: WriteSink,
+        spawner: Spawner | None = None,
     ) -> None:
         self.name = name
+        #: Submits handlers' child jobs (``ctx.spawn``); None: handlers here cannot spawn.
+        self.spawner = spawner
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -231,6 +243,13 @@ class AttemptRunner:
                 soft_expiry.cancel()
         if job.stop_reason is not None:
             return self._stopped(job)  # it swallowed the cancellation and returned
+        if output is None and isinstance(result, WaitForChildren):
+            try:
+                waited = attempts.encode_output(result.input, self.settings.max_output_bytes)
+            except attempts.InvalidOutputError as exc:
+                return Failed(JobError(type="InvalidOutput", message=str(exc), retryable=False),
+                              self._elapsed(job), ran=True)
+            return Waits(result.then, waited.json, self._elapsed(job))
         if output is None:
             try:
                 output = attempts.encode_output(result, self.settings.max_output_bytes)
@@ -246,6 +265,7 @@ class AttemptRunner:
             job_id=job.job_id, uid=job.uid, namespace=job.namespace, pool=job.pool, handler=job.handler,
             attempt=job.attempt, max_attempts=job.max_attempts, worker=self.name,
             enqueued_at=job.msg.enqueued_at, loop=loop, progress_sink=functools.partial(self._progress, job),
+            spawner=self.spawner,
         )
 
     async def _in_child(self, job: Delivery, spec: HandlerSpec) -> Output | JobError:
@@ -356,6 +376,13 @@ class AttemptRunner:
             return
         if isinstance(ending, Failed):
             self._record_failure(job, ending, extra)
+            return
+        if isinstance(ending, Waits):
+            self.metrics.outcome(job.handler, "waiting")
+            self.metrics.observe(job.handler, duration)
+            job_log(INFO, "job waiting for its children", {**extra, "state": "Waiting", "then": ending.then})
+            self.write(job, attempts.wait_write(job, self.name, ending.then, ending.input_json),
+                       self._fallback(job, duration))
             return
         if ending.reason == "cancelled":
             self.metrics.outcome(job.handler, "cancelled")

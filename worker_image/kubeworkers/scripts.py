@@ -11,6 +11,8 @@ so the number has one home. A file whose first line is a Redis 7 shebang (``#!lu
 keeps it first: the scripts that only keep held work alive (``renew``, ``reap``) declare
 ``allow-oom``, so a Redis at ``maxmemory`` still takes the heartbeats that stop live workers'
 jobs from being handed out again (it refuses new work, not the upkeep of work already taken).
+A line ``--! include <name>`` is replaced by the file ``lua/<name>.lua``: a library of local
+functions several scripts share (``children``: fan-out and joins), so its rules have one home.
 The calls are plans (:mod:`kubeworkers.redis_ops`), so the blocking and the asyncio callers
 share them.
 """
@@ -32,7 +34,19 @@ from kubeworkers.wire import Arg
 #: Shipped as package data next to this module.
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 #: What every script's source starts with (its constants from :mod:`kubeworkers.protocol`).
-PRELUDE = f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}\n"
+PRELUDE = f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}\nlocal EVENTS_STREAM = '{protocol.EVENTS_STREAM}'\n"
+#: The line that splices a library file in (see the module docstring).
+INCLUDE = "--! include "
+
+
+def _with_includes(text: str) -> str:
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith(INCLUDE):
+            lines.append((LUA_DIR / f"{line[len(INCLUDE):].strip()}.lua").read_text())
+        else:
+            lines.append(line)
+    return "".join(lines)
 
 
 class Script:
@@ -40,7 +54,7 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        text = (LUA_DIR / f"{name}.lua").read_text()
+        text = _with_includes((LUA_DIR / f"{name}.lua").read_text())
         shebang, newline, body = text.partition("\n")
         if shebang.startswith("#!"):
             self.source = shebang + newline + PRELUDE + body

@@ -89,7 +89,18 @@ class ProgressWrite(_Delivery):
     event: str
 
 
-Write = FinishWrite | RetryWrite | RequeueWrite | ProgressWrite
+class WaitWrite(_Delivery):
+    """End the attempt with the job Waiting for its children (fan-out): ``then`` is the continuation
+    handler, ``input`` the JSON the handler passed to ``ctx.wait`` (see ``lua/children.lua``)."""
+
+    kind: Literal["wait"]
+    then: str
+    input: str
+    message: str
+    event: str
+    attempt: int
+
+Write = FinishWrite | RetryWrite | RequeueWrite | ProgressWrite | WaitWrite
 
 #: The write kinds, by the name ``settle.lua`` dispatches on.
 WRITE_SHAPES: dict[str, type[Any]] = {
@@ -97,6 +108,7 @@ WRITE_SHAPES: dict[str, type[Any]] = {
     "retry": RetryWrite,
     "requeue": RequeueWrite,
     "progress": ProgressWrite,
+    "wait": WaitWrite,
 }
 
 

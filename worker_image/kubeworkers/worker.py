@@ -28,7 +28,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from kubeworkers import connection, drain, leases
+from kubeworkers import connection, drain, leases, queue
 from kubeworkers.consumer import Consumer
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import ProbeServer, WorkerMetrics
@@ -82,6 +82,7 @@ class Worker:
         self.runner = AttemptRunner(
             name=self.name, settings=settings, registry=self.registry, metrics=self.metrics,
             holdings=self.holdings, outbox=self.outbox,
+            spawner=lambda msgs: queue.enqueue_many(self.redis, msgs),
         )
         self.consumer = Consumer(
             redis=self.redis, keys=self.keys, name=self.name, settings=settings, registry=self.registry,

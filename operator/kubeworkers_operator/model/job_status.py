@@ -53,6 +53,7 @@ _RANK = {
     JobState.PENDING: 0,
     JobState.QUEUED: 1,
     JobState.RUNNING: 2,
+    JobState.WAITING: 2,
     JobState.SUCCEEDED: 3,
     JobState.FAILED: 3,
     JobState.CANCELLED: 3,
@@ -204,6 +205,8 @@ def _supersedes(
 def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> Status:
     """The status after ``event``; the same content when the event is stale or a replay."""
     new: Status = dict(status)
+    if event.children is not None:
+        return _with_children(new, event)
     retry = event.state is JobState.QUEUED and event.error is not None
     # settle.lua's requeue (the reaper's, a draining worker's hand-back) names its worker and says why.
     requeue = event.state is JobState.QUEUED and event.error is None and bool(event.worker and event.message)
@@ -237,6 +240,18 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
         )
         if event.state is JobState.SUCCEEDED and "progress" in new:
             new["progress"] = {**new["progress"], "fraction": 1.0}
+    return new
+
+
+def _with_children(new: Status, event: JobEvent) -> Status:
+    """A children-count event (``lua/children.lua``) sets ``children`` only, whatever the phase
+    (children may end after their parent did); counts only grow, so a late, older event loses."""
+    assert event.children is not None
+    counts = event.children.model_dump()
+    old = new.get("children") or {}
+    done = ("succeeded", "failed", "cancelled")
+    if (counts["total"], sum(counts[k] for k in done)) >= (old.get("total", 0), sum(old.get(k, 0) for k in done)):
+        new["children"] = counts
     return new
 
 

@@ -5,6 +5,9 @@
 -- KEYS[1] record   KEYS[2] cancel flag   KEYS[3] events stream   KEYS[4] job->pools set
 -- ARGV[1] now   ARGV[2] cancel channel   ARGV[3] result TTL seconds
 -- Returns 1 when a cancellation was recorded, 0 when the job is unknown or finished.
+-- A Waiting parent (fan-out) is cancelled at once like a queued job; its children are
+-- cancelled by the caller (kubeworkers.queue.cancel), its own parent is told (children.lua).
+--! include children
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   return 0
@@ -14,7 +17,7 @@ if state == 'Succeeded' or state == 'Failed' or state == 'Cancelled' then
 end
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[2], '1', 'EX', ttl)
-if state == 'Queued' or state == 'Pending' then
+if state == 'Queued' or state == 'Pending' or state == 'Waiting' then
   redis.call('HSET', KEYS[1], 'state', 'Cancelled', 'finished_at', ARGV[1], 'updated_at', ARGV[1],
     'message', 'cancelled while queued', 'cancel_requested', '1')
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -25,6 +28,7 @@ if state == 'Queued' or state == 'Pending' then
     attempt = tonumber(r[5]) or 0, at = tonumber(ARGV[1]), message = 'cancelled while queued',
   })
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
+  kw_job_finished(KEYS[1], 'Cancelled', ARGV[1], ttl)  -- fan-out (children.lua)
 else
   redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at', ARGV[1])
 end

@@ -15,6 +15,7 @@
 -- a different uid whose job has not finished yet), or 'invalid: <why>'.
 -- Keys are derived from the prefixes (all within the pool's hash tag, except the
 -- job->pools set), so one call can carry a thousand jobs.
+--! include children
 local now, prefix, pointer_prefix, pool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 -- Same as kubeworkers.protocol.MAX_ATTEMPTS_LIMIT (a test keeps the two equal).
 local MAX_ATTEMPTS = 1000
@@ -111,6 +112,7 @@ for i = 5, #ARGV do
       redis.call('SADD', pointer_prefix .. job_id, pool)
       redis.call('PERSIST', pointer_prefix .. job_id)
       enqueued = enqueued + 1
+      kw_child_enqueued(record, msg, now)  -- fan-out (children.lua): a child registers with its parent
     end
     results[#results + 1] = result
   end
@@ -118,4 +120,5 @@ end
 if enqueued > 0 then
   redis.call('HINCRBY', prefix .. 'stats', 'enqueued', enqueued)
 end
+kw_children_flush(now)  -- fan-out (children.lua)
 return results

@@ -9,6 +9,7 @@
 -- ARGV[1] now: unix seconds   ARGV[2] min_age: seconds unchanged   ARGV[3] result_ttl
 -- ARGV[4] group: the workers' consumer group
 -- Returns 1 when the job was failed, 0 when it was left alone.
+--! include children
 local rec = redis.call('HMGET', KEYS[1], 'state', 'updated_at', 'entry', 'priority', 'msg',
   'job_id', 'uid', 'namespace', 'pool', 'attempts')
 local state = rec[1]
@@ -43,6 +44,7 @@ redis.call('HSET', KEYS[1], 'state', 'Failed', 'finished_at', ARGV[1], 'updated_
   'message', message, 'error', err)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[3]))
+kw_job_finished(KEYS[1], 'Failed', ARGV[1], tonumber(ARGV[3]))  -- fan-out (children.lua)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
   job_id = rec[6], uid = rec[7], namespace = rec[8], pool = rec[9], state = 'Failed',
   attempt = tonumber(rec[10]) or 0, at = now, message = message, error = cjson.decode(err)}))

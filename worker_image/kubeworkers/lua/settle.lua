@@ -22,6 +22,9 @@
 --   retry:    due, error, message, event, attempt
 --   requeue:  message, uncount, owner
 --   progress: progress, message, event
+--   wait:     then, input, message, event, attempt
+--             (fan-out: the attempt ends Waiting for its children; then is the continuation
+--             handler, input its JSON; see children.lua)
 -- (output and error are JSON text or ''; event is JobEvent JSON without the output, which
 -- is spliced in here so it crosses the wire once; ran is false for a job that failed before
 -- any handler ran, which the duration statistics leave out; dead_letter_reason '' = none;
@@ -31,6 +34,7 @@
 -- this write was applied before); requeue returns the new entry id, '' when the job was
 -- gone or finished, or 0 when the entry was not held; a write that cannot be applied
 -- returns 'error: <why>'.
+--! include children
 local group, now, prefix, events = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local pointer_prefix, ttl, worker = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local dlq_maxlen = ARGV[8]
@@ -46,6 +50,7 @@ local FIELDS = {
   retry = {due = 'string', error = 'string', message = 'string', event = 'string', attempt = 'number'},
   requeue = {message = 'string', uncount = 'boolean', owner = 'string'},
   progress = {progress = 'string', message = 'string', event = 'string'},
+  wait = {['then'] = 'string', input = 'string', message = 'string', event = 'string', attempt = 'number'},
 }
 
 -- Why a write cannot be applied, or nil: checked before it changes anything.
@@ -102,6 +107,7 @@ local function finish(w, stream, record)
   redis.call('EXPIRE', record, ttl)
   redis.call('EXPIRE', pointer_prefix .. w.job_id, ttl)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
+  kw_job_finished(record, w.state, now, ttl)  -- fan-out (children.lua)
   if w.dead_letter_reason ~= '' then
     redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm', redis.call('HGET', record, 'msg') or '',
       'reason', w.dead_letter_reason, 'error', w.error, 'attempts', w.attempt, 'at', now, 'worker', worker)
@@ -167,7 +173,17 @@ local function progress(w, stream, record)
   return 1
 end
 
-local APPLY = {finish = finish, retry = retry, requeue = requeue, progress = progress}
+-- Fan-out (children.lua): the attempt ends; the job waits for its children without a slot.
+local function wait(w, stream, record)
+  if not settle_attempt(w, stream, record) then
+    return 0
+  end
+  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
+  kw_wait(record, w['then'], w.input, now, w.message)
+  return 1
+end
+
+local APPLY = {finish = finish, retry = retry, requeue = requeue, progress = progress, wait = wait}
 
 for i, w in ipairs(writes) do
   local problem = malformed(w)

@@ -39,6 +39,7 @@
 --   bad        unreadable message: entry dropped
 --   deferred   its handler is at its concurrency limit here: handed back to the end of its
 --              stream (a fresh entry, still Queued, attempt uncounted) for any worker to take
+--! include children
 local group, consumer, now = ARGV[2], ARGV[3], ARGV[5]
 local prefix, events, pointer_prefix = ARGV[6], ARGV[7], ARGV[8]
 local ttl = tonumber(ARGV[9])
@@ -109,6 +110,7 @@ local function decide(index, id, raw, job_id, uid, handler)
     end
     redis.call('EXPIRE', record, ttl)
     redis.call('EXPIRE', pointer_prefix .. job_id, ttl)
+    kw_job_finished(record, state, now, ttl)  -- fan-out (children.lua)
   end
   if redis.call('EXISTS', prefix .. 'cancel:' .. job_id) == 1 then
     local message = 'cancelled before it started'
