@@ -33,7 +33,7 @@ async def test_delayed_job_waits_in_the_delayed_set_and_on_no_stream(r: aioredis
     job_id = await client.submit("p", "echo", {}, delay=datetime.timedelta(seconds=30))
     for stream in KEYS.streams:
         assert await r.xlen(stream) == 0
-    [(member, score)] = await r.zrange(KEYS.delayed, 0, -1, withscores=True)
+    [(_member, score)] = await r.zrange(KEYS.delayed, 0, -1, withscores=True)
     assert before + 30 <= score <= time.time() + 30
     record = await client.get(job_id, pool="p")
     assert record is not None and record.state is JobState.QUEUED and record.attempts == 0

@@ -360,7 +360,9 @@ class JobRecord(BaseModel):
     worker: str | None = Field(default=None, description="Consumer (pod) name that ran the last attempt.")
     entry: str | None = Field(default=None, description="Stream entry id of the current delivery.")
     enqueued_at: float | None = None
-    not_before: float | None = Field(default=None, description="Unix seconds a delayed job waits for (None: not delayed).")
+    not_before: float | None = Field(
+        default=None, description="Unix seconds a delayed job waits for (None: not delayed)."
+    )
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float | None = None

@@ -121,8 +121,8 @@ class JobSpec(CrdModel):
     """``Job.spec``: which pool runs which handler on what input (field docs: ``kubectl explain jobs.spec``).
 
     ``pool``, ``handler``, ``input``, ``priority``, ``timeoutSeconds``, ``softTimeoutSeconds``,
-    ``maxAttempts``, ``retry``, ``notBefore`` and ``expiresAfterSeconds`` are immutable once created; ``cancel`` may only go from
-    false to true.
+    ``maxAttempts``, ``retry``, ``notBefore`` and ``expiresAfterSeconds`` are immutable once created;
+    ``cancel`` may only go from false to true.
     """
 
     pool: PoolName
