@@ -1,5 +1,5 @@
 """A delayed Job (``spec.notBefore``) on the real control plane: it waits held by no worker, its
-pool stays at zero until the cold-start lead, and it starts within a second of its time."""
+pool stays at zero while the job is far off, and it starts within a second of its time."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import time
 
 from kubeworkers import connection
 from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
-from kubeworkers_operator.autoscaling.signals import DELAYED_LEAD_SECONDS
+from kubeworkers_operator.autoscaling.signals import DELAYED_KEEP_WARM_SECONDS
 
 from tests.e2e.operator_fixtures import OperatorProcess, get_job, pool_manifest, wait_for
 from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner
 
-#: Seconds from creation to notBefore: room to see the pool stay at zero before the lead.
-DELAY_SECONDS = DELAYED_LEAD_SECONDS + 15
+#: Seconds from creation to notBefore: room to see the pool stay at zero while the job is due
+#: later than the keep-warm horizon (then one worker is kept warm, then the lead counts it).
+DELAY_SECONDS = DELAYED_KEEP_WARM_SECONDS + 15
 
 
 def get_deployment(cluster: Cluster, namespace: str) -> bool:
@@ -36,8 +37,18 @@ def test_delayed_job_starts_within_1s_of_not_before_with_no_worker_activity_befo
     # Short idle-before-zero: the test starts from a pool at zero, as a quiet pool would be.
     cluster.apply(pool_manifest(autoscaling={"idleSecondsBeforeZero": 2, "scaleDownStabilizationSeconds": 0}),
                   namespace)
-    wait_for(lambda: get_deployment(cluster, namespace) and replicas(cluster, namespace) == 0, timeout=60,
-             what="the pool's Deployment at zero")
+    # A new pool is woken once by the autoscaler's first tick; wait until it has gone back to zero
+    # and stayed there for a few ticks.
+    zero_since: list[float] = []
+
+    def settled_at_zero() -> bool:
+        if not get_deployment(cluster, namespace) or replicas(cluster, namespace) != 0:
+            zero_since.clear()
+            return False
+        zero_since[:1] = zero_since[:1] or [time.monotonic()]
+        return time.monotonic() - zero_since[0] >= 6
+
+    wait_for(settled_at_zero, timeout=90, what="the pool's Deployment settled at zero")
     not_before = math.ceil(time.time()) + DELAY_SECONDS
     stamp = datetime.datetime.fromtimestamp(not_before, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cluster.apply(job_yaml("later", "word_count", {"text": "a b c"}, notBefore=stamp), namespace)
@@ -53,8 +64,8 @@ def test_delayed_job_starts_within_1s_of_not_before_with_no_worker_activity_befo
     r = connection.connect(redis_url)
     record_key = PoolKeys(namespace, "demo").record(f"{namespace}/later")
     try:
-        # Before the cold-start lead: no worker pod at all (nothing keeps the pool up for it).
-        while time.time() < not_before - DELAYED_LEAD_SECONDS - 1:
+        # While it is due later than the keep-warm horizon: no worker pod at all.
+        while time.time() < not_before - DELAYED_KEEP_WARM_SECONDS - 1:
             assert replicas(cluster, namespace) == 0
             time.sleep(0.5)
         # Then a worker comes up, and still nothing takes the job before its time.

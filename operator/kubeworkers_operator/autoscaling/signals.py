@@ -34,10 +34,11 @@ logger = logging.getLogger(__name__)
 #: scheduled, process started, promoter running) when the entry is due. A constant, not a setting
 #: yet: raise it for images that take longer than this to pull and start.
 DELAYED_LEAD_SECONDS = 10.0
-#: Seconds ahead within which a not-yet-counted delayed entry keeps one worker warm (the pool does
-#: not go to zero). Beyond it nothing is kept up: a job due in an hour costs no pod until its lead.
-#: Equal to the workers' default longest backoff (300 s), so retries keep their pool warm as before.
-DELAYED_KEEP_WARM_SECONDS = 300.0
+#: Seconds ahead within which a not-yet-counted delayed entry keeps one worker warm (a retry with a
+#: short backoff does not cost a cold start). Beyond it nothing is kept up: a job due in an hour
+#: costs no pod until its lead. Shorter than the default ``idleSecondsBeforeZero`` (120 s), so a
+#: pool that just ran a job is still warm anyway for any retry this horizon would have covered.
+DELAYED_KEEP_WARM_SECONDS = 60.0
 
 #: Most entries counted by XRANGE when ``lag`` is NULL; past this the backlog reads as this cap,
 #: which is already far more than any sane ``maxReplicas * concurrency``.
