@@ -87,6 +87,10 @@ up() {
   done
   $KUBECTL get workerpools,jobs.workers.io
   echo
+  # Not waited for either: it starts 20 s from now (its notBefore, rewritten to that time).
+  say "kubectl apply -f examples/delayed-job.yaml (a delayed Job: notBefore 20 s from now)"
+  sed "s/2026-12-02T12:00:00Z/$(date -u -d '+20 seconds' +%FT%TZ)/" examples/delayed-job.yaml | $KUBECTL apply -f -
+  $KUBECTL get jobs.workers.io delayed-word-count -o jsonpath='{.status.phase} until {.status.notBefore}{"\n"}' || true
   # Not waited for: its first run starts 30 s after it is created.
   say "kubectl apply -f examples/schedule.yaml (a Schedule: a maintenance run every 30 s)"
   $KUBECTL apply -f examples/schedule.yaml
@@ -98,6 +102,7 @@ up() {
   echo "Next: export KUBECONFIG=$KUBECONFIG"
   echo "      kubectl apply -f examples/slow-job.yaml && kubectl get jobs.workers.io -w"
   echo "      kubectl get schedules.workers.io -w   (runs: kubectl get wj -l workers.io/schedule)"
+  echo "      kubectl get jobs.workers.io delayed-word-count -w   (starts at its status.notBefore)"
   echo "      (logs: $DEMO/, stop with: make demo-down)"
   [[ "$phase" == "Succeeded" ]]
 }

@@ -31,7 +31,7 @@ def load(name: str) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize("name", ["job.yaml", "slow-job.yaml"])
+@pytest.mark.parametrize("name", ["job.yaml", "slow-job.yaml", "delayed-job.yaml"])
 def test_example_job_input_is_valid_for_its_handler_on_the_demo_pool(name: str) -> None:
     spec = JobSpec.model_validate(load(name)["spec"])
     pool = WorkerPoolSpec.model_validate(load("workerpool.yaml")["spec"])

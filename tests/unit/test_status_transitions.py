@@ -139,3 +139,18 @@ def test_no_transition_ever_moves_a_finished_phase(status: dict[str, Any], steps
             continue  # the transition declined: the writer leaves the status alone
         assert after["phase"] == status["phase"]
         current = after
+
+
+def test_a_delayed_job_queued_says_until_when_in_its_status_and_condition() -> None:
+    s = job_status.queued({}, pool="p", priority="normal", now=NOW, not_before=NOW + 3600)
+    assert s is not None
+    assert (s["phase"], s["notBefore"]) == ("Queued", job_status.rfc3339(NOW + 3600))
+    [cond] = [c for c in s["conditions"] if c["type"] == job_status.ENQUEUED]
+    assert cond["reason"] == job_status.DELAYED and s["notBefore"] in cond["message"]
+
+
+def test_a_not_before_already_past_is_an_ordinary_queued_job() -> None:
+    s = job_status.queued({}, pool="p", priority="normal", now=NOW, not_before=NOW - 5)
+    assert s is not None and "notBefore" not in s
+    [cond] = [c for c in s["conditions"] if c["type"] == job_status.ENQUEUED]
+    assert cond["reason"] == "Enqueued"

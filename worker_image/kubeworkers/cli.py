@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", default="{}", help="JSON object")
     s.add_argument("--job-id")
     s.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+    when = s.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=float, metavar="SECONDS", help="start no earlier than this many seconds from now")
+    when.add_argument("--at", metavar="RFC3339", help="start no earlier than this time, e.g. 2026-12-02T12:00:00Z")
     s.add_argument("--wait", type=float, help="wait up to this many seconds and print the record")
     s.add_argument("--durable", type=int, metavar="REPLICAS",
                    help="return only once this many replicas acknowledged the job (Redis WAIT); else exit 1")
@@ -210,6 +213,19 @@ def _input(text: str) -> dict[str, object]:
     return value
 
 
+def _start_time(text: str | None) -> datetime | None:
+    """``submit --at``: an RFC 3339 time with its offset (``Z`` or ``+01:00``)."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at must be an RFC 3339 time such as 2026-12-02T12:00:00Z, not {text!r}") from None
+    if at.tzinfo is None:
+        raise UsageError(f"--at needs a timezone offset (Z or +hh:mm): {text!r}")
+    return at
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from kubeworkers.client import Client, InvalidInputError
     from kubeworkers.queue import Durability, NotReplicatedError
@@ -219,11 +235,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         durable = None if args.durable is None else Durability(args.durable, args.durable_timeout)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    at = _start_time(args.at)
     r, settings = _redis(args, pool_required=True)
     client = Client(connection=r, namespace=settings.namespace, durable=durable)
     try:
-        job_id = client.submit(settings.pool, args.handler, inp, job_id=args.job_id, priority=args.priority)
-    except InvalidInputError as exc:
+        job_id = client.submit(settings.pool, args.handler, inp, job_id=args.job_id, priority=args.priority,
+                               delay=args.delay, at=at)
+    except (InvalidInputError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     except NotReplicatedError as exc:
         return _fail("submit", str(exc), 1)

@@ -103,6 +103,28 @@ class JobOptions(TypedDict, total=False):
     retry: RetryPolicy | None
     #: Drop the job if no attempt has started by then: seconds from now, or an aware datetime.
     expires: float | datetime.datetime | None
+    #: Start no earlier than this many seconds (or this timedelta) from now: the job waits in the
+    #: pool's delayed set, held by no worker (docs/scheduling.md, *Delayed jobs*).
+    delay: float | datetime.timedelta | None
+    #: Start no earlier than this aware datetime (give ``delay`` or ``at``, not both).
+    at: datetime.datetime | None
+
+
+def start_time(delay: float | datetime.timedelta | None, at: datetime.datetime | None, now: float) -> float | None:
+    """``delay`` (seconds or a timedelta from ``now``) or ``at`` (an aware datetime) as unix seconds,
+    None when neither is given (ValueError if nonsense)."""
+    if delay is not None and at is not None:
+        raise ValueError("give delay or at, not both")
+    if at is not None:
+        if not isinstance(at, datetime.datetime) or at.tzinfo is None:
+            raise ValueError(f"at must be an aware datetime (with a timezone), not {at!r}")
+        return at.timestamp()
+    if delay is None:
+        return None
+    seconds = delay.total_seconds() if isinstance(delay, datetime.timedelta) else delay
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"delay must be seconds >= 0 or a timedelta, not {delay!r}")
+    return now + float(seconds)
 
 
 def expiry_time(expires: float | datetime.datetime | None, now: float) -> float | None:
@@ -166,6 +188,7 @@ class _Builder:
                 max_attempts = retry.maximum_attempts
             retry = retry.model_copy(update={"maximum_attempts": None})
         job_id = job_id or new_job_id()
+        now = time.time()
         return JobMessage(
             job_id=job_id,
             uid=job_id,
@@ -178,7 +201,8 @@ class _Builder:
             soft_timeout_seconds=soft_timeout,
             max_attempts=max_attempts,
             retry=retry if retry is not None and retry.model_dump(exclude_none=True) else None,
-            expires_at=expiry_time(options.get("expires"), time.time()),
+            expires_at=expiry_time(options.get("expires"), now),
+            not_before=start_time(options.get("delay"), options.get("at"), now),
         )
 
 
@@ -202,7 +226,8 @@ class _Jobs:
         """Enqueue one job; returns its id. Submitting the same ``job_id`` again enqueues nothing.
 
         ``options`` (:class:`JobOptions`): ``priority``, ``timeout``, ``soft_timeout``,
-        ``max_attempts``, ``retry`` (a :class:`~kubeworkers.protocol.RetryPolicy`), ``expires``.
+        ``max_attempts``, ``retry`` (a :class:`~kubeworkers.protocol.RetryPolicy`), ``expires``,
+        ``delay`` or ``at`` (a delayed job).
         """
         msg = self._build.message(pool, handler, input, job_id, options)
         yield from queue.enqueue_plan([msg], self.durable)

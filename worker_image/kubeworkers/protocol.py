@@ -104,7 +104,7 @@ class PoolKeys:
 
     @property
     def delayed(self) -> str:
-        """Sorted set of retries waiting out their backoff (score: due time, unix seconds)."""
+        """Sorted set of retries waiting out their backoff and delayed jobs (score: due time, unix seconds)."""
         return f"kw:{self.tag}:delayed"
 
     @property
@@ -260,6 +260,10 @@ class JobMessage(BaseModel):
         default=None, allow_inf_nan=False,
         description="Unix seconds: an attempt not started by then fails with 'Expired' without running.",
     )
+    not_before: float | None = Field(
+        default=None, allow_inf_nan=False,
+        description="Unix seconds: the job waits in the pool's delayed set until then (None: runs now).",
+    )
     enqueued_at: float = Field(default_factory=time.time, description="Unix seconds.")
     parent: str | None = Field(
         default=None, description="Job id of the parent that spawned this job (``ctx.spawn``), in the same namespace.",
@@ -412,6 +416,9 @@ class JobRecord(BaseModel):
     worker: str | None = Field(default=None, description="Consumer (pod) name that ran the last attempt.")
     entry: str | None = Field(default=None, description="Stream entry id of the current delivery.")
     enqueued_at: float | None = None
+    not_before: float | None = Field(
+        default=None, description="Unix seconds a delayed job waits for (None: not delayed)."
+    )
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float | None = None

@@ -17,7 +17,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority, RetryPolicy
@@ -121,8 +121,8 @@ class JobSpec(CrdModel):
     """``Job.spec``: which pool runs which handler on what input (field docs: ``kubectl explain jobs.spec``).
 
     ``pool``, ``handler``, ``input``, ``priority``, ``timeoutSeconds``, ``softTimeoutSeconds``,
-    ``maxAttempts``, ``retry`` and ``expiresAfterSeconds`` are immutable once created; ``cancel`` may only go from
-    false to true.
+    ``maxAttempts``, ``retry``, ``notBefore`` and ``expiresAfterSeconds`` are immutable once created;
+    ``cancel`` may only go from false to true.
     """
 
     pool: PoolName
@@ -133,6 +133,7 @@ class JobSpec(CrdModel):
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT)
     soft_timeout_seconds: int | None = Field(default=None, ge=1)
     retry: JobRetryPolicy | None = None
+    not_before: AwareDatetime | None = None
     expires_after_seconds: int | None = Field(default=None, ge=1)
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     cancel: bool = False
@@ -177,6 +178,7 @@ class JobStatus(CrdModel):
     worker: str | None = None
     last_worker: str | None = None
     queued_at: datetime | None = None
+    not_before: datetime | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None
     progress: JobProgress | None = None

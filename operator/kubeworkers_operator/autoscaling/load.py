@@ -64,7 +64,9 @@ class PoolSnapshot:
     duration_sum: float = 0.0
     """Their summed durations in seconds."""
     retries_due: int = 0
+    """Delayed-set entries (retries, delayed jobs) due now or within the cold-start lead."""
     retries_waiting: int = 0
+    """Delayed-set entries due after the lead but within the keep-warm horizon (see :mod:`.signals`)."""
 
     @property
     def entries_added(self) -> int:

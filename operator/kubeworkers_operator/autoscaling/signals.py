@@ -1,7 +1,7 @@
 """Reading a pool's load signals from Redis, and waiting for stream activity.
 
 One pipelined round trip per tick (``XINFO STREAM``/``GROUPS``/``CONSUMERS`` per
-priority stream, the worker registry, the stats counters, the retry set); a
+priority stream, the worker registry, the stats counters, the delayed set); a
 second one only when Redis reports a NULL ``lag`` and the undelivered entries
 have to be counted. Missing streams and groups are normal (a pool nobody has
 used yet) and read as empty, not as errors.
@@ -28,6 +28,17 @@ from kubeworkers_operator.autoscaling.load import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Seconds before a delayed entry (a delayed job, or a retry waiting out its backoff) is due from
+#: which it counts as backlog: the cold-start lead, so a pool at zero has a worker up (pod
+#: scheduled, process started, promoter running) when the entry is due. A constant, not a setting
+#: yet: raise it for images that take longer than this to pull and start.
+DELAYED_LEAD_SECONDS = 10.0
+#: Seconds ahead within which a not-yet-counted delayed entry keeps one worker warm (a retry with a
+#: short backoff does not cost a cold start). Beyond it nothing is kept up: a job due in an hour
+#: costs no pod until its lead. Shorter than the default ``idleSecondsBeforeZero`` (120 s), so a
+#: pool that just ran a job is still warm anyway for any retry this horizon would have covered.
+DELAYED_KEEP_WARM_SECONDS = 60.0
 
 #: Most entries counted by XRANGE when ``lag`` is NULL; past this the backlog reads as this cap,
 #: which is already far more than any sane ``maxReplicas * concurrency``.
@@ -64,8 +75,10 @@ class RedisSignalReader:
             pipe.xinfo_consumers(name, self.group)
         pipe.hgetall(self.keys.workers)
         pipe.hmget(self.keys.stats, [*STATS_RUN_COUNTERS, STATS_DURATION_SUM])
-        pipe.zcount(self.keys.delayed, "-inf", at)
-        pipe.zcard(self.keys.delayed)
+        # Due within the lead: backlog. Due later but within the keep-warm horizon: waiting.
+        lead = at + DELAYED_LEAD_SECONDS
+        pipe.zcount(self.keys.delayed, "-inf", lead)
+        pipe.zcount(self.keys.delayed, f"({lead}", at + DELAYED_KEEP_WARM_SECONDS)
         replies = await pipe.execute(raise_on_error=False)
 
         snapshots: list[StreamSnapshot] = []
@@ -86,7 +99,7 @@ class RedisSignalReader:
             completed=sum(_int(v) for v in runs_raw),
             duration_sum=float(duration_raw) if duration_raw is not None else 0.0,
             retries_due=int(due),
-            retries_waiting=max(0, int(delayed) - int(due)),
+            retries_waiting=int(delayed),
         )
 
     def _stream(self, name: str, info: Any, groups: Any, consumers: Any) -> StreamSnapshot:

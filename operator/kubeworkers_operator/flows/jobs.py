@@ -147,9 +147,12 @@ async def admit(rt: Runtime, job: TrackedJob) -> None:
             )
             return
     now = time.time()
+    not_before = spec.not_before.timestamp() if spec.not_before is not None else None
     await rt.writer.write(
         job.namespace, job.name, job.uid,
-        lambda current: job_status.queued(current.status, pool=spec.pool, priority=spec.priority.value, now=now),
+        lambda current: job_status.queued(
+            current.status, pool=spec.pool, priority=spec.priority.value, now=now, not_before=not_before
+        ),
         source="enqueue",
     )
     rt.waiting.discard(job.job_id)

@@ -39,7 +39,8 @@ def check_admission(job: TrackedJob, spec: JobSpec, pool: TrackedPool | None) ->
 def message_for(job: TrackedJob, spec: JobSpec) -> JobMessage:
     """The stream message of a Job custom resource (its id is ``<namespace>/<name>``, its uid the object's).
 
-    ``spec.expiresAfterSeconds`` counts from this message's enqueue time.
+    ``spec.expiresAfterSeconds`` counts from this message's enqueue time, or from ``spec.notBefore``
+    for a delayed Job (it cannot start before then).
     """
     msg = JobMessage(
         job_id=job.job_id,
@@ -53,7 +54,8 @@ def message_for(job: TrackedJob, spec: JobSpec) -> JobMessage:
         max_attempts=spec.max_attempts,
         soft_timeout_seconds=spec.soft_timeout_seconds,
         retry=spec.retry.policy() if spec.retry is not None else None,
+        not_before=spec.not_before.timestamp() if spec.not_before is not None else None,
     )
     if spec.expires_after_seconds is not None:
-        msg.expires_at = msg.enqueued_at + spec.expires_after_seconds
+        msg.expires_at = max(msg.enqueued_at, msg.not_before or 0.0) + spec.expires_after_seconds
     return msg

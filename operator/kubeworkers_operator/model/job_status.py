@@ -43,6 +43,8 @@ FAILED = "Failed"
 #: ``Enqueued`` reasons of a Job put back on its stream after a failed attempt / a lost or handed-back one.
 RETRYING = "Retrying"
 REQUEUED = "Requeued"
+#: ``Enqueued`` reason of a delayed Job waiting for its ``spec.notBefore`` in the pool's delayed set.
+DELAYED = "Delayed"
 #: ``Enqueued`` reason of a Job whose pool was deleted while it was Queued or Running.
 POOL_DELETED = "PoolDeleted"
 #: Most characters of the output's JSON shown in the marker of an over-limit output.
@@ -285,6 +287,8 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
         new["worker"] = record.worker
     if record.started_at and record.state is not JobState.QUEUED:
         new["startTime"] = rfc3339(record.started_at)
+    if record.not_before is not None:
+        new["notBefore"] = rfc3339(record.not_before)
     if record.progress is not None and record.state is JobState.RUNNING:
         new["progress"] = _progress(record.progress, record.message)
     if record.state.finished:
@@ -342,19 +346,29 @@ def enqueued_reason(status: Mapping[str, Any]) -> str | None:
     return None
 
 
-def queued(status: Mapping[str, Any], *, pool: str, priority: str, now: float) -> Status | None:
-    """Queued with ``Enqueued=True``, once Redis has the job; None if the status sync got there first."""
+def queued(
+    status: Mapping[str, Any], *, pool: str, priority: str, now: float, not_before: float | None = None
+) -> Status | None:
+    """Queued with ``Enqueued=True``, once Redis has the job; None if the status sync got there first.
+
+    A delayed job (``not_before`` later than ``now``) says until when: ``status.notBefore`` and
+    the condition's reason :data:`DELAYED`.
+    """
     if not _not_yet_enqueued(status):
         return None
+    reason, message = "Enqueued", f"on the {priority}-priority stream of pool {pool}"
+    extra: Status = {}
+    if not_before is not None and not_before > now:
+        extra["notBefore"] = rfc3339(not_before)
+        reason = DELAYED
+        message = f"delayed until {extra['notBefore']}, then on the {priority}-priority stream of pool {pool}"
     return {
         **status,
+        **extra,
         "phase": JobState.QUEUED.value,
         "attempts": status.get("attempts") or 0,
         "queuedAt": status.get("queuedAt") or rfc3339(now),
-        "conditions": set_condition(
-            status.get("conditions") or [], ENQUEUED, "True", "Enqueued",
-            f"on the {priority}-priority stream of pool {pool}", now=now,
-        ),
+        "conditions": set_condition(status.get("conditions") or [], ENQUEUED, "True", reason, message, now=now),
     }
 
 

@@ -7,7 +7,11 @@
 -- checked: a JSON object with non-empty text job_id, uid, namespace and handler, pool equal to
 -- ARGV[4], input an object (or absent), priority high/normal/low (or absent), timeout_seconds
 -- a number > 0 (or absent/null), max_attempts a whole number from 1 to MAX_ATTEMPTS (or
--- absent/null), enqueued_at a number (or absent).
+-- absent/null), enqueued_at a number (or absent), not_before a number (or absent/null).
+--
+-- Delayed jobs (not_before later than now): the message goes to the pool's delayed sorted set
+-- (score not_before), the same set and record shape as a retry waiting out its backoff (entry
+-- '', msg = the member), so the promoter moves it onto its stream when it is due.
 --
 -- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] job->pools set prefix 'kw:{ns}:jobpools:'
 -- ARGV[4] pool name   ARGV[5..] message JSON (protocol.JobMessage), one per job
@@ -63,6 +67,11 @@ local function invalid(msg)
   if not absent(msg['enqueued_at']) and type(msg['enqueued_at']) ~= 'number' then
     return 'enqueued_at must be a number (unix seconds)'
   end
+  local not_before = msg['not_before']
+  if not absent(not_before) and (type(not_before) ~= 'number' or not_before ~= not_before
+      or not_before == math.huge or not_before == -math.huge) then
+    return 'not_before must be a number (unix seconds)'
+  end
   return nil
 end
 
@@ -99,14 +108,26 @@ for i = 5, #ARGV do
       if absent(max_attempts) then
         max_attempts = ''
       end
-      local id = redis.call('XADD', prefix .. 'jobs:' .. priority, '*', 'v', '1', 'm', raw,
-        'j', job_id, 'u', uid, 'h', msg['handler'])
+      -- Delayed jobs (begin) ---------------------------------------------------------------
+      local not_before, id, message = msg['not_before'], '', ''
+      if not absent(not_before) and not_before > tonumber(now) then
+        redis.call('ZADD', prefix .. 'delayed', not_before, raw)
+        message = 'delayed'
+      else
+        not_before = nil
+        id = redis.call('XADD', prefix .. 'jobs:' .. priority, '*', 'v', '1', 'm', raw,
+          'j', job_id, 'u', uid, 'h', msg['handler'])
+      end
+      -- Delayed jobs (end) -----------------------------------------------------------------
       redis.call('HSET', record,
         'job_id', job_id, 'uid', uid, 'namespace', msg['namespace'], 'pool', msg['pool'],
         'handler', msg['handler'], 'priority', priority, 'state', 'Queued', 'attempts', '0',
         'max_attempts', max_attempts, 'entry', id,
         'enqueued_at', string.format('%.6f', absent(msg['enqueued_at']) and 0 or msg['enqueued_at']),
-        'updated_at', now, 'msg', raw)
+        'updated_at', now, 'msg', raw, 'message', message)
+      if not_before then
+        redis.call('HSET', record, 'not_before', string.format('%.6f', not_before))
+      end
       -- A set: the same id on another pool is another job (docs/protocol.md). PERSIST: a live
       -- job's pointer never expires with an earlier, finished one of the same id.
       redis.call('SADD', pointer_prefix .. job_id, pool)
