@@ -83,9 +83,12 @@ def workload(rng: random.Random, n: int = 300) -> list[dict[str, float | int]]:
 class Fleet:
     """Worker processes of one pool; a signalled worker is replaced at once by a new one."""
 
-    def __init__(self, redis_url: str, size: int = 3, concurrency: int = 8) -> None:
+    def __init__(
+        self, redis_url: str, size: int = 3, concurrency: int = 8, extra_args: list[str] | None = None
+    ) -> None:
         self.redis_url = redis_url
         self.concurrency = concurrency
+        self.extra_args = extra_args or []
         self.live: list[WorkerProcess] = []
         self.leaving: list[WorkerProcess] = []
         #: Names of the workers this scenario signalled.
@@ -97,7 +100,8 @@ class Fleet:
             worker.wait_started()
 
     def _spawn(self) -> WorkerProcess:
-        worker = WorkerProcess(self.redis_url, f"w{self._spawned}", pool=POOL, concurrency=self.concurrency)
+        worker = WorkerProcess(self.redis_url, f"w{self._spawned}", pool=POOL, concurrency=self.concurrency,
+                               extra_args=self.extra_args)
         self._spawned += 1
         self.live.append(worker)
         return worker
@@ -183,19 +187,39 @@ def read_ledger(
     r: redis.Redis, ids: list[str]
 ) -> tuple[dict[str, bytes | None], dict[str, list[str]], dict[str, list[float]]]:
     """Each job's record state, the workers its handler started on (in order), and when its
-    terminal events were written."""
+    terminal events were written.
+
+    A ``Running`` event is a start unless the same worker's next event for the job hands it back
+    with the attempt given back (a ``Queued`` event one attempt lower): that attempt never reached
+    its handler (an attempt counts when a handler starts), as when a durable take no replica
+    acknowledged is handed back unrun, or a draining worker returns what it had not started."""
     pipe = r.pipeline(transaction=False)
     for job_id in ids:
         pipe.hget(KEYS.record(job_id), "state")
     states = dict(zip(ids, pipe.execute(), strict=True))
     starts: dict[str, list[str]] = defaultdict(list)
     terminal: dict[str, list[float]] = defaultdict(list)
+    last_start: dict[str, tuple[str, int]] = {}
     for e in events_sync(r):
         if e.state is JobState.RUNNING and e.progress is None:
             starts[e.job_id].append(e.worker or "")
+            last_start[e.job_id] = (e.worker or "", e.attempt)
+        elif e.state is JobState.QUEUED and e.job_id in last_start:
+            worker, attempt = last_start.pop(e.job_id)
+            if e.worker == worker and e.attempt == attempt - 1:
+                starts[e.job_id].pop()
         elif e.state.finished:
             terminal[e.job_id].append(e.at)
     return states, starts, terminal
+
+
+def trail(r: redis.Redis, job_ids: list[str]) -> str:
+    """The events of these jobs, one line each, for a failure message."""
+    wanted = set(job_ids)
+    return "\n".join(
+        f"  {e.job_id[:8]} {e.at:.3f} {e.state.value} attempt={e.attempt} worker={e.worker} {e.message or ''}"
+        for e in events_sync(r) if e.job_id in wanted and e.progress is None
+    )
 
 
 def judge(
@@ -223,6 +247,7 @@ def judge(
     assert not twice, f"{scenario}: jobs with more than one terminal event: {twice}"
     assert duplicated == explained, (
         f"{scenario}: jobs that ran twice without a kill: "
-        f"{ {j: starts[j] for j in sorted(duplicated - explained)[:10]} }"
+        f"{ {j: starts[j] for j in sorted(duplicated - explained)[:10]} }; the first ones' events:\n"
+        + trail(r, sorted(duplicated - explained)[:3])
     )
     return outcome
