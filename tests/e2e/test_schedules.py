@@ -145,6 +145,11 @@ def test_exactly_one_run_per_slot_across_an_operator_sigkill_and_the_missed_slot
     schedule = apply_schedule(cluster, namespace, "survivor", startingDeadlineSeconds=60)
     created = unix(schedule["metadata"]["creationTimestamp"])
     wait_for(lambda: runs(cluster, namespace, "survivor"), timeout=60, what="a first run")
+    # Events are best effort (as the CronJob controller's): one posted just before a SIGKILL may
+    # be lost with the process. Kill once the first run's Event is in, so that the count of
+    # creations below is the operator's, not the race's.
+    wait_for(lambda: [e for e in events(cluster, namespace, "survivor") if e.startswith("SuccessfulCreate: ")],
+             timeout=30, what="the first run's Event")
     operator.kill(signal.SIGKILL)
     down_at = time.time()
     before = set(runs(cluster, namespace, "survivor"))
