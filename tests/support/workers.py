@@ -59,9 +59,27 @@ async def start_worker(
         worker.stop()
         done, _ = await asyncio.wait([task], timeout=60)
         if not done:
-            stacks = "\n".join(f"{t.get_name()}: {t.get_stack(limit=3)}" for t in asyncio.all_tasks())
+            stacks = "\n".join(f"{t.get_name()}: {awaiting(t)}" for t in asyncio.all_tasks())
             raise AssertionError(f"the worker did not stop within 60 s; tasks:\n{stacks}")
         task.result()
+
+
+def awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: its whole chain of awaited coroutines, innermost last, and what the
+    innermost awaits (``Task.get_stack`` shows only the outermost coroutine's frame)."""
+    where = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        where.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
+        nxt = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if nxt is None or not (hasattr(nxt, "cr_frame") or hasattr(nxt, "gi_frame")):
+            where.append(f"awaits {nxt!r}"[:300])
+            break
+        coro = nxt
+    return " -> ".join(where)
 
 
 #: The tests' one polling helper for coroutines, under the name the worker tests know it by.
