@@ -29,7 +29,7 @@ from kubeworkers.protocol import JobState
 from pydantic import BaseModel
 
 from tests.support.sentinel import SentinelSet
-from tests.support.workers import start_worker, until
+from tests.support.workers import LEASE, start_worker, until
 
 BATCH = 10
 
@@ -135,3 +135,49 @@ async def test_workers_and_sdk_follow_a_failover_mid_run_and_every_durably_ackno
           f"{len(rerun)} run again under the same attempt within the failover window, "
           f"{sum(1 for j in acknowledged if runs[j] > 1)} run more than once in all, "
           f"{refused_for_replication} durable submit(s) refused for want of a replica and repeated")
+
+
+
+async def test_a_live_worker_keeps_its_job_through_a_planned_failover_while_the_old_master_still_takes_writes(
+    sentinels: SentinelSet,
+) -> None:
+    """A planned failover promotes the replica at once, but the Sentinels demote the old master
+    only when they next look at it (about 10 s later): until then it is a master that takes
+    writes, and loses them. A worker that kept renewing its leases there would look dead on the
+    new master, and a worker already there (here one started after the promotion, so all its
+    connections reach the new master) would hand its long job out again one lease later, though
+    it still runs. A worker must follow the master the Sentinels name, not the one its
+    connections happen to reach."""
+    reg = Registry()
+    runs: collections.Counter[str] = collections.Counter()
+    release = asyncio.Event()
+
+    @reg.handler("hold", timeout=120)
+    async def hold(inp: Item, ctx: JobContext) -> None:
+        runs[ctx.worker] += 1
+        await release.wait()
+
+    async def succeeded() -> bool:
+        rec = await client.get(job_id, pool="p")
+        return rec is not None and rec.state is JobState.SUCCEEDED
+
+    async with AsyncClient(sentinels.url, registry=reg) as client, \
+            start_worker(sentinels.url, reg, worker_name="first"):
+        job_id = await client.submit("p", "hold", {"n": 1})
+        await until(lambda: runs["first"] == 1, 20, "the job to start on the first worker")
+        old = sentinels.master()
+        with sentinels.node_client(old) as c:  # the replica has the start: the failover keeps it
+            assert c.wait(1, 5000) == 1
+        await asyncio.to_thread(sentinels.begin_failover)
+        with sentinels.node_client(old) as c:
+            assert c.info("replication")["role"] == "master", "the old master was demoted at once"
+        async with start_worker(sentinels.url, reg, worker_name="second"):
+            # Several leases pass while the old master still takes writes; then it is demoted.
+            await asyncio.to_thread(sentinels.wait_replicas_linked)
+            await asyncio.sleep(2 * LEASE)
+            release.set()
+            await until(succeeded, 30, "the job to succeed", every=0.2)
+        rec = await client.get(job_id, pool="p")
+
+    assert dict(runs) == {"first": 1}, f"the job ran again while its worker still ran it: {dict(runs)}"
+    assert rec is not None and rec.attempts == 1

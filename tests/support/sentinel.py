@@ -194,12 +194,19 @@ class SentinelSet:
 
         return wait_for(promoted, timeout=timeout, what="every Sentinel to name a new, promoted master", every=0.05)
 
-    def failover(self, timeout: float = 30) -> int:
-        """``SENTINEL FAILOVER``: a planned failover. Returns the new master's port."""
+    def begin_failover(self, timeout: float = 30) -> int:
+        """``SENTINEL FAILOVER``, returning once every Sentinel names the promoted replica. The
+        old master is still a master then, taking writes (that the failover loses), until the
+        Sentinels next look at it and demote it: about 10 s (their INFO period)."""
         old = self.master_port()
         with self.sentinels[0].client() as c:
             c.execute_command("SENTINEL", "FAILOVER", self.master_name)
-        new = self._wait_new_master(old, timeout)
+        return self._wait_new_master(old, timeout)
+
+    def failover(self, timeout: float = 30) -> int:
+        """``SENTINEL FAILOVER``: a planned failover, until the old master is the new one's
+        replica. Returns the new master's port."""
+        new = self.begin_failover(timeout)
         self.wait_replicas_linked(timeout)
         return new
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import redis.asyncio.sentinel as aiosentinel
 from kubeworkers import connection, redis_url
 from kubeworkers.redis_url import RedisUrlError, SentinelUrl, parse_sentinel_url
 
@@ -71,8 +72,16 @@ def test_plain_urls_still_make_plain_clients_and_sentinel_urls_sentinel_managed_
     plain = connection.connect("redis://127.0.0.1:1/0", socket_timeout=1)
     managed = connection.connect_async("redis+sentinel://127.0.0.1:1/kw/2", socket_timeout=1)
     assert type(plain.connection_pool).__name__ == "ConnectionPool"
-    assert type(managed.connection_pool).__name__ == "SentinelConnectionPool"
+    assert isinstance(managed.connection_pool, aiosentinel.SentinelConnectionPool)
     assert managed.connection_pool.connection_kwargs["db"] == 2
+
+
+def test_the_master_is_the_one_of_the_newest_configuration_epoch() -> None:
+    """After a failover a Sentinel that has not heard of it yet still names the old master."""
+    old = {"ip": "10.0.0.1", "port": 6379, "config-epoch": 3}
+    new = {"ip": "10.0.0.2", "port": 6380, "config-epoch": 4}
+    assert connection.newest_master([old, new, old]) == ("10.0.0.2", 6380)
+    assert connection.newest_master([]) is None
 
 
 def test_every_redis_client_of_the_product_is_built_by_the_connection_module() -> None:

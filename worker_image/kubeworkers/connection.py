@@ -12,6 +12,23 @@ here, so every one of them accepts the same URLs:
   (and user) authenticate to the master, not to the Sentinels. ``rediss+sentinel://`` is the
   same with TLS to the master and the Sentinels.
 
+Following the master means following the Sentinels' newest word, not the node a connection
+happens to reach. In a planned failover (``SENTINEL FAILOVER``) the replica is promoted at once,
+but the old master is demoted only when the Sentinels next look at it, about 10 s later: until
+then it is a master that takes writes, and the failover loses them. So here:
+
+- the master is the one named with the highest *config epoch* among the Sentinels that answer
+  (each failover raises it), not the first Sentinel's answer, which may still be the old one
+  for a couple of seconds;
+- a connection of the asyncio client that comes back to the pool while the master has moved
+  is closed, not reused (redis-py's blocking pool does so; its asyncio pool keeps it, and every
+  later command on it went to the old master until that answered ``READONLY``);
+- :func:`follow_master` asks the Sentinels now and drops connections to a master that is not
+  one any more; the worker calls it on every heartbeat, so within a beat of a failover its lease
+  renewals reach the new master (before, a worker whose connections all reached the old master
+  renewed there for those 10 s, and on the new master its running jobs' leases expired and were
+  handed out again).
+
 A URL that is none of these is refused with :class:`~kubeworkers.redis_url.RedisUrlError`, one
 line that never contains the password (:func:`kubeworkers.redis_url.redacted`); the parsing is
 the pure :mod:`kubeworkers.redis_url`.
@@ -29,7 +46,68 @@ import redis.sentinel
 from kubeworkers import redis_url
 from kubeworkers.redis_url import RedisUrlError, SentinelUrl
 
-__all__ = ["RedisUrlError", "SentinelUrl", "aclose", "close", "connect", "connect_async"]
+__all__ = ["RedisUrlError", "SentinelUrl", "aclose", "close", "connect", "connect_async", "follow_master"]
+
+
+def newest_master(answers: list[dict[str, Any]]) -> tuple[str, int] | None:
+    """The master of the highest config epoch among the Sentinels' valid answers (``SENTINEL
+    MASTERS`` states of one master name), or None when there is none."""
+    if not answers:
+        return None
+    newest = max(answers, key=lambda state: int(state.get("config-epoch", 0)))
+    return str(newest["ip"]), int(newest["port"])
+
+
+class _Sentinel(redis.sentinel.Sentinel):
+    """Blocking Sentinel client that follows the newest configuration (see the module docstring)."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        answers, errors = [], []
+        for sentinel in self.sentinels:
+            try:
+                masters: Any = sentinel.sentinel_masters()
+                state = masters.get(service_name)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                answers.append(state)
+        found = newest_master(answers)
+        if found is None:
+            raise redis.sentinel.MasterNotFoundError(
+                f"No master found for {service_name!r}" + (f" : {', '.join(errors)}" if errors else ""))
+        return found
+
+
+class _AsyncSentinel(aiosentinel.Sentinel):
+    """:class:`_Sentinel` for asyncio."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        answers, errors = [], []
+        for sentinel in self.sentinels:
+            try:
+                masters: Any = await sentinel.sentinel_masters()
+                state = masters.get(service_name)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            if state and self.check_master_state(state, service_name):
+                answers.append(state)
+        found = newest_master(answers)
+        if found is None:
+            raise aiosentinel.MasterNotFoundError(
+                f"No master found for {service_name!r}" + (f" : {', '.join(errors)}" if errors else ""))
+        return found
+
+
+class _AsyncSentinelPool(aiosentinel.SentinelConnectionPool):
+    """The asyncio Sentinel pool, closing a connection that comes back to a master that moved."""
+
+    async def release(self, connection: Any) -> None:
+        if self.master_address is not None and (connection.host, connection.port) != self.master_address:
+            await connection.disconnect()
+        await super().release(connection)
+
 
 def _sentinel_kwargs(parsed: SentinelUrl, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(keyword arguments of the master's connections, of the Sentinels' connections)."""
@@ -48,9 +126,7 @@ def connect(url: str, **options: Any) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     parsed = redis_url.parse_sentinel_url(url)
     master, sentinel_kwargs = _sentinel_kwargs(parsed, options)
-    manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs,
-    )
+    manager = _Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     return cast(redis.Redis, manager.master_for(parsed.master_name, **master))  # type: ignore[no-untyped-call]
 
 
@@ -61,10 +137,19 @@ def connect_async(url: str, **options: Any) -> aioredis.Redis:
         return aioredis.Redis.from_url(url, **options)
     parsed = redis_url.parse_sentinel_url(url)
     master, sentinel_kwargs = _sentinel_kwargs(parsed, options)
-    manager = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs,
-    )
-    return cast(aioredis.Redis, manager.master_for(parsed.master_name, **master))
+    manager = _AsyncSentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    return cast(aioredis.Redis, manager.master_for(
+        parsed.master_name, connection_pool_class=_AsyncSentinelPool, **master,
+    ))
+
+
+async def follow_master(r: aioredis.Redis) -> None:
+    """For a client of a ``redis+sentinel://`` URL: ask the Sentinels where the master is now, and
+    if it moved, close the connections to the old one (idle ones at once, busy ones when they come
+    back), so the next command reaches the new master. Nothing for any other URL."""
+    pool = r.connection_pool
+    if isinstance(pool, aiosentinel.SentinelConnectionPool):
+        await pool.get_master_address()  # type: ignore[no-untyped-call]
 
 
 def close(r: redis.Redis) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from kubeworkers import leases, logs
+from kubeworkers import connection, leases, logs
 from kubeworkers.holdings import Holdings
 from kubeworkers.protocol import CANCEL_CHANNEL, PoolKeys, WorkerHeartbeat
 from kubeworkers.runner import AttemptRunner
@@ -58,6 +58,9 @@ class Upkeep:
 
     async def beat(self) -> None:
         """Renew leases, notice lost leases and cancel flags, refresh the registry entry."""
+        # After a failover the old master may take writes for seconds (it is demoted late):
+        # renewals sent there are lost, and the new master would hand this worker's jobs out.
+        await connection.follow_master(self.redis)
         lost = await leases.renew(
             self.redis, self.keys, self.name, self.holdings.held_by_stream(self.keys.streams),
             self.settings.lease_seconds,
