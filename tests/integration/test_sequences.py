@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 import redis.asyncio as aioredis
-import pytest
 from kubeworkers import JobContext, Registry, RetryPolicy, Step
 from kubeworkers.client import AsyncClient
 from kubeworkers.dlq import replay
