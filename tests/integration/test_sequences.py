@@ -4,6 +4,10 @@ as one job, each step under its own timeout and retry policy, restartable from t
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from kubeworkers.dlq import replay
 from kubeworkers.protocol import JobState, PoolKeys
 from pydantic import BaseModel
 
-from tests.support.workers import WorkerProcess, events, record, start_worker, until
+from tests.support.workers import REPO, WorkerProcess, events, record, start_worker, until
 
 
 class Numbers(BaseModel):
@@ -166,3 +170,25 @@ async def test_a_worker_killed_mid_step_reruns_only_that_step_on_another_worker(
     assert lines()[0].endswith(" doomed") and lines()[2:] == ["extract 2 survivor", "store 1 survivor"]
     rec = await record(r, job_id)
     assert rec.step is not None and rec.step.index == 2 and rec.attempts == 1
+
+
+async def test_the_extraction_workflow_submitted_from_the_cli_retries_the_fake_llm_once_and_stores(
+    redis_url: str, worker_procs: list[WorkerProcess]
+) -> None:
+    # The example handlers of examples/extraction-workflow.yaml, as `kubeworkers submit --step`.
+    worker = WorkerProcess(redis_url, "examples")
+    worker_procs.append(worker)
+    worker.wait_started()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEWORKERS_")}
+    done = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "kubeworkers", "submit", "--redis-url", redis_url, "--pool", "p",
+        "--step", "parse=parse_document", "--step", "extract=llm_extract", "--step", "store=store_extraction",
+        "--input", json.dumps({"document": "memo", "text": "Ada met Charles. Then Ada left."}), "--wait", "60",
+    ], capture_output=True, text=True, cwd=REPO, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done
+    job_id, _, rest = done.stdout.partition("\n")
+    finished = json.loads(rest)
+    assert finished["state"] == "Succeeded" and finished["job_id"] == job_id
+    assert finished["output"] == {"document": "memo", "stored": 3, "entities": ["Ada", "Charles", "Then"],
+                                  "extracted_on_attempt": 2}
+    assert finished["step_outputs"][0] == {"document": "memo", "sentences": ["Ada met Charles.", "Then Ada left."]}
