@@ -47,6 +47,8 @@ def test_a_sequence_run_folds_into_one_entry_per_step_with_its_own_attempts() ->
     assert phases(status) == [("parse", "Succeeded", 1), ("extract", "Succeeded", 2), ("store", "Succeeded", 1)]
     assert status["currentStep"] == "step 3/3 store"
     assert all("startTime" in s and "completionTime" in s for s in status["steps"])
+    # The transient failure of the extract step stays visible after its retry succeeded.
+    assert status["steps"][1]["error"]["type"] == "ConnectionError" and "error" not in status
     JobStatus.model_validate(status)  # the CRD's shape
 
 

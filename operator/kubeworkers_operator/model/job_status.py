@@ -293,7 +293,6 @@ def _fold_step(
         if not JobState(before["phase"]).finished:
             before["phase"] = JobState.SUCCEEDED.value
             before.setdefault("completionTime", stamp)
-            before.pop("error", None)
     entry = steps[ref.index]
     if not JobState(entry["phase"]).finished:
         entry["phase"] = state.value
@@ -303,10 +302,8 @@ def _fold_step(
             entry.setdefault("startTime", stamp)
         if state.finished:
             entry["completionTime"] = stamp
-        if error is not None:
+        if error is not None:  # kept when a retry then succeeds: a transient failure stays visible
             entry["error"] = {"type": error.type, "message": _cap(error.message)}
-        elif state is JobState.SUCCEEDED:
-            entry.pop("error", None)
     new["steps"] = steps
     new["currentStep"] = ref.describe()
 
