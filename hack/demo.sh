@@ -2,7 +2,8 @@
 # `make demo`: the whole product on this machine, no Docker needed.
 #   up    a control plane of its own + redis-server + CRDs + operator (cluster-wide, as the
 #         chart runs it) + kubelet stand-in for worker pods, then apply examples/workerpool.yaml
-#         and examples/job.yaml and show `kubectl get jobs.workers.io`
+#         and examples/job.yaml and show `kubectl get jobs.workers.io`; then the delayed Job, the
+#         sequence (examples/extraction-workflow.yaml) and the Schedule, not waited for
 #   down  stop everything `up` started, its control plane included
 #   env   print the export line for the demo's kubeconfig
 # State, kubeconfig and logs: $KUBEWORKERS_DEMO_DIR, default .local/demo/. The tests run their
@@ -91,6 +92,9 @@ up() {
   say "kubectl apply -f examples/delayed-job.yaml (a delayed Job: notBefore 20 s from now)"
   sed "s/2026-12-02T12:00:00Z/$(date -u -d '+20 seconds' +%FT%TZ)/" examples/delayed-job.yaml | $KUBECTL apply -f -
   $KUBECTL get jobs.workers.io delayed-word-count -o jsonpath='{.status.phase} until {.status.notBefore}{"\n"}' || true
+  # Not waited for: a sequence (parse -> extract -> store); its extract step fails once and is retried.
+  say "kubectl apply -f examples/extraction-workflow.yaml (a sequence of three steps, one Job)"
+  $KUBECTL apply -f examples/extraction-workflow.yaml
   # Not waited for: its first run starts 30 s after it is created.
   say "kubectl apply -f examples/schedule.yaml (a Schedule: a maintenance run every 30 s)"
   $KUBECTL apply -f examples/schedule.yaml
@@ -103,6 +107,7 @@ up() {
   echo "      kubectl apply -f examples/slow-job.yaml && kubectl get jobs.workers.io -w"
   echo "      kubectl get schedules.workers.io -w   (runs: kubectl get wj -l workers.io/schedule)"
   echo "      kubectl get jobs.workers.io delayed-word-count -w   (starts at its status.notBefore)"
+  echo "      kubectl get jobs.workers.io extract-report -o wide -w   (its STEP column: step 1/3 parse ... 3/3 store)"
   echo "      (logs: $DEMO/, stop with: make demo-down)"
   [[ "$phase" == "Succeeded" ]]
 }

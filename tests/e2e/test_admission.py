@@ -222,7 +222,7 @@ def test_kubectl_get_jobs_shows_pool_handler_status_attempts_age(crds_installed:
 
     header, row = cluster.kubectl("get", "wj", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert columns(header) == [
-        "NAME", "POOL", "HANDLER", "STATUS", "ATTEMPTS", "PROGRESS", "WORKER", "PRIORITY", "AGE"
+        "NAME", "POOL", "HANDLER", "STATUS", "ATTEMPTS", "PROGRESS", "WORKER", "PRIORITY", "STEP", "AGE"
     ]  # fmt: skip
     assert columns(row)[:8] == ["word-count", "demo", "word_count", "Running", "2", "0.5", "demo-abc", "normal"]
 

@@ -3,7 +3,17 @@
 from kubeworkers.client import AmbiguousJobIdError, AsyncClient, Client, InvalidInputError, JobNotFoundError
 from kubeworkers.context import JobContext
 from kubeworkers.errors import PermanentError, RetryableError, SoftTimeout
-from kubeworkers.protocol import ChildCounts, ChildrenDone, ChildResult, JobRecord, JobState, Priority, RetryPolicy
+from kubeworkers.protocol import (
+    ChildCounts,
+    ChildrenDone,
+    ChildResult,
+    JobRecord,
+    JobState,
+    Priority,
+    RetryPolicy,
+    Step,
+    StepRef,
+)
 from kubeworkers.queue import Durability, NotReplicatedError
 from kubeworkers.registry import App, DuplicateHandlerError, HandlerSpec, Registry, RegistryError, handler, registry
 
@@ -33,6 +43,8 @@ __all__ = [
     "RetryPolicy",
     "RetryableError",
     "SoftTimeout",
+    "Step",
+    "StepRef",
     "handler",
     "registry",
 ]

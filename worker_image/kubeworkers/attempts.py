@@ -74,6 +74,10 @@ def event_json(job: Delivery, state: JobState, worker: str, **extra: Any) -> str
         "worker": worker,
         "at": time.time(),
     }
+    if job.msg is not None and job.msg.steps:
+        ref = job.msg.step_ref
+        assert ref is not None
+        body["step"] = ref.model_dump()
     for key, value in extra.items():
         if value is not None:
             body[key] = value
@@ -225,6 +229,41 @@ def wait_write(job: Delivery, worker: str, then: str, input_json: str) -> wire.W
         kind="wait", stream=job.index, entry=job.entry, job_id=job.job_id, then=then, input=input_json,
         message=message, attempt=job.attempt,
         event=event_json(job, JobState.WAITING, worker, message=message),
+    )
+
+
+class NotAnObjectError(ValueError):
+    """A step before the last returned something the next step cannot take as its input."""
+
+
+def advance_write(job: Delivery, worker: str, duration: float, output: Output) -> wire.AdvanceWrite:
+    """The write that ends a sequence's step (not its last) that succeeded: the next step's message,
+    on the same stream, with this step's output as its input (docs/workflows.md, *Sequences*).
+
+    :class:`NotAnObjectError` when the output is not a JSON object (a next step's input must be one).
+    """
+    msg = job.msg
+    assert msg is not None and msg.steps and not msg.last_step
+    value = json.loads(output.json)
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise NotAnObjectError(
+            f"step {msg.step + 1} ({msg.steps[msg.step].name}) returned {type(value).__name__}, "
+            "but the next step's input must be an object (a pydantic model, a dict or None)")
+    after = msg.at_step(msg.step + 1, value)
+    ref = after.step_ref
+    assert ref is not None
+    message = f"{ref.describe()}: {msg.steps[msg.step].name} succeeded; queued {ref.name}"
+    if output.note:
+        message = f"{message} ({output.note})"
+    event = json.loads(event_json(job, JobState.QUEUED, worker, message=message))
+    event.update(attempt=0, step=ref.model_dump())
+    return wire.AdvanceWrite(
+        kind="advance", stream=job.index, entry=job.entry, job_id=job.job_id, output=output.json,
+        next=after.model_dump_json(exclude_none=True), handler=after.handler, step=ref.model_dump_json(),
+        index=msg.step, max_attempts=str(after.max_attempts or ""), message=message, duration=f"{duration:.6f}",
+        event=json.dumps(event), attempt=job.attempt,
     )
 
 

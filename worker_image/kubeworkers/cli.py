@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("submit", help="submit one job and print its id")
     _connection_args(s)
-    s.add_argument("handler")
+    s.add_argument("handler", nargs="?", help="the handler to run (or give --step instead)")
+    s.add_argument("--step", action="append", metavar="NAME=HANDLER", dest="steps",
+                   help="a sequence: one step per --step, run in order, each on the previous one's output")
     s.add_argument("--input", default="{}", help="JSON object")
     s.add_argument("--job-id")
     s.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
@@ -228,6 +230,7 @@ def _start_time(text: str | None) -> datetime | None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from kubeworkers.client import Client, InvalidInputError
+    from kubeworkers.protocol import Step
     from kubeworkers.queue import Durability, NotReplicatedError
 
     inp = _input(args.input)
@@ -238,9 +241,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     at = _start_time(args.at)
     r, settings = _redis(args, pool_required=True)
     client = Client(connection=r, namespace=settings.namespace, durable=durable)
+    if (args.handler is None) == (args.steps is None):
+        raise UsageError("give a handler or --step NAME=HANDLER (a sequence), not both")
     try:
-        job_id = client.submit(settings.pool, args.handler, inp, job_id=args.job_id, priority=args.priority,
-                               delay=args.delay, at=at)
+        if args.steps is not None:
+            steps = [Step(name=name, handler=handler) for name, _, handler in (s.partition("=") for s in args.steps)]
+            job_id = client.submit_sequence(settings.pool, steps, inp, job_id=args.job_id, priority=args.priority,
+                                            delay=args.delay, at=at)
+        else:
+            job_id = client.submit(settings.pool, args.handler, inp, job_id=args.job_id, priority=args.priority,
+                                   delay=args.delay, at=at)
     except (InvalidInputError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     except NotReplicatedError as exc:

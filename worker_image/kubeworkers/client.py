@@ -22,8 +22,8 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
-from kubeworkers import connection, queue, redis_ops
-from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority, RetryPolicy
+from kubeworkers import connection, protocol, queue, redis_ops
+from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority, RetryPolicy, Step
 from kubeworkers.redis_ops import Join, Pause, Plan, Start
 from kubeworkers.registry import Registry, check_timeouts
 from kubeworkers.registry import registry as default_registry
@@ -233,6 +233,32 @@ class _Jobs:
         yield from queue.enqueue_plan([msg], self.durable)
         return msg.job_id
 
+    def submit_sequence(
+        self,
+        pool: str,
+        steps: Sequence[Step],
+        input: Input = None,
+        *,
+        job_id: str | None = None,
+        **options: Unpack[JobOptions],
+    ) -> Plan[str]:
+        """Enqueue a sequence: ``steps[0]`` runs on ``input``, each next step on the previous one's
+        output, the last one's output is the job's; one job id, one record (docs/workflows.md).
+
+        Each :class:`~kubeworkers.protocol.Step` has its own timeouts and retry policy; what a step
+        leaves unset is ``options``' (the job's), then its handler's. A failed step can be run again
+        from its own start: the job's record holds that step's message.
+        """
+        steps = list(steps)
+        if not steps:
+            raise ValueError("a sequence needs at least one step")
+        for step in steps:
+            check_policy(timeout=step.timeout_seconds, max_attempts=step.max_attempts)
+            check_policy(timeout=step.soft_timeout_seconds, max_attempts=None, name="soft_timeout")
+        msg = protocol.sequence(self._build.message(pool, steps[0].handler, input, job_id, options), steps)
+        yield from queue.enqueue_plan([msg], self.durable)
+        return msg.job_id
+
     def submit_many(
         self,
         pool: str,
@@ -384,6 +410,7 @@ class AsyncClient(_Client[aioredis.Redis]):
         return connection.connect_async(url)
 
     submit = _awaited(_Jobs.submit)
+    submit_sequence = _awaited(_Jobs.submit_sequence)
     submit_many = _awaited(_Jobs.submit_many)
     get = _awaited(_Jobs.get)
     wait = _awaited(_Jobs.wait)
@@ -408,6 +435,7 @@ class Client(_Client[redis.Redis]):
         return connection.connect(url)
 
     submit = _blocking(_Jobs.submit)
+    submit_sequence = _blocking(_Jobs.submit_sequence)
     submit_many = _blocking(_Jobs.submit_many)
     get = _blocking(_Jobs.get)
     wait = _blocking(_Jobs.wait)

@@ -178,3 +178,59 @@ async def fan_in(inp: ChildrenDone) -> dict[str, object]:
 @handler("square", max_attempts=1)
 async def square(inp: Number) -> dict[str, int]:
     return {"square": inp.i * inp.i}
+
+
+# --------------------------------------------------------------------------- sequences
+# examples/extraction-workflow.yaml and docs/workflows.md, *Sequences*: the three-step workflow of
+# the Temporal worker kubeworkers replaced (parse -> LLM extract -> store), each step with its own
+# timeout and retry policy in the Job's spec.steps.
+
+
+class Document(BaseModel):
+    document: str = Field(description="The document's name, reported back.")
+    text: str = Field(description="The text to extract from.")
+
+
+class ParsedDocument(BaseModel):
+    document: str
+    sentences: list[str]
+
+
+@handler("parse_document", max_attempts=2)
+async def parse_document(inp: Document) -> ParsedDocument:
+    """Step 1: split the document into sentences."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", inp.text) if s.strip()]
+    return ParsedDocument(document=inp.document, sentences=sentences)
+
+
+class Extraction(BaseModel):
+    document: str
+    entities: list[str]
+    sentences: int
+    #: The attempt that produced it: the fake model fails its first attempt, so this shows the retry.
+    attempt: int
+
+
+class TransientModelError(ConnectionError):
+    """What a rate-limited or overloaded model endpoint looks like to its caller: worth a retry."""
+
+
+@handler("llm_extract", max_attempts=3, retry_backoff=0.5)
+async def llm_extract(inp: ParsedDocument, ctx: JobContext) -> Extraction:
+    """Step 2: a fake, deterministic "LLM": the capitalised words of the sentences, in order of
+    appearance. Its first attempt of every job fails as an overloaded endpoint would, to show the
+    step's own retry policy."""
+    if ctx.attempt < 2:
+        raise TransientModelError("the model endpoint is overloaded (429); try again")
+    seen: dict[str, None] = {}
+    for sentence in inp.sentences:
+        for word in re.findall(r"\b[A-Z][a-z]+\b", sentence):
+            seen.setdefault(word, None)
+    return Extraction(document=inp.document, entities=list(seen), sentences=len(inp.sentences), attempt=ctx.attempt)
+
+
+@handler("store_extraction", max_attempts=2)
+async def store_extraction(inp: Extraction) -> dict[str, object]:
+    """Step 3: "store" the extraction (the example keeps nothing) and report what was stored."""
+    return {"document": inp.document, "stored": len(inp.entities), "entities": inp.entities,
+            "extracted_on_attempt": inp.attempt}

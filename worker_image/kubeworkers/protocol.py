@@ -36,6 +36,8 @@ EVENTS_MAXLEN = 100_000
 DEFAULT_DEAD_LETTER_MAXLEN = 10_000
 #: Most attempts a job may be given (``lua/enqueue.lua`` has the same number; a test keeps them equal).
 MAX_ATTEMPTS_LIMIT = 1000
+#: Most steps of a sequence (the CRD's ``maxItems``): every event of a sequence names them all.
+MAX_STEPS = 20
 
 
 class Priority(enum.StrEnum):
@@ -227,6 +229,77 @@ DEFAULT_RETRY = RetryPolicy(
 )
 
 
+class Step(BaseModel):
+    """One step of a sequence (docs/workflows.md, *Sequences*): a handler with its own limits.
+
+    The first step gets the job's input, each next one the previous step's output (an object);
+    the last step's output is the job's. Each field left None is the job's, then the handler's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=63, description="Unique in the sequence; shown in the Job's status.")
+    handler: str = Field(min_length=1, description="The registered handler this step runs.")
+    timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                          description="Hard time limit of one attempt of this step.")
+    soft_timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                               description="Seconds after which this step is told to wrap up.")
+    max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT,
+                                     description="Attempts of this step in all, the first included.")
+    retry: RetryPolicy | None = Field(default=None, description="Overrides of the handler's retry policy.")
+
+
+def sequence(msg: JobMessage, steps: list[Step]) -> JobMessage:
+    """``msg`` (a job's message: its input and job-wide limits) as the first step of a sequence of ``steps``.
+
+    Each step's limit left None is the job's (``msg``'s), and the job's the handler's; a step's
+    ``retry`` overrides the job's field by field, its ``maximum_attempts`` moved to ``max_attempts``
+    as the message carries it. ValueError when the steps are none, too many, or share a name.
+    """
+    if not steps or len(steps) > MAX_STEPS:
+        raise ValueError(f"a sequence has 1 to {MAX_STEPS} steps, not {len(steps)}")
+    names = [step.name for step in steps]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the steps' names must be unique: {names}")
+    resolved = []
+    for step in steps:
+        retry = step.retry.over(msg.retry) if step.retry is not None and msg.retry is not None else (
+            step.retry or msg.retry)
+        max_attempts = step.max_attempts
+        if retry is not None and retry.maximum_attempts is not None:
+            max_attempts = max_attempts or retry.maximum_attempts
+            retry = retry.model_copy(update={"maximum_attempts": None})
+        if retry is not None and not retry.model_dump(exclude_none=True):
+            retry = None
+        resolved.append(step.model_copy(update={
+            "timeout_seconds": step.timeout_seconds if step.timeout_seconds is not None else msg.timeout_seconds,
+            "soft_timeout_seconds": step.soft_timeout_seconds if step.soft_timeout_seconds is not None
+            else msg.soft_timeout_seconds,
+            "max_attempts": max_attempts if max_attempts is not None else msg.max_attempts,
+            "retry": retry,
+        }))
+    return msg.model_copy(update={"steps": resolved}).at_step(0, msg.input, now=msg.enqueued_at)
+
+
+class StepRef(BaseModel):
+    """Where a sequence is: the current step's 0-based index, and every step's name.
+
+    Carried by every event of a sequence job (``JobEvent.step``) and kept as JSON in the record's
+    ``step`` field, which the Lua scripts splice into the events they write without decoding it.
+    """
+
+    index: int = Field(ge=0)
+    names: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.names[self.index] if self.index < len(self.names) else ""
+
+    def describe(self) -> str:
+        """``step 2/3 extract``: what ``kubectl get`` shows."""
+        return f"step {self.index + 1}/{len(self.names)} {self.name}"
+
+
 class JobMessage(BaseModel):
     """One entry on a pool's job stream: everything a worker needs to run the job.
 
@@ -269,6 +342,39 @@ class JobMessage(BaseModel):
         default=None, description="Job id of the parent that spawned this job (``ctx.spawn``), in the same namespace.",
     )
     parent_pool: str | None = Field(default=None, description="The parent's pool (set with ``parent``).")
+    steps: list[Step] | None = Field(
+        default=None, max_length=MAX_STEPS,
+        description="A sequence: every step, each with its limits resolved over the job's (None: one handler).",
+    )
+    step: int = Field(default=0, ge=0, description="The step this message runs (an index into ``steps``).")
+
+    @property
+    def step_ref(self) -> StepRef | None:
+        """Where this message's sequence is, or None for a job that is not a sequence."""
+        if not self.steps:
+            return None
+        return StepRef(index=self.step, names=[s.name for s in self.steps])
+
+    @property
+    def last_step(self) -> bool:
+        """This message runs the last step of its sequence, or is no sequence at all."""
+        return not self.steps or self.step >= len(self.steps) - 1
+
+    def at_step(self, index: int, input: dict[str, Any], *, now: float | None = None) -> JobMessage:
+        """The message of step ``index`` of this sequence, with ``input``: that step's handler and limits.
+
+        The job's start conditions (``not_before``, ``expires_at``) belong to the first step only:
+        a later step follows a finished one and is never delayed or expired.
+        """
+        assert self.steps is not None
+        step = self.steps[index]
+        first = index == 0
+        return self.model_copy(update={
+            "handler": step.handler, "input": input, "step": index, "timeout_seconds": step.timeout_seconds,
+            "soft_timeout_seconds": step.soft_timeout_seconds, "max_attempts": step.max_attempts,
+            "retry": step.retry, "enqueued_at": time.time() if now is None else now,
+            "not_before": self.not_before if first else None, "expires_at": self.expires_at if first else None,
+        })
 
     def to_fields(self) -> dict[str, str]:
         """Stream entry fields: the message as one JSON field ``m`` (versioned by ``v``), plus
@@ -355,6 +461,9 @@ class JobEvent(BaseModel):
     #: Set on the events ``lua/children.lua`` writes for a parent when its children change: such
     #: an event only updates the parent's children counts, never its phase.
     children: ChildCounts | None = None
+    #: A sequence's step this event is about (None: the job is no sequence, or a script that does
+    #: not know wrote it: then it is about the step the status is at).
+    step: StepRef | None = None
 
     def to_fields(self) -> dict[str, str]:
         return {"e": self.model_dump_json(exclude_none=True)}
@@ -376,6 +485,11 @@ class WorkerHeartbeat(BaseModel):
     last_job: str | None = None
     at: float = Field(default_factory=time.time)
     draining: bool = False
+
+
+#: Record fields ``step_output:<index>``: the output of each step of a sequence that succeeded
+#: (``settle.lua``'s advance writes them; at most :data:`MAX_STEPS`, each within the output limit).
+STEP_OUTPUT_FIELD = "step_output:"
 
 
 def _readable_message(raw: str | None) -> JobMessage | None:
@@ -432,6 +546,10 @@ class JobRecord(BaseModel):
     parent: str | None = Field(default=None, description="Job id of the job that spawned this one.")
     children: ChildCounts | None = Field(default=None, description="This job's children by phase; None: it has none.")
     continuation: str | None = Field(default=None, description="The handler a Waiting job continues with.")
+    step: StepRef | None = Field(default=None, description="A sequence's current step (None: no sequence).")
+    step_outputs: list[Any] = Field(
+        default_factory=list, description="A sequence's outputs of the steps that succeeded, first step first.",
+    )
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> JobRecord:
@@ -463,4 +581,10 @@ class JobRecord(BaseModel):
             data["children"] = ChildCounts.of(*(int(fields.get(f"children_{n}") or 0)
                                                 for n in ("total", "succeeded", "failed", "cancelled")))
         data.pop("continuation_input", None)
+        outputs = sorted((int(k.rpartition(":")[2]), v) for k, v in fields.items() if k.startswith(STEP_OUTPUT_FIELD))
+        for k in [k for k in data if k.startswith(STEP_OUTPUT_FIELD)]:
+            data.pop(k)
+        data["step_outputs"] = [json.loads(v) for _, v in outputs]
+        if fields.get("step"):
+            data["step"] = StepRef.model_validate_json(fields["step"])
         return cls.model_validate(data)

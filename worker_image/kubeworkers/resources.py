@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobState, Priority, RetryPolicy
+from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, MAX_STEPS, JobState, Priority, RetryPolicy, Step
 from kubeworkers.settings import ENV
 
 #: API group and version of every custom resource.
@@ -117,6 +117,36 @@ class JobRetryPolicy(CrdModel):
         )
 
 
+#: The CRD's rule that a Job runs one handler or a sequence (the model refuses the same).
+HANDLER_OR_STEPS = "set exactly one of handler (one handler) and steps (a sequence)"
+STEP_SOFT_NOT_BELOW_HARD = (
+    "a step's softTimeoutSeconds must be below its timeoutSeconds: the handler is told before it is stopped")
+
+
+class JobStep(CrdModel):
+    """One entry of ``Job.spec.steps``: a step of a sequence, with its own limits (docs/workflows.md)."""
+
+    name: PoolName
+    handler: HandlerName
+    timeout_seconds: int | None = Field(default=None, ge=1)
+    soft_timeout_seconds: int | None = Field(default=None, ge=1)
+    max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT)
+    retry: JobRetryPolicy | None = None
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> JobStep:
+        soft, hard = self.soft_timeout_seconds, self.timeout_seconds
+        if soft is not None and hard is not None and soft >= hard:
+            raise ValueError(STEP_SOFT_NOT_BELOW_HARD)
+        return self
+
+    def step(self) -> Step:
+        """The step as the message carries it (before the job's limits are filled in)."""
+        return Step(name=self.name, handler=self.handler, timeout_seconds=self.timeout_seconds,
+                    soft_timeout_seconds=self.soft_timeout_seconds, max_attempts=self.max_attempts,
+                    retry=self.retry.policy() if self.retry is not None else None)
+
+
 class JobSpec(CrdModel):
     """``Job.spec``: which pool runs which handler on what input (field docs: ``kubectl explain jobs.spec``).
 
@@ -126,7 +156,8 @@ class JobSpec(CrdModel):
     """
 
     pool: PoolName
-    handler: HandlerName
+    handler: HandlerName | None = None
+    steps: list[JobStep] | None = Field(default=None, min_length=1, max_length=MAX_STEPS)
     input: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     timeout_seconds: int | None = Field(default=None, ge=1)
@@ -143,7 +174,22 @@ class JobSpec(CrdModel):
         soft, hard = self.soft_timeout_seconds, self.timeout_seconds
         if soft is not None and hard is not None and soft >= hard:
             raise ValueError(SOFT_NOT_BELOW_HARD)
+        if (self.handler is None) == (self.steps is None):
+            raise ValueError(HANDLER_OR_STEPS)
+        names = [step.name for step in self.steps or ()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the steps' names must be unique: {names}")
         return self
+
+    @property
+    def handlers(self) -> list[str]:
+        """Every handler the Job runs: its handler, or its steps' in order."""
+        return [step.handler for step in self.steps] if self.steps else [str(self.handler)]
+
+    @property
+    def first_handler(self) -> str:
+        """The handler that runs first (the Job's, or its first step's)."""
+        return self.handlers[0]
 
 
 class JobProgress(CrdModel):
@@ -170,11 +216,24 @@ class JobChildren(CrdModel):
     cancelled: int | None = Field(default=None, ge=0)
 
 
+class JobStepStatus(CrdModel):
+    """One entry of ``Job.status.steps``: a sequence's step, folded from its events."""
+
+    name: str
+    phase: JobState
+    attempts: int | None = Field(default=None, ge=0)
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    error: JobErrorInfo | None = None
+
+
 class JobStatus(CrdModel):
     """``Job.status``, written by the operator from the job's record in Redis."""
 
     phase: JobState | None = None
     attempts: int | None = Field(default=None, ge=0)
+    current_step: str | None = None
+    steps: list[JobStepStatus] | None = Field(default=None, max_length=MAX_STEPS)
     worker: str | None = None
     last_worker: str | None = None
     queued_at: datetime | None = None

@@ -367,6 +367,9 @@ class AttemptRunner:
     def _record_ending(self, job: Delivery, ending: Ending) -> None:
         extra: dict[str, Any] = {"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt}
         duration = ending.duration
+        if isinstance(ending, Succeeded) and job.msg is not None and not job.msg.last_step:
+            self._advance(job, ending, extra)
+            return
         if isinstance(ending, Succeeded):
             self.metrics.outcome(job.handler, "succeeded")
             self.metrics.observe(job.handler, duration)
@@ -398,6 +401,19 @@ class AttemptRunner:
             log.warning("job lost its lease; another worker runs it", extra={**extra, "reason": "lost"})
             self.holdings.release(job.entry)
 
+    def _advance(self, job: Delivery, ending: Succeeded, extra: dict[str, Any]) -> None:
+        """A sequence's step succeeded and another follows: one write ends this step and queues the next."""
+        try:
+            body = attempts.advance_write(job, self.name, ending.duration, ending.output)
+        except attempts.NotAnObjectError as exc:
+            self._record_failure(job, Failed(JobError(type="InvalidOutput", message=cap_text(str(exc)),
+                                                      retryable=False), ending.duration, ran=True), extra)
+            return
+        self.metrics.outcome(job.handler, "succeeded")
+        self.metrics.observe(job.handler, ending.duration)
+        job_log(INFO, body["message"], {**extra, "state": "Queued", "duration": round(ending.duration, 6)})
+        self.write(job, body, self._fallback(job, ending.duration))
+
     def _record_failure(self, job: Delivery, ending: Failed, extra: dict[str, Any]) -> None:
         error, duration = attempts.with_policy(ending.error, ending.retry), ending.duration
         extra = {**extra, "error": error.type, "duration": round(duration, 6)}
@@ -411,6 +427,9 @@ class AttemptRunner:
             job_log(WARNING, message, {**extra, "state": "Queued"})
             self.write(job, body, self._fallback(job, duration))
             return
+        ref = job.msg.step_ref if job.msg is not None else None
+        if ref is not None:  # a sequence fails with its step: say which
+            error = error.model_copy(update={"message": cap_text(f"{ref.describe()} failed: {error.message}")})
         reason = attempts.failure_reason(error, job.attempt, job.max_attempts)
         self.metrics.outcome(job.handler, ending.outcome or "failed")
         self.metrics.dead_letter(job.handler)

@@ -100,7 +100,29 @@ class WaitWrite(_Delivery):
     event: str
     attempt: int
 
-Write = FinishWrite | RetryWrite | RequeueWrite | ProgressWrite | WaitWrite
+class AdvanceWrite(_Delivery):
+    """End a sequence's step that succeeded (not its last): record its output, make ``next`` (the next
+    step's message JSON) the record's message and put it on the same stream, attempts reset."""
+
+    kind: Literal["advance"]
+    #: This step's output as JSON text (kept in the record as ``step_output:<index>``).
+    output: str
+    next: str
+    #: The next step's handler (the entry's ``h`` field).
+    handler: str
+    #: The next step's :class:`~kubeworkers.protocol.StepRef` JSON (the record's ``step`` field).
+    step: str
+    #: The 0-based index of the step that succeeded.
+    index: int
+    #: The next step's attempt limit as text ('' for its handler's).
+    max_attempts: str
+    message: str
+    duration: str
+    #: The Queued event of the next step (attempt 0).
+    event: str
+    attempt: int
+
+Write = FinishWrite | RetryWrite | RequeueWrite | ProgressWrite | WaitWrite | AdvanceWrite
 
 #: The write kinds, by the name ``settle.lua`` dispatches on.
 WRITE_SHAPES: dict[str, type[Any]] = {
@@ -109,6 +131,7 @@ WRITE_SHAPES: dict[str, type[Any]] = {
     "requeue": RequeueWrite,
     "progress": ProgressWrite,
     "wait": WaitWrite,
+    "advance": AdvanceWrite,
 }
 
 

@@ -7,7 +7,7 @@ message, the words its ``Enqueued`` condition and Event use) or None; the Job pa
 
 from __future__ import annotations
 
-from kubeworkers.protocol import JobMessage
+from kubeworkers.protocol import JobMessage, sequence
 from kubeworkers.resources import JobSpec
 
 from kubeworkers_operator.model.index import TrackedJob, TrackedPool
@@ -27,11 +27,12 @@ def check_admission(job: TrackedJob, spec: JobSpec, pool: TrackedPool | None) ->
         )
     if pool.spec is None:
         return "PoolInvalid", f"WorkerPool {spec.pool!r} has an invalid spec; fix the pool to run this job"
-    if pool.spec.handlers is not None and spec.handler not in pool.spec.handlers:
-        known = ", ".join(pool.spec.handlers) or "none"
+    missing = [h for h in spec.handlers if pool.spec.handlers is not None and h not in pool.spec.handlers]
+    if missing:
+        known = ", ".join(pool.spec.handlers or ()) or "none"
         return (
             "UnknownHandler",
-            f"WorkerPool {spec.pool!r} does not serve handler {spec.handler!r} (it declares: {known})",
+            f"WorkerPool {spec.pool!r} does not serve handler {missing[0]!r} (it declares: {known})",
         )
     return None
 
@@ -40,14 +41,14 @@ def message_for(job: TrackedJob, spec: JobSpec) -> JobMessage:
     """The stream message of a Job custom resource (its id is ``<namespace>/<name>``, its uid the object's).
 
     ``spec.expiresAfterSeconds`` counts from this message's enqueue time, or from ``spec.notBefore``
-    for a delayed Job (it cannot start before then).
+    for a delayed Job (it cannot start before then). A Job of ``spec.steps`` becomes its first step's message.
     """
     msg = JobMessage(
         job_id=job.job_id,
         uid=job.uid,
         namespace=job.namespace,
         pool=spec.pool,
-        handler=spec.handler,
+        handler=spec.first_handler,
         input=spec.input,
         priority=spec.priority,
         timeout_seconds=spec.timeout_seconds,
@@ -58,4 +59,7 @@ def message_for(job: TrackedJob, spec: JobSpec) -> JobMessage:
     )
     if spec.expires_after_seconds is not None:
         msg.expires_at = max(msg.enqueued_at, msg.not_before or 0.0) + spec.expires_after_seconds
+    if spec.steps:
+        # A sequence (docs/workflows.md): the first step's message, every step's limits over the job's.
+        msg = sequence(msg, [step.step() for step in spec.steps])
     return msg

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeworkers.protocol import JobError, JobEvent, JobRecord, JobState
+from kubeworkers.protocol import JobError, JobEvent, JobRecord, JobState, StepRef
 
 from kubeworkers_operator.model.conditions import rfc3339, set_condition
 from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT
@@ -47,6 +47,8 @@ REQUEUED = "Requeued"
 DELAYED = "Delayed"
 #: ``Enqueued`` reason of a Job whose pool was deleted while it was Queued or Running.
 POOL_DELETED = "PoolDeleted"
+#: ``Enqueued`` reason of a sequence whose step succeeded and whose next step is queued.
+NEXT_STEP = "NextStep"
 #: Most characters of the output's JSON shown in the marker of an over-limit output.
 OUTPUT_PREVIEW_CHARS = 512
 _REASON_CHARS = re.compile(r"[^A-Za-z0-9_,:]")
@@ -170,8 +172,16 @@ def _back_on_the_stream(new: Status, reason: str, message: str, at: float) -> No
     new["conditions"] = set_condition(new.get("conditions") or [], ENQUEUED, "True", reason, message, now=at)
 
 
+def current_step(status: Mapping[str, Any]) -> int:
+    """The index of a sequence's current step in the status (0: no sequence, or not started):
+    the last of ``status.steps`` that has left Pending."""
+    steps = status.get("steps") or []
+    return max((i for i, step in enumerate(steps) if step.get("phase") != JobState.PENDING.value), default=0)
+
+
 def _supersedes(
-    status: Mapping[str, Any], state: JobState, attempt: int, *, retry: bool = False, requeued_at: float | None = None
+    status: Mapping[str, Any], state: JobState, attempt: int, *, retry: bool = False, requeued_at: float | None = None,
+    step: int | None = None,
 ) -> bool:
     """Whether an event/record at (attempt, state) may replace the current status.
 
@@ -186,6 +196,10 @@ def _supersedes(
         return True
     if current.finished:
         return False
+    # A sequence is ordered by (step, attempt): attempts start again at each step. An event or
+    # record that names no step is about the step the status is at.
+    if step is not None and step != current_step(status):
+        return step > current_step(status)
     if state.finished:
         # A finish always wins over an unfinished phase, unless it belongs to an older attempt
         # (a worker that lost its lease reporting late). Attempt 0: cancelled before any start.
@@ -212,13 +226,25 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
     retry = event.state is JobState.QUEUED and event.error is not None
     # settle.lua's requeue (the reaper's, a draining worker's hand-back) names its worker and says why.
     requeue = event.state is JobState.QUEUED and event.error is None and bool(event.worker and event.message)
-    if not _supersedes(status, event.state, event.attempt, retry=retry, requeued_at=event.at if requeue else None):
+    step = event.step.index if event.step is not None else None
+    if not _supersedes(status, event.state, event.attempt, retry=retry, requeued_at=event.at if requeue else None,
+                       step=step):
         return new
     was = parse_phase(status)
     new["phase"] = event.state.value
     known_attempt = int(status.get("attempts") or 0)
+    advanced = step is not None and step > current_step(status)
+    if advanced:
+        known_attempt = 0  # a new step of a sequence: its attempts count from zero
+        new["attempts"] = event.attempt
     if event.attempt:
         new["attempts"] = max(event.attempt, known_attempt)
+    _fold_step(new, event.step, event.state, attempt=event.attempt, at=event.at, error=event.error)
+    if advanced and event.state is JobState.QUEUED:
+        # The previous step succeeded and this one waits for a worker.
+        _back_on_the_stream(new, NEXT_STEP, _cap(event.message) or "queued the next step", event.at)
+        new.pop("error", None)
+        return new
     if event.worker and event.state is not JobState.QUEUED:
         new["worker"] = event.worker
 
@@ -243,6 +269,43 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
         if event.state is JobState.SUCCEEDED and "progress" in new:
             new["progress"] = {**new["progress"], "fraction": 1.0}
     return new
+
+
+def _fold_step(
+    new: Status, ref: StepRef | None, state: JobState, *, attempt: int, at: float, error: JobError | None
+) -> None:
+    """``status.steps`` and ``currentStep`` after a change of (``state``, ``attempt``) of a sequence's step.
+
+    ``ref`` None: the change is about the status's current step (a script that does not know
+    the steps wrote it), and nothing is done for a Job that is no sequence. Called only for
+    changes that superseded the status, so it moves each step forward only: the steps before
+    ``ref`` are Succeeded (a sequence only moves on from a success), a finished step never changes.
+    """
+    steps = [dict(step) for step in new.get("steps") or []]
+    if ref is None:
+        if not steps:
+            return
+        ref = StepRef(index=current_step(new), names=[str(step.get("name", "")) for step in steps])
+    while len(steps) < len(ref.names):
+        steps.append({"name": ref.names[len(steps)], "phase": JobState.PENDING.value})
+    stamp = rfc3339(at)
+    for before in steps[: ref.index]:
+        if not JobState(before["phase"]).finished:
+            before["phase"] = JobState.SUCCEEDED.value
+            before.setdefault("completionTime", stamp)
+    entry = steps[ref.index]
+    if not JobState(entry["phase"]).finished:
+        entry["phase"] = state.value
+        if attempt:
+            entry["attempts"] = max(attempt, int(entry.get("attempts") or 0))
+        if state is JobState.RUNNING:
+            entry.setdefault("startTime", stamp)
+        if state.finished:
+            entry["completionTime"] = stamp
+        if error is not None:  # kept when a retry then succeeds: a transient failure stays visible
+            entry["error"] = {"type": error.type, "message": _cap(error.message)}
+    new["steps"] = steps
+    new["currentStep"] = ref.describe()
 
 
 def _with_children(new: Status, event: JobEvent) -> Status:
@@ -273,16 +336,20 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
     The record is the truth, but it too obeys the rule: a finished status stays.
     """
     new: Status = dict(status)
-    if not _supersedes(status, record.state, record.attempts):
+    step = record.step.index if record.step is not None else None
+    if not _supersedes(status, record.state, record.attempts, step=step):
         return new
     current = parse_phase(status)
-    if current is record.state and int(status.get("attempts") or 0) == record.attempts:
+    same_step = step is None or step == current_step(status)
+    if current is record.state and int(status.get("attempts") or 0) == record.attempts and same_step:
         # Same phase and attempt: nothing the events path has not already told, except
         # finished details, which only matter for finished records (handled below).
         return new
     new["phase"] = record.state.value
-    if record.attempts:
+    if record.attempts or not same_step:
         new["attempts"] = record.attempts
+    _fold_step(new, record.step, record.state, attempt=record.attempts,
+               at=record.finished_at or record.updated_at or 0.0, error=record.error)
     if record.worker:
         new["worker"] = record.worker
     if record.started_at and record.state is not JobState.QUEUED:
@@ -451,6 +518,10 @@ def narration(before: Mapping[str, Any], after: Mapping[str, Any], pool: str) ->
     attempt = after.get("attempts") or 0
     worker = after.get("worker") or "?"
     error = after.get("error") or {}
+    if (new is JobState.QUEUED and enqueued_reason(after) == NEXT_STEP
+            and after.get("currentStep") != before.get("currentStep")):
+        message = next(c.get("message") for c in after.get("conditions") or [] if c.get("type") == ENQUEUED)
+        return Narration("StepSucceeded", str(message))
     if new is JobState.QUEUED and old is JobState.RUNNING and enqueued_reason(after) == REQUEUED:
         message = next(c.get("message") for c in after.get("conditions") or [] if c.get("type") == ENQUEUED)
         return Narration(REQUEUED, f"attempt {attempt} did not finish: {message}", True)

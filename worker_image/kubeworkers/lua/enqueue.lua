@@ -128,6 +128,17 @@ for i = 5, #ARGV do
       if not_before then
         redis.call('HSET', record, 'not_before', string.format('%.6f', not_before))
       end
+      -- Sequences (docs/workflows.md): the record says which step runs (a StepRef), and the
+      -- scripts that write its events splice that in.
+      if type(msg['steps']) == 'table' and #msg['steps'] > 0 then
+        local names = {}
+        for n, step in ipairs(msg['steps']) do
+          names[n] = type(step) == 'table' and tostring(step['name']) or ''
+        end
+        local index = type(msg['step']) == 'number' and msg['step'] or 0
+        redis.call('HSET', record, 'step', '{"index": ' .. string.format('%d', index) .. ', "names": ' ..
+          cjson.encode(names) .. '}')
+      end
       -- A set: the same id on another pool is another job (docs/protocol.md). PERSIST: a live
       -- job's pointer never expires with an earlier, finished one of the same id.
       redis.call('SADD', pointer_prefix .. job_id, pool)

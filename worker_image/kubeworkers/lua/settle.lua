@@ -25,6 +25,11 @@
 --   wait:     then, input, message, event, attempt
 --             (fan-out: the attempt ends Waiting for its children; then is the continuation
 --             handler, input its JSON; see children.lua)
+--   advance:  output, next, handler, step, index, max_attempts, message, duration, event, attempt
+--             (a sequence's step, not its last, succeeded: output is kept as the record's
+--             step_output:<index>, next (the next step's message JSON) becomes the record's msg
+--             and a fresh entry on the same stream, attempts reset to 0, step the record's
+--             StepRef JSON, max_attempts the next step's limit as text or '')
 -- (output and error are JSON text or ''; event is JobEvent JSON without the output, which
 -- is spliced in here so it crosses the wire once; ran is false for a job that failed before
 -- any handler ran, which the duration statistics leave out; dead_letter_reason '' = none;
@@ -51,6 +56,8 @@ local FIELDS = {
   requeue = {message = 'string', uncount = 'boolean', owner = 'string'},
   progress = {progress = 'string', message = 'string', event = 'string'},
   wait = {['then'] = 'string', input = 'string', message = 'string', event = 'string', attempt = 'number'},
+  advance = {output = 'string', ['next'] = 'string', handler = 'string', step = 'string', index = 'number',
+    max_attempts = 'string', message = 'string', duration = 'string', event = 'string', attempt = 'number'},
 }
 
 -- Why a write cannot be applied, or nil: checked before it changes anything.
@@ -74,6 +81,16 @@ local function malformed(w)
     end
   end
   return nil
+end
+
+-- An event table as JSON, with the record's sequence step (StepRef JSON, '' or false for none)
+-- spliced in as is.
+local function with_step(event, step)
+  local text = cjson.encode(event)
+  if step and step ~= '' then
+    text = string.sub(text, 1, -2) .. ', "step": ' .. step .. '}'
+  end
+  return text
 end
 
 local function ack(stream, id)
@@ -143,7 +160,8 @@ local function requeue(w, stream, record)
   if #pending == 0 or pending[1][2] ~= w.owner then
     return 0
   end
-  local rec = redis.call('HMGET', record, 'state', 'entry', 'msg', 'attempts', 'uid', 'namespace', 'pool', 'handler')
+  local rec = redis.call('HMGET', record, 'state', 'entry', 'msg', 'attempts', 'uid', 'namespace', 'pool', 'handler',
+    'step')
   ack(stream, w.entry)
   local state = rec[1]
   if not state or rec[2] ~= w.entry or state == 'Succeeded' or state == 'Failed' or state == 'Cancelled' then
@@ -157,8 +175,9 @@ local function requeue(w, stream, record)
   redis.call('HSET', record, 'state', 'Queued', 'entry', new_id, 'attempts', attempts,
     'updated_at', now, 'message', w.message)
   if state == 'Running' then
-    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({job_id = w.job_id, uid = rec[5], namespace = rec[6],
-      pool = rec[7], state = 'Queued', attempt = attempts, worker = worker, at = tonumber(now), message = w.message}))
+    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', with_step({job_id = w.job_id, uid = rec[5],
+      namespace = rec[6], pool = rec[7], state = 'Queued', attempt = attempts, worker = worker, at = tonumber(now),
+      message = w.message}, rec[9]))
   end
   return new_id
 end
@@ -183,7 +202,24 @@ local function wait(w, stream, record)
   return 1
 end
 
-local APPLY = {finish = finish, retry = retry, requeue = requeue, progress = progress, wait = wait}
+-- Sequences (docs/workflows.md): the step succeeded and the next one is queued, in one step,
+-- so a step's worker dying at any point reruns that step only.
+local function advance(w, stream, record)
+  if not settle_attempt(w, stream, record) then
+    return 0
+  end
+  local uid = redis.call('HGET', record, 'uid')
+  local id = redis.call('XADD', stream, '*', 'v', '1', 'm', w['next'], 'j', w.job_id, 'u', uid, 'h', w.handler)
+  redis.call('HSET', record, 'step_output:' .. w.index, w.output, 'msg', w['next'], 'handler', w.handler,
+    'step', w.step, 'state', 'Queued', 'attempts', 0, 'max_attempts', w.max_attempts, 'entry', id,
+    'updated_at', now, 'message', w.message, 'progress', '', 'error', '')
+  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
+  counts.completed = counts.completed + 1
+  duration = duration + tonumber(w.duration)
+  return 1
+end
+
+local APPLY = {finish = finish, retry = retry, requeue = requeue, progress = progress, wait = wait, advance = advance}
 
 for i, w in ipairs(writes) do
   local problem = malformed(w)

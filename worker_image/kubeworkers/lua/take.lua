@@ -73,7 +73,7 @@ local function decide(index, id, raw, job_id, uid, handler)
   end
   local record = prefix .. 'job:' .. job_id
   local rec = redis.call('HMGET', record, 'uid', 'state', 'attempts', 'max_attempts', 'namespace', 'pool',
-    'entry', 'worker')
+    'entry', 'worker', 'step')
   if not rec[1] then
     drop()
     return 'gone', job_id, uid, handler, 0, 0
@@ -101,7 +101,11 @@ local function decide(index, id, raw, job_id, uid, handler)
   local function event(state, attempt, message, err)
     local e = {job_id = job_id, uid = uid, namespace = rec[5], pool = rec[6],
       state = state, attempt = attempt, worker = consumer, at = tonumber(now), message = message, error = err}
-    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode(e))
+    local text = cjson.encode(e)
+    if rec[9] and rec[9] ~= '' then
+      text = string.sub(text, 1, -2) .. ', "step": ' .. rec[9] .. '}'  -- a sequence's StepRef, as recorded
+    end
+    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', text)
   end
   local function close(state, message, err_json)
     redis.call('HSET', record, 'state', state, 'finished_at', now, 'updated_at', now, 'message', message)
