@@ -60,7 +60,7 @@ def test_burst_of_500_jobs_on_a_pool_at_zero_scales_up_drains_and_returns_to_zer
 
     names = [f"b-{i:03d}" for i in range(500)]
     # 1 s jobs: 500 slot-seconds against a 10 s drain target ask for far more than maxReplicas
-    # whatever the apply's pace. (With 0.2 s jobs a slow apply kept arrivals × duration under
+    # whatever the apply's pace. (With 0.2 s jobs a slow apply kept arrivals times duration under
     # five pods' slots, and the pool rightly stayed smaller: the test measured the machine.)
     apply_jobs(cluster, namespace, job_list_yaml(names, "burst", "slow", {"seconds": 1.0, "steps": 1}))
 
