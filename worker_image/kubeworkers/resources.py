@@ -175,6 +175,7 @@ class JobStatus(CrdModel):
 
     phase: JobState | None = None
     attempts: int | None = Field(default=None, ge=0)
+    reruns: int | None = Field(default=None, ge=0)
     worker: str | None = None
     last_worker: str | None = None
     queued_at: datetime | None = None
