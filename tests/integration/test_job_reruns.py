@@ -215,7 +215,7 @@ async def test_jobs_retry_and_cancel_commands_answer_per_job_with_exit_codes(
     mismatch = await asyncio.to_thread(cli, redis_url, "retry", "c2", "--uid", "someone-else")
     assert mismatch.returncode == 1 and "belongs to another job" in mismatch.stderr
     by_state = await asyncio.to_thread(cli, redis_url, "retry", "--state", "failed", "--pool", "p")
-    assert (by_state.returncode, by_state.stdout) == (0, "c2\trerun on pool p\n"), by_state.stderr
+    assert (by_state.returncode, by_state.stdout) == (0, "c2\trerun 1 queued on pool p\n"), by_state.stderr
     cancelled = await asyncio.to_thread(cli, redis_url, "cancel", "c3", "nobody")
     assert cancelled.returncode == 1
     assert cancelled.stdout == "c3\tcancel requested on pool p\n"

@@ -243,7 +243,7 @@ def _report(args: argparse.Namespace, results: list[dict[str, object]]) -> int:
     refused = [x for x in results if not x["ok"]]
     for x in results:
         if args.json:
-            print(json.dumps(x))
+            print(json.dumps({k: v for k, v in x.items() if k != "text"}))
         elif x["ok"]:
             print(x["text"])
     for x in refused:
@@ -261,10 +261,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if not settings.pool:
             raise UsageError("--state failed needs a pool (--pool or KUBEWORKERS_POOL)")
         replayed = dlq.replay(r, PoolKeys(settings.namespace, settings.pool), by="kubeworkers jobs retry")
-        results: list[dict[str, object]] = [
-            {"ok": True, "job_id": job_id, "pool": settings.pool, "text": f"{job_id}\trerun on pool {settings.pool}"}
-            for job_id in replayed.job_ids
-        ]
+        results: list[dict[str, object]] = [_rerun_result(done) for done in replayed.reruns]
         results += [{"ok": False, "job_id": exc.job_id, "reason": exc.reason, "error": str(exc)}
                     for exc in replayed.refused]
         results += [{"ok": False, "entry": u.id, "reason": "unreadable",
@@ -283,8 +280,12 @@ def _retry_one(r: redis.Redis, settings: WorkerSettings, job_id: str, uid: str |
         done = reruns.rerun_job(r, PoolKeys(settings.namespace, pool), job_id, uid=uid)
     except reruns.RerunRefusedError as exc:
         return {"ok": False, "job_id": job_id, "reason": exc.reason, "error": str(exc)}
-    return {"ok": True, "job_id": job_id, "pool": pool, "run": done.run,
-            "text": f"{job_id}\trerun {done.run} queued on pool {pool}"}
+    return _rerun_result(done)
+
+
+def _rerun_result(done: reruns.Rerun) -> dict[str, object]:
+    return {"ok": True, "job_id": done.job_id, "pool": done.pool, "run": done.run,
+            "text": f"{done.job_id}\trerun {done.run} queued on pool {done.pool}"}
 
 
 def _cancel_one(r: redis.Redis, settings: WorkerSettings, job_id: str) -> dict[str, object]:

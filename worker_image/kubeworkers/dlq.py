@@ -41,12 +41,13 @@ class Unreadable(BaseModel):
 
 
 class Replayed(NamedTuple):
-    """What :func:`replay` did: the job ids it queued again, the entries it could not read, and
-    the reruns refused (their entries left in place)."""
+    """What :func:`replay` did: the job ids it queued again, the entries it could not read, the
+    reruns refused (their entries left in place), and the reruns made (their new run numbers)."""
 
     job_ids: list[str]
     unreadable: list[Unreadable]
     refused: list[reruns.RerunRefusedError]
+    reruns: list[reruns.Rerun]
 
 
 def _text(v: Any) -> str:
@@ -100,15 +101,16 @@ def replay(
     replayed: list[str] = []
     unreadable: list[Unreadable] = []
     refused: list[reruns.RerunRefusedError] = []
+    made: list[reruns.Rerun] = []
     for entry_id, fields in entries:
         dead = _parse(entry_id, fields)
         if isinstance(dead, Unreadable):
             unreadable.append(dead)
             continue
         try:
-            reruns.rerun_dead_letter(r, keys, dead.id, dead.message, by=by)
+            made.append(reruns.rerun_dead_letter(r, keys, dead.id, dead.message, by=by))
         except reruns.RerunRefusedError as exc:
             refused.append(exc)
             continue
         replayed.append(dead.message.job_id)
-    return Replayed(replayed, unreadable, refused)
+    return Replayed(replayed, unreadable, refused, made)
