@@ -80,8 +80,9 @@ def cli_problems() -> list[str]:
     commands = subcommands(root)
     problems = []
     for doc, span in statements():
-        for line in span.split(" | ") if span.startswith("kubeworkers ") else [span]:
-            words = line.replace("python -m kubeworkers ", "kubeworkers ").split()
+        for line in span.split(" | ") if span.removeprefix("$ ").startswith("kubeworkers ") else [span]:
+            # docs/cli.md shows terminal sessions: `$ kubeworkers ...` is a command too.
+            words = line.removeprefix("$ ").replace("python -m kubeworkers ", "kubeworkers ").split()
             if not words:
                 continue
             if words[0] == "kubeworkers-operator":
@@ -91,6 +92,8 @@ def cli_problems() -> list[str]:
                 continue
             if words[0] != "kubeworkers" or len(words) < 2:
                 continue
+            if any(w.endswith(":") for w in words[1:3]):
+                continue  # an error line a command printed (`kubeworkers jobs retry: job x: not found`)
             # `kubeworkers worker|submit|handlers` lists commands; `kubeworkers dlq list`, a subcommand.
             for name in words[1].split("|"):
                 parser = commands.get(name)
@@ -117,6 +120,16 @@ def cli_problems() -> list[str]:
 
 def test_every_cli_command_subcommand_and_flag_the_docs_mention_exists() -> None:
     assert not (problems := cli_problems()), "\n".join(problems)
+
+
+def test_docs_cli_md_shows_every_jobs_and_dlq_subcommand() -> None:
+    from kubeworkers.cli import build_parser
+
+    commands = subcommands(build_parser())
+    text = (REPO / "docs" / "cli.md").read_text()
+    missing = [f"kubeworkers {group} {name}" for group in ("jobs", "dlq") for name in subcommands(commands[group])
+               if f"$ kubeworkers {group} {name}" not in text]
+    assert not missing, f"docs/cli.md shows no recorded run of: {', '.join(missing)}"
 
 
 # --------------------------------------------------------------------------- files

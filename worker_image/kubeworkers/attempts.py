@@ -71,6 +71,7 @@ def event_json(job: Delivery, state: JobState, worker: str, **extra: Any) -> str
         "pool": job.pool,
         "state": state.value,
         "attempt": job.attempt,
+        "run": job.msg.run if job.msg is not None else None,  # None: not known (an unreadable message)
         "worker": worker,
         "at": time.time(),
     }

@@ -1,4 +1,5 @@
-"""The ``kubeworkers`` command: ``worker``, ``handlers``, ``dlq list|replay``, ``submit``, ``get``, ``run-local``."""
+"""The ``kubeworkers`` command: ``worker``, ``handlers``, ``dlq list|replay``, ``jobs retry|cancel``, ``submit``,
+``get``, ``children``, ``run-local``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from kubeworkers import connection, dlq, logs, redis_url, run_local
+from kubeworkers import connection, dlq, logs, queue, redis_url, reruns, run_local
 from kubeworkers.protocol import JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
@@ -80,8 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("job_id", help="the parent's job id (<namespace>/<name> for a Job object)")
     c.add_argument("--json", action="store_true", help="print the children's records as JSON lines")
 
+    _jobs_parser(sub)
     run_local.add_parser(sub)
     return parser
+
+
+def _jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kubeworkers jobs retry|cancel``: act on jobs by id (SDK and Job CR jobs alike)."""
+    j = sub.add_parser("jobs", help="act on jobs by id: retry (rerun) failed ones, cancel")
+    jsub = j.add_subparsers(dest="jobs_command", required=True)
+    jr = jsub.add_parser("retry", help="run failed jobs again (a new run; a Job CR goes back to Queued)")
+    _connection_args(jr)
+    jr.add_argument("job_ids", nargs="*", metavar="ID", help="job id (<namespace>/<name> for a Job object)")
+    jr.add_argument("--state", choices=["failed"],
+                    help="instead of ids: every failed (dead-lettered) job of --pool")
+    jr.add_argument("--uid", help="rerun only if the job's uid is this one (with one ID)")
+    jr.add_argument("--json", action="store_true", help="one JSON object per job")
+    jc = jsub.add_parser("cancel", help="cancel queued or running jobs")
+    _connection_args(jc)
+    jc.add_argument("job_ids", nargs="+", metavar="ID", help="job id (<namespace>/<name> for a Job object)")
+    jc.add_argument("--json", action="store_true", help="one JSON object per job")
 
 
 def _settings(args: argparse.Namespace) -> WorkerSettings:
@@ -196,6 +215,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     replayed = dlq.replay(r, keys, None if args.all else args.ids)
     for job_id in replayed.job_ids:
         print(job_id)
+    for refused in replayed.refused:
+        print(f"kubeworkers dlq replay: {refused} (its entry is left in place)", file=sys.stderr)
+    if replayed.refused and not replayed.unreadable:
+        return 1
     if replayed.unreadable:
         ids = ", ".join(u.id for u in replayed.unreadable)
         print(f"kubeworkers dlq replay: replayed {len(replayed.job_ids)} job(s); left {len(replayed.unreadable)} "
@@ -203,6 +226,82 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         return 1
     print(f"replayed {len(replayed.job_ids)} job(s)", file=sys.stderr)
     return 0
+
+
+def _pool_of(r: redis.Redis, settings: WorkerSettings, job_id: str) -> str:
+    """The pool of ``job_id``: ``--pool``, else the one pool its id was enqueued to."""
+    if settings.pool:
+        return settings.pool
+    pools = queue.find_pools_sync(r, settings.namespace, job_id)
+    if not pools:
+        raise reruns.RerunRefusedError(job_id, "unknown", "not found")
+    if len(pools) > 1:
+        raise reruns.RerunRefusedError(job_id, "ambiguous", f"is on pools {', '.join(pools)}: pass --pool")
+    return pools[0]
+
+
+def _report(args: argparse.Namespace, results: list[dict[str, object]]) -> int:
+    """Print what ``jobs retry|cancel`` did, a line (or JSON object) per job; 1 if any was refused."""
+    refused = [x for x in results if not x["ok"]]
+    for x in results:
+        if args.json:
+            print(json.dumps({k: v for k, v in x.items() if k != "text"}))
+        elif x["ok"]:
+            print(x["text"])
+    for x in refused:
+        print(f"kubeworkers jobs {args.jobs_command}: {x['error']}", file=sys.stderr)
+    return 1 if refused else 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    r, settings = _redis(args)
+    if args.jobs_command == "cancel":
+        return _report(args, [_cancel_one(r, settings, job_id) for job_id in args.job_ids])
+    if args.state is not None:
+        if args.job_ids or args.uid:
+            raise UsageError("give job ids or --state, not both")
+        if not settings.pool:
+            raise UsageError("--state failed needs a pool (--pool or KUBEWORKERS_POOL)")
+        replayed = dlq.replay(r, PoolKeys(settings.namespace, settings.pool), by="kubeworkers jobs retry")
+        results: list[dict[str, object]] = [_rerun_result(done) for done in replayed.reruns]
+        results += [{"ok": False, "job_id": exc.job_id, "reason": exc.reason, "error": str(exc)}
+                    for exc in replayed.refused]
+        results += [{"ok": False, "entry": u.id, "reason": "unreadable",
+                     "error": f"dead-letter entry {u.id} cannot be read: {u.problem}"} for u in replayed.unreadable]
+        return _report(args, results)
+    if not args.job_ids:
+        raise UsageError("give job ids, or --state failed --pool P")
+    if args.uid and len(args.job_ids) != 1:
+        raise UsageError("--uid goes with exactly one job id")
+    return _report(args, [_retry_one(r, settings, job_id, args.uid) for job_id in args.job_ids])
+
+
+def _retry_one(r: redis.Redis, settings: WorkerSettings, job_id: str, uid: str | None) -> dict[str, object]:
+    try:
+        pool = _pool_of(r, settings, job_id)
+        done = reruns.rerun_job(r, PoolKeys(settings.namespace, pool), job_id, uid=uid)
+    except reruns.RerunRefusedError as exc:
+        return {"ok": False, "job_id": job_id, "reason": exc.reason, "error": str(exc)}
+    return _rerun_result(done)
+
+
+def _rerun_result(done: reruns.Rerun) -> dict[str, object]:
+    return {"ok": True, "job_id": done.job_id, "pool": done.pool, "run": done.run,
+            "text": f"{done.job_id}\trerun {done.run} queued on pool {done.pool}"}
+
+
+def _cancel_one(r: redis.Redis, settings: WorkerSettings, job_id: str) -> dict[str, object]:
+    try:
+        pool = _pool_of(r, settings, job_id)
+    except reruns.RerunRefusedError as exc:
+        return {"ok": False, "job_id": job_id, "reason": exc.reason, "error": str(exc)}
+    if queue.cancel_sync(r, settings.namespace, pool, job_id, result_ttl=settings.result_ttl):
+        return {"ok": True, "job_id": job_id, "pool": pool, "text": f"{job_id}\tcancel requested on pool {pool}"}
+    record = queue.get_record_sync(r, settings.namespace, pool, job_id)
+    if record is None:
+        return {"ok": False, "job_id": job_id, "reason": "unknown", "error": f"job {job_id}: not found"}
+    return {"ok": False, "job_id": job_id, "reason": "state", "state": record.state.value,
+            "error": f"job {job_id}: not cancelled: it has finished ({record.state.value})"}
 
 
 def _input(text: str) -> dict[str, object]:
@@ -306,9 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "worker": cmd_worker, "handlers": cmd_handlers, "dlq": cmd_dlq, "submit": cmd_submit, "get": cmd_get,
-        "children": cmd_children, "run-local": run_local.command,
+        "children": cmd_children, "jobs": cmd_jobs, "run-local": run_local.command,
     }
-    command = " ".join(c for c in (args.command, getattr(args, "dlq_command", None)) if c)
+    command = " ".join(c for c in (args.command, getattr(args, "dlq_command", None),
+                                   getattr(args, "jobs_command", None)) if c)
     try:
         return commands[args.command](args)
     except UsageError as exc:

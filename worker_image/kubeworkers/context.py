@@ -96,6 +96,7 @@ class JobContext:
         loop: asyncio.AbstractEventLoop | None = None,
         progress_sink: ProgressSink | None = None,
         spawner: Spawner | None = None,
+        run: int = 0,
     ) -> None:
         self.job_id = job_id
         self.uid = uid
@@ -105,6 +106,9 @@ class JobContext:
         #: 1 on the first run, 2 on the first retry, ...
         self.attempt = attempt
         self.max_attempts = max_attempts
+        #: 0 on the job's first run, n after it was rerun n times (``kubeworkers jobs retry``);
+        #: attempts count from 1 again in each run.
+        self.run = run
         #: Name of the worker (pod) running this attempt.
         self.worker = worker
         self.enqueued_at = enqueued_at

@@ -1,16 +1,20 @@
-"""The dead-letter stream of a pool: jobs that failed for good, with the reason. List and replay."""
+"""The dead-letter stream of a pool: jobs that failed for good, with the reason. List and replay.
+
+A replay is a rerun (:mod:`kubeworkers.reruns`) of each entry's job, expecting the uid and run the
+entry was written with: an entry of a job since deleted and re-created, or already rerun, is
+refused and left in place, never allowed to overwrite the newer record.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Literal, NamedTuple
 
 import redis
 from pydantic import BaseModel
 
-from kubeworkers import redis_ops, scripts
-from kubeworkers.protocol import EVENTS_STREAM, JobError, JobMessage, PoolKeys
+from kubeworkers import reruns
+from kubeworkers.protocol import JobError, JobMessage, PoolKeys
 
 
 class DeadLetter(BaseModel):
@@ -37,10 +41,13 @@ class Unreadable(BaseModel):
 
 
 class Replayed(NamedTuple):
-    """What :func:`replay` did: the job ids it queued again, and the entries it could not read."""
+    """What :func:`replay` did: the job ids it queued again, the entries it could not read, the
+    reruns refused (their entries left in place), and the reruns made (their new run numbers)."""
 
     job_ids: list[str]
     unreadable: list[Unreadable]
+    refused: list[reruns.RerunRefusedError]
+    reruns: list[reruns.Rerun]
 
 
 def _text(v: Any) -> str:
@@ -76,11 +83,14 @@ def list_dead(r: redis.Redis, keys: PoolKeys, count: int = 100) -> list[DeadLett
     return [_parse(i, f) for i, f in entries]
 
 
-def replay(r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None) -> Replayed:
-    """Put dead-lettered jobs back on their streams with fresh attempts (all of them when ``ids`` is None).
+def replay(
+    r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None, *, by: str = "kubeworkers dlq replay"
+) -> Replayed:
+    """Rerun dead-lettered jobs (all of them when ``ids`` is None): each queued again as its next run.
 
-    Each replay is atomic: the job is queued and its dead-letter entry removed together. An
-    entry that cannot be read is left where it is, and reported; the others are replayed.
+    Each rerun is atomic (``lua/rerun.lua``): the job is queued and its dead-letter entry removed
+    together, or nothing is written. An entry that cannot be read, or whose rerun is refused, is
+    left where it is and reported; the others are replayed.
     """
     if ids is None:
         entries: Any = r.xrange(keys.dead_letter)
@@ -90,19 +100,17 @@ def replay(r: redis.Redis, keys: PoolKeys, ids: list[str] | None = None) -> Repl
             entries.extend(r.xrange(keys.dead_letter, entry_id, entry_id))
     replayed: list[str] = []
     unreadable: list[Unreadable] = []
-    now = repr(time.time())
+    refused: list[reruns.RerunRefusedError] = []
+    made: list[reruns.Rerun] = []
     for entry_id, fields in entries:
         dead = _parse(entry_id, fields)
         if isinstance(dead, Unreadable):
             unreadable.append(dead)
             continue
-        msg = dead.message
-        new_id = redis_ops.run_sync(r, scripts.call_plan(
-            "replay",
-            [keys.dead_letter, keys.stream(msg.priority), keys.record(msg.job_id), keys.cancel(msg.job_id),
-             EVENTS_STREAM],
-            [dead.id, msg.model_dump_json(), now],
-        ))
-        if new_id:
-            replayed.append(msg.job_id)
-    return Replayed(replayed, unreadable)
+        try:
+            made.append(reruns.rerun_dead_letter(r, keys, dead.id, dead.message, by=by))
+        except reruns.RerunRefusedError as exc:
+            refused.append(exc)
+            continue
+        replayed.append(dead.message.job_id)
+    return Replayed(replayed, unreadable, refused, made)

@@ -68,6 +68,14 @@ async def flaky(inp: Flaky, ctx: JobContext) -> dict[str, int]:
     return {"value": inp.value, "attempt": ctx.attempt}
 
 
+@handler("fails_first_run", max_attempts=1)
+async def fails_first_run(inp: Flaky, ctx: JobContext) -> dict[str, int]:
+    """Fail on the job's first run, succeed once it is rerun (``kubeworkers jobs retry``)."""
+    if ctx.run == 0:
+        raise RuntimeError("run 0 fails; rerun me with kubeworkers jobs retry")
+    return {"value": inp.value, "run": ctx.run, "attempt": ctx.attempt}
+
+
 class Maintenance(BaseModel):
     task: str = Field(description="What to tidy up, such as 'vacuum' or 'rotate-logs' (reported back).")
     seconds: float = Field(default=0.0, ge=0, le=3600, description="How long the work takes.")

@@ -39,7 +39,8 @@ from kubeworkers.protocol import JobError
 from kubeworkers.registry import HandlerSpec, inspect_handler
 
 #: The JobContext fields that cross to the child.
-CONTEXT_FIELDS = ("job_id", "uid", "namespace", "pool", "handler", "attempt", "max_attempts", "worker", "enqueued_at")
+CONTEXT_FIELDS = ("job_id", "uid", "namespace", "pool", "handler", "attempt", "max_attempts", "worker", "enqueued_at",
+                  "run")
 
 
 def request(

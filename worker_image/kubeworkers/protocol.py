@@ -376,6 +376,12 @@ class JobMessage(BaseModel):
             "not_before": self.not_before if first else None, "expires_at": self.expires_at if first else None,
         })
 
+    #: Declared last so it is the last key of the JSON: ``lua/rerun.lua`` rewrites it in place.
+    run: int = Field(
+        default=0, ge=0,
+        description="Which run of the job this is: 0 the first, n after n reruns (``kubeworkers jobs retry``).",
+    )
+
     def to_fields(self) -> dict[str, str]:
         """Stream entry fields: the message as one JSON field ``m`` (versioned by ``v``), plus
         ``j``/``u``/``h`` (job id, uid, handler) so Lua scripts need not decode the JSON."""
@@ -452,6 +458,9 @@ class JobEvent(BaseModel):
     pool: str
     state: JobState
     attempt: int = 0
+    #: The run of the job the event belongs to (``JobMessage.run``). None: the writer did not say
+    #: (an older worker); the operator then takes it for the run it knows.
+    run: int | None = None
     worker: str | None = None
     at: float = Field(default_factory=time.time)
     progress: float | None = None
@@ -527,6 +536,7 @@ class JobRecord(BaseModel):
     state: JobState
     attempts: int = Field(default=0, description="Attempts started so far (the current one included).")
     max_attempts: int | None = None
+    run: int = Field(default=0, description="Reruns so far: 0 until ``kubeworkers jobs retry`` runs the job again.")
     worker: str | None = Field(default=None, description="Consumer (pod) name that ran the last attempt.")
     entry: str | None = Field(default=None, description="Stream entry id of the current delivery.")
     enqueued_at: float | None = None

@@ -255,6 +255,19 @@ def delete_plan(namespace: str, pool: str, job_id: str) -> Plan[None]:
     ])
 
 
+def forget_plan(namespace: str, pool: str, job_id: str, *, uid: str, run: int) -> Plan[bool]:
+    """See :func:`forget_finished`."""
+    keys = PoolKeys(namespace, pool)
+    reply = yield from scripts.call_plan(
+        "forget",
+        [keys.record(job_id), keys.cancel(job_id), legacy_job_pool_key(namespace, job_id),
+         job_pool_key(namespace, job_id)],
+        [uid, str(run), pool],
+        idempotent=True,
+    )
+    return bool(reply)
+
+
 def _enqueue_argv(msgs: Sequence[JobMessage]) -> list[wire.Arg]:
     """``enqueue.lua``'s arguments for messages of a single pool."""
     first = msgs[0]
@@ -340,6 +353,12 @@ async def delete_job(r: aioredis.Redis, namespace: str, pool: str, job_id: str) 
     reads it, because its record is gone.
     """
     await redis_ops.run(r, delete_plan(namespace, pool, job_id))
+
+
+async def forget_finished(r: aioredis.Redis, namespace: str, pool: str, job_id: str, *, uid: str, run: int) -> bool:
+    """:func:`delete_job`, but only while the record is the finished run ``run`` of ``uid``
+    (``lua/forget.lua``): the TTL deletion of a Job never takes a record rerun since. True when deleted."""
+    return await redis_ops.run(r, forget_plan(namespace, pool, job_id, uid=uid, run=run))
 
 
 # --------------------------------------------------------------------------- blocking twins

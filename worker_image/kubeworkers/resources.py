@@ -234,6 +234,7 @@ class JobStatus(CrdModel):
     attempts: int | None = Field(default=None, ge=0)
     current_step: str | None = None
     steps: list[JobStepStatus] | None = Field(default=None, max_length=MAX_STEPS)
+    reruns: int | None = Field(default=None, ge=0)
     worker: str | None = None
     last_worker: str | None = None
     queued_at: datetime | None = None

@@ -265,7 +265,7 @@ class AttemptRunner:
             job_id=job.job_id, uid=job.uid, namespace=job.namespace, pool=job.pool, handler=job.handler,
             attempt=job.attempt, max_attempts=job.max_attempts, worker=self.name,
             enqueued_at=job.msg.enqueued_at, loop=loop, progress_sink=functools.partial(self._progress, job),
-            spawner=self.spawner,
+            spawner=self.spawner, run=job.msg.run,
         )
 
     async def _in_child(self, job: Delivery, spec: HandlerSpec) -> Output | JobError:
@@ -273,7 +273,7 @@ class AttemptRunner:
         assert job.msg is not None
         context = {"job_id": job.job_id, "uid": job.uid, "namespace": job.namespace, "pool": job.pool,
                    "handler": job.handler, "attempt": job.attempt, "max_attempts": job.max_attempts,
-                   "worker": self.name, "enqueued_at": job.msg.enqueued_at}
+                   "worker": self.name, "enqueued_at": job.msg.enqueued_at, "run": job.msg.run}
         req = isolation.request(spec, job.msg.input, context, imports=self.settings.imports,
                                 soft_timeout=job.soft_timeout, max_output_bytes=self.settings.max_output_bytes)
         # Killed well within the cancel grace, so the runner never has to abandon it.

@@ -328,6 +328,10 @@ async def delete_expired(rt: Runtime) -> None:
             rt.ttl.consider(live)  # edited since: scheduled anew (or not at all)
             continue
         pool = live.pool or None
+        run = job_status.reruns_of(live.status)
+        if pool and await _rerun_since(rt, live, run):
+            rt.ttl.consider(live)  # unscheduled once the status sync folds the new run (Queued)
+            continue
         try:
             await rt.api.delete(custom_path(JOB_PLURAL, namespace, name), uid=uid)
         except (NotFound, Conflict):
@@ -338,6 +342,13 @@ async def delete_expired(rt: Runtime) -> None:
         rt.metrics.ttl_deleted.inc()
         logger.info("deleted %s: ttlSecondsAfterFinished passed", job_id)
         if pool:
-            record = await queue.get_record(rt.redis, namespace, pool, job_id)
-            if record is not None and record.uid == uid:
-                await queue.delete_job(rt.redis, namespace, pool, job_id)
+            # Only the run this decision saw finish: one rerun since keeps its record (lua/forget.lua).
+            await queue.forget_finished(rt.redis, namespace, pool, job_id, uid=uid, run=run)
+
+
+async def _rerun_since(rt: Runtime, live: TrackedJob, run: int) -> bool:
+    """Whether the finished Job ``live`` (showing run ``run``) was rerun in Redis since its status
+    was written (``kubeworkers jobs retry``): its record is of a later run, or not finished. Its
+    TTL must then wait for the status sync, which moves the Job back to Queued."""
+    record = await queue.get_record(rt.redis, live.namespace, live.pool, live.job_id)
+    return record is not None and record.uid == live.uid and (record.run > run or not record.state.finished)

@@ -9,7 +9,11 @@ says which Kubernetes Event a change deserves.
 The status is handled as the plain camelCase dict the apiserver stores, so the
 result can be diffed into a JSON merge patch without a round trip through
 models. The one rule everything here obeys: a finished phase never moves
-(backwards or sideways), and an older attempt never overwrites a newer one.
+(backwards or sideways), and an older attempt never overwrites a newer one —
+within a run. A rerun (``kubeworkers jobs retry``) is a new run of the job:
+its events carry a higher ``run`` than ``status.reruns``, and the first of them
+moves even a finished Job back to Queued (:func:`rerun`); from then on the older
+run's events are ignored. So "never moves back" holds per run, and runs only grow.
 That makes folding idempotent, so replaying events after an operator restart
 (events are acked only after their patch landed) can never corrupt a status.
 An admission transition returns None when it does not apply (the status sync
@@ -49,6 +53,8 @@ DELAYED = "Delayed"
 POOL_DELETED = "PoolDeleted"
 #: ``Enqueued`` reason of a sequence whose step succeeded and whose next step is queued.
 NEXT_STEP = "NextStep"
+#: ``Enqueued`` reason (and Event reason) of a Job queued again as a new run (``kubeworkers jobs retry``).
+RERUN = "Rerun"
 #: Most characters of the output's JSON shown in the marker of an over-limit output.
 OUTPUT_PREVIEW_CHARS = 512
 _REASON_CHARS = re.compile(r"[^A-Za-z0-9_,:]")
@@ -76,6 +82,35 @@ def parse_phase(status: Mapping[str, Any] | None) -> JobState | None:
 def is_finished(status: Mapping[str, Any] | None) -> bool:
     phase = parse_phase(status)
     return phase is not None and phase.finished
+
+
+def reruns_of(status: Mapping[str, Any] | None) -> int:
+    """``status.reruns``: the run of the job the status shows (0 until it is rerun)."""
+    try:
+        return int((status or {}).get("reruns") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+#: What a new run starts without: the previous run's times, outcome, progress and worker.
+_RUN_FIELDS = ("startTime", "completionTime", "output", "outputTruncated", "error", "progress", "worker", "notBefore")
+
+
+def rerun(status: Mapping[str, Any], run: int, *, at: float, message: str | None = None) -> Status:
+    """The status of a Job queued again as run ``run`` (greater than its ``reruns``): Queued,
+    attempts 0, the previous run's outcome gone (its worker kept as ``lastWorker``), the
+    ``Complete``/``Failed`` conditions removed and ``Enqueued`` saying ``Rerun``."""
+    new: Status = dict(status)
+    if new.get("worker"):
+        new["lastWorker"] = new["worker"]
+    for name in _RUN_FIELDS:
+        new.pop(name, None)
+    new["phase"] = JobState.QUEUED.value
+    new["attempts"] = 0
+    new["reruns"] = run
+    conditions = [c for c in new.get("conditions") or [] if c.get("type") not in (COMPLETE, FAILED)]
+    new["conditions"] = set_condition(conditions, ENQUEUED, "True", RERUN, _cap(message) or f"run {run}", now=at)
+    return new
 
 
 def cap_output(output: Any, limit: int) -> tuple[Any, bool]:
@@ -223,6 +258,14 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
     new: Status = dict(status)
     if event.children is not None:
         return _with_children(new, event)
+    if event.run is not None and event.run != reruns_of(status):
+        if event.run < reruns_of(status):
+            return new  # left over from an older run
+        # The first event of a new run seen (normally its Queued; the next ones when that was lost).
+        new = rerun(new, event.run, at=event.at, message=event.message)
+        if event.state is JobState.QUEUED and not event.attempt:
+            return new
+        status = new
     retry = event.state is JobState.QUEUED and event.error is not None
     # settle.lua's requeue (the reaper's, a draining worker's hand-back) names its worker and says why.
     requeue = event.state is JobState.QUEUED and event.error is None and bool(event.worker and event.message)
@@ -336,6 +379,11 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
     The record is the truth, but it too obeys the rule: a finished status stays.
     """
     new: Status = dict(status)
+    if record.run < reruns_of(status):
+        return new
+    if record.run > reruns_of(status):
+        new = rerun(new, record.run, at=record.updated_at or 0.0, message=record.message)
+        status = new
     step = record.step.index if record.step is not None else None
     if not _supersedes(status, record.state, record.attempts, step=step):
         return new
@@ -513,6 +561,11 @@ class Narration:
 def narration(before: Mapping[str, Any], after: Mapping[str, Any], pool: str) -> Narration | None:
     """One Event per phase change, worded for ``kubectl describe``; None when the phase stayed."""
     old, new = parse_phase(before), parse_phase(after)
+    if reruns_of(after) > reruns_of(before):
+        # One Event per batch folded: the rerun is the news (the phase it reached is said too).
+        was = f" (it was {old.value})" if old else ""
+        now = "" if new is JobState.QUEUED or new is None else f"; now {new.value}"
+        return Narration(RERUN, f"run {reruns_of(after)} queued on pool {pool}{was}{now}")
     if new is None or old is new:
         return None
     attempt = after.get("attempts") or 0

@@ -22,10 +22,10 @@ if state == 'Queued' or state == 'Pending' or state == 'Waiting' then
     'message', 'cancelled while queued', 'cancel_requested', '1')
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[4], ttl)
-  local r = redis.call('HMGET', KEYS[1], 'job_id', 'uid', 'namespace', 'pool', 'attempts')
+  local r = redis.call('HMGET', KEYS[1], 'job_id', 'uid', 'namespace', 'pool', 'attempts', 'run')
   local event = cjson.encode({
     job_id = r[1], uid = r[2], namespace = r[3], pool = r[4], state = 'Cancelled',
-    attempt = tonumber(r[5]) or 0, at = tonumber(ARGV[1]), message = 'cancelled while queued',
+    attempt = tonumber(r[5]) or 0, run = tonumber(r[6]) or 0, at = tonumber(ARGV[1]), message = 'cancelled while queued',
   })
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
   kw_job_finished(KEYS[1], 'Cancelled', ARGV[1], ttl)  -- fan-out (children.lua)

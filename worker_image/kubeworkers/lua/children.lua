@@ -39,13 +39,13 @@ local function kw_counts(parent_record)
 end
 
 local function kw_counts_event(parent_record, now)
-  local r = redis.call('HMGET', parent_record, 'job_id', 'uid', 'namespace', 'pool', 'state', 'attempts')
+  local r = redis.call('HMGET', parent_record, 'job_id', 'uid', 'namespace', 'pool', 'state', 'attempts', 'run')
   if not r[1] then
     return
   end
   redis.call('XADD', EVENTS_STREAM, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
     job_id = r[1], uid = r[2], namespace = r[3], pool = r[4], state = r[5], attempt = tonumber(r[6]) or 0,
-    at = tonumber(now), children = kw_counts(parent_record)}))
+    run = tonumber(r[7]) or 0, at = tonumber(now), children = kw_counts(parent_record)}))
 end
 
 local function kw_child_enqueued(record, msg, now)
@@ -133,7 +133,7 @@ local function kw_continue(parent_record, now)
   redis.call('HDEL', parent_record, 'continuation', 'continuation_input')
   redis.call('XADD', EVENTS_STREAM, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
     job_id = r[7], uid = r[8], namespace = r[9], pool = r[10], state = 'Queued', attempt = attempts,
-    at = tonumber(now), message = 'children finished; continuing with ' .. r[5]}))
+    run = tonumber(redis.call('HGET', parent_record, 'run')) or 0, at = tonumber(now), message = 'children finished; continuing with ' .. r[5]}))
 end
 
 local function kw_job_finished(record, state, now, ttl)

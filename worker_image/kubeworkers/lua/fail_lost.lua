@@ -11,7 +11,7 @@
 -- Returns 1 when the job was failed, 0 when it was left alone.
 --! include children
 local rec = redis.call('HMGET', KEYS[1], 'state', 'updated_at', 'entry', 'priority', 'msg',
-  'job_id', 'uid', 'namespace', 'pool', 'attempts')
+  'job_id', 'uid', 'namespace', 'pool', 'attempts', 'run')
 local state = rec[1]
 if state ~= 'Queued' and state ~= 'Running' then
   return 0
@@ -47,9 +47,10 @@ redis.call('EXPIRE', KEYS[4], tonumber(ARGV[3]))
 kw_job_finished(KEYS[1], 'Failed', ARGV[1], tonumber(ARGV[3]))  -- fan-out (children.lua)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
   job_id = rec[6], uid = rec[7], namespace = rec[8], pool = rec[9], state = 'Failed',
-  attempt = tonumber(rec[10]) or 0, at = now, message = message, error = cjson.decode(err)}))
-redis.call('XADD', KEYS[5], '*', 'm', msg, 'reason', message, 'error', err, 'attempts', rec[10] or '0',
+  attempt = tonumber(rec[10]) or 0, run = tonumber(rec[11]) or 0, at = now, message = message, error = cjson.decode(err)}))
+local dead = redis.call('XADD', KEYS[5], '*', 'm', msg, 'reason', message, 'error', err, 'attempts', rec[10] or '0',
   'at', ARGV[1], 'worker', '')
+redis.call('HSET', KEYS[1], 'dead_letter', dead)  -- so rerun.lua removes this entry
 -- Not 'failed': no run of known duration ended (as for WorkerLost in take.lua).
 redis.call('HINCRBY', KEYS[9], 'rejected', 1)
 redis.call('HINCRBY', KEYS[9], 'dead_lettered', 1)

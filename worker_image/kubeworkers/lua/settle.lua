@@ -126,8 +126,10 @@ local function finish(w, stream, record)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
   kw_job_finished(record, w.state, now, ttl)  -- fan-out (children.lua)
   if w.dead_letter_reason ~= '' then
-    redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm', redis.call('HGET', record, 'msg') or '',
+    local dead = redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm',
+      redis.call('HGET', record, 'msg') or '',
       'reason', w.dead_letter_reason, 'error', w.error, 'attempts', w.attempt, 'at', now, 'worker', worker)
+    redis.call('HSET', record, 'dead_letter', dead)  -- so rerun.lua removes this entry
     counts.dead_lettered = counts.dead_lettered + 1
   end
   if w.state == 'Succeeded' then
@@ -161,7 +163,7 @@ local function requeue(w, stream, record)
     return 0
   end
   local rec = redis.call('HMGET', record, 'state', 'entry', 'msg', 'attempts', 'uid', 'namespace', 'pool', 'handler',
-    'step')
+    'step', 'run')
   ack(stream, w.entry)
   local state = rec[1]
   if not state or rec[2] ~= w.entry or state == 'Succeeded' or state == 'Failed' or state == 'Cancelled' then
@@ -176,8 +178,8 @@ local function requeue(w, stream, record)
     'updated_at', now, 'message', w.message)
   if state == 'Running' then
     redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', with_step({job_id = w.job_id, uid = rec[5],
-      namespace = rec[6], pool = rec[7], state = 'Queued', attempt = attempts, worker = worker, at = tonumber(now),
-      message = w.message}, rec[9]))
+      namespace = rec[6], pool = rec[7], state = 'Queued', attempt = attempts, run = tonumber(rec[10]) or 0,
+      worker = worker, at = tonumber(now), message = w.message}, rec[9]))
   end
   return new_id
 end

@@ -73,7 +73,7 @@ local function decide(index, id, raw, job_id, uid, handler)
   end
   local record = prefix .. 'job:' .. job_id
   local rec = redis.call('HMGET', record, 'uid', 'state', 'attempts', 'max_attempts', 'namespace', 'pool',
-    'entry', 'worker', 'step')
+    'entry', 'worker', 'step', 'run')
   if not rec[1] then
     drop()
     return 'gone', job_id, uid, handler, 0, 0
@@ -100,7 +100,8 @@ local function decide(index, id, raw, job_id, uid, handler)
   end
   local function event(state, attempt, message, err)
     local e = {job_id = job_id, uid = uid, namespace = rec[5], pool = rec[6],
-      state = state, attempt = attempt, worker = consumer, at = tonumber(now), message = message, error = err}
+      state = state, attempt = attempt, run = tonumber(rec[10]) or 0, worker = consumer, at = tonumber(now),
+      message = message, error = err}
     local text = cjson.encode(e)
     if rec[9] and rec[9] ~= '' then
       text = string.sub(text, 1, -2) .. ', "step": ' .. rec[9] .. '}'  -- a sequence's StepRef, as recorded
@@ -128,8 +129,9 @@ local function decide(index, id, raw, job_id, uid, handler)
     local err = {type = 'WorkerLost', retryable = false,
       message = 'the worker running attempt ' .. attempts .. ' of ' .. max .. ' stopped without finishing it'}
     local err_json = cjson.encode(err)
-    redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm', raw, 'reason', err.message, 'error', err_json,
-      'attempts', attempts, 'at', now, 'worker', consumer)
+    local dead = redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm', raw, 'reason', err.message,
+      'error', err_json, 'attempts', attempts, 'at', now, 'worker', consumer)
+    redis.call('HSET', record, 'dead_letter', dead)  -- so rerun.lua removes this entry
     close('Failed', err.message, err_json)
     event('Failed', attempts, err.message, err)
     -- Not 'failed': no run of known duration ended, so the duration estimate must not count it.
