@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import redis
 
 from kubeworkers import connection, dlq, logs, redis_url, run_local
-from kubeworkers.protocol import JobState, PoolKeys
+from kubeworkers.protocol import PRIORITY_ORDER, JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("handler")
     s.add_argument("--input", default="{}", help="JSON object")
     s.add_argument("--job-id")
-    s.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+    s.add_argument("--priority", default="normal", choices=[p.value for p in PRIORITY_ORDER])
     when = s.add_mutually_exclusive_group()
     when.add_argument("--delay", type=float, metavar="SECONDS", help="start no earlier than this many seconds from now")
     when.add_argument("--at", metavar="RFC3339", help="start no earlier than this time, e.g. 2026-12-02T12:00:00Z")

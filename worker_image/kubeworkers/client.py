@@ -91,7 +91,7 @@ def check_policy(*, timeout: float | None, max_attempts: int | None, name: str =
 class JobOptions(TypedDict, total=False):
     """The per-job options of ``submit`` and ``submit_many``; each one left out is the handler's."""
 
-    #: ``high``, ``normal`` (default) or ``low``.
+    #: ``critical``, ``high``, ``normal`` (default) or ``low``.
     priority: Priority | str
     #: Hard time limit of one attempt, seconds.
     timeout: float | None

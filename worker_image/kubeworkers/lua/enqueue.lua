@@ -5,7 +5,7 @@
 -- Every message is checked first: one no worker could run is refused with the reason and
 -- nothing is written for it (the other messages of the batch are unaffected). What is
 -- checked: a JSON object with non-empty text job_id, uid, namespace and handler, pool equal to
--- ARGV[4], input an object (or absent), priority high/normal/low (or absent), timeout_seconds
+-- ARGV[4], input an object (or absent), priority critical/high/normal/low (or absent), timeout_seconds
 -- a number > 0 (or absent/null), max_attempts a whole number from 1 to MAX_ATTEMPTS (or
 -- absent/null), enqueued_at a number (or absent), not_before a number (or absent/null).
 --
@@ -23,7 +23,7 @@
 local now, prefix, pointer_prefix, pool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 -- Same as kubeworkers.protocol.MAX_ATTEMPTS_LIMIT (a test keeps the two equal).
 local MAX_ATTEMPTS = 1000
-local PRIORITIES = {high = true, normal = true, low = true}
+local PRIORITIES = {critical = true, high = true, normal = true, low = true}
 local results = {}
 local enqueued = 0
 
@@ -53,7 +53,7 @@ local function invalid(msg)
     return 'input must be a JSON object'
   end
   if not absent(msg['priority']) and not PRIORITIES[msg['priority']] then
-    return 'priority must be high, normal or low'
+    return 'priority must be critical, high, normal or low'
   end
   local timeout = msg['timeout_seconds']
   if not absent(timeout) and (type(timeout) ~= 'number' or not (timeout > 0) or timeout == math.huge) then
