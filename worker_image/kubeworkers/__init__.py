@@ -1,6 +1,13 @@
 """kubeworkers: typed Python handlers run by an autoscaled fleet of Kubernetes worker pods."""
 
-from kubeworkers.client import AmbiguousJobIdError, AsyncClient, Client, InvalidInputError, JobNotFoundError
+from kubeworkers.client import (
+    AmbiguousJobIdError,
+    AsyncClient,
+    Client,
+    InvalidInputError,
+    JobNotFoundError,
+    Submitted,
+)
 from kubeworkers.context import JobContext
 from kubeworkers.errors import PermanentError, RetryableError, SoftTimeout
 from kubeworkers.protocol import ChildCounts, ChildrenDone, ChildResult, JobRecord, JobState, Priority, RetryPolicy
@@ -33,6 +40,7 @@ __all__ = [
     "RetryPolicy",
     "RetryableError",
     "SoftTimeout",
+    "Submitted",
     "handler",
     "registry",
 ]

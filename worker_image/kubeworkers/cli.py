@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -18,6 +19,9 @@ from kubeworkers import connection, dlq, logs, redis_url, run_local
 from kubeworkers.protocol import PRIORITY_ORDER, JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
+
+if TYPE_CHECKING:
+    from kubeworkers.client import Submitted
 
 #: The settings the commands other than ``worker`` take.
 CONNECTION = ("redis_url", "namespace", "pool")
@@ -226,6 +230,16 @@ def _start_time(text: str | None) -> datetime | None:
     return at
 
 
+def _submitted_line(job: Submitted, pool: str) -> str:
+    """What ``submit`` tells a person about the job it submitted (stderr)."""
+    what = "queued" if job.new else "already submitted (nothing enqueued again)"
+    if job.position is None:
+        where = "not waiting on the queue (delayed, running or finished)"
+    else:
+        where = f"position {job.position} in pool {pool}'s queue ({job.position} job(s) ahead of it)"
+    return f"{job}: {what}; {where}"
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from kubeworkers.client import Client, InvalidInputError
     from kubeworkers.queue import Durability, NotReplicatedError
@@ -246,6 +260,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except NotReplicatedError as exc:
         return _fail("submit", str(exc), 1)
     print(job_id, flush=True)
+    # The id alone on stdout (scripts read it); what the submit found out on stderr.
+    print(_submitted_line(job_id, settings.pool), file=sys.stderr, flush=True)
     if args.wait is None:
         return 0
     record = client.wait(job_id, args.wait, pool=settings.pool)
