@@ -27,6 +27,7 @@ from typing import Any
 
 from kubeworkers.protocol import JobError, JobEvent, JobRecord, JobState
 
+from kubeworkers_operator.model import queue_position
 from kubeworkers_operator.model.conditions import rfc3339, set_condition
 from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT
 
@@ -242,7 +243,7 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
         )
         if event.state is JobState.SUCCEEDED and "progress" in new:
             new["progress"] = {**new["progress"], "fraction": 1.0}
-    return new
+    return queue_position.without_position(new)
 
 
 def _with_children(new: Status, event: JobEvent) -> Status:
@@ -296,7 +297,7 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
             new, record.state, at=record.finished_at or record.updated_at or 0.0, output=record.output,
             error=record.error, message=record.message, output_limit=output_limit,
         )
-    return new
+    return queue_position.without_position(new)
 
 
 def with_enqueued_condition(status: Mapping[str, Any], pool: str) -> Status:
