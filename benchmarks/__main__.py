@@ -1,6 +1,7 @@
 """``python -m benchmarks <suite> [--quick] [--json FILE] [--docs | --no-docs]``.
 
-Suites: throughput, latency, scaling, k8s-path, autoscale, isolation, durability, or ``all`` (in that order).
+Suites: throughput, latency, scaling, k8s-path, autoscale, isolation, durability, priorities, or ``all``
+(in that order).
 Each prints a table, writes its JSON (``--json FILE``, else ``benchmarks/results/<suite>-<time>.json``)
 and, on a full run (or with ``--docs``), rewrites its block of docs/benchmarks.md and its plots.
 ``--quick`` runs small counts once, for CI: every suite in under 3 minutes in total.
@@ -26,6 +27,7 @@ SUITES = {
     "autoscale": "benchmarks.suites.autoscale",
     "isolation": "benchmarks.suites.isolation",
     "durability": "benchmarks.suites.durability",
+    "priorities": "benchmarks.suites.priorities",
 }
 
 

@@ -27,7 +27,7 @@ from kubeworkers_operator.adapters.metrics import HealthServer, OperatorMetrics
 from kubeworkers_operator.adapters.pool_status import PoolStatusWriter
 from kubeworkers_operator.adapters.status_writer import JobStatusWriter
 from kubeworkers_operator.autoscaling import AutoscalerMetrics
-from kubeworkers_operator.flows import jobs, orphans, pools, resync, schedules, status_sync
+from kubeworkers_operator.flows import jobs, orphans, pools, positions, resync, schedules, status_sync
 from kubeworkers_operator.flows.leadership import LeaderElector
 from kubeworkers_operator.flows.pools import PoolControllers
 from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler, Wakeup
@@ -63,6 +63,7 @@ def chores(rt: Runtime, controllers: PoolControllers, schedule_wakeup: Wakeup | 
         # Bounded turns, each a few round trips; a pass over every record starts every --orphan-sweep-interval.
         Chore("orphan-sweep", orphans.TURN_SECONDS, partial(orphans.sweep_turn, rt, orphans.sweep_for(rt))),
         Chore("events-trim", status_sync.TRIM_SECONDS, partial(status_sync.trim_and_measure, rt)),
+        Chore("queue-positions", positions.PASS_SECONDS, partial(positions.update, rt, positions.QueuePositions())),
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
-from kubeworkers.protocol import WORKER_GROUP, PoolKeys, Priority, WorkerHeartbeat
+from kubeworkers.protocol import PRIORITY_ORDER, WORKER_GROUP, PoolKeys, Priority, WorkerHeartbeat
 from kubeworkers_operator.autoscaling.load import (
     STATS_DURATION_SUM,
     ArrivalRate,
@@ -16,6 +16,8 @@ from kubeworkers_operator.autoscaling.signals import RedisSignalReader
 
 KEYS = PoolKeys("ns", "pool")
 NOW = 1_900_000_000.0
+#: Where the normal stream is in a snapshot (critical, high, normal, low).
+NORMAL = PRIORITY_ORDER.index(Priority.NORMAL)
 
 
 async def add_jobs(r: aioredis.Redis, priority: Priority, n: int) -> list[bytes | str]:
@@ -33,7 +35,7 @@ async def register(r: aioredis.Redis, worker: str, in_flight: int, at: float) ->
 
 async def test_pool_without_streams_or_groups_reads_as_empty(r: aioredis.Redis) -> None:
     snap = await RedisSignalReader(r, KEYS).read(now=NOW)
-    assert [s.exists for s in snap.streams] == [False, False, False]
+    assert [s.exists for s in snap.streams] == [False] * len(PRIORITY_ORDER)
     load = measure_load(snap)
     assert (load.backlog, load.in_flight, load.live_workers) == (0, 0, 0)
     assert load.idle
@@ -42,14 +44,15 @@ async def test_pool_without_streams_or_groups_reads_as_empty(r: aioredis.Redis) 
 async def test_stream_without_consumer_group_counts_all_entries_as_backlog(r: aioredis.Redis) -> None:
     await add_jobs(r, Priority.NORMAL, 12)
     snap = await RedisSignalReader(r, KEYS).read(now=NOW)
-    normal = snap.streams[1]
+    normal = snap.streams[NORMAL]
     assert normal.exists and normal.group is None
     assert measure_load(snap).backlog == 12
 
 
 async def test_backlog_in_flight_and_dead_consumers_over_all_priorities(r: aioredis.Redis) -> None:
-    for p in (Priority.HIGH, Priority.NORMAL):
+    for p in (Priority.CRITICAL, Priority.HIGH, Priority.NORMAL):
         await r.xgroup_create(KEYS.stream(p), WORKER_GROUP, id="0", mkstream=True)
+    await add_jobs(r, Priority.CRITICAL, 4)
     await add_jobs(r, Priority.HIGH, 3)
     await add_jobs(r, Priority.NORMAL, 10)
     await take(r, Priority.NORMAL, "pod-a", 2)
@@ -61,8 +64,8 @@ async def test_backlog_in_flight_and_dead_consumers_over_all_priorities(r: aiore
 
     snap = await RedisSignalReader(r, KEYS).read(now=NOW)
     load = measure_load(snap, heartbeat_timeout=20)
-    # Undelivered 2 (high) + 5 (normal), 3 held by the dead pod, 1 retry due.
-    assert load.backlog == 2 + 5 + 3 + 1
+    # Undelivered 4 (critical) + 2 (high) + 5 (normal), 3 held by the dead pod, 1 retry due.
+    assert load.backlog == 4 + 2 + 5 + 3 + 1
     assert load.in_flight == 3
     assert (load.live_workers, load.busy_workers, load.retries_waiting) == (1, 1, 1)
 
@@ -74,7 +77,7 @@ async def test_null_lag_is_replaced_by_counting_undelivered_entries(r: aioredis.
     await take(r, Priority.NORMAL, "pod-a", 1)
     await r.xdel(stream, ids[3])  # a tombstone past the group's position makes Redis report lag NULL
     snap = await RedisSignalReader(r, KEYS).read(now=NOW)
-    group = snap.streams[1].group
+    group = snap.streams[NORMAL].group
     assert group is not None
     assert group.lag is None
     assert group.undelivered_counted == 4

@@ -61,7 +61,8 @@ async def test_enqueue_refuses_each_message_no_worker_could_run_and_still_enqueu
     r: aioredis.Redis,
 ) -> None:
     replies = await raw_enqueue(r, json.dumps(message("good")), *BAD.values(), json.dumps(message("good2")))
-    assert replies[0] == 1 and replies[-1] == 1
+    # A good message's result is [1 (new), its position]: the second good one has the first ahead.
+    assert replies[0] == [1, 0] and replies[-1] == [1, 1]
     for name, reply in zip(BAD, replies[1:-1], strict=True):
         assert isinstance(reply, bytes) and reply.startswith(b"invalid: "), (name, reply)
     assert await r.xlen(KEYS.stream("normal")) == 2
@@ -90,7 +91,7 @@ async def test_a_message_a_worker_cannot_read_fails_its_job_once_with_the_reason
 
     # Bytes that are not UTF-8 inside the input pass the script (it does not decode strings).
     raw = json.dumps(message("bad-utf8")).encode().replace(b'"input": {}', b'"input": {"s": "\xff\xfe"}')
-    assert await raw_enqueue(r, raw) == [1]
+    assert await raw_enqueue(r, raw) == [[1, 0]]
     # An older or foreign writer, straight to the stream: an input that is not an object.
     listed = json.dumps(message("input-list", input=[1]))
     entry = await r.xadd(KEYS.stream("normal"), {"v": "1", "m": listed, "j": "input-list", "u": "input-list",

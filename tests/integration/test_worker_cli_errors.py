@@ -83,8 +83,13 @@ def test_replaying_a_dead_letter_id_that_is_not_one_says_so(redis_url: str) -> N
 
 def test_submit_wait_that_times_out_says_so_and_exits_non_zero(redis_url: str) -> None:
     done = kubeworkers("submit", "--redis-url", redis_url, "--pool", "p", "h", "--wait", "0.3")
-    assert done.stdout.strip()  # the job id
-    assert_one_line_error(done, says="still Queued")
+    job_id = done.stdout.strip()
+    assert job_id
+    # stderr: what the submit found out (one line), then the error (one line).
+    note, _, error = done.stderr.partition("\n")
+    assert note == f"{job_id}: queued; position 0 in pool p's queue (0 job(s) ahead of it)"
+    assert_one_line_error(subprocess.CompletedProcess(done.args, done.returncode, done.stdout, error),
+                          says="still Queued")
 
 
 def test_submit_wait_of_a_job_that_fails_exits_non_zero(redis_url: str, worker: WorkerProcess) -> None:

@@ -88,6 +88,7 @@ def test_every_periodic_thing_the_operator_does_is_one_list_on_the_settings_inte
         "record-resync": 61,
         "orphan-sweep": orphans.TURN_SECONDS,
         "events-trim": 30.0,
+        "queue-positions": 5.0,
     }
 
 

@@ -1,6 +1,13 @@
 """kubeworkers: typed Python handlers run by an autoscaled fleet of Kubernetes worker pods."""
 
-from kubeworkers.client import AmbiguousJobIdError, AsyncClient, Client, InvalidInputError, JobNotFoundError
+from kubeworkers.client import (
+    AmbiguousJobIdError,
+    AsyncClient,
+    Client,
+    InvalidInputError,
+    JobNotFoundError,
+    Submitted,
+)
 from kubeworkers.context import JobContext
 from kubeworkers.errors import PermanentError, RetryableError, SoftTimeout
 from kubeworkers.protocol import (
@@ -45,6 +52,7 @@ __all__ = [
     "SoftTimeout",
     "Step",
     "StepRef",
+    "Submitted",
     "handler",
     "registry",
 ]

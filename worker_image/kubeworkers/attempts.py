@@ -30,7 +30,7 @@ PREVIEW_CHARS = 1000
 class Delivery:
     """One delivery of a job to this worker: the stream entry it holds, and the attempt it runs."""
 
-    #: 1-based position of its stream in ``PoolKeys.streams`` (high, normal, low).
+    #: 1-based position of its stream in ``PoolKeys.streams`` (critical, high, normal, low).
     index: int
     entry: str
     stream: str

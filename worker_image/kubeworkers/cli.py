@@ -12,13 +12,17 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import redis
 
 from kubeworkers import connection, dlq, logs, queue, redis_url, reruns, run_local
-from kubeworkers.protocol import JobState, PoolKeys
+from kubeworkers.protocol import PRIORITY_ORDER, JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
+
+if TYPE_CHECKING:
+    from kubeworkers.client import Submitted
 
 #: The settings the commands other than ``worker`` take.
 CONNECTION = ("redis_url", "namespace", "pool")
@@ -62,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sequence: one step per --step, run in order, each on the previous one's output")
     s.add_argument("--input", default="{}", help="JSON object")
     s.add_argument("--job-id")
-    s.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+    s.add_argument("--priority", default="normal", choices=[p.value for p in PRIORITY_ORDER])
     when = s.add_mutually_exclusive_group()
     when.add_argument("--delay", type=float, metavar="SECONDS", help="start no earlier than this many seconds from now")
     when.add_argument("--at", metavar="RFC3339", help="start no earlier than this time, e.g. 2026-12-02T12:00:00Z")
@@ -327,6 +331,16 @@ def _start_time(text: str | None) -> datetime | None:
     return at
 
 
+def _submitted_line(job: Submitted, pool: str) -> str:
+    """What ``submit`` tells a person about the job it submitted (stderr)."""
+    what = "queued" if job.new else "already submitted (nothing enqueued again)"
+    if job.position is None:
+        where = "not waiting on the queue (delayed, running or finished)"
+    else:
+        where = f"position {job.position} in pool {pool}'s queue ({job.position} job(s) ahead of it)"
+    return f"{job}: {what}; {where}"
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from kubeworkers.client import Client, InvalidInputError
     from kubeworkers.protocol import Step
@@ -355,6 +369,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except NotReplicatedError as exc:
         return _fail("submit", str(exc), 1)
     print(job_id, flush=True)
+    # The id alone on stdout (scripts read it); what the submit found out on stderr.
+    print(_submitted_line(job_id, settings.pool), file=sys.stderr, flush=True)
     if args.wait is None:
         return 0
     record = client.wait(job_id, args.wait, pool=settings.pool)

@@ -46,6 +46,30 @@ def poll_delays(first: float = WAIT_FIRST_POLL, most: float = WAIT_MAX_POLL) -> 
         delay = min(delay * 2, most)
 
 
+class Submitted(str):
+    """The id of a submitted job (a ``str``: code that keeps the id as text goes on working), with
+    what the submit found out.
+
+    ``new`` is False when a job of this id already existed on the pool (submit is idempotent per
+    job id: nothing was enqueued again); ``position`` is how many jobs were ahead of it in its
+    pool's queue when it was submitted, in strict priority order (docs/handlers.md, *Priorities*),
+    or None when it does not wait on a stream (a delayed job, or a duplicate already running or
+    finished).
+    """
+
+    new: bool
+    position: int | None
+
+    def __new__(cls, job_id: str, *, new: bool, position: int | None) -> Submitted:
+        self = super().__new__(cls, job_id)
+        self.new = new
+        self.position = position
+        return self
+
+    def __repr__(self) -> str:
+        return f"Submitted({str(self)!r}, new={self.new}, position={self.position})"
+
+
 class InvalidInputError(ValueError):
     """The input does not match the handler's input model (checked when the handler is importable)."""
 
@@ -91,7 +115,7 @@ def check_policy(*, timeout: float | None, max_attempts: int | None, name: str =
 class JobOptions(TypedDict, total=False):
     """The per-job options of ``submit`` and ``submit_many``; each one left out is the handler's."""
 
-    #: ``high``, ``normal`` (default) or ``low``.
+    #: ``critical``, ``high``, ``normal`` (default) or ``low``.
     priority: Priority | str
     #: Hard time limit of one attempt, seconds.
     timeout: float | None
@@ -222,16 +246,17 @@ class _Jobs:
         *,
         job_id: str | None = None,
         **options: Unpack[JobOptions],
-    ) -> Plan[str]:
-        """Enqueue one job; returns its id. Submitting the same ``job_id`` again enqueues nothing.
+    ) -> Plan[Submitted]:
+        """Enqueue one job; returns its id as a :class:`Submitted` (``.new``, ``.position``).
+        Submitting the same ``job_id`` again enqueues nothing (``.new`` is then False).
 
         ``options`` (:class:`JobOptions`): ``priority``, ``timeout``, ``soft_timeout``,
         ``max_attempts``, ``retry`` (a :class:`~kubeworkers.protocol.RetryPolicy`), ``expires``,
         ``delay`` or ``at`` (a delayed job).
         """
         msg = self._build.message(pool, handler, input, job_id, options)
-        yield from queue.enqueue_plan([msg], self.durable)
-        return msg.job_id
+        [result] = yield from queue.enqueue_results_plan([msg], self.durable)
+        return Submitted(msg.job_id, new=result.new, position=result.position)
 
     def submit_sequence(
         self,
@@ -241,9 +266,10 @@ class _Jobs:
         *,
         job_id: str | None = None,
         **options: Unpack[JobOptions],
-    ) -> Plan[str]:
+    ) -> Plan[Submitted]:
         """Enqueue a sequence: ``steps[0]`` runs on ``input``, each next step on the previous one's
         output, the last one's output is the job's; one job id, one record (docs/workflows.md).
+        Returns its id as a :class:`Submitted` (``.new``, ``.position``), as :meth:`submit` does.
 
         Each :class:`~kubeworkers.protocol.Step` has its own timeouts and retry policy; what a step
         leaves unset is ``options``' (the job's), then its handler's. A failed step can be run again
@@ -256,8 +282,8 @@ class _Jobs:
             check_policy(timeout=step.timeout_seconds, max_attempts=step.max_attempts)
             check_policy(timeout=step.soft_timeout_seconds, max_attempts=None, name="soft_timeout")
         msg = protocol.sequence(self._build.message(pool, steps[0].handler, input, job_id, options), steps)
-        yield from queue.enqueue_plan([msg], self.durable)
-        return msg.job_id
+        [result] = yield from queue.enqueue_results_plan([msg], self.durable)
+        return Submitted(msg.job_id, new=result.new, position=result.position)
 
     def submit_many(
         self,
@@ -267,26 +293,32 @@ class _Jobs:
         *,
         job_ids: Sequence[str] | None = None,
         **options: Unpack[JobOptions],
-    ) -> Plan[list[str]]:
-        """Enqueue many jobs of one handler in pipelined round trips; returns their ids in order."""
+    ) -> Plan[list[Submitted]]:
+        """Enqueue many jobs of one handler in pipelined round trips; returns their ids in order,
+        each a :class:`Submitted` (``.new``, ``.position``)."""
         values = list(inputs)
         if job_ids is not None and len(job_ids) != len(values):
             raise ValueError(f"{len(job_ids)} job ids for {len(values)} inputs")
-        ids: list[str] = []
+        ids: list[Submitted] = []
         sending: Any = None
+        sent: list[JobMessage] = []
+
+        def collect(msgs: list[JobMessage], results: list[queue.Enqueued]) -> None:
+            ids.extend(Submitted(m.job_id, new=r.new, position=r.position) for m, r in zip(msgs, results, strict=True))
+
         for start in range(0, len(values), queue.ENQUEUE_CHUNK):
             chunk = [
                 self._build.message(pool, handler, v, job_ids[start + i] if job_ids is not None else None, options)
                 for i, v in enumerate(values[start : start + queue.ENQUEUE_CHUNK])
             ]
-            ids.extend(m.job_id for m in chunk)
             # One chunk in flight while the next is built: Redis and Python work at the
             # same time (when awaited), and chunks still arrive in order.
             if sending is not None:
-                yield Join(sending)
-            sending = yield Start(queue.enqueue_plan(chunk, self.durable))
+                collect(sent, (yield Join(sending)))
+            sending = yield Start(queue.enqueue_results_plan(chunk, self.durable))
+            sent = chunk
         if sending is not None:
-            yield Join(sending)
+            collect(sent, (yield Join(sending)))
         return ids
 
     def _pool(self, job_id: str, pool: str | None) -> Plan[str | None]:

@@ -149,7 +149,8 @@ class Consumer:
             result_ttl=self.settings.result_ttl, default_max_attempts=DEFAULT_MAX_ATTEMPTS,
             handler_max_attempts=self.handler_max,
             handler_free=json.dumps(self.holdings.free_by_handler(self.limits)),
-            dead_letter_maxlen=self.settings.dead_letter_maxlen, given=given,
+            dead_letter_maxlen=self.settings.dead_letter_maxlen,
+            aging_ms=round(self.settings.priority_aging_seconds * 1000), given=given,
         )
 
     async def _take_call(self, args: list[wire.Arg]) -> list[wire.Taken]:

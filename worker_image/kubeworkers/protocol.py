@@ -41,15 +41,18 @@ MAX_STEPS = 20
 
 
 class Priority(enum.StrEnum):
-    """Scheduling class of a job. Workers always drain ``high`` before ``normal`` before ``low``."""
+    """Scheduling class of a job, the seed system's four levels. Workers drain ``critical`` before
+    ``high`` before ``normal`` before ``low``, strictly unless the pool turns on priority aging
+    (``KUBEWORKERS_PRIORITY_AGING_SECONDS``, docs/handlers.md *Priorities*)."""
 
+    CRITICAL = "critical"
     HIGH = "high"
     NORMAL = "normal"
     LOW = "low"
 
 
 #: Order in which a worker reads the per-priority streams.
-PRIORITY_ORDER: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+PRIORITY_ORDER: tuple[Priority, ...] = (Priority.CRITICAL, Priority.HIGH, Priority.NORMAL, Priority.LOW)
 
 
 class JobState(enum.StrEnum):

@@ -105,12 +105,33 @@ ENQUEUE_CHUNK = 500
 # --------------------------------------------------------------------------- the operations, once
 
 
+@dataclass(frozen=True)
+class Enqueued:
+    """What ``enqueue.lua`` says of one message."""
+
+    #: False when the job was already known (the same job id and uid: an idempotent repeat).
+    new: bool
+    #: Jobs ahead of it in its pool's queue (docs/protocol.md, *Queue positions*); None when it
+    #: does not wait on a stream (a delayed job, one already running or finished).
+    position: int | None
+
+
+def _position(value: object) -> int | None:
+    return int(value) if isinstance(value, int) and value >= 0 else None
+
+
 def enqueue_plan(msgs: Iterable[JobMessage], durable: Durability | None = None) -> Plan[list[bool]]:
     """Enqueue messages (any pools) with one script call per pool and :data:`ENQUEUE_CHUNK` jobs, all
     in one round trip; True per message that was new. Idempotent, so repeated on connection errors.
 
     With ``durable``, the same round trip waits for replicas (:class:`Durability`) and raises
     :class:`NotReplicatedError` when too few acknowledged."""
+    results = yield from enqueue_results_plan(msgs, durable)
+    return [r.new for r in results]
+
+
+def enqueue_results_plan(msgs: Iterable[JobMessage], durable: Durability | None = None) -> Plan[list[Enqueued]]:
+    """:func:`enqueue_plan`, saying per message whether it was new and its queue position."""
     pending = list(msgs)
     calls: list[tuple[str, Sequence[str], Sequence[wire.Arg]]] = []
     positions: list[list[int]] = []
@@ -118,7 +139,7 @@ def enqueue_plan(msgs: Iterable[JobMessage], durable: Durability | None = None) 
         for start in range(0, len(group), ENQUEUE_CHUNK):
             calls.append(("enqueue", [], _enqueue_argv(group[start : start + ENQUEUE_CHUNK])))
             positions.append(where[start : start + ENQUEUE_CHUNK])
-    results = [False] * len(pending)
+    results = [Enqueued(new=False, position=None)] * len(pending)
     refused: list[str] = []
     if calls:
         tail = durable.commands() if durable is not None else []
@@ -127,13 +148,37 @@ def enqueue_plan(msgs: Iterable[JobMessage], durable: Durability | None = None) 
             raise NotReplicatedError([m.job_id for m in pending], acked, durable)
         replies = replies[: len(calls)]
         for at, reply in zip(positions, replies, strict=True):
-            for i, flag in zip(at, reply, strict=True):
-                if isinstance(flag, bytes):
-                    refused.append(f"{pending[i].job_id}: {flag.decode(errors='replace')}")
-                results[i] = flag == 1
+            for i, result in zip(at, reply, strict=True):
+                if isinstance(result, bytes):
+                    refused.append(f"{pending[i].job_id}: {result.decode(errors='replace')}")
+                else:
+                    flag, position = result
+                    results[i] = Enqueued(new=flag == 1, position=_position(position))
     if refused:
         raise MessageRefusedError(f"{len(refused)} message(s) refused: {'; '.join(refused[:5])}")
     return results
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Queue positions of some jobs of one pool (``lua/positions.lua``)."""
+
+    #: Entries the pool's workers have been handed, over all its streams (the take counter: two
+    #: readings give the take rate); None when Redis cannot say (a stream's entries-read is unknown).
+    taken: int | None
+    #: Job id -> jobs ahead of it in the queue; None when it does not wait on a stream.
+    positions: dict[str, int | None]
+
+
+def positions_plan(namespace: str, pool: str, job_ids: Sequence[str]) -> Plan[Positions]:
+    """See :func:`positions`. A read, so repeated after connection errors."""
+    keys = PoolKeys(namespace, pool)
+    reply = yield from scripts.call_plan("positions", [], [keys.prefix, *job_ids], idempotent=True)
+    taken, found = reply
+    return Positions(
+        taken=_position(taken),
+        positions={job_id: _position(p) for job_id, p in zip(job_ids, found, strict=True)},
+    )
 
 
 def _cancel_call(
@@ -305,6 +350,13 @@ async def enqueue(r: aioredis.Redis, msg: JobMessage) -> bool:
 async def enqueue_many(r: aioredis.Redis, msgs: Iterable[JobMessage]) -> list[bool]:
     """:func:`enqueue` for many messages: one script call per pool and 500 jobs, all pipelined."""
     return await redis_ops.run(r, enqueue_plan(msgs))
+
+
+async def positions(r: aioredis.Redis, namespace: str, pool: str, job_ids: Sequence[str]) -> Positions:
+    """How many jobs are ahead of each of these jobs in their pool's queue, in strict priority
+    order (docs/protocol.md, *Queue positions*), and the pool's take counter. Bounded work per
+    job whatever the queue's length: one script call for them all."""
+    return await redis_ops.run(r, positions_plan(namespace, pool, job_ids))
 
 
 async def cancel(

@@ -239,6 +239,10 @@ class JobStatus(CrdModel):
     last_worker: str | None = None
     queued_at: datetime | None = None
     not_before: datetime | None = None
+    #: While Queued: about how many jobs of the pool start before it (docs/handlers.md, *Priorities*).
+    position: int | None = Field(default=None, ge=0)
+    #: While Queued: when it should start, from its position and the pool's take rate.
+    estimated_start_time: datetime | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None
     progress: JobProgress | None = None

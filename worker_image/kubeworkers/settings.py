@@ -134,6 +134,12 @@ class WorkerSettings:
         0.25, env="KUBEWORKERS_PROMOTE_SECONDS", flag="--promote-seconds",
         help="how often due retries are moved back to the streams",
     )
+    priority_aging_seconds: float = setting(
+        0.0, env="KUBEWORKERS_PRIORITY_AGING_SECONDS", flag="--priority-aging-seconds",
+        help="priority aging: a job that has waited this many seconds on its stream is taken as if one "
+             "level higher, one more level per further period, so low jobs never starve behind a steady "
+             "stream of higher ones (0: strict priority order, lower levels may starve)",
+    )
     durable_replicas: int = setting(
         0, env="KUBEWORKERS_DURABLE_REPLICAS", flag="--durable-replicas",
         help="replicas that must acknowledge a take before its jobs start, and a result before it counts as "
@@ -169,6 +175,8 @@ class WorkerSettings:
             )
         if self.dead_letter_maxlen < 1:
             raise ValueError(f"dead_letter_maxlen must be >= 1, got {self.dead_letter_maxlen}")
+        if not self.priority_aging_seconds >= 0 or self.priority_aging_seconds == float("inf"):
+            raise ValueError(f"priority_aging_seconds must be seconds >= 0, got {self.priority_aging_seconds}")
         if self.durable_replicas < 0:
             raise ValueError(f"durable_replicas must be >= 0, got {self.durable_replicas}")
         if self.cancel_grace < 0 or self.max_output_bytes < 1024:

@@ -242,13 +242,15 @@ def take_args(
     handler_max_attempts: str,
     handler_free: str = "{}",
     dead_letter_maxlen: int,
+    aging_ms: int = 0,
     given: Iterable[Given] = (),
 ) -> list[Arg]:
     """``take.lua``'s ARGV, in its order (``handler_max_attempts``: JSON ``{handler: max}``;
-    ``handler_free``: JSON ``{handler: free slots}`` of the handlers with a concurrency limit)."""
+    ``handler_free``: JSON ``{handler: free slots}`` of the handlers with a concurrency limit;
+    ``aging_ms``: the priority aging period, 0 for strict priority order)."""
     args: list[Arg] = [
         mode, group, consumer, count, now, prefix, events, pointer_prefix, result_ttl, default_max_attempts,
-        handler_max_attempts, handler_free, dead_letter_maxlen,
+        handler_max_attempts, handler_free, dead_letter_maxlen, aging_ms,
     ]
     for entry in given:
         args.extend(entry)

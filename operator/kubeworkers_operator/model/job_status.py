@@ -31,6 +31,7 @@ from typing import Any
 
 from kubeworkers.protocol import JobError, JobEvent, JobRecord, JobState, StepRef
 
+from kubeworkers_operator.model import queue_position
 from kubeworkers_operator.model.conditions import rfc3339, set_condition
 from kubeworkers_operator.model.defaults import DEFAULT_OUTPUT_LIMIT
 
@@ -311,7 +312,7 @@ def apply_event(status: Mapping[str, Any], event: JobEvent, *, output_limit: int
         )
         if event.state is JobState.SUCCEEDED and "progress" in new:
             new["progress"] = {**new["progress"], "fraction": 1.0}
-    return new
+    return queue_position.without_position(new)
 
 
 def _fold_step(
@@ -411,7 +412,7 @@ def apply_record(status: Mapping[str, Any], record: JobRecord, *, output_limit: 
             new, record.state, at=record.finished_at or record.updated_at or 0.0, output=record.output,
             error=record.error, message=record.message, output_limit=output_limit,
         )
-    return new
+    return queue_position.without_position(new)
 
 
 def with_enqueued_condition(status: Mapping[str, Any], pool: str) -> Status:

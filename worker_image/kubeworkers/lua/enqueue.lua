@@ -5,7 +5,7 @@
 -- Every message is checked first: one no worker could run is refused with the reason and
 -- nothing is written for it (the other messages of the batch are unaffected). What is
 -- checked: a JSON object with non-empty text job_id, uid, namespace and handler, pool equal to
--- ARGV[4], input an object (or absent), priority high/normal/low (or absent), timeout_seconds
+-- ARGV[4], input an object (or absent), priority critical/high/normal/low (or absent), timeout_seconds
 -- a number > 0 (or absent/null), max_attempts a whole number from 1 to MAX_ATTEMPTS (or
 -- absent/null), enqueued_at a number (or absent), not_before a number (or absent/null).
 --
@@ -15,15 +15,20 @@
 --
 -- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] job->pools set prefix 'kw:{ns}:jobpools:'
 -- ARGV[4] pool name   ARGV[5..] message JSON (protocol.JobMessage), one per job
--- Returns one result per message: 1 enqueued, 0 already enqueued (same uid, or
--- a different uid whose job has not finished yet), or 'invalid: <why>'.
+-- Returns one result per message: {1, position} enqueued, {0, position} already enqueued (same
+-- uid, or a different uid whose job has not finished yet), or 'invalid: <why>'. The position
+-- (position.lua) is the jobs ahead of it in its pool's queue, -1 when it does not wait on a stream
+-- (delayed, running, finished, or another uid's job).
+-- The record's entry_seq is '<entry> <n>': the entry's number on its stream (entries-added after
+-- its XADD), when the workers' group knows its entries-read; positions.lua counts from it.
 -- Keys are derived from the prefixes (all within the pool's hash tag, except the
 -- job->pools set), so one call can carry a thousand jobs.
 --! include children
+--! include position
 local now, prefix, pointer_prefix, pool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 -- Same as kubeworkers.protocol.MAX_ATTEMPTS_LIMIT (a test keeps the two equal).
 local MAX_ATTEMPTS = 1000
-local PRIORITIES = {high = true, normal = true, low = true}
+local PRIORITIES = {critical = true, high = true, normal = true, low = true}
 local results = {}
 local enqueued = 0
 
@@ -53,7 +58,7 @@ local function invalid(msg)
     return 'input must be a JSON object'
   end
   if not absent(msg['priority']) and not PRIORITIES[msg['priority']] then
-    return 'priority must be high, normal or low'
+    return 'priority must be critical, high, normal or low'
   end
   local timeout = msg['timeout_seconds']
   if not absent(timeout) and (type(timeout) ~= 'number' or not (timeout > 0) or timeout == math.huge) then
@@ -87,11 +92,13 @@ for i = 5, #ARGV do
   else
     local job_id, uid = msg['job_id'], msg['uid']
     local record = prefix .. 'job:' .. job_id
-    local result = 1
+    local result, position = 1, -1
     local existing = redis.call('HGET', record, 'uid')
     if existing then
       if existing == uid then
         result = 0
+        local rec = redis.call('HMGET', record, 'state', 'priority', 'entry', 'entry_seq')
+        position = kw_position(prefix, rec[1], rec[2], rec[3], rec[4])
       else
         local state = redis.call('HGET', record, 'state')
         if state ~= 'Succeeded' and state ~= 'Failed' and state ~= 'Cancelled' then
@@ -109,7 +116,7 @@ for i = 5, #ARGV do
         max_attempts = ''
       end
       -- Delayed jobs (begin) ---------------------------------------------------------------
-      local not_before, id, message = msg['not_before'], '', ''
+      local not_before, id, message, entry_seq = msg['not_before'], '', '', ''
       if not absent(not_before) and not_before > tonumber(now) then
         redis.call('ZADD', prefix .. 'delayed', not_before, raw)
         message = 'delayed'
@@ -117,6 +124,12 @@ for i = 5, #ARGV do
         not_before = nil
         id = redis.call('XADD', prefix .. 'jobs:' .. priority, '*', 'v', '1', 'm', raw,
           'j', job_id, 'u', uid, 'h', msg['handler'])
+        kw_stream_added(prefix, priority)
+        local seq = kw_entry_seq(prefix, priority)
+        if seq then
+          entry_seq = id .. ' ' .. seq
+        end
+        position = kw_position(prefix, 'Queued', priority, id, entry_seq)
       end
       -- Delayed jobs (end) -----------------------------------------------------------------
       redis.call('HSET', record,
@@ -124,7 +137,7 @@ for i = 5, #ARGV do
         'handler', msg['handler'], 'priority', priority, 'state', 'Queued', 'attempts', '0',
         'max_attempts', max_attempts, 'entry', id,
         'enqueued_at', string.format('%.6f', absent(msg['enqueued_at']) and 0 or msg['enqueued_at']),
-        'updated_at', now, 'msg', raw, 'message', message)
+        'updated_at', now, 'msg', raw, 'message', message, 'entry_seq', entry_seq)
       if not_before then
         redis.call('HSET', record, 'not_before', string.format('%.6f', not_before))
       end
@@ -146,7 +159,7 @@ for i = 5, #ARGV do
       enqueued = enqueued + 1
       kw_child_enqueued(record, msg, now)  -- fan-out (children.lua): a child registers with its parent
     end
-    results[#results + 1] = result
+    results[#results + 1] = {result, position}
   end
 end
 if enqueued > 0 then

@@ -5,7 +5,7 @@
 -- nothing else would ever finish or expire it. Everything is checked again here, atomically.
 --
 -- KEYS[1] record   KEYS[2] delayed set   KEYS[3] events stream   KEYS[4] job->pools set
--- KEYS[5] dead-letter stream   KEYS[6..8] high, normal, low streams   KEYS[9] pool stats
+-- KEYS[5] dead-letter stream   KEYS[6..9] critical, high, normal, low streams   KEYS[10] pool stats
 -- ARGV[1] now: unix seconds   ARGV[2] min_age: seconds unchanged   ARGV[3] result_ttl
 -- ARGV[4] group: the workers' consumer group
 -- Returns 1 when the job was failed, 0 when it was left alone.
@@ -21,8 +21,8 @@ if now - (tonumber(rec[2]) or 0) < tonumber(ARGV[2]) then
   return 0
 end
 local entry, msg = rec[3] or '', rec[5] or ''
-local streams = {high = KEYS[6], normal = KEYS[7], low = KEYS[8]}
-local stream = streams[rec[4] or 'normal'] or KEYS[7]
+local streams = {critical = KEYS[6], high = KEYS[7], normal = KEYS[8], low = KEYS[9]}
+local stream = streams[rec[4] or 'normal'] or KEYS[8]
 if entry == '' then
   if state == 'Queued' and redis.call('ZSCORE', KEYS[2], msg) then
     return 0  -- a retry waiting out its backoff
@@ -52,6 +52,6 @@ local dead = redis.call('XADD', KEYS[5], '*', 'm', msg, 'reason', message, 'erro
   'at', ARGV[1], 'worker', '')
 redis.call('HSET', KEYS[1], 'dead_letter', dead)  -- so rerun.lua removes this entry
 -- Not 'failed': no run of known duration ended (as for WorkerLost in take.lua).
-redis.call('HINCRBY', KEYS[9], 'rejected', 1)
-redis.call('HINCRBY', KEYS[9], 'dead_lettered', 1)
+redis.call('HINCRBY', KEYS[10], 'rejected', 1)
+redis.call('HINCRBY', KEYS[10], 'dead_lettered', 1)
 return 1

@@ -1,9 +1,15 @@
 -- Take jobs for a worker: deliver entries through the consumer group and decide,
 -- per entry, whether it runs; runnable jobs are marked Running in the same call.
 --
--- Mode 'read' reads up to COUNT new entries strictly in priority order (high,
+-- Mode 'read' reads up to COUNT new entries strictly in priority order (critical, high,
 -- then normal, then low); it never blocks (the worker falls back to a blocking
 -- XREADGROUP and then calls mode 'given' with what that returned).
+--
+-- Priority aging (aging_ms > 0): an entry that has waited aging_ms on its stream (by its id's
+-- time) ranks one level higher, one more level per further aging_ms, up to the top; among
+-- entries of one rank the oldest goes first. Mode 'read' then takes from the stream whose next
+-- undelivered entry ranks first, as many as rank before the next stream's, until COUNT are read.
+-- So a low job waits at most about 3 x aging_ms behind a steady stream of higher ones.
 --
 -- Idempotent for the worker that took a job: an entry whose record is already Running
 -- for this very delivery and worker (a take whose reply was lost, passed again in mode
@@ -23,7 +29,8 @@
 -- ARGV[11] handler_max_attempts: JSON {handler: max attempts}
 -- ARGV[12] handler_free: JSON {handler: free slots} of the handlers with a concurrency limit
 -- ARGV[13] dead_letter_maxlen: entries the pool's dead-letter stream keeps, about (MAXLEN ~)
--- ARGV[14..] given: mode 'given', per entry: stream, entry, message, job_id, uid, handler
+-- ARGV[14] aging_ms: priority aging period, milliseconds (0: strict priority order)
+-- ARGV[15..] given: mode 'given', per entry: stream, entry, message, job_id, uid, handler
 -- (stream is the 1-based index into KEYS; job id, uid and handler are also stream fields
 -- j, u, h, so reading needs no JSON decoding; entries without them are decoded)
 --
@@ -47,6 +54,7 @@ local default_max = tonumber(ARGV[10])
 local handler_max = cjson.decode(ARGV[11])
 local handler_free = cjson.decode(ARGV[12])
 local dlq_maxlen = ARGV[13]
+local aging_ms = tonumber(ARGV[14]) or 0
 local out = {}
 
 local function finished(state)
@@ -171,7 +179,102 @@ local function take(index, id, raw, job_id, uid, handler)
   out[n + 9] = max
 end
 
-if ARGV[1] == 'read' then
+local function deliver(index, reply)
+  local n = 0
+  if reply then
+    for _, entry in ipairs(reply[1][2]) do
+      local fields, f = entry[2], {}
+      for j = 1, #fields, 2 do
+        f[fields[j]] = fields[j + 1]
+      end
+      take(index, entry[1], f['m'] or '', f['j'], f['u'], f['h'])
+      n = n + 1
+    end
+  end
+  return n
+end
+
+-- Priority aging (see the header): the rank of an entry of stream `index` added at `ms`.
+local now_ms = math.floor(tonumber(now) * 1000)
+local function rank(index, id)
+  local ms = tonumber(string.match(id, '^(%d+)')) or 0
+  local level = index - 1 - math.floor(math.max(0, now_ms - ms) / aging_ms)
+  return math.max(0, level), ms
+end
+
+local function before(a, b)  -- {level, ms, index}: does a go first?
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end
+
+local function take_aged(remaining)
+  local last = {}
+  for index, stream in ipairs(KEYS) do
+    last[index] = '0-0'
+    if redis.call('EXISTS', stream) == 1 then
+      for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+        local f = {}
+        for i = 1, #g, 2 do
+          f[g[i]] = g[i + 1]
+        end
+        if f['name'] == group then
+          last[index] = f['last-delivered-id']
+        end
+      end
+    else
+      last[index] = false  -- no stream, nothing waits on it
+    end
+  end
+  local heads = {}
+  while remaining > 0 do
+    local best, second = nil, nil
+    for index = 1, #KEYS do
+      if last[index] and heads[index] == nil then
+        local head = redis.call('XRANGE', KEYS[index], '(' .. last[index], '+', 'COUNT', 1)[1]
+        heads[index] = head and head[1] or false
+      end
+      if last[index] and heads[index] then
+        local level, ms = rank(index, heads[index])
+        local r = {level, ms, index}
+        if not best or before(r, best) then
+          best, second = r, best
+        elseif not second or before(r, second) then
+          second = r
+        end
+      end
+    end
+    if not best then
+      break
+    end
+    local index, n = best[3], remaining
+    if second then
+      -- Entries of a stream only get younger: count those still ranking before the runner-up.
+      n = 0
+      for _, e in ipairs(redis.call('XRANGE', KEYS[index], '(' .. last[index], '+', 'COUNT', remaining)) do
+        local level, ms = rank(index, e[1])
+        if not before({level, ms, index}, second) then
+          break
+        end
+        n = n + 1
+        last[index] = e[1]
+      end
+    else
+      last[index] = false  -- read to its end below: nothing else ranks
+    end
+    heads[index] = nil
+    local got = deliver(index, redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', math.max(1, n),
+      'STREAMS', KEYS[index], '>'))
+    if got == 0 then
+      last[index] = false
+    end
+    remaining = remaining - math.max(1, got)
+  end
+end
+
+if ARGV[1] == 'read' and aging_ms > 0 then
+  take_aged(tonumber(ARGV[4]))
+elseif ARGV[1] == 'read' then
   local remaining = tonumber(ARGV[4])
   for index, stream in ipairs(KEYS) do
     if remaining <= 0 then
@@ -190,7 +293,7 @@ if ARGV[1] == 'read' then
     end
   end
 else
-  for i = 14, #ARGV, 6 do
+  for i = 15, #ARGV, 6 do
     take(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
   end
 end
