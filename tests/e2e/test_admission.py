@@ -217,13 +217,15 @@ def test_kubectl_get_jobs_shows_pool_handler_status_attempts_age(crds_installed:
     )  # fmt: skip
 
     header, row = cluster.kubectl("get", "jobs.workers.io", "-n", namespace).stdout.splitlines()
-    assert columns(header) == ["NAME", "POOL", "HANDLER", "STATUS", "ATTEMPTS", "AGE"]
+    assert columns(header) == ["NAME", "POOL", "HANDLER", "STATUS", "ATTEMPTS", "POSITION", "AGE"]
     assert columns(row)[:5] == ["word-count", "demo", "word_count", "Running", "2"]
 
     header, row = cluster.kubectl("get", "wj", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert columns(header) == [
-        "NAME", "POOL", "HANDLER", "STATUS", "ATTEMPTS", "PROGRESS", "WORKER", "PRIORITY", "STEP", "AGE"
+        "NAME", "POOL", "HANDLER", "STATUS", "ATTEMPTS", "POSITION", "RERUNS", "PROGRESS", "WORKER", "PRIORITY",
+        "STEP", "AGE",
     ]  # fmt: skip
+    # POSITION and RERUNS are empty for a Running Job on its first run: the cells split away.
     assert columns(row)[:8] == ["word-count", "demo", "word_count", "Running", "2", "0.5", "demo-abc", "normal"]
 
 
