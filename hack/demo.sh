@@ -3,7 +3,8 @@
 #   up    a control plane of its own + redis-server + CRDs + operator (cluster-wide, as the
 #         chart runs it) + kubelet stand-in for worker pods, then apply examples/workerpool.yaml
 #         and examples/job.yaml and show `kubectl get jobs.workers.io`; then the delayed Job, the
-#         sequence (examples/extraction-workflow.yaml) and the Schedule, not waited for
+#         sequence (examples/extraction-workflow.yaml), the fan-out (examples/orchestrator.yaml)
+#         and the Schedule, not waited for
 #   down  stop everything `up` started, its control plane included
 #   env   print the export line for the demo's kubeconfig
 # State, kubeconfig and logs: $KUBEWORKERS_DEMO_DIR, default .local/demo/. The tests run their
@@ -95,6 +96,9 @@ up() {
   # Not waited for: a sequence (parse -> extract -> store); its extract step fails once and is retried.
   say "kubectl apply -f examples/extraction-workflow.yaml (a sequence of three steps, one Job)"
   $KUBECTL apply -f examples/extraction-workflow.yaml
+  # Not waited for: the persona ingestion (fan-out and joins); one quote fails on purpose.
+  say "kubectl apply -f examples/orchestrator.yaml (a parent, its children and their joins)"
+  $KUBECTL apply -f examples/orchestrator.yaml
   # Not waited for: its first run starts 30 s after it is created.
   say "kubectl apply -f examples/schedule.yaml (a Schedule: a maintenance run every 30 s)"
   $KUBECTL apply -f examples/schedule.yaml
@@ -108,6 +112,7 @@ up() {
   echo "      kubectl get schedules.workers.io -w   (runs: kubectl get wj -l workers.io/schedule)"
   echo "      kubectl get jobs.workers.io delayed-word-count -w   (starts at its status.notBefore)"
   echo "      kubectl get jobs.workers.io extract-report -o wide -w   (its STEP column: step 1/3 parse ... 3/3 store)"
+  echo "      kubectl get jobs.workers.io ingest-ada -o jsonpath='{.status.children}'   (kubeworkers children default/ingest-ada)"
   echo "      (logs: $DEMO/, stop with: make demo-down)"
   [[ "$phase" == "Succeeded" ]]
 }
