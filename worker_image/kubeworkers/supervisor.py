@@ -35,6 +35,19 @@ LOG_EVERY = 30.0
 FIRST_RESTART = 0.1
 
 
+def _honour_cancel() -> None:
+    """Raise the cancellation of the current task if one is pending that its body swallowed.
+
+    Code under a task may turn a cancellation into another exception or drop it (a Redis
+    client's timeout racing the cancel, a ``suppress`` around an await): the task then goes on
+    as if never told, and whoever awaits it after cancelling it waits for ever (a worker whose
+    drain waited on its heartbeat did). ``Task.cancelling()`` still counts the request.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 @dataclass
 class Health:
     """How one supervised task is doing."""
@@ -126,9 +139,11 @@ class Supervisor:
     ) -> None:
         delay = interval()
         while True:
+            _honour_cancel()
             await asyncio.sleep(delay)
             try:
                 await tick()
+                _honour_cancel()
             except asyncio.CancelledError:
                 raise
             except MemoryError as exc:
@@ -148,7 +163,9 @@ class Supervisor:
     async def _forever(self, h: Health, body: Callable[[], Awaitable[object]], done: Callable[[], bool]) -> None:
         while True:
             try:
+                _honour_cancel()
                 await body()
+                _honour_cancel()
                 if done():
                     self._finished.add(h.name)
                     return
