@@ -281,16 +281,7 @@ elseif ARGV[1] == 'read' then
       break
     end
     local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', remaining, 'STREAMS', stream, '>')
-    if reply then
-      for _, entry in ipairs(reply[1][2]) do
-        local fields, f = entry[2], {}
-        for j = 1, #fields, 2 do
-          f[fields[j]] = fields[j + 1]
-        end
-        take(index, entry[1], f['m'] or '', f['j'], f['u'], f['h'])
-        remaining = remaining - 1
-      end
-    end
+    remaining = remaining - deliver(index, reply)
   end
 else
   for i = 15, #ARGV, 6 do
