@@ -58,6 +58,16 @@ def newest_master(answers: list[dict[str, Any]]) -> tuple[str, int] | None:
     return str(newest["ip"]), int(newest["port"])
 
 
+def _newest_or_raise(
+    answers: list[dict[str, Any]], errors: list[str], service_name: str, not_found: type[Exception],
+) -> tuple[str, int]:
+    """:func:`newest_master` of the answers, or ``not_found`` in redis-py's words (both clients)."""
+    found = newest_master(answers)
+    if found is None:
+        raise not_found(f"No master found for {service_name!r}" + (f" : {', '.join(errors)}" if errors else ""))
+    return found
+
+
 class _Sentinel(redis.sentinel.Sentinel):
     """Blocking Sentinel client that follows the newest configuration (see the module docstring)."""
 
@@ -72,11 +82,7 @@ class _Sentinel(redis.sentinel.Sentinel):
                 continue
             if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
                 answers.append(state)
-        found = newest_master(answers)
-        if found is None:
-            raise redis.sentinel.MasterNotFoundError(
-                f"No master found for {service_name!r}" + (f" : {', '.join(errors)}" if errors else ""))
-        return found
+        return _newest_or_raise(answers, errors, service_name, redis.sentinel.MasterNotFoundError)
 
 
 class _AsyncSentinel(aiosentinel.Sentinel):
@@ -93,11 +99,7 @@ class _AsyncSentinel(aiosentinel.Sentinel):
                 continue
             if state and self.check_master_state(state, service_name):
                 answers.append(state)
-        found = newest_master(answers)
-        if found is None:
-            raise aiosentinel.MasterNotFoundError(
-                f"No master found for {service_name!r}" + (f" : {', '.join(errors)}" if errors else ""))
-        return found
+        return _newest_or_raise(answers, errors, service_name, aiosentinel.MasterNotFoundError)
 
 
 class _AsyncSentinelPool(aiosentinel.SentinelConnectionPool):
