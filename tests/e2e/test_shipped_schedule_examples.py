@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
+from typing import Any
 
 import yaml
 
@@ -36,7 +37,7 @@ def test_shipped_delayed_job_waits_queued_until_its_time_then_counts_its_words(
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=shipped.replace(SHIPPED_NOT_BEFORE, not_before))
     name = yaml.safe_load(shipped)["metadata"]["name"]
 
-    def delayed() -> dict | None:
+    def delayed() -> dict[str, Any] | None:
         job = get_job(cluster, namespace, name)
         status = (job or {}).get("status", {})
         return status if status.get("notBefore") else None
@@ -65,7 +66,7 @@ def test_shipped_schedule_runs_the_maintenance_job_with_its_template_labels_and_
     name = shipped["metadata"]["name"]
     labels = shipped["spec"]["jobTemplate"]["metadata"]["labels"]
 
-    def succeeded_run() -> dict | None:
+    def succeeded_run() -> dict[str, Any] | None:
         out = cluster.kubectl("get", "jobs.workers.io", "-n", namespace, "-l", f"workers.io/schedule={name}",
                               "-o", "json").stdout
         done = [j for j in json.loads(out)["items"] if j.get("status", {}).get("phase") == "Succeeded"]
@@ -79,7 +80,7 @@ def test_shipped_schedule_runs_the_maintenance_job_with_its_template_labels_and_
     assert run["spec"]["handler"] == "maintenance" and run["spec"]["pool"] == "demo"
     assert run["status"]["output"] == {"task": "vacuum", "done": True}
 
-    def recorded() -> dict | None:
+    def recorded() -> dict[str, Any] | None:
         out = cluster.kubectl("get", "schedules.workers.io", name, "-n", namespace, "-o", "json").stdout
         status = json.loads(out).get("status", {})
         return status if status.get("lastSuccessfulTime") else None
