@@ -91,6 +91,8 @@ up() {
   echo
   # Not waited for either: it starts 20 s from now (its notBefore, rewritten to that time).
   say "kubectl apply -f examples/delayed-job.yaml (a delayed Job: notBefore 20 s from now)"
+  # notBefore is immutable: a demo brought up again replaces the delayed Job of its last run.
+  $KUBECTL delete jobs.workers.io delayed-word-count --ignore-not-found --wait=true
   sed "s/2026-12-02T12:00:00Z/$(date -u -d '+20 seconds' +%FT%TZ)/" examples/delayed-job.yaml | $KUBECTL apply -f -
   $KUBECTL get jobs.workers.io delayed-word-count -o jsonpath='{.status.phase} until {.status.notBefore}{"\n"}' || true
   # Not waited for: a sequence (parse -> extract -> store); its extract step fails once and is retried.
