@@ -112,8 +112,9 @@ class Completions:
         members = yield from redis_ops.retried(lambda: Pipeline(
             [Command("smembers", job_pool_key(self.namespace, j)) for j in ids]), idempotent=True)
         pairs = [(j, p) for j, ps in zip(ids, members, strict=True) for p in sorted(_text(m) for m in ps)]
-        exists = yield from redis_ops.retried(lambda: Pipeline(
+        exists = (yield from redis_ops.retried(lambda: Pipeline(
             [Command("exists", PoolKeys(self.namespace, p).record(j)) for j, p in pairs]), idempotent=True)
+        ) if pairs else []
         found: dict[str, list[str]] = {j: [] for j in ids}
         for (j, p), there in zip(pairs, exists, strict=True):
             if there:
@@ -134,7 +135,7 @@ class Completions:
     def next_round(self) -> Plan[list[JobRecord]]:
         """The records of the pending jobs that have finished since the last round (at least one)."""
         yield from self._resolve()
-        for delay in self._delays:
+        while True:
             pending = list(self.pending)
             raw = yield from self._read(pending)
             finished: list[JobRecord] = []
@@ -151,8 +152,7 @@ class Completions:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise TimeoutError(f"{len(pending)} job(s) still unfinished after {self.timeout}s: "
                                    f"{', '.join(pending)}")
-            yield Pause(delay)
-        raise AssertionError("the poll delays never end")
+            yield Pause(next(self._delays))
 
     def all(self) -> Plan[dict[str, JobRecord]]:
         """Every job's finished record, by id (``wait_many``)."""
