@@ -193,14 +193,22 @@ async def test_blocking_as_completed_yields_jobs_in_completion_order(
 
 
 async def test_wait_many_returns_every_record_by_id_in_the_order_given(
-    redis_url: str, registry: Registry, client: Client, aclient: AsyncClient
+    redis_url: str, registry: Registry, gates: dict[str, asyncio.Event], client: Client, aclient: AsyncClient
 ) -> None:
+    names = ["a", "b", "c"]
+    for name in names:
+        gates[name] = asyncio.Event()
     async with start_worker(redis_url, registry, pool=POOL):
-        ids = await aclient.submit_many(POOL, "resize_image", [{"url": "u", "width": w} for w in (3, 1, 2)])
-        records = await aclient.wait_many(ids, timeout=30)
-        blocking = await asyncio.to_thread(client.wait_many, list(reversed(ids)), 30)
-    assert list(records) == ids and list(blocking) == list(reversed(ids))
-    assert [r.output["width"] for r in records.values()] == [3, 1, 2]
+        ids = {n: await aclient.submit(POOL, "gated", {"name": n}) for n in names}
+        many = asyncio.ensure_future(aclient.wait_many(list(ids.values()), timeout=30))
+        for name in ("c", "a", "b"):  # finished in another order than asked for
+            gates[name].set()
+            await aclient.wait(ids[name], 30)
+        records = await many
+        blocking = await asyncio.to_thread(client.wait_many, [ids["b"], ids["c"], ids["a"]], 30)
+    assert list(records) == [ids["a"], ids["b"], ids["c"]]
+    assert list(blocking) == [ids["b"], ids["c"], ids["a"]]
+    assert [r.output["name"] for r in records.values()] == names
     assert all(r.state is JobState.SUCCEEDED for r in records.values())
 
 
