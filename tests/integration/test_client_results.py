@@ -134,6 +134,8 @@ async def test_result_of_a_cancelled_job_raises_job_cancelled_error(client: Clie
     with pytest.raises(JobCancelledError):
         await aclient.result(job_id, timeout=5)
     assert cancelled.value.job_id == job_id and cancelled.value.record.state is JobState.CANCELLED
+    # It never ran: its record has no error, only a message.
+    assert (cancelled.value.error_type, cancelled.value.message) == ("Cancelled", "cancelled while queued")
     assert isinstance(cancelled.value, JobFailedError)
 
 
@@ -205,7 +207,7 @@ async def test_wait_many_returns_every_record_by_id_in_the_order_given(
             gates[name].set()
             await aclient.wait(ids[name], 30)
         records = await many
-        blocking = await asyncio.to_thread(client.wait_many, [ids["b"], ids["c"], ids["a"]], 30)
+        blocking = await asyncio.to_thread(client.wait_many, [ids["b"], ids["c"], ids["b"], ids["a"]], 30)
     assert list(records) == [ids["a"], ids["b"], ids["c"]]
     assert list(blocking) == [ids["b"], ids["c"], ids["a"]]
     assert [r.output["name"] for r in records.values()] == names
