@@ -23,6 +23,7 @@ from kubeworkers.protocol import (
 )
 from kubeworkers.queue import Durability, NotReplicatedError
 from kubeworkers.registry import App, DuplicateHandlerError, HandlerSpec, Registry, RegistryError, handler, registry
+from kubeworkers.results import JobCancelledError, JobFailedError, OutputValidationError
 
 __version__ = "0.1.0"
 
@@ -38,11 +39,14 @@ __all__ = [
     "Durability",
     "HandlerSpec",
     "InvalidInputError",
+    "JobCancelledError",
     "JobContext",
+    "JobFailedError",
     "JobNotFoundError",
     "JobRecord",
     "JobState",
     "NotReplicatedError",
+    "OutputValidationError",
     "PermanentError",
     "Priority",
     "Registry",

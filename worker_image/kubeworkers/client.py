@@ -15,14 +15,14 @@ import functools
 import math
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import Any, Concatenate, Generic, ParamSpec, TypedDict, TypeVar, Unpack
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import Any, Concatenate, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
-from kubeworkers import connection, protocol, queue, redis_ops
+from kubeworkers import connection, protocol, queue, redis_ops, results
 from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority, RetryPolicy, Step
 from kubeworkers.redis_ops import Join, Pause, Plan, Start
 from kubeworkers.registry import Registry, check_timeouts
@@ -36,6 +36,7 @@ WAIT_MAX_POLL = 0.25
 
 P = ParamSpec("P")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 def poll_delays(first: float = WAIT_FIRST_POLL, most: float = WAIT_MAX_POLL) -> Iterator[float]:
@@ -361,6 +362,32 @@ class _Jobs:
             yield Pause(delay)
         raise AssertionError("poll_delays() never ends")
 
+    def result(
+        self, job_id: str, model: type[M] | None = None, timeout: float | None = None, *, pool: str | None = None
+    ) -> Plan[M | Any]:
+        """Wait as :meth:`wait` does, then the job's output: validated into ``model`` when given
+        (:class:`~kubeworkers.results.OutputValidationError` naming the job and the model if it does
+        not match), else as stored. A job that did not succeed raises
+        :class:`~kubeworkers.results.JobFailedError` (:class:`~kubeworkers.results.JobCancelledError`
+        when cancelled) with its error's type and message."""
+        record = yield from self.wait(job_id, timeout, pool=pool)
+        return results.outcome(record, model)
+
+    def completions(self, job_ids: Iterable[str], timeout: float | None, pool: str | None) -> results.Completions:
+        """The polling state of ``wait_many`` / ``as_completed``; ``timeout`` counts from now."""
+        return results.Completions(self.namespace, job_ids, timeout=timeout, pool=pool, delays=poll_delays(),
+                                   not_found=JobNotFoundError, ambiguous=AmbiguousJobIdError)
+
+    def wait_many(
+        self, job_ids: Iterable[str], timeout: float | None = None, *, pool: str | None = None
+    ) -> Plan[dict[str, JobRecord]]:
+        """Wait until every job has finished; their records by id, in the order given. Each poll
+        reads every unfinished record in one pipeline. :class:`TimeoutError` naming the unfinished
+        ids after ``timeout`` seconds, :class:`JobNotFoundError` when a job does not exist."""
+        ids = list(job_ids)
+        records = yield from self.completions(ids, timeout, pool).all()
+        return {j: records[j] for j in dict.fromkeys(ids)}
+
     def cancel(self, job_id: str, *, pool: str | None = None) -> Plan[bool]:
         """Cancel a queued or running job; False if it is unknown or already finished."""
         found = yield from self._pool(job_id, pool)
@@ -448,6 +475,33 @@ class AsyncClient(_Client[aioredis.Redis]):
     wait = _awaited(_Jobs.wait)
     cancel = _awaited(_Jobs.cancel)
     children = _awaited(_Jobs.children)
+    wait_many = _awaited(_Jobs.wait_many)
+
+    @overload
+    async def result(self, job_id: str, model: type[M], timeout: float | None = None, *,  # noqa: ASYNC109
+                     pool: str | None = None) -> M: ...
+    @overload
+    async def result(self, job_id: str, model: None = None, timeout: float | None = None, *,  # noqa: ASYNC109
+                     pool: str | None = None) -> Any: ...
+    async def result(self, job_id: str, model: type[M] | None = None, timeout: float | None = None, *,  # noqa: ASYNC109
+                     pool: str | None = None) -> M | Any:
+        """See :meth:`_Jobs.result`: the job's output (as ``model``), or its :class:`JobFailedError`."""
+        return await redis_ops.run(self.redis, self._jobs.result(job_id, model, timeout, pool=pool))
+
+    def as_completed(
+        self, job_ids: Iterable[str], timeout: float | None = None, *, pool: str | None = None
+    ) -> AsyncIterator[JobRecord]:
+        """``async for record in c.as_completed(ids, 60)``: each job's finished record as it
+        finishes. Each poll reads every unfinished record in one pipeline; :class:`TimeoutError`
+        naming the unfinished ids once ``timeout`` seconds have passed since this call."""
+        state = self._jobs.completions(job_ids, timeout, pool)
+
+        async def records() -> AsyncIterator[JobRecord]:
+            while state.pending:
+                for record in await redis_ops.run(self.redis, state.next_round()):
+                    yield record
+
+        return records()
 
     async def aclose(self) -> None:
         if self._owns_connection:
@@ -473,6 +527,32 @@ class Client(_Client[redis.Redis]):
     wait = _blocking(_Jobs.wait)
     cancel = _blocking(_Jobs.cancel)
     children = _blocking(_Jobs.children)
+    wait_many = _blocking(_Jobs.wait_many)
+
+    @overload
+    def result(self, job_id: str, model: type[M], timeout: float | None = None, *,
+               pool: str | None = None) -> M: ...
+    @overload
+    def result(self, job_id: str, model: None = None, timeout: float | None = None, *,
+               pool: str | None = None) -> Any: ...
+    def result(self, job_id: str, model: type[M] | None = None, timeout: float | None = None, *,
+               pool: str | None = None) -> M | Any:
+        """See :meth:`_Jobs.result`: the job's output (as ``model``), or its :class:`JobFailedError`."""
+        return redis_ops.run_sync(self.redis, self._jobs.result(job_id, model, timeout, pool=pool))
+
+    def as_completed(
+        self, job_ids: Iterable[str], timeout: float | None = None, *, pool: str | None = None
+    ) -> Iterator[JobRecord]:
+        """``for record in client.as_completed(ids, 60)``: each job's finished record as it
+        finishes. Each poll reads every unfinished record in one pipeline; :class:`TimeoutError`
+        naming the unfinished ids once ``timeout`` seconds have passed since this call."""
+        state = self._jobs.completions(job_ids, timeout, pool)
+
+        def records() -> Iterator[JobRecord]:
+            while state.pending:
+                yield from redis_ops.run_sync(self.redis, state.next_round())
+
+        return records()
 
     def close(self) -> None:
         if self._owns_connection:

@@ -559,6 +559,7 @@ class JobRecord(BaseModel):
     parent: str | None = Field(default=None, description="Job id of the job that spawned this one.")
     children: ChildCounts | None = Field(default=None, description="This job's children by phase; None: it has none.")
     continuation: str | None = Field(default=None, description="The handler a Waiting job continues with.")
+    dead_letter: str | None = Field(default=None, description="Id of the job's dead-letter entry (None: it has none).")
     step: StepRef | None = Field(default=None, description="A sequence's current step (None: no sequence).")
     step_outputs: list[Any] = Field(
         default_factory=list, description="A sequence's outputs of the steps that succeeded, first step first.",
