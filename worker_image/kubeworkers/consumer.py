@@ -258,6 +258,11 @@ class Consumer:
                 )
             elif verdict is wire.Verdict.DEFERRED:
                 log.debug("job deferred: its handler is at its concurrency limit here", extra=extra)
+            elif verdict is wire.Verdict.UNDELIVERED:
+                log.warning(
+                    "an entry read from another Redis master (a failover?) was left for this one to deliver",
+                    extra={**extra, "entry": t.entry},
+                )
             else:
                 log.info(f"skipped a {verdict} entry", extra={**extra, "entry": t.entry, "reason": verdict.value})
 

@@ -197,6 +197,10 @@ class Verdict(enum.StrEnum):
     BAD = "bad"
     #: Its handler is at its concurrency limit on this worker: handed back to the end of its stream.
     DEFERRED = "deferred"
+    #: (Mode 'given') not pending for this worker on this server: the read reached another master
+    #: (a failover fell between the read and the take) or another worker holds it. Left unchanged for
+    #: this master's own delivery.
+    UNDELIVERED = "undelivered"
 
 
 class Given(NamedTuple):

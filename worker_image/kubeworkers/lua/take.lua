@@ -46,6 +46,12 @@
 --   bad        unreadable message: entry dropped
 --   deferred   its handler is at its concurrency limit here: handed back to the end of its
 --              stream (a fresh entry, still Queued, attempt uncounted) for any worker to take
+--   undelivered  (mode 'given') the entry is not pending for this worker on this server: the
+--              read that returned it reached another master (a Sentinel failover fell between
+--              the blocking XREADGROUP and this call), or another worker holds it. Nothing is
+--              changed: the entry stays for this master's own delivery, which decides it then.
+--              (Marking it Running here would let this master deliver it again later, to this
+--              worker as its own Running delivery, and the job would run twice under one attempt.)
 --! include children
 local group, consumer, now = ARGV[2], ARGV[3], ARGV[5]
 local prefix, events, pointer_prefix = ARGV[6], ARGV[7], ARGV[8]
@@ -61,8 +67,14 @@ local function finished(state)
   return state == 'Succeeded' or state == 'Failed' or state == 'Cancelled'
 end
 
-local function decide(index, id, raw, job_id, uid, handler)
+local function decide(index, id, raw, job_id, uid, handler, given)
   local stream = KEYS[index]
+  if given then
+    local pending = redis.call('XPENDING', stream, group, id, id, 1)
+    if #pending == 0 or pending[1][2] ~= consumer then
+      return 'undelivered', job_id or '', uid or '', handler or '', 0, 0
+    end
+  end
   local function drop()
     redis.call('XACK', stream, group, id)
     redis.call('XDEL', stream, id)
@@ -165,8 +177,8 @@ local function decide(index, id, raw, job_id, uid, handler)
   return 'run', job_id, uid, handler, attempts, max
 end
 
-local function take(index, id, raw, job_id, uid, handler)
-  local verdict, job, u, h, attempt, max = decide(index, id, raw, job_id, uid, handler)
+local function take(index, id, raw, job_id, uid, handler, given)
+  local verdict, job, u, h, attempt, max = decide(index, id, raw, job_id, uid, handler, given)
   local n = #out
   out[n + 1] = index
   out[n + 2] = id
@@ -285,7 +297,7 @@ elseif ARGV[1] == 'read' then
   end
 else
   for i = 15, #ARGV, 6 do
-    take(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
+    take(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], true)
   end
 end
 return out

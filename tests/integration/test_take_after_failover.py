@@ -1,0 +1,117 @@
+"""A take whose read reached another Redis master runs nothing twice.
+
+A worker's blocking ``XREADGROUP`` and the ``take.lua`` call that decides what it returned are two
+calls; a Sentinel failover can fall between them. The new master then has the entry (its ``XADD``
+was replicated) but not the delivery (the old master's group state was lost with it). Before the
+fix, the take marked such a job Running; the new master later delivered the same entry again, to
+the same worker, as that worker's own Running delivery, and the job ran twice under one attempt
+(the durable-mode double run of test_sentinel_failover.py). Here the state of the new master is
+made on one real server: the entry is in the stream, never delivered through the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from kubeworkers import JobContext, Registry, leases, scripts, wire
+from kubeworkers.client import AsyncClient
+from kubeworkers.protocol import EVENTS_STREAM, JobState, PoolKeys, job_pool_prefix
+from pydantic import BaseModel
+
+from tests.support.workers import record, start_worker, until
+
+KEYS = PoolKeys("default", "p")
+
+
+class Item(BaseModel):
+    n: int = 0
+
+
+def _args(mode: str, consumer: str, given: list[wire.Given] = []) -> list[wire.Arg]:  # noqa: B006
+    return wire.take_args(
+        mode=mode,  # type: ignore[arg-type]
+        group="workers", consumer=consumer, count=10, now="1", prefix=KEYS.prefix,
+        events=EVENTS_STREAM, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
+        default_max_attempts=3, handler_max_attempts="{}", dead_letter_maxlen=100, given=given,
+    )
+
+
+async def _take(r: aioredis.Redis, mode: str, consumer: str, given: list[wire.Given] = []) -> list[wire.Taken]:  # noqa: B006
+    return wire.parse_take(await scripts.call(r, "take", KEYS.streams, _args(mode, consumer, given)))
+
+
+async def _undelivered(r: aioredis.Redis) -> list[wire.Given]:
+    """The pool's entries as a read of another server would have returned them."""
+    given = []
+    for index, stream in enumerate(KEYS.streams, start=1):
+        for entry_id, f in await r.xrange(stream):
+            given.append(wire.Given(index, entry_id.decode(), f[b"m"], f[b"j"], f[b"u"], f[b"h"]))
+    return given
+
+
+async def test_an_entry_this_server_never_delivered_is_left_for_its_own_delivery(
+    r: aioredis.Redis, client: AsyncClient
+) -> None:
+    await leases.ensure_groups(r, KEYS)
+    job_id = await client.submit("p", "h", {})
+    [given] = await _undelivered(r)
+
+    [first] = await _take(r, "given", "w", [given])
+    assert first.verdict is wire.Verdict.UNDELIVERED
+    rec = await record(r, job_id)
+    assert (rec.state, rec.attempts) == (JobState.QUEUED, 0)
+    assert await r.xlen(KEYS.stream("normal")) == 1  # the entry stays for this server to deliver
+
+    [delivered] = await _take(r, "read", "w")
+    assert (delivered.verdict, delivered.entry, delivered.attempt) == (wire.Verdict.RUN, given.entry, 1)
+    # The same take again (its reply lost): it runs, uncounted, for the worker holding it ...
+    [again] = await _take(r, "given", "w", [given])
+    assert (again.verdict, again.attempt) == (wire.Verdict.RUN, 1)
+    # ... and for nobody else: another worker that read it from another server leaves it alone.
+    [other] = await _take(r, "given", "w2", [given])
+    assert other.verdict is wire.Verdict.UNDELIVERED
+    rec = await record(r, job_id)
+    assert (rec.state, rec.attempts, rec.worker) == (JobState.RUNNING, 1, "w")
+
+
+async def test_a_worker_whose_read_reached_the_old_master_runs_the_job_once(
+    redis_url: str, r: aioredis.Redis, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = Registry()
+    runs: list[int] = []
+
+    @reg.handler("once", max_attempts=3)
+    async def once(inp: Item, ctx: JobContext) -> dict[str, int]:
+        runs.append(ctx.attempt)
+        await asyncio.sleep(0.5)  # long enough for the entry to be delivered again meanwhile
+        return {"attempt": ctx.attempt}
+
+    real = aioredis.Redis.xreadgroup
+    stale: list[Any] = []
+
+    async def xreadgroup(self: aioredis.Redis, groupname: Any, consumername: Any, streams: Any,
+                         *args: Any, **kwargs: Any) -> Any:
+        # The first blocking read that finds the job answers from the "old master": the entry, as
+        # that server delivered it, without this server's group having delivered it.
+        block = kwargs.get("block")
+        if not stale and block is not None and all(v == ">" for v in streams.values()):
+            for _ in range(max(1, block // 20)):
+                entries = await self.xrange(KEYS.stream("normal"))
+                if entries:
+                    stale.append(entries)
+                    return [[KEYS.stream("normal").encode(), entries]]
+                await asyncio.sleep(0.02)
+            return []
+        return await real(self, groupname, consumername, streams, *args, **kwargs)
+
+    monkeypatch.setattr(aioredis.Redis, "xreadgroup", xreadgroup)
+    async with start_worker(redis_url, reg):
+        job_id = await client.submit("p", "once", {})
+        done = await client.wait(job_id, 30)
+        await until(lambda: bool(stale), 10, "the stale read to be answered")
+        await asyncio.sleep(0.5)  # a second run, had there been one, would have started by now
+    assert (done.state, done.attempts, done.output) == (JobState.SUCCEEDED, 1, {"attempt": 1})
+    assert runs == [1]
