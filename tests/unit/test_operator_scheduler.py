@@ -89,6 +89,7 @@ def test_every_periodic_thing_the_operator_does_is_one_list_on_the_settings_inte
         "orphan-sweep": orphans.TURN_SECONDS,
         "events-trim": 30.0,
         "queue-positions": 5.0,
+        "redis-master": 1.0,
     }
 
 
