@@ -109,7 +109,7 @@ async def test_jobs_list_skips_ids_whose_record_moved_on_or_was_deleted(
     assert ids(inspection.list_jobs(redis_sync, KEYS, inspection.Query())) == []  # "a" is not in the live index
 
 
-async def test_the_index_is_bounded_and_forgets_expired_records(
+async def test_the_index_is_bounded_by_count_and_finished_jobs_leave_the_live_index(
     r: aioredis.Redis, redis_sync: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A cap of 5 instead of a million: the scripts are built afresh with that prelude.

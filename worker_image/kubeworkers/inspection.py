@@ -16,6 +16,7 @@ The parsing and formatting here are pure; the reads are two functions over a blo
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import sys
@@ -37,6 +38,7 @@ LIVE = "live"
 DELAYED = "Delayed"
 #: What ``--state`` takes (case does not matter).
 STATES: tuple[str, ...] = (*(s.value for s in JobState), DELAYED)
+FINISHED_NAMES = frozenset(s.value for s in FINISHED_STATES)
 #: Default and most rows of one ``jobs list``.
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 10_000
@@ -111,16 +113,19 @@ class Query:
     since_seconds: float | None = None
     limit: int = DEFAULT_LIMIT
 
-    def matches(self, index: str, record: JobRecord) -> bool:
-        """Whether a record found in ``index`` belongs in the answer (the record is the truth)."""
+    def matches(self, index: str, fields: dict[str, str]) -> bool:
+        """Whether a record (its ``ROW_FIELDS`` as text) found in ``index`` belongs in the answer (the
+        record is the truth): checked on the raw fields, so a filter that rejects most ids stays cheap."""
+        state = fields.get("state")
         if index == LIVE:
-            if record.state.finished:
+            if state in FINISHED_NAMES:
                 return False
-        elif record.state.value != index:
+        elif state != index:
             return False
-        if self.state is not None and shown_state(record) != self.state and record.state.value != self.state:
+        shown = DELAYED if state == JobState.QUEUED.value and not fields.get("entry") else state
+        if self.state is not None and shown != self.state:
             return False
-        return self.handler is None or record.handler == self.handler
+        return self.handler is None or fields.get("handler") == self.handler
 
 
 @dataclass
@@ -139,8 +144,11 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def _row(values: Sequence[Any]) -> JobRecord | None:
-    fields = {name: v for name, raw in zip(ROW_FIELDS, values, strict=True) if (v := _text(raw)) is not None}
+def _fields(values: Sequence[Any]) -> dict[str, str]:
+    return {name: v for name, raw in zip(ROW_FIELDS, values, strict=True) if (v := _text(raw)) is not None}
+
+
+def _row(fields: dict[str, str]) -> JobRecord | None:
     if "state" not in fields:
         return None  # expired
     try:
@@ -155,7 +163,7 @@ class _Source:
     def __init__(self, key: str, name: str) -> None:
         self.key, self.name = key, name
         self.offset = 0
-        self.buffer: list[tuple[str, float]] = []
+        self.buffer: collections.deque[tuple[str, float]] = collections.deque()
         self.done = False
 
 
@@ -173,7 +181,7 @@ def list_jobs(r: redis.Redis, keys: PoolKeys, query: Query, *, now: float | None
             for s in empty:
                 pipe.zrevrangebyscore(s.key, "+inf", low, start=s.offset, num=batch, withscores=True)
             for s, got in zip(empty, pipe.execute(), strict=True):
-                s.buffer = [(_text(member) or "", float(score)) for member, score in got]
+                s.buffer = collections.deque((_text(member) or "", float(score)) for member, score in got)
                 s.offset += len(s.buffer)
                 s.done = len(s.buffer) < batch
         candidates = list(_merged(sources, batch))
@@ -184,11 +192,13 @@ def list_jobs(r: redis.Redis, keys: PoolKeys, query: Query, *, now: float | None
         for _, job_id in candidates:
             pipe.hmget(keys.record(job_id), ROW_FIELDS)
         for (index, _), values in zip(candidates, pipe.execute(), strict=True):
-            record = _row(values)
-            if record is not None and query.matches(index, record):
+            fields = _fields(values)
+            record = _row(fields) if query.matches(index, fields) else None
+            if record is not None:
                 found.rows.append(record)
                 if len(found.rows) == query.limit:
                     break
+        batch = min(batch * 2, 5000)  # a filter rejected ids: read further in bigger steps
         if found.scanned >= SCAN_BUDGET and len(found.rows) < query.limit:
             found.exhausted = any(s.buffer or not s.done for s in sources)
             break
@@ -203,7 +213,7 @@ def _merged(sources: list[_Source], most: int) -> Iterator[tuple[str, str]]:
         if not live or any(not s.buffer and not s.done for s in sources):
             return
         best = max(live, key=lambda s: s.buffer[0][1])
-        job_id, _ = best.buffer.pop(0)
+        job_id, _ = best.buffer.popleft()
         yield best.name, job_id
 
 
