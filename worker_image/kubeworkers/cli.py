@@ -1,5 +1,5 @@
-"""The ``kubeworkers`` command: ``worker``, ``handlers``, ``dlq list|replay``, ``jobs retry|cancel``, ``submit``,
-``get``, ``children``, ``run-local``."""
+"""The ``kubeworkers`` command: ``worker``, ``handlers``, ``dlq list|replay``, ``jobs list|describe|retry|cancel``,
+``submit``, ``get``, ``children``, ``run-local``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from kubeworkers import connection, dlq, logs, queue, redis_url, reruns, run_local
+from kubeworkers import connection, dlq, inspection, logs, queue, redis_url, reruns, run_local
 from kubeworkers.protocol import PRIORITY_ORDER, JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
@@ -91,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``kubeworkers jobs retry|cancel``: act on jobs by id (SDK and Job CR jobs alike)."""
-    j = sub.add_parser("jobs", help="act on jobs by id: retry (rerun) failed ones, cancel")
+    """``kubeworkers jobs list|describe|retry|cancel``: find jobs and act on them by id (SDK and Job CR
+    jobs alike); ``list`` and ``describe`` live in :mod:`kubeworkers.inspection`."""
+    j = sub.add_parser("jobs", help="find jobs (list, describe) and act on them by id: retry (rerun), cancel")
     jsub = j.add_subparsers(dest="jobs_command", required=True)
+    inspection.add_parsers(jsub, _connection_args)
     jr = jsub.add_parser("retry", help="run failed jobs again (a new run; a Job CR goes back to Queued)")
     _connection_args(jr)
     jr.add_argument("job_ids", nargs="*", metavar="ID", help="job id (<namespace>/<name> for a Job object)")
@@ -258,7 +260,16 @@ def _report(args: argparse.Namespace, results: list[dict[str, object]]) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    if args.jobs_command == "list":
+        try:
+            query = inspection.query_of(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        r, settings = _redis(args, pool_required=True)
+        return inspection.run_list(r, PoolKeys(settings.namespace, settings.pool), query, as_json=args.json)
     r, settings = _redis(args)
+    if args.jobs_command == "describe":
+        return inspection.run_describe(r, settings.namespace, settings.pool or None, args.job_id, as_json=args.json)
     if args.jobs_command == "cancel":
         return _report(args, [_cancel_one(r, settings, job_id) for job_id in args.job_ids])
     if args.state is not None:

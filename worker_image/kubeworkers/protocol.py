@@ -32,6 +32,12 @@ DEFAULT_RESULT_TTL = 7 * 24 * 3600
 #: reading it. An operator that falls further behind loses the oldest events; its resync from the
 #: records repairs the Jobs' statuses (docs/protocol.md, *Bounds*).
 EVENTS_MAXLEN = 100_000
+#: Ids each of a pool's finished-jobs indexes keeps (``lua/jobindex.lua``, one sorted set per
+#: finished state, read by ``kubeworkers jobs list``): the newest, so a read stays fast and the
+#: index small whatever the result TTL (``scripts.py`` hands it to the scripts).
+JOB_INDEX_MAXLEN = 1_000_000
+#: Attempts a record's history (field ``attempt_log``, ``kubeworkers jobs describe``) keeps: the latest.
+ATTEMPT_LOG_MAX = 25
 #: Entries a pool's dead-letter stream keeps, about, by default (``KUBEWORKERS_DEAD_LETTER_MAXLEN``).
 DEFAULT_DEAD_LETTER_MAXLEN = 10_000
 #: Most attempts a job may be given (``lua/enqueue.lua`` has the same number; a test keeps them equal).
@@ -136,6 +142,11 @@ class PoolKeys:
     def stats(self) -> str:
         """Hash of rolling counters (enqueued, completed, duration sums) the autoscaler reads."""
         return f"kw:{self.tag}:stats"
+
+    def index(self, state: JobState | str) -> str:
+        """Sorted set of job ids by time (``lua/jobindex.lua``): ``live`` (not finished, scored by
+        enqueue time) or a finished state (scored by finish time; bounded by count and the result TTL)."""
+        return f"kw:{self.tag}:idx:{state}"
 
     def children(self, job_id: str) -> str:
         """Hash of a parent job's children: ``<pool>/<child job id>`` -> the child's state

@@ -12,7 +12,8 @@ keeps it first: the scripts that only keep held work alive (``renew``, ``reap``)
 ``allow-oom``, so a Redis at ``maxmemory`` still takes the heartbeats that stop live workers'
 jobs from being handed out again (it refuses new work, not the upkeep of work already taken).
 A line ``--! include <name>`` is replaced by the file ``lua/<name>.lua``: a library of local
-functions several scripts share (``children``: fan-out and joins), so its rules have one home.
+functions several scripts share (``children``: fan-out and joins; ``jobindex``: the jobs index and
+attempt history), so its rules have one home; a library may include another (each once per script).
 The calls are plans (:mod:`kubeworkers.redis_ops`), so the blocking and the asyncio callers
 share them.
 """
@@ -34,16 +35,23 @@ from kubeworkers.wire import Arg
 #: Shipped as package data next to this module.
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 #: What every script's source starts with (its constants from :mod:`kubeworkers.protocol`).
-PRELUDE = f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}\nlocal EVENTS_STREAM = '{protocol.EVENTS_STREAM}'\n"
+PRELUDE = (
+    f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}\nlocal EVENTS_STREAM = '{protocol.EVENTS_STREAM}'\n"
+    f"local JOB_INDEX_MAXLEN = {protocol.JOB_INDEX_MAXLEN}\nlocal ATTEMPT_LOG_MAX = {protocol.ATTEMPT_LOG_MAX}\n"
+)
 #: The line that splices a library file in (see the module docstring).
 INCLUDE = "--! include "
 
 
-def _with_includes(text: str) -> str:
+def _with_includes(text: str, seen: set[str] | None = None) -> str:
+    seen = set() if seen is None else seen
     lines = []
     for line in text.splitlines(keepends=True):
         if line.startswith(INCLUDE):
-            lines.append((LUA_DIR / f"{line[len(INCLUDE):].strip()}.lua").read_text())
+            name = line[len(INCLUDE):].strip()
+            if name not in seen:
+                seen.add(name)
+                lines.append(_with_includes((LUA_DIR / f"{name}.lua").read_text(), seen))
         else:
             lines.append(line)
     return "".join(lines)

@@ -18,6 +18,7 @@
 --   kw_job_finished(record, state, now, ttl) every place a record becomes Succeeded/Failed/Cancelled
 --   kw_wait(record, handler, input_json, now, message)   settle.lua's 'wait' write, after its checks
 -- Returns nothing: errors raise (the calling script's pcall, if any, reports them).
+--! include jobindex
 
 -- Most bytes of children's outputs put into one continuation's input (the rest are read from
 -- the children's records with Client.children).
@@ -137,6 +138,7 @@ local function kw_continue(parent_record, now)
 end
 
 local function kw_job_finished(record, state, now, ttl)
+  kw_index_finished(record, state, now, ttl)  -- jobs index, attempt history (jobindex.lua)
   -- A parent that finishes: its children hash goes with its record.
   redis.call('EXPIRE', kw_children_key(record), ttl)
   local r = redis.call('HMGET', record, 'parent', 'parent_prefix', 'pool', 'job_id')

@@ -29,6 +29,7 @@
 -- entry), or a refusal with the record's run: 'unknown' (no record, and no message for it), 'uid' (another uid: a newer
 -- job of that id), 'state:<state>' (not Failed), 'run' (not at the expected run: a concurrent
 -- rerun won), 'fan-out' (a parent or a child), 'message' (the record's message cannot be read).
+--! include jobindex
 local rec = redis.call('HMGET', KEYS[1], 'uid', 'state', 'run', 'msg', 'priority', 'handler', 'job_id',
   'namespace', 'children_total', 'dead_letter', 'parent')
 local run = tonumber(rec[3]) or 0
@@ -89,6 +90,7 @@ redis.call('HDEL', KEYS[1], 'error', 'output', 'finished_at', 'started_at', 'wor
 redis.call('HSET', KEYS[1], 'state', 'Queued', 'attempts', 0, 'run', new_run, 'entry', id, 'msg', fresh,
   'updated_at', now, 'message', note)
 redis.call('PERSIST', KEYS[1])
+kw_index_live(KEYS[1], now)  -- jobs index (jobindex.lua)
 redis.call('DEL', KEYS[2])
 redis.call('SADD', KEYS[4], pool)
 redis.call('PERSIST', KEYS[4])

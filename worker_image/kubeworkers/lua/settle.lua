@@ -103,7 +103,11 @@ end
 local function settle_attempt(w, stream, record)
   ack(stream, w.entry)
   local rec = redis.call('HMGET', record, 'entry', 'state', 'attempts')
-  return rec[1] == w.entry and rec[2] == 'Running' and tonumber(rec[3]) == w.attempt
+  local current = rec[1] == w.entry and rec[2] == 'Running' and tonumber(rec[3]) == w.attempt
+  if current then
+    kw_attempt_settled(record, w, now)  -- attempt history (jobindex.lua)
+  end
+  return current
 end
 
 local function finish(w, stream, record)
@@ -177,6 +181,7 @@ local function requeue(w, stream, record)
   redis.call('HSET', record, 'state', 'Queued', 'entry', new_id, 'attempts', attempts,
     'updated_at', now, 'message', w.message)
   if state == 'Running' then
+    kw_attempt_settled(record, w, now)  -- attempt history (jobindex.lua)
     redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', with_step({job_id = w.job_id, uid = rec[5],
       namespace = rec[6], pool = rec[7], state = 'Queued', attempt = attempts, run = tonumber(rec[10]) or 0,
       worker = worker, at = tonumber(now), message = w.message}, rec[9]))

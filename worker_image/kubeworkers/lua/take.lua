@@ -173,6 +173,7 @@ local function decide(index, id, raw, job_id, uid, handler, given)
   attempts = attempts + 1
   redis.call('HSET', record, 'state', 'Running', 'attempts', attempts, 'max_attempts', max,
     'worker', consumer, 'started_at', now, 'updated_at', now, 'entry', id, 'progress', '', 'message', '')
+  kw_attempt_started(record, attempts, consumer, now)  -- attempt history (jobindex.lua)
   event('Running', attempts, nil, nil)
   return 'run', job_id, uid, handler, attempts, max
 end
