@@ -203,8 +203,11 @@ def unwritten_write(job: Delivery, worker: str, why: str, duration: float) -> wi
                         dead_letter_reason=reason)
 
 
-def retry_write(job: Delivery, worker: str, error: JobError, delay: float) -> tuple[wire.RetryWrite, str]:
-    """The write that parks a failed attempt for a retry in ``delay`` seconds, and its message."""
+def retry_write(
+    job: Delivery, worker: str, error: JobError, delay: float, duration: float | None = None
+) -> tuple[wire.RetryWrite, str]:
+    """The write that parks a failed attempt for a retry in ``delay`` seconds, and its message
+    (``duration``: the attempt's, None when no handler ran)."""
     message = (
         f"attempt {job.attempt}/{job.max_attempts} failed ({error.type}: {error.message}); "
         f"retrying in {delay:.2f}s"
@@ -213,6 +216,7 @@ def retry_write(job: Delivery, worker: str, error: JobError, delay: float) -> tu
     write = wire.RetryWrite(
         kind="retry", stream=job.index, entry=job.entry, job_id=job.job_id, due=f"{time.time() + delay:.6f}",
         error=json.dumps(err), message=message, attempt=job.attempt,
+        duration="" if duration is None else f"{duration:.6f}",
         event=event_json(job, JobState.QUEUED, worker, error=err, message=message),
     )
     return write, message
@@ -223,12 +227,12 @@ def requeue_write(job: Delivery, message: str, *, uncount: bool, owner: str) -> 
     return wire.requeue(job.index, job.entry, job.job_id, message, uncount=uncount, owner=owner)
 
 
-def wait_write(job: Delivery, worker: str, then: str, input_json: str) -> wire.WaitWrite:
+def wait_write(job: Delivery, worker: str, then: str, input_json: str, duration: float = 0.0) -> wire.WaitWrite:
     """The write that ends an attempt with the job Waiting for its children (fan-out)."""
     message = f"waiting for its children; then {then}"
     return wire.WaitWrite(
         kind="wait", stream=job.index, entry=job.entry, job_id=job.job_id, then=then, input=input_json,
-        message=message, attempt=job.attempt,
+        message=message, attempt=job.attempt, duration=f"{duration:.6f}",
         event=event_json(job, JobState.WAITING, worker, message=message),
     )
 

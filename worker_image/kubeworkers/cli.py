@@ -1,5 +1,5 @@
 """The ``kubeworkers`` command: ``worker``, ``handlers``, ``dlq list|replay``, ``jobs list|describe|retry|cancel``,
-``submit``, ``get``, ``children``, ``run-local``."""
+``submit``, ``get``, ``children``, ``run-local``, ``stats``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from kubeworkers import connection, dlq, inspection, logs, queue, redis_url, reruns, run_local
+from kubeworkers import connection, dlq, inspection, logs, queue, redis_url, reruns, run_local, stats
 from kubeworkers.protocol import PRIORITY_ORDER, JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _jobs_parser(sub)
     run_local.add_parser(sub)
+    st = sub.add_parser("stats", help="per-handler statistics of a pool over a window (the metrics' numbers)")
+    _connection_args(st)
+    st.add_argument("--window", default="1h", help="how far back: whole minutes up to 24h, e.g. 15m, 1h (default 1h)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -404,6 +408,19 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from kubeworkers.client import Client
+
+    try:
+        window_s = stats.parse_window(args.window)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    r, settings = _redis(args, pool_required=True)
+    found = Client(connection=r, namespace=settings.namespace).stats(settings.pool, window=window_s)
+    print(found.model_dump_json(indent=2) if args.json else stats.table(found))
+    return 0
+
+
 def cmd_children(args: argparse.Namespace) -> int:
     from kubeworkers.client import AmbiguousJobIdError, Client
 
@@ -433,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "worker": cmd_worker, "handlers": cmd_handlers, "dlq": cmd_dlq, "submit": cmd_submit, "get": cmd_get,
         "children": cmd_children, "jobs": cmd_jobs, "run-local": run_local.command,
+        "stats": cmd_stats,
     }
     command = " ".join(c for c in (args.command, getattr(args, "dlq_command", None),
                                    getattr(args, "jobs_command", None)) if c)

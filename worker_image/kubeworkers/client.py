@@ -22,7 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
-from kubeworkers import connection, protocol, queue, redis_ops, results
+from kubeworkers import connection, protocol, queue, redis_ops, results, stats
 from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority, RetryPolicy, Step
 from kubeworkers.redis_ops import Join, Pause, Plan, Start
 from kubeworkers.registry import Registry, check_timeouts
@@ -408,6 +408,15 @@ class _Jobs:
         return records
 
 
+    def stats(self, pool: str, *, window: str | float = stats.DEFAULT_WINDOW_S) -> Plan[stats.PoolStats]:
+        """Per-handler statistics of ``pool`` over the last ``window`` (``"1h"``, ``"15m"``, or
+        seconds; whole minutes up to 24 h): jobs, succeeded, failed, failure rate, mean/p50/p95
+        duration, in flight and queued, the same numbers as the workers' metrics
+        (:mod:`kubeworkers.stats`). A bad window is a :class:`ValueError`."""
+        window_s = stats.parse_window(window)
+        return (yield from stats.stats_plan(self.namespace, pool, window_s))
+
+
 def _awaited(
     op: Callable[Concatenate[_Jobs, P], Plan[T]],
 ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
@@ -476,6 +485,7 @@ class AsyncClient(_Client[aioredis.Redis]):
     cancel = _awaited(_Jobs.cancel)
     children = _awaited(_Jobs.children)
     wait_many = _awaited(_Jobs.wait_many)
+    stats = _awaited(_Jobs.stats)
 
     @overload
     async def result(self, job_id: str, model: type[M], timeout: float | None = None, *,  # noqa: ASYNC109
@@ -528,6 +538,7 @@ class Client(_Client[redis.Redis]):
     cancel = _blocking(_Jobs.cancel)
     children = _blocking(_Jobs.children)
     wait_many = _blocking(_Jobs.wait_many)
+    stats = _blocking(_Jobs.stats)
 
     @overload
     def result(self, job_id: str, model: type[M], timeout: float | None = None, *,

@@ -22,6 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from kubeworkers import protocol
+
 log = logging.getLogger("kubeworkers.metrics")
 
 
@@ -45,7 +47,7 @@ class WorkerMetrics:
             "kubeworkers_job_duration_seconds",
             "Wall time of one attempt of a handler.",
             ["namespace", "pool", "handler"],
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+            buckets=protocol.DURATION_BUCKETS_S,
             registry=self.registry,
         )
         self.in_flight = Gauge(

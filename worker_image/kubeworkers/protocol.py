@@ -44,6 +44,14 @@ DEFAULT_DEAD_LETTER_MAXLEN = 10_000
 MAX_ATTEMPTS_LIMIT = 1000
 #: Most steps of a sequence (the CRD's ``maxItems``): every event of a sequence names them all.
 MAX_STEPS = 20
+#: Upper bounds (seconds) of the buckets of a handler's attempt durations: the worker's histogram
+#: ``kubeworkers_job_duration_seconds`` and the per-minute statistics ``lua/stats.lua`` keeps for
+#: ``kubeworkers stats`` both count by these, so the two give the same quantiles.
+DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+#: The longest window ``kubeworkers stats`` answers for (seconds), and how long a minute of
+#: statistics is kept: a little more, so a window of that length is whole.
+STATS_WINDOW_MAX_S = 24 * 3600
+STATS_TTL_S = STATS_WINDOW_MAX_S + 3600
 
 
 class Priority(enum.StrEnum):
@@ -147,6 +155,11 @@ class PoolKeys:
         """Sorted set of job ids by time (``lua/jobindex.lua``): ``live`` (not finished, scored by
         enqueue time) or a finished state (scored by finish time; bounded by count and the result TTL)."""
         return f"kw:{self.tag}:idx:{state}"
+
+    def stats_minute(self, minute: int) -> str:
+        """Hash of one minute's statistics per handler (``<handler>|<outcome>``, ``<handler>|dsum``,
+        ``<handler>|b<bucket index>``), written by ``lua/stats.lua``; ``minute`` is unix seconds // 60."""
+        return f"kw:{self.tag}:stats:m:{minute}"
 
     def children(self, job_id: str) -> str:
         """Hash of a parent job's children: ``<pool>/<child job id>`` -> the child's state

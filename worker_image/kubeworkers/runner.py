@@ -384,7 +384,7 @@ class AttemptRunner:
             self.metrics.outcome(job.handler, "waiting")
             self.metrics.observe(job.handler, duration)
             job_log(INFO, "job waiting for its children", {**extra, "state": "Waiting", "then": ending.then})
-            self.write(job, attempts.wait_write(job, self.name, ending.then, ending.input_json),
+            self.write(job, attempts.wait_write(job, self.name, ending.then, ending.input_json, duration),
                        self._fallback(job, duration))
             return
         if ending.reason == "cancelled":
@@ -421,7 +421,7 @@ class AttemptRunner:
             self.metrics.observe(job.handler, duration)
         if error.retryable and ending.retry is not None and job.attempt < job.max_attempts:
             delay = attempts.backoff(ending.retry, job.attempt, self.settings.max_backoff)
-            body, message = attempts.retry_write(job, self.name, error, delay)
+            body, message = attempts.retry_write(job, self.name, error, delay, duration if ending.ran else None)
             self.metrics.outcome(job.handler, ending.outcome or "retried")
             self.metrics.retried(job.handler)
             job_log(WARNING, message, {**extra, "state": "Queued"})

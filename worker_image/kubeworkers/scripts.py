@@ -7,7 +7,8 @@ script's source, which runs it and caches it; safe because a ``NOSCRIPT`` reply 
 script did not run. In a pipeline only the calls that answered ``NOSCRIPT`` are sent again.
 Every script is sent with one line before its file: ``local EVENTS_MAXLEN = <n>``
 (:data:`~kubeworkers.protocol.EVENTS_MAXLEN`), the cap of every ``XADD`` to the events stream,
-so the number has one home. A file whose first line is a Redis 7 shebang (``#!lua flags=...``)
+so the number has one home (likewise ``DURATION_BUCKETS`` and ``STATS_TTL_S``, which ``lua/stats.lua``
+uses). A file whose first line is a Redis 7 shebang (``#!lua flags=...``)
 keeps it first: the scripts that only keep held work alive (``renew``, ``reap``) declare
 ``allow-oom``, so a Redis at ``maxmemory`` still takes the heartbeats that stop live workers'
 jobs from being handed out again (it refuses new work, not the upkeep of work already taken).
@@ -38,6 +39,8 @@ LUA_DIR = Path(__file__).resolve().parent / "lua"
 PRELUDE = (
     f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}\nlocal EVENTS_STREAM = '{protocol.EVENTS_STREAM}'\n"
     f"local JOB_INDEX_MAXLEN = {protocol.JOB_INDEX_MAXLEN}\nlocal ATTEMPT_LOG_MAX = {protocol.ATTEMPT_LOG_MAX}\n"
+    f"local DURATION_BUCKETS = {{{', '.join(repr(b) for b in protocol.DURATION_BUCKETS_S)}}}\n"
+    f"local STATS_TTL_S = {protocol.STATS_TTL_S}\n"
 )
 #: The line that splices a library file in (see the module docstring).
 INCLUDE = "--! include "

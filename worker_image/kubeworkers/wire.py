@@ -68,6 +68,8 @@ class RetryWrite(_Delivery):
     message: str
     event: str
     attempt: int
+    #: The attempt's duration, seconds as decimal text; '' when no handler ran (statistics).
+    duration: str
 
 
 class RequeueWrite(_Delivery):
@@ -99,6 +101,8 @@ class WaitWrite(_Delivery):
     message: str
     event: str
     attempt: int
+    #: The attempt's duration, seconds as decimal text (statistics).
+    duration: str
 
 class AdvanceWrite(_Delivery):
     """End a sequence's step that succeeded (not its last): record its output, make ``next`` (the next

@@ -19,10 +19,10 @@
 -- ARGV[9] writes: JSON list of writes, each with kind, stream (1-based index into KEYS),
 -- entry, job_id and, by kind:
 --   finish:   state, output, error, message, duration, ran, event, dead_letter_reason, attempt
---   retry:    due, error, message, event, attempt
+--   retry:    due, error, message, event, attempt, duration
 --   requeue:  message, uncount, owner
 --   progress: progress, message, event
---   wait:     then, input, message, event, attempt
+--   wait:     then, input, message, event, attempt, duration
 --             (fan-out: the attempt ends Waiting for its children; then is the continuation
 --             handler, input its JSON; see children.lua)
 --   advance:  output, next, handler, step, index, max_attempts, message, duration, event, attempt
@@ -32,7 +32,7 @@
 --             StepRef JSON, max_attempts the next step's limit as text or '')
 -- (output and error are JSON text or ''; event is JobEvent JSON without the output, which
 -- is spliced in here so it crosses the wire once; ran is false for a job that failed before
--- any handler ran, which the duration statistics leave out; dead_letter_reason '' = none;
+-- any handler ran, which the duration statistics leave out (a retry's duration is '' then); dead_letter_reason '' = none;
 -- due is unix seconds; uncount true gives the attempt back; owner is the consumer that must
 -- hold the entry, usually ARGV[7])
 -- Returns one result per write: 1 applied, 0 not applied (another delivery is current, or
@@ -40,6 +40,7 @@
 -- gone or finished, or 0 when the entry was not held; a write that cannot be applied
 -- returns 'error: <why>'.
 --! include children
+--! include stats
 local group, now, prefix, events = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local pointer_prefix, ttl, worker = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local dlq_maxlen = ARGV[8]
@@ -52,10 +53,12 @@ local duration = 0
 local FIELDS = {
   finish = {state = 'string', output = 'string', error = 'string', message = 'string', duration = 'string',
     ran = 'boolean', event = 'string', dead_letter_reason = 'string', attempt = 'number'},
-  retry = {due = 'string', error = 'string', message = 'string', event = 'string', attempt = 'number'},
+  retry = {due = 'string', error = 'string', message = 'string', event = 'string', attempt = 'number',
+    duration = 'string'},
   requeue = {message = 'string', uncount = 'boolean', owner = 'string'},
   progress = {progress = 'string', message = 'string', event = 'string'},
-  wait = {['then'] = 'string', input = 'string', message = 'string', event = 'string', attempt = 'number'},
+  wait = {['then'] = 'string', input = 'string', message = 'string', event = 'string', attempt = 'number',
+    duration = 'string'},
   advance = {output = 'string', ['next'] = 'string', handler = 'string', step = 'string', index = 'number',
     max_attempts = 'string', message = 'string', duration = 'string', event = 'string', attempt = 'number'},
 }
@@ -114,6 +117,7 @@ local function finish(w, stream, record)
   if not settle_attempt(w, stream, record) then
     return 0
   end
+  kw_stats_finish(prefix, now, record, w)  -- kubeworkers stats (stats.lua)
   local event = w.event
   if w.state == 'Succeeded' then
     redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
@@ -156,6 +160,7 @@ local function retry(w, stream, record)
   end
   redis.call('HSET', record, 'state', 'Queued', 'updated_at', now, 'error', w.error, 'message', w.message, 'entry', '')
   redis.call('ZADD', prefix .. 'delayed', w.due, redis.call('HGET', record, 'msg'))
+  kw_stats(prefix, now, record, 'retried', w.duration)  -- kubeworkers stats (stats.lua)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
   counts.retried = counts.retried + 1
   return 1
@@ -205,6 +210,7 @@ local function wait(w, stream, record)
     return 0
   end
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
+  kw_stats(prefix, now, record, 'waiting', w.duration)  -- kubeworkers stats (stats.lua)
   kw_wait(record, w['then'], w.input, now, w.message)
   return 1
 end
@@ -215,6 +221,7 @@ local function advance(w, stream, record)
   if not settle_attempt(w, stream, record) then
     return 0
   end
+  kw_stats(prefix, now, record, 'succeeded', w.duration)  -- kubeworkers stats (stats.lua), before handler changes
   local uid = redis.call('HGET', record, 'uid')
   local id = redis.call('XADD', stream, '*', 'v', '1', 'm', w['next'], 'j', w.job_id, 'u', uid, 'h', w.handler)
   redis.call('HSET', record, 'step_output:' .. w.index, w.output, 'msg', w['next'], 'handler', w.handler,
