@@ -124,7 +124,8 @@ def bar_line(fraction: float | None, message: str | None, state: JobState, elaps
     limit = max(width - 1, 0)
     # Padded, so the bar and the message keep their columns as the state and the time change.
     status = f"{percent(fraction):>4} {elapsed_text(elapsed_s):>{ELAPSED_CELLS}}  {state.value:<{STATE_CELLS}}"
-    bar_cells = min(BAR_MAX_CELLS, (limit - len(status) - 3) // 2)
+    # A third of what is left, so the message has the rest.
+    bar_cells = min(BAR_MAX_CELLS, (limit - len(status) - 3) // 3)
     if bar_cells >= BAR_MIN_CELLS:
         filled = 0 if fraction is None else round(max(0.0, min(fraction, 1.0)) * bar_cells)
         head = f"[{'#' * filled}{'-' * (bar_cells - filled)}] {status}"
