@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -390,14 +391,26 @@ def _wait(client: Client, job_id: str, pool: str, timeout: float) -> int:
             raise JobNotFoundError(job_id)
         return record
 
+    # Ctrl-C is noted and acted on between two polls (a second one acts at once): a KeyboardInterrupt
+    # raised in the middle of drawing could leave half a frame on the terminal.
+    stop = threading.Event()
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         record = progress_view.watch(
             read, sys.stderr, job_id=job_id, timeout=timeout, delays=poll_delays(most=progress_view.POLL_MAX_S),
             bar=progress_view.use_bar(sys.stderr.isatty(), os.environ.get("TERM")),
-            width=lambda: progress_view.terminal_width(sys.stderr))
+            width=lambda: progress_view.terminal_width(sys.stderr), sleep=stop.wait, interrupted=stop.is_set)
     except KeyboardInterrupt:
         return _fail("submit", f"stopped waiting; job {job_id} goes on (kubeworkers jobs cancel {job_id} stops it)",
                      130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     print(record.model_dump_json(indent=2))
     return 0 if record.state is JobState.SUCCEEDED else 1
 

@@ -204,7 +204,8 @@ def watch(
     delays: Iterable[float],
     width: Callable[[], int] = lambda: DEFAULT_WIDTH,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> JobRecord:
     """Poll ``read`` (the job's record) until the job has finished, drawing its progress on
     ``out`` (the bar, or plain lines), pausing ``delays`` in turn between polls; then erase the
@@ -212,7 +213,9 @@ def watch(
 
     :class:`TimeoutError` (``job <id> is still <state> after <timeout>s``) once ``timeout``
     seconds have passed; whatever ``read`` raises, and a ``KeyboardInterrupt``, go through too,
-    the bar's line erased first, so the terminal is left clean.
+    the bar's line erased first, so the terminal is left clean. ``interrupted`` (asked after each
+    pause) turns a Ctrl-C noted by a signal handler into that ``KeyboardInterrupt`` here, between
+    two polls, rather than in the middle of a write to ``out``.
     """
     start = clock()
     last_frame = ""
@@ -236,6 +239,8 @@ def watch(
             if timeout is not None and elapsed >= timeout:
                 raise TimeoutError(f"job {job_id} is still {record.state.value} after {timeout}s")
             sleep(delay)
+            if interrupted():
+                raise KeyboardInterrupt
         else:
             raise AssertionError("the poll delays ended before the job did")
     finally:
