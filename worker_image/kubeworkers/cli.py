@@ -10,19 +10,20 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis
 
-from kubeworkers import connection, dlq, inspection, logs, queue, redis_url, reruns, run_local, stats
-from kubeworkers.protocol import PRIORITY_ORDER, JobState, PoolKeys
+from kubeworkers import connection, dlq, inspection, logs, progress_view, queue, redis_url, reruns, run_local, stats
+from kubeworkers.protocol import PRIORITY_ORDER, JobRecord, JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
 
 if TYPE_CHECKING:
-    from kubeworkers.client import Submitted
+    from kubeworkers.client import Client, Submitted
 
 #: The settings the commands other than ``worker`` take.
 CONNECTION = ("redis_url", "namespace", "pool")
@@ -70,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     when = s.add_mutually_exclusive_group()
     when.add_argument("--delay", type=float, metavar="SECONDS", help="start no earlier than this many seconds from now")
     when.add_argument("--at", metavar="RFC3339", help="start no earlier than this time, e.g. 2026-12-02T12:00:00Z")
-    s.add_argument("--wait", type=float, help="wait up to this many seconds and print the record")
+    s.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="wait up to this many seconds, showing the job's progress on stderr (a live bar on a "
+                        "terminal, else a line per change), then print its record; Ctrl-C stops waiting "
+                        "(exit 130) and leaves the job running")
     s.add_argument("--durable", type=int, metavar="REPLICAS",
                    help="return only once this many replicas acknowledged the job (Redis WAIT); else exit 1")
     s.add_argument("--durable-timeout", type=float, default=1.0, metavar="SECONDS",
@@ -388,7 +392,40 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(_submitted_line(job_id, settings.pool), file=sys.stderr, flush=True)
     if args.wait is None:
         return 0
-    record = client.wait(job_id, args.wait, pool=settings.pool)
+    return _wait(client, job_id, settings.pool, args.wait)
+
+
+def _wait(client: Client, job_id: str, pool: str, timeout: float) -> int:
+    """``submit --wait``: the job's progress on stderr while it runs (:mod:`kubeworkers.progress_view`),
+    then its record on stdout; 1 if it did not succeed, 130 on Ctrl-C (the job goes on)."""
+    from kubeworkers.client import JobNotFoundError, poll_delays
+
+    def read() -> JobRecord:
+        record = client.get(job_id, pool=pool)
+        if record is None:
+            raise JobNotFoundError(job_id)
+        return record
+
+    # Ctrl-C is noted and acted on between two polls (a second one acts at once): a KeyboardInterrupt
+    # raised in the middle of drawing could leave half a frame on the terminal.
+    stop = threading.Event()
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        record = progress_view.watch(
+            read, sys.stderr, job_id=job_id, timeout=timeout, delays=poll_delays(most=progress_view.POLL_MAX_S),
+            bar=progress_view.use_bar(sys.stderr.isatty(), os.environ.get("TERM")),
+            width=lambda: progress_view.terminal_width(sys.stderr), sleep=stop.wait, interrupted=stop.is_set)
+    except KeyboardInterrupt:
+        return _fail("submit", f"stopped waiting; job {job_id} goes on (kubeworkers jobs cancel {job_id} stops it)",
+                     130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     print(record.model_dump_json(indent=2))
     return 0 if record.state is JobState.SUCCEEDED else 1
 
