@@ -415,7 +415,9 @@ def _wait(client: Client, job_id: str, pool: str, timeout: float) -> int:
             raise KeyboardInterrupt
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    # Only the main thread may set a signal handler (``main`` run in a thread keeps Python's own).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if main_thread else None
     try:
         record = progress_view.watch(
             read, sys.stderr, job_id=job_id, timeout=timeout, delays=poll_delays(most=progress_view.POLL_MAX_S),
@@ -425,7 +427,8 @@ def _wait(client: Client, job_id: str, pool: str, timeout: float) -> int:
         return _fail("submit", f"stopped waiting; job {job_id} goes on (kubeworkers jobs cancel {job_id} stops it)",
                      130)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     print(record.model_dump_json(indent=2))
     return 0 if record.state is JobState.SUCCEEDED else 1
 
