@@ -136,6 +136,7 @@ MODES: dict[str, Mapping[str, object]] = {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
             "podMonitor": {"enabled": True},
             "grafanaDashboard": {"enabled": True},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
             "workers": {"service": {"namespaces": ["team-a", "team-b"]}},
         },
         "redis": {"secretNamespaces": ["team-a", "team-b"]},

@@ -123,6 +123,13 @@ def dashboard_queries() -> list[str]:
     return [q for q in queries if "kubeworkers_" in q]
 
 
+def recording_rule_queries(tmp_path: Path) -> list[str]:
+    """The expressions of the chart's PrometheusRule (monitoring mode)."""
+    objs = render_chart(MODES["metrics-all-on"], tmp_path)
+    return [r["expr"] for obj in objs if obj["kind"] == "PrometheusRule"
+            for group in obj["spec"]["groups"] for r in group["rules"]]
+
+
 def labels_used(query: str) -> dict[str, set[str]]:
     """Metric name -> the labels the query filters, groups or takes values by."""
     grouped = {label.strip() for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", query)
@@ -135,13 +142,16 @@ def labels_used(query: str) -> dict[str, set[str]]:
     return used
 
 
-def test_every_dashboard_query_uses_labels_prometheus_stores_with_the_values_the_code_exports(
+def test_every_dashboard_query_and_recording_rule_uses_labels_prometheus_stores_with_the_values_the_code_exports(
     tmp_path: Path,
 ) -> None:
     stored, exported = stored_series(tmp_path)
     problems = []
     queries = dashboard_queries()
     assert queries, "the dashboard has no kubeworkers queries"
+    rules = recording_rule_queries(tmp_path)
+    assert rules, "the chart's PrometheusRule records nothing"
+    queries += rules
     for query in queries:
         for name, labels in labels_used(query).items():
             assert name in stored, f"{name} is exported by nobody ({query})"

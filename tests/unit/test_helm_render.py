@@ -232,6 +232,23 @@ def test_prometheus_operator_objects_are_off_by_default(tmp_path: Path) -> None:
     objs = render_chart(None, tmp_path)
     assert not find(objs, "ServiceMonitor") and not find(objs, "PodMonitor")
     assert not find(objs, "ConfigMap")
+    assert not find(objs, "PrometheusRule")
+
+
+def test_the_prometheus_rule_records_each_handlers_failure_ratio_and_duration_quantiles(tmp_path: Path) -> None:
+    rule = one(render_chart(MODES["metrics-all-on"], tmp_path), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    (group,) = rule["spec"]["groups"]
+    rules = {r["record"]: r["expr"] for r in group["rules"]}
+    assert set(rules) == {"handler:kubeworkers_job_failures:ratio_rate5m",
+                          "handler:kubeworkers_job_duration_seconds:p50_rate5m",
+                          "handler:kubeworkers_job_duration_seconds:p95_rate5m"}
+    ratio = rules["handler:kubeworkers_job_failures:ratio_rate5m"]
+    # Failed jobs are the dead-lettered ones (as `kubeworkers stats` counts them), over all that ended.
+    assert "rate(kubeworkers_dead_lettered_total[5m])" in ratio
+    assert 'rate(kubeworkers_jobs_total{outcome="succeeded"}[5m])' in ratio
+    assert ratio.count("(") == ratio.count(")")
+    assert "histogram_quantile(0.95," in rules["handler:kubeworkers_job_duration_seconds:p95_rate5m"]
 
 
 def test_monitoring_mode_renders_servicemonitor_podmonitor_and_dashboard(tmp_path: Path) -> None:

@@ -256,7 +256,7 @@ def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
     if value < 1:
-        return f"{value * 1000:.0f}ms" if value >= 0.0005 else f"{value * 1000:.2f}ms"
+        return f"{value * 1000:.0f}ms" if value >= 0.01 else f"{value * 1000:.2f}ms"
     return f"{value:.2f}s"
 
 
