@@ -114,3 +114,41 @@ async def test_the_trim_chore_reports_the_events_and_dead_letter_stream_lengths_
     await trim_and_measure(rt)
     assert "team-b" not in rt.metrics.render().decode()  # a deleted pool's series ends
     await r.aclose()
+
+
+async def test_the_trim_chore_reports_queued_and_in_flight_jobs_per_handler_as_kubeworkers_stats_does(
+    redis_url: str,
+) -> None:
+    from kubeworkers import Registry, leases, redis_ops, scripts, stats, wire
+    from kubeworkers.client import AsyncClient
+    from kubeworkers.protocol import job_pool_prefix
+
+    r = aioredis.Redis.from_url(redis_url)
+    keys = PoolKeys("team-a", "images")
+    await leases.ensure_groups(r, keys)
+    async with AsyncClient(connection=r, registry=Registry(), namespace="team-a") as client:
+        await client.submit_many("images", "resize", [{}] * 3)
+        await client.submit_many("images", "thumb", [{}] * 2)
+        await client.submit("images", "thumb", {}, delay=3600)
+    taken = wire.parse_take(await scripts.call(r, "take", keys.streams, wire.take_args(
+        mode="read", group="workers", consumer="w", count=1, now="1", prefix=keys.prefix, events=EVENTS_STREAM,
+        pointer_prefix=job_pool_prefix("team-a"), result_ttl=60, default_max_attempts=3,
+        handler_max_attempts="{}", dead_letter_maxlen=100,
+    )))
+    assert [(t.handler, t.verdict) for t in taken] == [("resize", wire.Verdict.RUN)]
+    index = ClusterIndex()
+    index.pools[("team-a", "images")] = TrackedPool("team-a", "images", "u", None)
+    rt = cast(Runtime, SimpleNamespace(redis=r, index=index, metrics=OperatorMetrics()))
+
+    await trim_and_measure(rt)
+    page = rt.metrics.render().decode()
+    samples = {(s.name, s.labels["handler"]): s.value for family in text_string_to_metric_families(page)
+               for s in family.samples if s.name.endswith(("_jobs_queued", "_jobs_in_flight"))}
+    assert samples == {
+        ("kubeworkers_operator_jobs_queued", "resize"): 2, ("kubeworkers_operator_jobs_in_flight", "resize"): 1,
+        ("kubeworkers_operator_jobs_queued", "thumb"): 3, ("kubeworkers_operator_jobs_in_flight", "thumb"): 0,
+    }
+    shown = await redis_ops.run(r, stats.stats_plan("team-a", "images", 3600))
+    assert {(h.handler, h.queued, h.in_flight) for h in shown.handlers} == {("resize", 2, 1), ("thumb", 3, 0)}
+    assert lint(page) == []
+    await r.aclose()

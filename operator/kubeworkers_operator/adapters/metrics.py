@@ -88,6 +88,16 @@ class OperatorMetrics:
             p + "dead_letter_entries", "Entries in each pool's dead-letter stream.", ["namespace", "pool"],
             registry=r,
         )
+        self.jobs_queued = Gauge(
+            p + "jobs_queued",
+            "Jobs waiting on each pool by handler (on its streams, or delayed: retries and notBefore), "
+            "as `kubeworkers stats` counts them (the first 10,000 per stream).",
+            ["namespace", "pool", "handler"], registry=r,
+        )
+        self.jobs_in_flight = Gauge(
+            p + "jobs_in_flight", "Jobs held by a worker of each pool, by handler (as `kubeworkers stats`).",
+            ["namespace", "pool", "handler"], registry=r,
+        )
         self.deployments_applied = Counter(
             p + "deployments_applied_total", "Worker Deployments created or updated.", registry=r
         )

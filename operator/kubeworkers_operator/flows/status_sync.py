@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from kubeworkers import redis_ops, stats
 from kubeworkers.protocol import EVENTS_STREAM, JobEvent, PoolKeys, is_sdk_job, job_object_of
 from redis.exceptions import RedisError, ResponseError
 
@@ -117,7 +118,8 @@ async def trim_events(r: aioredis.Redis, *, stale_after_seconds: float = STALE_G
 
 async def trim_and_measure(rt: Runtime) -> int:
     """The ``events-trim`` chore: :func:`trim_events`, then the lengths of the events stream and of
-    every known pool's dead-letter stream into the metrics (one pipelined round trip). Returns entries trimmed."""
+    every known pool's dead-letter stream into the metrics (one pipelined round trip), and each pool's
+    queued and in-flight jobs by handler (one round trip per pool). Returns entries trimmed."""
     removed = await trim_events(rt.redis)
     pools = sorted(rt.index.pools)
     async with rt.redis.pipeline(transaction=False) as pipe:
@@ -129,6 +131,15 @@ async def trim_and_measure(rt: Runtime) -> int:
     rt.metrics.dead_letter_length.clear()  # a deleted pool's series ends
     for (namespace, pool), length in zip(pools, lengths[1:], strict=True):
         rt.metrics.dead_letter_length.labels(namespace=namespace, pool=pool).set(length)
+    # Queued and in flight per handler: the numbers `kubeworkers stats` shows, read the same way.
+    measured = [await redis_ops.run(rt.redis, stats.stats_plan(namespace, pool, 60)) for namespace, pool in pools]
+    rt.metrics.jobs_queued.clear()
+    rt.metrics.jobs_in_flight.clear()
+    for found in measured:
+        for h in found.handlers:
+            rt.metrics.jobs_queued.labels(namespace=found.namespace, pool=found.pool, handler=h.handler).set(h.queued)
+            rt.metrics.jobs_in_flight.labels(
+                namespace=found.namespace, pool=found.pool, handler=h.handler).set(h.in_flight)
     return removed
 
 
