@@ -224,3 +224,15 @@ async def test_jobs_retry_and_cancel_commands_answer_per_job_with_exit_codes(
     finished = await asyncio.to_thread(cli, redis_url, "cancel", "c3")
     assert finished.returncode == 1 and "it has finished (Cancelled)" in finished.stderr
 
+
+
+@pytest.mark.parametrize("priority", ["critical", "high", "low"])
+async def test_a_rerun_goes_back_to_the_stream_of_its_priority(
+    r: aioredis.Redis, redis_sync: redis.Redis, redis_url: str, priority: str
+) -> None:
+    msg = message("prio", handler="always_fails").model_copy(update={"priority": priority})
+    await failed_job(r, redis_url, msg)
+    await asyncio.to_thread(reruns.rerun_job, redis_sync, KEYS, "prio")
+    lengths = {p: await r.xlen(KEYS.stream(p)) for p in ("critical", "high", "normal", "low")}
+    assert lengths == {p: int(p == priority) for p in lengths}
+    assert (await record(r, "prio")).priority.value == priority

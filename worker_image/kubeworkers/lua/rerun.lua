@@ -73,7 +73,7 @@ if replaced == 0 then
   fresh = string.match(raw, '^(.-)%s*}%s*$') .. ', "run": ' .. new_run .. '}'
 end
 local priority = rec[5]
-if priority ~= 'high' and priority ~= 'low' then
+if priority ~= 'critical' and priority ~= 'high' and priority ~= 'low' then
   priority = 'normal'
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then  -- written afresh from the dead-letter entry's message
