@@ -243,9 +243,9 @@ def test_a_wrong_value_is_refused_by_helm_install_and_nothing_is_created(
 
 
 
-# prometheus-operator's CRDs are not installed on the test control plane; those two kinds are
+# prometheus-operator's CRDs are not installed on the test control plane; those kinds are
 # checked by the unit tests' parsing only.
-NEEDS_PROMETHEUS_OPERATOR = {"ServiceMonitor", "PodMonitor"}
+NEEDS_PROMETHEUS_OPERATOR = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
