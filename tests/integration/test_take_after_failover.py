@@ -115,3 +115,32 @@ async def test_a_worker_whose_read_reached_the_old_master_runs_the_job_once(
         await asyncio.sleep(0.5)  # a second run, had there been one, would have started by now
     assert (done.state, done.attempts, done.output) == (JobState.SUCCEEDED, 1, {"attempt": 1})
     assert runs == [1]
+
+
+async def test_a_settle_whose_take_the_failover_lost_finishes_the_job_it_ran(
+    r: aioredis.Redis, client: AsyncClient
+) -> None:
+    """The new master has the blocking read's delivery but not the take that marked the job Running
+    (replication is ordered: the read came first). The worker ran the job; its settle reaches the
+    new master, where the record is still Queued on that very entry. Before the fix the settle acked
+    the entry and changed nothing: the job stayed Queued with no entry, never to finish."""
+    from kubeworkers import outbox
+    from kubeworkers.protocol import JobEvent
+
+    await leases.ensure_groups(r, KEYS)
+    job_id = await client.submit("p", "h", {})
+    await r.xreadgroup("workers", "w", {KEYS.stream("normal"): ">"}, count=1)  # delivered, never taken
+    [(entry_id, _)] = await r.xrange(KEYS.stream("normal"))
+    write = wire.FinishWrite(
+        kind="finish", stream=KEYS.streams.index(KEYS.stream("normal")) + 1, entry=entry_id.decode(),
+        job_id=job_id, state="Succeeded", output='{"ok": true}', error="", message="", duration="0.1",
+        attempt=1, dead_letter_reason="", ran=True,
+        event=JobEvent(job_id=job_id, uid=job_id, namespace="default", pool="p",
+                       state=JobState.SUCCEEDED).model_dump_json(),
+    )
+    assert await outbox.settle(r, KEYS, "w", 60, [write], dead_letter_maxlen=100) == [1]
+    rec = await record(r, job_id)
+    assert (rec.state, rec.attempts, rec.output, rec.worker) == (JobState.SUCCEEDED, 1, {"ok": True}, "w")
+    assert await r.xlen(KEYS.stream("normal")) == 0
+    # The same write sent again (its reply lost) changes nothing.
+    assert await outbox.settle(r, KEYS, "w", 60, [write], dead_letter_maxlen=100) == [0]

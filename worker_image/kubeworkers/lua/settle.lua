@@ -106,6 +106,15 @@ end
 local function settle_attempt(w, stream, record)
   ack(stream, w.entry)
   local rec = redis.call('HMGET', record, 'entry', 'state', 'attempts')
+  if rec[1] == w.entry and rec[2] == 'Queued' and tonumber(rec[3]) == w.attempt - 1 then
+    -- The take of this very delivery was lost: a failover promoted a replica that had the delivery
+    -- (the blocking read's) but not the take that marked it Running. Nothing else leaves a record
+    -- Queued on the entry it was enqueued with, so the attempt did run here: it is recorded as
+    -- taken, and the write applies. (Before, the entry was acked and the job stayed Queued with
+    -- no entry, run once and never finished.)
+    redis.call('HSET', record, 'state', 'Running', 'attempts', w.attempt, 'worker', worker)
+    rec[2], rec[3] = 'Running', w.attempt
+  end
   local current = rec[1] == w.entry and rec[2] == 'Running' and tonumber(rec[3]) == w.attempt
   if current then
     kw_attempt_settled(record, w, now)  -- attempt history (jobindex.lua)
