@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import redis
 from kubeworkers.protocol import PoolKeys
@@ -276,6 +277,10 @@ def test_a_job_whose_worker_died_shows_requeued_then_runs_again_with_its_last_st
     cluster.apply(pool_manifest(leaseSeconds=6), namespace)
     cluster.apply(job_yaml("orphaned", "slow", {"seconds": 8, "steps": 8}, maxAttempts=3), namespace)
     first = wait_phase(cluster, namespace, "orphaned", {"Running"})["status"]
+    # startTime has one-second resolution, and the killed container's restart can reclaim and start
+    # the job again at once: kill only once the first attempt is over a second old, so that the last
+    # attempt's startTime is a later second than the first's (seen once: both at the same second).
+    time.sleep(1.1)
     demo_pool.kill(first["worker"])  # SIGKILL: no hand-back
     events = assert_events(cluster, namespace, "orphaned", {"Requeued"})
     # Whichever comes first hands the job back, each with its true reason: the reaper after the
