@@ -11,7 +11,7 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio as aioredis
-from kubeworkers import Registry, Step, inspection, queue, scripts
+from kubeworkers import ChildrenDone, JobContext, Registry, Step, inspection, queue, scripts
 from kubeworkers.client import AsyncClient
 from kubeworkers.protocol import JobMessage, JobState, PoolKeys
 from pydantic import BaseModel
@@ -111,3 +111,40 @@ async def test_a_live_sequence_is_listed_under_the_handler_of_the_step_it_is_on(
     assert done.state is JobState.SUCCEEDED, done
     assert [rec.job_id for rec in listed(redis_sync, handler="slow", state="Succeeded").rows] == [job_id]
     assert await r.exists(KEYS.handler_index("live", "slow")) == 0
+
+
+class Fan(BaseModel):
+    n: int
+
+
+class Item(BaseModel):
+    i: int
+
+
+async def test_a_parent_is_listed_under_its_continuations_handler_once_its_children_are_done(
+    redis_url: str, r: aioredis.Redis, redis_sync: redis.Redis, client: AsyncClient
+) -> None:
+    reg = Registry()
+
+    @reg.handler("fan")
+    async def fan(inp: Fan, ctx: JobContext) -> object:
+        await ctx.map("item", [Item(i=i) for i in range(inp.n)])
+        return ctx.wait(then="join", input={})
+
+    @reg.handler("item")
+    async def item(inp: Item) -> dict[str, int]:
+        return {"i": inp.i}
+
+    @reg.handler("join")
+    async def join(inp: ChildrenDone) -> dict[str, int]:
+        return {"children": inp.counts.succeeded}
+
+    async with start_worker(redis_url, reg):
+        job_id = await client.submit("p", "fan", {"n": 3})
+        done = await client.wait(job_id, 30)
+    assert done.state is JobState.SUCCEEDED and done.output == {"children": 3}, done
+    assert [rec.job_id for rec in listed(redis_sync, handler="join", state="Succeeded").rows] == [job_id]
+    assert len(listed(redis_sync, handler="item", state="Succeeded").rows) == 3
+    # The parent left the live set of the handler it started as when its continuation was queued.
+    assert await r.exists(KEYS.handler_index("live", "fan")) == 0
+    assert await r.exists(KEYS.handler_index("live", "join")) == 0
