@@ -17,7 +17,7 @@ from kubeworkers import JobContext, Registry, cli, inspection, leases, queue, sc
 from kubeworkers.protocol import JobMessage, JobState, PoolKeys
 from pydantic import BaseModel
 
-from tests.support.workers import start_worker, wait_state
+from tests.support.workers import cap_job_index, start_worker, wait_state
 
 KEYS = PoolKeys("default", "p")
 
@@ -112,10 +112,7 @@ async def test_jobs_list_skips_ids_whose_record_moved_on_or_was_deleted(
 async def test_the_index_is_bounded_by_count_and_finished_jobs_leave_the_live_index(
     r: aioredis.Redis, redis_sync: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A cap of 5 instead of a million: the scripts are built afresh with that prelude.
-    monkeypatch.setattr(scripts, "PRELUDE", scripts.PRELUDE.replace(
-        "JOB_INDEX_MAXLEN = 1000000", "JOB_INDEX_MAXLEN = 5"))
-    monkeypatch.setattr(scripts, "_SCRIPTS", {})
+    cap_job_index(monkeypatch, 5)  # instead of a million
     for n in range(8):
         assert await queue.enqueue(r, message(f"c{n}", "ok"))
     assert await r.zcard(KEYS.index("live")) == 8

@@ -11,12 +11,12 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio as aioredis
-from kubeworkers import ChildrenDone, JobContext, Registry, Step, inspection, queue, scripts
+from kubeworkers import ChildrenDone, JobContext, Registry, Step, inspection, queue
 from kubeworkers.client import AsyncClient
 from kubeworkers.protocol import JobMessage, JobState, PoolKeys
 from pydantic import BaseModel
 
-from tests.support.workers import start_worker, until
+from tests.support.workers import cap_job_index, start_worker, until
 
 KEYS = PoolKeys("default", "p")
 
@@ -58,9 +58,7 @@ async def test_a_rare_handler_is_listed_from_its_own_index_without_reading_the_o
 async def test_the_per_handler_index_is_bounded_by_count_and_by_the_result_ttl(
     r: aioredis.Redis, redis_sync: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scripts, "PRELUDE", scripts.PRELUDE.replace(
-        "JOB_INDEX_MAXLEN = 1000000", "JOB_INDEX_MAXLEN = 5"))
-    monkeypatch.setattr(scripts, "_SCRIPTS", {})
+    cap_job_index(monkeypatch, 5)  # instead of a million
     for n in range(8):
         assert await queue.enqueue(r, message(f"b{n}", "rare"))
         assert await asyncio.to_thread(queue.cancel_sync, redis_sync, "default", "p", f"b{n}", result_ttl=3600)

@@ -16,8 +16,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 import redis.asyncio as aioredis
+from kubeworkers import protocol, scripts
 from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
 from kubeworkers.registry import Registry
 from kubeworkers.settings import WorkerSettings
@@ -194,3 +196,12 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+def cap_job_index(monkeypatch: pytest.MonkeyPatch, most: int) -> None:
+    """The scripts rebuilt with ``JOB_INDEX_MAXLEN = most`` (instead of a million), for tests of the
+    jobs index bound; undone with ``monkeypatch``."""
+    old = f"JOB_INDEX_MAXLEN = {protocol.JOB_INDEX_MAXLEN}"
+    assert old in scripts.PRELUDE
+    monkeypatch.setattr(scripts, "PRELUDE", scripts.PRELUDE.replace(old, f"JOB_INDEX_MAXLEN = {most}"))
+    monkeypatch.setattr(scripts, "_SCRIPTS", {})
