@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,12 @@ from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner
 from tests.support.redis_server import RedisServer
 from tests.support.workers import WorkerProcess
+
+# Ctrl-C must reach this session however the suite that runs it was started: a background job
+# of a non-interactive shell (`make test &` in a script, CI runners) starts with SIGINT ignored,
+# every child inherits that, and Python then keeps SIGINT ignored instead of raising
+# KeyboardInterrupt; a terminal's Ctrl-C, what this probe stands for, always arrives.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 LONG_JOB = """
 apiVersion: workers.io/v1alpha1
