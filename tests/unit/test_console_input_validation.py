@@ -19,7 +19,8 @@ def test_a_jobs_filter_means_what_jobs_list_with_the_same_flags_means() -> None:
 
 
 def test_empty_fields_are_not_filters_and_the_pool_may_come_from_the_default() -> None:
-    assert forms.jobs_filter({"state": "", "handler": " ", "since": ""}, default_pool="demo") == forms.JobsFilter("demo")
+    empty = {"state": "", "handler": " ", "since": ""}
+    assert forms.jobs_filter(empty, default_pool="demo") == forms.JobsFilter("demo")
     assert forms.jobs_filter({"state": "delayed", "pool": "p"}).state == "Delayed"
 
 
@@ -56,7 +57,7 @@ def test_the_window_is_the_stats_commands(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize("text", ["30s", "25h", "1w", "soon", "90s"])
 def test_a_bad_window_is_refused(text: str) -> None:
-    with pytest.raises(forms.BadInput, match="^window: invalid window"):
+    with pytest.raises(forms.BadInput, match=r"^window: invalid window"):
         forms.window({"window": text})
 
 
