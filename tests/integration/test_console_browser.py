@@ -22,8 +22,9 @@ from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, P
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 
+from hack.browser import BrowserMissing, chrome
 from hack.polling import wait_for
-from tests.support.browser import BrowserMissing, ConsoleProcess, chrome
+from tests.support.browser import ConsoleProcess
 from tests.support.workers import WorkerProcess
 
 POOL = "p"

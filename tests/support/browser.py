@@ -1,49 +1,19 @@
-"""A real headless browser (Debian's chromium through chromium-driver, driven by selenium) and the
-web console as a real process (``python -m kubeworkers ui``), for the console's tests.
-
-A missing chromium or driver is a failure with the install line, never a skip
-(``bash hack/ensure-prereqs.sh --for test`` installs both).
-"""
+"""The web console as a real process (``python -m kubeworkers ui``), for the console's browser tests
+(the browser itself: :func:`hack.browser.chrome`)."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from hack import processes
 from hack.polling import WaitTimeout, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = ("chromium", "chromium-browser")
-DRIVER = "chromedriver"
-INSTALL = "apt-get install -y chromium chromium-driver (or: bash hack/ensure-prereqs.sh --for test)"
-
-
-class BrowserMissing(RuntimeError):
-    pass
-
-
-def chrome(width: int = 1280, height: int = 900) -> Any:
-    """A headless chromium under selenium, with the system's driver (selenium never downloads one)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary = next((p for p in (shutil.which(c) for c in CHROMIUM) if p), None)
-    driver = shutil.which(DRIVER)
-    if binary is None or driver is None:
-        raise BrowserMissing(f"chromium and chromedriver are needed for the console's browser tests: {INSTALL}")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}", "--disable-extensions", "--no-first-run"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
 class ConsoleProcess:

@@ -361,7 +361,9 @@ def dead_letters_page(ctx: Context, pool: str, dead: Sequence[dlq.DeadLetter | d
             rows.append(f"<tr><td>{e(d.id)}</td><td colspan=5 class=err>unreadable: {e(short(d.problem))}</td>"
                         "<td></td></tr>")
             continue
-        why = d.reason + (f" — {d.error.type}: {d.error.message}" if d.error else "")
+        why = d.reason
+        if d.error and d.error.message not in d.reason:  # the reason usually says it already
+            why += f" — {d.error.type}: {d.error.message}"
         rows.append(f'<tr><td>{e(d.id)}</td><td><a href="{url("/job", pool=pool, id=d.job_id)}">{e(d.job_id)}</a></td>'
                     f"<td>{e(d.handler)}</td><td class=num>{d.attempts}</td><td>{e(when(d.at))}</td>"
                     f"<td class=err>{e(short(why, 200))}</td>"
