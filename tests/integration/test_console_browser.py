@@ -12,14 +12,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
 from kubeworkers import Registry
 from kubeworkers.client import Client
 from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from hack.browser import BrowserMissing, chrome
@@ -28,6 +28,7 @@ from tests.support.browser import ConsoleProcess
 from tests.support.workers import WorkerProcess
 
 POOL = "p"
+T = TypeVar("T")
 KEYS = PoolKeys("default", POOL)
 
 
@@ -91,14 +92,28 @@ def wait_state(r: redis.Redis, job_id: str, *states: JobState, within: float = 3
     return wait_for(reached, within, f"{job_id} to be {'/'.join(s.value for s in states)}", every=0.05)
 
 
-def text_of(browser: Any, css: str) -> str:
-    return str(browser.find_element(By.CSS_SELECTOR, css).text)
+def fresh(read: Callable[[], T]) -> T:
+    """``read()`` again if the page's live refresh swapped the element away while it was read."""
+    for _ in range(20):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    return read()
+
+
+def text_of(browser: Any, css: str, by: str = By.CSS_SELECTOR) -> str:
+    return fresh(lambda: str(browser.find_element(by, css).text))
+
+
+def click(browser: Any, xpath: str) -> None:
+    fresh(lambda: browser.find_element(By.XPATH, xpath).click())
 
 
 def wait_text(browser: Any, css: str, want: str, within: float = 30) -> str:
     """Wait until the element ``css`` shows ``want`` (the page's own polling brings it: no reload here)."""
     def shown() -> str | None:
-        found = [str(el.text) for el in browser.find_elements(By.CSS_SELECTOR, css)]
+        found = fresh(lambda: [str(el.text) for el in browser.find_elements(By.CSS_SELECTOR, css)])
         return next((t for t in found if want in t), None)
 
     return wait_for(shown, within, f"{css} to show {want!r}", every=0.1)
@@ -146,26 +161,27 @@ def test_pools_and_jobs_pages_show_the_pools_and_their_jobs(
 
     browser.get(console.url + "/")
     assert browser.title.startswith("Pools")
-    row = browser.find_element(By.XPATH, f"//tbody/tr[th/a[text()='{POOL}']]")
-    assert "1, 0/4 slots busy" in row.text  # one idle worker of 4 slots
-    row.find_element(By.LINK_TEXT, POOL).click()
+    row = f"//tbody/tr[th/a[text()='{POOL}']]"
+    assert "1, 0/4 slots busy" in text_of(browser, row, By.XPATH)  # one idle worker of 4 slots
+    click(browser, row + f"//a[text()='{POOL}']")
 
     assert browser.title.startswith(f"Jobs of {POOL}")
-    ok_row = browser.find_element(By.CSS_SELECTOR, f'tr[data-job="{ok}"]')
-    assert "Succeeded" in ok_row.text and "word_count" in ok_row.text
-    bad_row = browser.find_element(By.CSS_SELECTOR, f'tr[data-job="{bad}"]')
-    assert "Failed" in bad_row.text and "RuntimeError: broken on purpose" in bad_row.text
+    ok_row = text_of(browser, f'tr[data-job="{ok}"]')
+    assert "Succeeded" in ok_row and "word_count" in ok_row
+    bad_row = text_of(browser, f'tr[data-job="{bad}"]')
+    assert "Failed" in bad_row and "RuntimeError: broken on purpose" in bad_row
 
     # The filter form is the CLI's jobs list: only the failed one.
     browser.find_element(By.CSS_SELECTOR, "select[name=state] option[value=Failed]").click()
     browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    assert [el.get_attribute("data-job") for el in browser.find_elements(By.CSS_SELECTOR, "tr[data-job]")] == [bad]
+    assert fresh(lambda: [el.get_attribute("data-job")
+                          for el in browser.find_elements(By.CSS_SELECTOR, "tr[data-job]")]) == [bad]
 
     # The job page: input, output, attempts.
     browser.get(f"{console.url}/job?pool={POOL}&id={ok}")
-    assert '"text": "to be or not to be"' in browser.find_element(By.XPATH, "//section[h2='Input']/pre").text
-    assert '"words": 6' in browser.find_element(By.XPATH, "//section[h2='Output']/pre").text
-    attempts = browser.find_element(By.XPATH, "//section[h2='Attempts']//tbody").text
+    assert '"text": "to be or not to be"' in text_of(browser, "//section[h2='Input']/pre", By.XPATH)
+    assert '"words": 6' in text_of(browser, "//section[h2='Output']/pre", By.XPATH)
+    attempts = text_of(browser, "//section[h2='Attempts']//tbody", By.XPATH)
     assert "w1" in attempts and "Succeeded" in attempts
     assert browser.find_elements(By.CSS_SELECTOR, "svg.timeline rect")
 
@@ -173,7 +189,7 @@ def test_pools_and_jobs_pages_show_the_pools_and_their_jobs(
     browser.get(f"{console.url}/dead-letters?pool={POOL}")
     assert "RuntimeError: broken on purpose" in wait_text(browser, "tbody tr", bad)
     browser.get(f"{console.url}/handlers?pool={POOL}")
-    fail_row = browser.find_element(By.XPATH, "//tbody/tr[th/a[text()='fail']]").text.split()
+    fail_row = text_of(browser, "//tbody/tr[th/a[text()='fail']]", By.XPATH).split()
     assert fail_row[:5] == ["fail", "1", "0", "1", "100.0%"]
 
 
@@ -185,7 +201,7 @@ def test_the_jobs_page_shows_new_jobs_and_progress_without_a_reload(
     first = sdk.submit(POOL, "word_count", {"text": "one"})
     wait_state(redis_sync, first, JobState.SUCCEEDED)
     browser.get(f"{console.url}/jobs?pool={POOL}")
-    browser.find_element(By.CSS_SELECTOR, f'tr[data-job="{first}"]')
+    text_of(browser, f'tr[data-job="{first}"]')
     mark_page(browser)
 
     running = sdk.submit(POOL, "slow", {"seconds": 4, "steps": 4})
@@ -195,8 +211,8 @@ def test_the_jobs_page_shows_new_jobs_and_progress_without_a_reload(
     values: set[str] = set()
 
     def moved() -> bool:
-        for bar in browser.find_elements(By.CSS_SELECTOR, f"{row} progress"):
-            values.add(str(bar.get_attribute("value")))
+        values.update(fresh(lambda: [str(bar.get_attribute("value"))
+                                     for bar in browser.find_elements(By.CSS_SELECTOR, f"{row} progress")]))
         return len(values - {"0", "0.000"}) >= 2
 
     wait_for(moved, 20, "the progress bar to move", every=0.1)
@@ -218,9 +234,9 @@ def test_a_retry_from_the_page_moves_a_failed_job_back_to_queued_then_succeeded(
     browser.get(f"{console.url}/job?pool={POOL}&id=to-retry")
     assert "Failed" in text_of(browser, "p.big")
     assert "RuntimeError: run 0 fails" in text_of(browser, "section p.err")
-    browser.find_element(By.XPATH, "//form[@action='/actions/retry']/button").click()
+    click(browser, "//form[@action='/actions/retry']/button")
 
-    assert browser.title.startswith("Job to-retry"), browser.find_element(By.TAG_NAME, "main").text
+    assert browser.title.startswith("Job to-retry"), text_of(browser, "main")
     assert "Queued again as a new run." in text_of(browser, "p.notice")
     assert "Queued" in text_of(browser, "p.big")
     rec = record(redis_sync, "to-retry")
@@ -231,7 +247,7 @@ def test_a_retry_from_the_page_moves_a_failed_job_back_to_queued_then_succeeded(
     wait_text(browser, "p.big", "Succeeded")
     assert_not_reloaded(browser)
     assert "run 1" in text_of(browser, "dl.facts")
-    attempts = browser.find_element(By.XPATH, "//section[h2='Attempts']//tbody").text
+    attempts = text_of(browser, "//section[h2='Attempts']//tbody", By.XPATH)
     assert "w-first" in attempts and "w-second" in attempts
     events = [JobEvent.from_fields(f) for _, f in redis_sync.xrange(EVENTS_STREAM)]
     mine = [(e.run, e.state) for e in events if e.job_id == "to-retry"]
@@ -258,16 +274,24 @@ def test_actions_are_refused_when_disabled_or_without_a_valid_csrf_token(  # noq
                         {"Cookie": "kw_console=made-up"})
     assert status == 403 and "CSRF" in body
     browser.get(f"{console.url}/job?pool={POOL}&id=stays-failed")
-    browser.execute_script("document.querySelector(\"form[action='/actions/retry'] input[name=csrf]\").value = 'x';")
-    browser.find_element(By.XPATH, "//form[@action='/actions/retry']/button").click()
+    # Tamper and submit in one script: a live refresh in between would bring the real token back.
+    browser.execute_script("const f = document.querySelector(\"form[action='/actions/retry']\");"
+                           "f.querySelector('input[name=csrf]').value = 'x'; f.submit();")
+    wait_for(lambda: browser.title.startswith("403"), 10, "the refusal page")
     assert browser.title.startswith("403")
     assert "invalid CSRF token" in text_of(browser, "p.error")
     cookie = browser.get_cookie("kw_console")["value"]
     browser.get(f"{console.url}/job?pool={POOL}&id=stays-failed")
-    token = browser.find_element(By.CSS_SELECTOR, "input[name=csrf]").get_attribute("value")
+    token = fresh(lambda: browser.find_element(By.CSS_SELECTOR, "input[name=csrf]").get_attribute("value"))
     status, body = post(console.url + "/actions/retry", {"pool": POOL, "id": "stays-failed", "csrf": token},
                         {"Cookie": f"kw_console={cookie}", "Origin": "http://evil.example"})
     assert status == 403 and "another site" in body
+    # A page of another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) is not answered.
+    port = urllib.parse.urlsplit(console.url).port
+    with pytest.raises(urllib.error.HTTPError) as rebound:
+        urllib.request.urlopen(urllib.request.Request(f"{console.url}/job?pool={POOL}&id=stays-failed",
+                                                      headers={"Host": f"evil.example:{port}"}), timeout=10)
+    assert rebound.value.code == 421
     # A GET never acts.
     with pytest.raises(urllib.error.HTTPError) as got:
         urllib.request.urlopen(f"{console.url}/actions/retry?pool={POOL}&id=stays-failed", timeout=10)
@@ -276,6 +300,34 @@ def test_actions_are_refused_when_disabled_or_without_a_valid_csrf_token(  # noq
     time.sleep(0.5)
     rec = record(redis_sync, "stays-failed")
     assert rec is not None and rec.state is JobState.FAILED and rec.run == 0
+
+
+def test_cancel_and_replay_from_the_pages(
+    browser: Any, console: ConsoleProcess, sdk: Client, redis_sync: redis.Redis,
+    workers: Callable[[str], WorkerProcess],
+) -> None:
+    workers("w1")
+    long = sdk.submit(POOL, "slow", {"seconds": 60, "steps": 60}, job_id="long-one")
+    wait_state(redis_sync, long, JobState.RUNNING)
+    browser.get(f"{console.url}/job?pool={POOL}&id=long-one")
+    assert not browser.find_elements(By.XPATH, "//form[@action='/actions/retry']")  # not failed: no retry
+    click(browser, "//form[@action='/actions/cancel']/button")
+    assert "Cancel requested." in text_of(browser, "p.notice")
+    mark_page(browser)
+    wait_text(browser, "p.big", "Cancelled")
+    assert_not_reloaded(browser)
+    assert not browser.find_elements(By.CSS_SELECTOR, "form.action")  # finished: nothing left to do
+
+    sdk.submit(POOL, "fails_first_run", {"value": 1}, job_id="dead-one")
+    wait_state(redis_sync, "dead-one", JobState.FAILED)
+    browser.get(f"{console.url}/dead-letters?pool={POOL}")
+    row = "//tbody/tr[td/a[text()='dead-one']]"
+    assert "fails_first_run" in text_of(browser, row, By.XPATH) and "run 0 fails" in text_of(browser, row, By.XPATH)
+    click(browser, row + "//form[@action='/actions/replay']/button")
+    assert "Replayed" in text_of(browser, "p.notice")
+    rec = wait_state(redis_sync, "dead-one", JobState.SUCCEEDED)
+    assert rec.run == 1
+    wait_text(browser, "#live", "no dead letters")
 
 
 # --------------------------------------------------------------------------- escaping, validation
@@ -299,10 +351,10 @@ def test_a_job_input_holding_script_is_shown_as_text(
         assert "pwned" not in browser.title
         assert not browser.find_elements(By.XPATH, "//main//b[text()='bold']")
         assert not browser.find_elements(By.XPATH, "//main//img")
-        assert "<b>bold</b>" in browser.find_element(By.TAG_NAME, "main").text
-    assert hostile in browser.find_element(By.TAG_NAME, "main").text  # the dead letter's reason, as text
+        assert "<b>bold</b>" in text_of(browser, "main")
+    assert hostile in text_of(browser, "main")  # the dead letter's reason, as text
     browser.get(console.url + f"/job?{urllib.parse.urlencode({'pool': POOL, 'id': job_id})}")
-    assert hostile in browser.find_element(By.XPATH, "//section[h2='Input']/pre").text
+    assert hostile in text_of(browser, "//section[h2='Input']/pre", By.XPATH)
 
 
 def test_a_bad_filter_is_a_400_page_with_one_line_and_no_secret(

@@ -118,3 +118,11 @@ def test_an_origin_header_must_name_the_console_itself() -> None:
     assert not csrf.same_origin("null", "127.0.0.1:8089")
     assert not csrf.same_origin("https://127.0.0.1:8089", "127.0.0.1:8089")
     assert not csrf.same_origin("http://127.0.0.1:8089", None)
+
+
+def test_a_console_on_loopback_answers_to_loopback_names_only() -> None:
+    for header in ("127.0.0.1:8089", "localhost:8089", "[::1]:8089", "localhost", "127.0.0.2:1"):
+        assert csrf.host_allowed(header, "127.0.0.1"), header
+    for header in ("evil.example:8089", "evil.example", "127.0.0.1.evil.example:8089", "", None, "[::2]:80"):
+        assert not csrf.host_allowed(header, "127.0.0.1"), header
+    assert csrf.host_allowed("console.internal:8089", "0.0.0.0")  # not loopback: a proxy's job

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 
 #: The cookie holding the browser's value.
@@ -40,6 +41,35 @@ class Tokens:
         if not cookie or not token or len(cookie) > 200:
             return False
         return hmac.compare_digest(self.token(cookie), token)
+
+
+def loopback(host: str) -> bool:
+    """Whether a host name or address is this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(header: str | None, listen_host: str) -> bool:
+    """Whether a request's ``Host`` header may reach a console listening on ``listen_host``.
+
+    A console on a loopback address answers only to loopback names: a page of another site whose
+    name was re-pointed at 127.0.0.1 (DNS rebinding) would otherwise be same-origin with the console
+    and could read its pages and their tokens. On any other address every name is accepted (put an
+    authenticating proxy in front of it; docs/console.md).
+    """
+    if not loopback(listen_host):
+        return True
+    if not header:
+        return False
+    if header.startswith("["):
+        name = header[1:header.find("]")] if "]" in header else header
+    else:
+        name = header.rsplit(":", 1)[0]
+    return loopback(name)
 
 
 def same_origin(origin: str | None, host: str | None, scheme: str = "http") -> bool:

@@ -64,6 +64,8 @@ class Console:
     pools: reads.Pools = field(default_factory=lambda: reads.Pools("default"))
     tokens: csrf.Tokens = field(default_factory=csrf.Tokens)
     result_ttl: int = DEFAULT_RESULT_TTL
+    #: The address it listens on: on a loopback one it answers only to loopback host names.
+    listen_host: str = DEFAULT_HOST
     #: Where Redis is, for log lines: hosts and ports, never the password (:func:`kubeworkers.redis_url.where`).
     where: str = "redis"
 
@@ -102,6 +104,8 @@ class Console:
             cookie = fresh = csrf.Tokens.new_cookie()
         request["csrf_cookie"] = cookie
         try:
+            if not csrf.host_allowed(request.headers.get("Host"), self.listen_host):
+                raise web.HTTPMisdirectedRequest(reason="this console answers to 127.0.0.1 and localhost only")
             response = await handler(request)
         except forms.BadInput as exc:
             response = self._html(request, pages.error_page(self._context(request), 400, str(exc)), 400)
@@ -263,6 +267,7 @@ def console(url: str, namespace: str, *, actions: bool = False, pools: list[str]
 async def serve(c: Console, host: str, port: int, *, started: Callable[[int], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Serve ``c`` on ``host:port`` until ``stop`` is set (or for ever); ``started`` gets the bound port."""
+    c.listen_host = host
     runner = web.AppRunner(c.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
