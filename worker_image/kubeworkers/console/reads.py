@@ -40,30 +40,53 @@ def _text(value: Any) -> str:
 
 class Pools:
     """Which pools a namespace has: those named on the command line, else those whose job streams
-    exist (a ``SCAN … TYPE stream`` of the keyspace, at most every :data:`POOLS_CACHE_S`; the
-    streams outlive their entries, so a pool that ran a job once stays listed)."""
+    exist (a ``SCAN … TYPE stream`` of the keyspace; the streams outlive their entries, so a pool
+    that ran a job once stays listed).
+
+    The scan reads the whole keyspace (about 3.7 s for 10⁶ keys, ``docs/console.md``), so it runs
+    at most every :data:`POOLS_CACHE_S`, and only the first look waits for it: later ones get the
+    last answer while a thread of its own scans again.
+    """
 
     def __init__(self, namespace: str, named: list[str] | None = None) -> None:
         self.namespace = namespace
         self.named = sorted(set(named or []))
-        self._found: list[str] = []
-        self._at = -POOLS_CACHE_S
+        self._found: list[str] | None = None
+        self._at = 0.0
         self._lock = threading.Lock()
+        self._scanning = False
 
-    def list(self, r: redis.Redis, *, now: float | None = None) -> list[str]:
+    def names(self, r: redis.Redis, *, now: float | None = None) -> list[str]:
         if self.named:
             return self.named
         at = time.monotonic() if now is None else now
         with self._lock:
-            if at - self._at >= POOLS_CACHE_S:
-                found: set[str] = set()
-                pattern = f"kw:{{{self.namespace}/*}}:jobs:*"
-                for key in r.scan_iter(match=pattern, count=SCAN_COUNT, _type="stream"):
-                    m = _STREAM_KEY.match(_text(key))
-                    if m and m["ns"] == self.namespace and forms.POOL.fullmatch(m["pool"]):
-                        found.add(m["pool"])
-                self._found, self._at = sorted(found), at
-            return list(self._found)
+            found, stale = self._found, self._found is None or at - self._at >= POOLS_CACHE_S
+            if found is not None and stale and not self._scanning:
+                self._scanning = True
+                threading.Thread(target=self._rescan, args=(r,), name="console-pool-scan", daemon=True).start()
+        if found is None:
+            return self._rescan(r)
+        return list(found)
+
+    def _rescan(self, r: redis.Redis) -> list[str]:
+        try:
+            found = self.scan(r)
+        finally:
+            with self._lock:
+                self._scanning = False
+        with self._lock:
+            self._found, self._at = found, time.monotonic()
+        return list(found)
+
+    def scan(self, r: redis.Redis) -> list[str]:
+        """The namespace's pools, from the keyspace now."""
+        found: set[str] = set()
+        for key in r.scan_iter(match=f"kw:{{{self.namespace}/*}}:jobs:*", count=SCAN_COUNT, _type="stream"):
+            m = _STREAM_KEY.match(_text(key))
+            if m and m["ns"] == self.namespace and forms.POOL.fullmatch(m["pool"]):
+                found.add(m["pool"])
+        return sorted(found)
 
 
 @dataclass

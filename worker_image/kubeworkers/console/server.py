@@ -145,7 +145,7 @@ class Console:
         return params
 
     async def _pool_names(self) -> list[str]:
-        return await self._read(self.pools.list)
+        return await self._read(self.pools.names)
 
     # ------------------------------------------------------------------ pages
 
