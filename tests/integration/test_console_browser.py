@@ -241,6 +241,7 @@ def test_a_retry_from_the_page_moves_a_failed_job_back_to_queued_then_succeeded(
     assert "Queued" in text_of(browser, "p.big")
     rec = record(redis_sync, "to-retry")
     assert rec is not None and rec.state is JobState.QUEUED and rec.run == 1
+    assert "job to-retry: rerun 1 queued on pool p" in console.log()  # every action is a log line
     mark_page(browser)
 
     workers("w-second")

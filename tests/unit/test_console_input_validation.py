@@ -116,7 +116,8 @@ def test_an_origin_header_must_name_the_console_itself() -> None:
     assert csrf.same_origin("http://127.0.0.1:8089", "127.0.0.1:8089")
     assert not csrf.same_origin("http://evil.example", "127.0.0.1:8089")
     assert not csrf.same_origin("null", "127.0.0.1:8089")
-    assert not csrf.same_origin("https://127.0.0.1:8089", "127.0.0.1:8089")
+    assert csrf.same_origin("https://127.0.0.1:8089", "127.0.0.1:8089")  # a proxy that ends TLS
+    assert not csrf.same_origin("http://127.0.0.1:8090", "127.0.0.1:8089")
     assert not csrf.same_origin("http://127.0.0.1:8089", None)
 
 

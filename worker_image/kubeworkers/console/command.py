@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import Any
 
-from kubeworkers import redis_url
+from kubeworkers import logs, redis_url
 from kubeworkers.settings import add_flags, flag_values, settings_from
 
 DEFAULT_HOST = "127.0.0.1"
@@ -22,7 +22,7 @@ DEFAULT_PORT = 8089
 def add_parser(sub: Any) -> None:
     """The ``ui`` subcommand, on the ``kubeworkers`` parser's subparsers."""
     p = sub.add_parser("ui", help="serve the web console: pools, jobs, dead letters, handlers (docs/console.md)")
-    add_flags(p, ("redis_url", "namespace"))
+    add_flags(p, ("redis_url", "namespace", "log_level", "log_format"))
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
@@ -37,6 +37,7 @@ def command(args: argparse.Namespace) -> int:
     from kubeworkers.console import forms, server
 
     settings = settings_from(**flag_values(args))
+    logs.configure(settings.log_level, settings.log_format)
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be from 0 to 65535, not {args.port}")
     try:

@@ -72,8 +72,12 @@ def host_allowed(header: str | None, listen_host: str) -> bool:
     return loopback(name)
 
 
-def same_origin(origin: str | None, host: str | None, scheme: str = "http") -> bool:
-    """Whether a request's ``Origin`` header (None: the browser sent none) names ``scheme://host``."""
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Whether a request's ``Origin`` header (None: the browser sent none) names ``host`` itself.
+
+    ``http://`` or ``https://``: behind a proxy that ends TLS the browser says https and the console
+    sees http; the host is what tells one site from another.
+    """
     if origin is None:
         return True
-    return host is not None and origin == f"{scheme}://{host}"
+    return host is not None and origin in (f"http://{host}", f"https://{host}")

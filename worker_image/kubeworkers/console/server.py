@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 import redis
 from aiohttp import web
 
-from kubeworkers import connection, inspection, redis_url
+from kubeworkers import connection, inspection, logs, redis_url
 from kubeworkers.protocol import DEFAULT_RESULT_TTL
 
 from . import csrf, forms, pages, reads
@@ -115,11 +115,15 @@ class Console:
                 response = self._html(request, page, exc.status)
             else:
                 raise
-        except (redis.ConnectionError, redis.TimeoutError):
-            # The client's message names host and port, never the password; say only that Redis is away.
-            logger.warning("console: Redis unreachable at %s", self.where)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Say only that Redis is away (and, in the log, where: host and port, never the password).
+            logger.warning("console: Redis unreachable at %s: %s", self.where, type(exc).__name__)
             page = pages.error_page(self._context(request), 503, "Redis cannot be reached")
             response = self._html(request, page, 503)
+        except redis.RedisError as exc:
+            logger.warning("console: Redis answered %s on %s", type(exc).__name__, request.path)
+            page = pages.error_page(self._context(request), 502, f"Redis answered with an error ({type(exc).__name__})")
+            response = self._html(request, page, 502)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         response.headers["Vary"] = FRAGMENT_HEADER
@@ -216,21 +220,24 @@ class Console:
         """The POSTed form of an allowed, authentic action; 403 otherwise."""
         if not self.actions:
             raise web.HTTPForbidden(reason="actions are disabled: start the console with --enable-actions")
-        scheme = "https" if request.secure else "http"
-        if not csrf.same_origin(request.headers.get("Origin"), request.headers.get("Host"), scheme):
+        if not csrf.same_origin(request.headers.get("Origin"), request.headers.get("Host")):
+            logger.warning("console: refused %s from another origin", request.path)
             raise web.HTTPForbidden(reason="the request came from another site")
         form = await request.post()
         values = {k: v for k, v in form.items() if isinstance(v, str)}
         if not self.tokens.valid(request.cookies.get(csrf.COOKIE), values.get(csrf.FIELD)):
+            logger.warning("console: refused %s without a valid CSRF token", request.path)
             raise web.HTTPForbidden(reason="missing or invalid CSRF token: reload the page and try again")
         return values
 
     def _done(self, request: web.Request, outcome: reads.Outcome, path: str, done: str,
               **params: str) -> web.StreamResponse:
         back = f"{path}?{urlencode(params)}"
+        # Every action is a log line: who acted is not known (no login), what and when is.
+        logger.info("console: %s %s: %s", request.path, "done" if outcome.ok else "refused", outcome.text)
+        logs.flush()
         if not outcome.ok:
             return self._html(request, pages.outcome_page(self._context(request), outcome, back), 409)
-        logger.info("console: %s", outcome.text)
         raise web.HTTPSeeOther(f"{path}?{urlencode({**params, 'done': done})}")
 
     async def retry(self, request: web.Request) -> web.StreamResponse:
