@@ -163,6 +163,8 @@ def test_pools_and_jobs_pages_show_the_pools_and_their_jobs(
     assert browser.title.startswith("Pools")
     row = f"//tbody/tr[th/a[text()='{POOL}']]"
     assert "1, 0/4 slots busy" in text_of(browser, row, By.XPATH)  # one idle worker of 4 slots
+    assert sorted(fresh(lambda: [r.get_attribute("class")
+                                 for r in browser.find_elements(By.CSS_SELECTOR, "svg.spark rect")])) == ["bad", "ok"]
     click(browser, row + f"//a[text()='{POOL}']")
 
     assert browser.title.startswith(f"Jobs of {POOL}")

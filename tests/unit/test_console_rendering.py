@@ -174,3 +174,15 @@ def test_the_live_part_is_what_the_page_script_swaps_in() -> None:
     fragment = Console._html(Request(), html).text  # type: ignore[arg-type]
     assert fragment is not None and fragment.startswith("<table>") and "<header>" not in fragment
     assert re.search(r"job\(s\), newest first", fragment) and not fragment.rstrip().endswith("</html>")
+
+
+def test_the_pools_page_draws_jobs_ended_per_minute_failed_ones_on_top() -> None:
+    svg = pages.sparkline([(0, 0), (4, 1), (2, 0)], width=30, height=20)
+    rects = [a for t, a in parsed(svg).tags if t == "rect"]
+    assert [(r["class"], r["x"]) for r in rects] == [("ok", "10.0"), ("bad", "10.0"), ("ok", "20.0")]
+    assert [r["height"] for r in rects] == ["15.0", "5.0", "10.0"]  # the busiest minute is full height
+    assert "6 jobs ended over the last 3 minutes, at most 4 in one minute" in svg
+    assert pages.sparkline([]) == ""
+    view = stats_view()
+    view.series = [(1, 0)] * 60
+    assert "<svg class=spark" in pages.pools_page(ctx(), [view], "1h")

@@ -200,15 +200,41 @@ def pools_page(ctx: Context, views: Sequence[PoolView], window: str) -> str:
             f"<td>{e(workers)}</td><td class=num>{v.per_minute:.1f}</td>"
             f"<td class=num>{v.finished}</td><td class=num>{v.failed}</td>"
             f"<td class=num>{e(span(v.mean_duration_s))}</td><td class=num>{e(span(v.slowest_p95_s))}</td>"
+            f"<td>{sparkline(v.series)}</td>"
             f'<td class=num><a href="{url("/dead-letters", pool=p)}">{v.dead_letters}</a></td>'
             f'<td><a href="{url("/handlers", pool=p, window=window)}">handlers</a></td></tr>'
         )
     head = ("Pool", "Backlog", "In flight", "Workers", f"Ended/min ({window})", f"Ended ({window})",
-            f"Failed ({window})", "Mean duration", "Slowest p95", "Dead letters", "")
+            f"Failed ({window})", "Mean duration", "Slowest p95", "Ended per minute", "Dead letters", "")
     form = (f'<form method=get action="/" class=filters><label>Window <input name=window value="{e(window)}" '
             'size=5 pattern="[0-9]+[smhd]?"></label> <button type=submit>Show</button></form>')
     live = table(head, rows, empty="no pools found in this namespace (none has a job stream yet)")
     return layout(ctx, "Pools", form, live=live)
+
+
+def sparkline(series: Sequence[tuple[int, int]], width: int = 180, height: int = 28) -> str:
+    """Jobs ended per minute as bars (failed ones red on top), oldest on the left; SVG, no script."""
+    if not series:
+        return ""
+    most = max((ended for ended, _ in series), default=0) or 1
+    step = width / len(series)
+    bars = []
+    for i, (ended, failed) in enumerate(series):
+        if not ended:
+            continue
+        h = max(ended / most * height, 1.0)
+        fh = failed / ended * h
+        x = i * step
+        if ended > failed:
+            bars.append(f'<rect class=ok x="{x:.1f}" y="{height - h + fh:.1f}" width="{max(step - 0.5, 0.5):.1f}" '
+                        f'height="{h - fh:.1f}"></rect>')
+        if failed:
+            bars.append(f'<rect class=bad x="{x:.1f}" y="{height - h:.1f}" width="{max(step - 0.5, 0.5):.1f}" '
+                        f'height="{fh:.1f}"></rect>')
+    total = sum(ended for ended, _ in series)
+    label = f"{total} jobs ended over the last {len(series)} minutes, at most {most} in one minute"
+    return (f'<svg class=spark viewBox="0 0 {width} {height}" width="{width}" height="{height}" role=img '
+            f'aria-label="{e(label)}"><title>{e(label)}</title>{"".join(bars)}</svg>')
 
 
 def _filter_form(ctx: Context, chosen: forms.JobsFilter, pools: Sequence[str]) -> str:

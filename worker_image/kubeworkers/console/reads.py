@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from kubeworkers import dlq, inspection, queue, reruns
+from kubeworkers import dlq, inspection, queue, reruns, stats
 from kubeworkers.client import Client
 from kubeworkers.protocol import DEFAULT_RESULT_TTL, JobRecord, PoolKeys, WorkerHeartbeat
 from kubeworkers.stats import PoolStats
@@ -96,6 +96,8 @@ class PoolView:
     stats: PoolStats
     workers: list[WorkerHeartbeat] = field(default_factory=list)
     dead_letters: int = 0
+    #: Jobs that ended (succeeded + failed) and that failed, per minute of the window, oldest first.
+    series: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def queued(self) -> int:
@@ -132,17 +134,27 @@ class PoolView:
 def pool(r: redis.Redis, namespace: str, name: str, window_s: int) -> PoolView:
     found = Client(connection=r, namespace=namespace).stats(name, window=window_s)
     keys = PoolKeys(namespace, name)
+    covered = stats.minutes(found.at, window_s)
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(keys.workers)
     pipe.xlen(keys.dead_letter)
-    beats, dead = pipe.execute()
+    # The window minute by minute, folded by the stats module (its per-minute hashes, lua/stats.lua).
+    for minute in covered:
+        pipe.hgetall(keys.stats_minute(minute))
+    beats, dead, *per_minute = pipe.execute()
+    series = []
+    for raw in per_minute:
+        tallies = stats.fold([raw]).values()
+        succeeded = sum(t.outcomes.get("succeeded", 0) for t in tallies)
+        failed = sum(t.outcomes.get("failed", 0) for t in tallies)
+        series.append((succeeded + failed, failed))
     workers = []
     for raw in beats.values():
         try:
             workers.append(WorkerHeartbeat.model_validate_json(raw))
         except ValidationError:
             continue
-    return PoolView(found, sorted(workers, key=lambda w: w.worker), int(dead))
+    return PoolView(found, sorted(workers, key=lambda w: w.worker), int(dead), series)
 
 
 def jobs(r: redis.Redis, namespace: str, chosen: forms.JobsFilter, *, now: float | None = None) -> inspection.Listing:
