@@ -19,8 +19,8 @@ class BrowserMissing(RuntimeError):
     """chromium or its driver is not installed (the message says what to run)."""
 
 
-def chrome(width: int = 1280, height: int = 900) -> Any:
-    """A headless chromium of ``width`` x ``height`` pixels (the caller quits it)."""
+def chrome(width: int = 1280, height: int = 900, *, javascript: bool = True) -> Any:
+    """A headless chromium of ``width`` x ``height`` pixels, JavaScript on or off (the caller quits it)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -35,4 +35,6 @@ def chrome(width: int = 1280, height: int = 900) -> Any:
                 f"--window-size={width},{height}", "--disable-extensions", "--no-first-run",
                 "--hide-scrollbars", "--force-device-scale-factor=1"):
         options.add_argument(arg)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)

@@ -222,6 +222,36 @@ def test_the_jobs_page_shows_new_jobs_and_progress_without_a_reload(
     assert_not_reloaded(browser)
 
 
+def test_the_pages_read_whole_with_javascript_off(
+    console: ConsoleProcess, sdk: Client, redis_sync: redis.Redis, workers: Callable[[str], WorkerProcess],
+) -> None:
+    workers("w1")
+    done = sdk.submit(POOL, "word_count", {"text": "no script needed"})
+    wait_state(redis_sync, done, JobState.SUCCEEDED)
+    try:
+        plain = chrome(javascript=False)
+    except BrowserMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        plain.get(f"{console.url}/jobs?pool={POOL}")
+        assert "Succeeded" in text_of(plain, f'tr[data-job="{done}"]')
+        later = sdk.submit(POOL, "word_count", {"text": "later"})
+        wait_state(redis_sync, later, JobState.SUCCEEDED)
+        time.sleep(3)  # longer than the live refresh: nothing refreshes without the script
+        assert not plain.find_elements(By.CSS_SELECTOR, f'tr[data-job="{later}"]')
+        assert plain.find_element(By.TAG_NAME, "body").get_attribute("data-refreshed") is None  # console.js never ran
+        click(plain, "//a[@class='reload']")
+        assert "Succeeded" in text_of(plain, f'tr[data-job="{later}"]')
+        click(plain, f"//a[text()='{done}']")
+        assert '"no script needed"' in text_of(plain, "//section[h2='Input']/pre", By.XPATH)
+        for page in ("/", f"/dead-letters?pool={POOL}", f"/handlers?pool={POOL}"):
+            plain.get(console.url + page)
+            assert POOL in text_of(plain, "main")
+        assert "word_count" in text_of(plain, "main")  # the handlers page's row
+    finally:
+        plain.quit()
+
+
 # --------------------------------------------------------------------------- actions
 
 
