@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from kubeworkers.console import forms, server
+    from kubeworkers.console import csrf, forms, server
 
     settings = settings_from(**flag_values(args))
     logs.configure(settings.log_level, settings.log_format)
@@ -56,6 +56,9 @@ def command(args: argparse.Namespace) -> int:
         where = redis_url.where(settings.redis_url)
         print(f"kubeworkers ui: serving namespace {settings.namespace} of Redis at {where} "
               f"on http://{host}:{port}/ ({mode})", file=sys.stderr, flush=True)
+        if not csrf.loopback(args.host):
+            print(f"kubeworkers ui: warning: {args.host} is reachable beyond this machine and the console has no "
+                  "login; put a proxy that authenticates in front of it (docs/console.md)", file=sys.stderr, flush=True)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -30,12 +30,11 @@ from kubeworkers import connection, inspection, logs, redis_url
 from kubeworkers.protocol import DEFAULT_RESULT_TTL
 
 from . import csrf, forms, pages, reads
+from .command import DEFAULT_HOST
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8089
 #: The header the page script sends to get only a page's live part.
 FRAGMENT_HEADER = "X-Console-Fragment"
 #: The notices a redirect after an action may ask for (fixed texts: a URL cannot put words on a page).
