@@ -12,23 +12,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
 from kubeworkers import Registry
 from kubeworkers.client import Client
 from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 
 from hack.browser import BrowserMissing, chrome
 from hack.polling import wait_for
-from tests.support.browser import ConsoleProcess
+from tests.support.browser import ConsoleProcess, assert_not_reloaded, click, fresh, mark_page, text_of, wait_text
 from tests.support.workers import WorkerProcess
 
 POOL = "p"
-T = TypeVar("T")
 KEYS = PoolKeys("default", POOL)
 
 
@@ -90,42 +89,6 @@ def wait_state(r: redis.Redis, job_id: str, *states: JobState, within: float = 3
         return rec if rec is not None and rec.state in states else None
 
     return wait_for(reached, within, f"{job_id} to be {'/'.join(s.value for s in states)}", every=0.05)
-
-
-def fresh(read: Callable[[], T]) -> T:
-    """``read()`` again if the page's live refresh swapped the element away while it was read."""
-    for _ in range(20):
-        try:
-            return read()
-        except StaleElementReferenceException:
-            time.sleep(0.05)
-    return read()
-
-
-def text_of(browser: Any, css: str, by: str = By.CSS_SELECTOR) -> str:
-    return fresh(lambda: str(browser.find_element(by, css).text))
-
-
-def click(browser: Any, xpath: str) -> None:
-    fresh(lambda: browser.find_element(By.XPATH, xpath).click())
-
-
-def wait_text(browser: Any, css: str, want: str, within: float = 30) -> str:
-    """Wait until the element ``css`` shows ``want`` (the page's own polling brings it: no reload here)."""
-    def shown() -> str | None:
-        found = fresh(lambda: [str(el.text) for el in browser.find_elements(By.CSS_SELECTOR, css)])
-        return next((t for t in found if want in t), None)
-
-    return wait_for(shown, within, f"{css} to show {want!r}", every=0.1)
-
-
-def mark_page(browser: Any) -> None:
-    """Leave a mark in the page's JavaScript state: a reload would wipe it."""
-    browser.execute_script("window.kwNoReload = 'still here';")
-
-
-def assert_not_reloaded(browser: Any) -> None:
-    assert browser.execute_script("return window.kwNoReload;") == "still here", "the page was reloaded"
 
 
 def post(url: str, fields: dict[str, str], headers: dict[str, str] | None = None) -> tuple[int, str]:
