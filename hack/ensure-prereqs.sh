@@ -7,7 +7,8 @@
 #   --for demo   python3 >= 3.11 with venv, redis-server >= 7.0, redis-sentinel (the Sentinel
 #                failover tests), openssl, make; Go >= 1.26 only while
 #                the control-plane binaries are not built yet; the project's .venv
-#   --for test   the same, plus checkov's side venv (the chart's security-scan test) (default)
+#   --for test   the same, plus checkov's side venv (the chart's security-scan test) and chromium with
+#                chromium-driver (the web console's browser tests) (default)
 #   --for venv   only the project's .venv
 #   --check      install nothing: report what is missing and exit 1 if anything is
 #
@@ -40,6 +41,7 @@ version_at_least() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" ==
 python_ok() {
   command -v python3 >/dev/null && python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 }
+chromium_ok() { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }
 redis_ok() {
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || return 1
   local v; v="$(redis-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p')"
@@ -53,6 +55,10 @@ if [[ "$FOR" != venv ]]; then
   command -v redis-sentinel >/dev/null || packages+=(redis-sentinel)
   command -v openssl >/dev/null || packages+=(openssl)
   command -v make >/dev/null || packages+=(make)
+  if [[ "$FOR" == test ]]; then
+    chromium_ok || packages+=(chromium)
+    command -v chromedriver >/dev/null || packages+=(chromium-driver)
+  fi
   if ((${#packages[@]})); then
     line="apt-get install -y --no-install-recommends ${packages[*]}"
     SUDO=""
@@ -66,6 +72,9 @@ if [[ "$FOR" != venv ]]; then
     $SUDO apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${packages[@]}" >&2
     python_ok && redis_ok && command -v redis-sentinel >/dev/null || die "installed ${packages[*]}, but python3 >= 3.11 redis-server >= 7.0 or redis-sentinel is still missing; this distribution's packages are too old"
+    if [[ "$FOR" == test ]]; then
+      chromium_ok && command -v chromedriver >/dev/null || die "installed ${packages[*]}, but chromium or chromedriver is still missing"
+    fi
   fi
 
   # Go is needed only to build the control-plane binaries, once.

@@ -1,5 +1,5 @@
 """The ``kubeworkers`` command: ``worker``, ``handlers``, ``dlq list|replay``, ``jobs list|describe|retry|cancel``,
-``submit``, ``get``, ``children``, ``run-local``, ``stats``."""
+``submit``, ``get``, ``children``, ``run-local``, ``stats``, ``ui`` (the web console)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from kubeworkers import connection, dlq, inspection, logs, progress_view, queue, redis_url, reruns, run_local, stats
+from kubeworkers.console import command as console_command
 from kubeworkers.protocol import PRIORITY_ORDER, JobRecord, JobState, PoolKeys
 from kubeworkers.registry import import_modules, registry
 from kubeworkers.settings import WorkerSettings, add_flags, flag_values, settings_from
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(st)
     st.add_argument("--window", default="1h", help="how far back: whole minutes up to 24h, e.g. 15m, 1h (default 1h)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    console_command.add_parser(sub)
     return parser
 
 
@@ -490,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "worker": cmd_worker, "handlers": cmd_handlers, "dlq": cmd_dlq, "submit": cmd_submit, "get": cmd_get,
         "children": cmd_children, "jobs": cmd_jobs, "run-local": run_local.command,
-        "stats": cmd_stats,
+        "stats": cmd_stats, "ui": console_command.command,
     }
     command = " ".join(c for c in (args.command, getattr(args, "dlq_command", None),
                                    getattr(args, "jobs_command", None)) if c)

@@ -1,0 +1,291 @@
+"""The console's HTTP server: aiohttp (the operator's HTTP stack), routes, headers, actions.
+
+Reads go through :mod:`.reads` in a thread each (the CLI's modules use the blocking client); what
+a request asks is checked by :mod:`.forms` first, and a bad field is a 400 page with one line.
+Every response carries a Content-Security-Policy without inline script or style, ``nosniff``,
+``frame-ancestors 'none'`` and ``no-store``. The Redis URL is held by the connection only: no page,
+header or log line of the console names it (the start line says host and port, as the CLI does).
+
+Actions (``POST /actions/retry|cancel|replay``) exist only with ``--enable-actions``; without it
+they answer 403. With it, each needs the CSRF token of :mod:`.csrf`. A done action redirects
+(303) to the page it came from with a notice; a refused one is a 409 page saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import redis
+from aiohttp import web
+
+from kubeworkers import connection, inspection, logs, redis_url
+from kubeworkers.protocol import DEFAULT_RESULT_TTL
+
+from . import csrf, forms, pages, reads
+from .command import DEFAULT_HOST
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The header the page script sends to get only a page's live part.
+FRAGMENT_HEADER = "X-Console-Fragment"
+#: The notices a redirect after an action may ask for (fixed texts: a URL cannot put words on a page).
+NOTICES = {
+    "retried": "Queued again as a new run.",
+    "cancelled": "Cancel requested.",
+    "replayed": "Replayed: the job(s) are queued again as new runs.",
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                                "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make the browser send "Origin: null" on our own forms
+    "Cache-Control": "no-store",
+}
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+
+
+@dataclass
+class Console:
+    """One console: a Redis client, the namespace it shows, whether it may act, and its CSRF key."""
+
+    redis: redis.Redis
+    namespace: str
+    actions: bool = False
+    pools: reads.Pools = field(default_factory=lambda: reads.Pools("default"))
+    tokens: csrf.Tokens = field(default_factory=csrf.Tokens)
+    result_ttl: int = DEFAULT_RESULT_TTL
+    #: The address it listens on: on a loopback one it answers only to loopback host names.
+    listen_host: str = DEFAULT_HOST
+    #: Where Redis is, for log lines: hosts and ports, never the password (:func:`kubeworkers.redis_url.where`).
+    where: str = "redis"
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024)
+        app.add_routes([
+            web.get("/", self.pools_page),
+            web.get("/jobs", self.jobs_page),
+            web.get("/job", self.job_page),
+            web.get("/dead-letters", self.dead_letters_page),
+            web.get("/handlers", self.handlers_page),
+            web.get("/static/{name}", self.static),
+            web.get("/healthz", self.healthz),
+            web.post("/actions/retry", self.retry),
+            web.post("/actions/cancel", self.cancel),
+            web.post("/actions/replay", self.replay),
+        ])
+        return app
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, self.redis, *args, **kwargs)
+
+    def _context(self, request: web.Request) -> pages.Context:
+        cookie = request.get("csrf_cookie", "")
+        return pages.Context(namespace=self.namespace, path=request.path, actions=self.actions,
+                             csrf=self.tokens.token(cookie) if self.actions and cookie else "", now=time.time())
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        cookie = request.cookies.get(csrf.COOKIE)
+        fresh = None
+        if not cookie or len(cookie) > 200:
+            cookie = fresh = csrf.Tokens.new_cookie()
+        request["csrf_cookie"] = cookie
+        try:
+            if not csrf.host_allowed(request.headers.get("Host"), self.listen_host):
+                raise web.HTTPMisdirectedRequest(reason="this console answers to 127.0.0.1 and localhost only")
+            response = await handler(request)
+        except forms.BadInput as exc:
+            response = self._html(request, pages.error_page(self._context(request), 400, str(exc)), 400)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.status != 405:
+                page = pages.error_page(self._context(request), exc.status, exc.reason)
+                response = self._html(request, page, exc.status)
+            else:
+                raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Say only that Redis is away (and, in the log, where: host and port, never the password).
+            logger.warning("console: Redis unreachable at %s: %s", self.where, type(exc).__name__)
+            page = pages.error_page(self._context(request), 503, "Redis cannot be reached")
+            response = self._html(request, page, 503)
+        except redis.RedisError as exc:
+            logger.warning("console: Redis answered %s on %s", type(exc).__name__, request.path)
+            page = pages.error_page(self._context(request), 502, f"Redis answered with an error ({type(exc).__name__})")
+            response = self._html(request, page, 502)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers["Vary"] = FRAGMENT_HEADER
+        if fresh is not None and self.actions:
+            response.set_cookie(csrf.COOKIE, fresh, httponly=True, samesite="Strict", path="/")
+        return response
+
+    @staticmethod
+    def _html(request: web.Request, text: str, status: int = 200) -> web.Response:
+        if request.headers.get(FRAGMENT_HEADER) == "1" and status == 200:
+            start, end = text.find("<div id=live"), text.rfind("</div>")
+            start = text.index(">", start) + 1
+            text = text[start:end]
+        return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+    @staticmethod
+    def _params(request: web.Request) -> dict[str, str]:
+        params: dict[str, str] = {}
+        for key, value in request.query.items():
+            if key in params:
+                raise forms.BadInput(f"query parameter {key!r} is given twice"[:300])
+            params[key] = value
+        return params
+
+    async def _pool_names(self) -> list[str]:
+        return await self._read(self.pools.names)
+
+    # ------------------------------------------------------------------ pages
+
+    async def pools_page(self, request: web.Request) -> web.Response:
+        params = self._params(request)
+        forms.only(params, "window")
+        text, window_s = forms.window(params)
+        names = await self._pool_names()
+        views = await asyncio.gather(*(self._read(reads.pool, self.namespace, p, window_s) for p in names))
+        return self._html(request, pages.pools_page(self._context(request), views, text))
+
+    async def _default_pool(self) -> str | None:
+        names = await self._pool_names()
+        return names[0] if names else None
+
+    async def jobs_page(self, request: web.Request) -> web.Response:
+        params = self._params(request)
+        chosen = forms.jobs_filter(params, await self._default_pool() if "pool" not in params else None)
+        found = await self._read(reads.jobs, self.namespace, chosen)
+        return self._html(request, pages.jobs_page(self._context(request), chosen, found, await self._pool_names()))
+
+    async def job_page(self, request: web.Request) -> web.Response:
+        params = self._params(request)
+        forms.only(params, "pool", "id", "done")
+        pool, job_id = forms.job_ref(params)
+        try:
+            view = await self._read(reads.job, self.namespace, pool, job_id)
+        except inspection.UnknownJobError as exc:
+            raise web.HTTPNotFound(reason=str(exc)) from None
+        notice = NOTICES.get(params.get("done", ""), "")
+        return self._html(request, pages.job_page(self._context(request), view, notice))
+
+    async def dead_letters_page(self, request: web.Request) -> web.Response:
+        params = self._params(request)
+        forms.only(params, "pool", "done")
+        pool = forms.pool(params.get("pool") or await self._default_pool())
+        dead = await self._read(reads.dead_letters, self.namespace, pool)
+        notice = NOTICES.get(params.get("done", ""), "")
+        return self._html(request, pages.dead_letters_page(self._context(request), pool, dead,
+                                                           await self._pool_names(), notice))
+
+    async def handlers_page(self, request: web.Request) -> web.Response:
+        params = self._params(request)
+        forms.only(params, "pool", "window")
+        pool = forms.pool(params.get("pool") or await self._default_pool())
+        text, window_s = forms.window(params)
+        view = await self._read(reads.pool, self.namespace, pool, window_s)
+        return self._html(request, pages.handlers_page(self._context(request), view, text, await self._pool_names()))
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        suffix = name[name.rfind("."):] if "." in name else ""
+        if suffix not in STATIC_TYPES or "/" in name or name.startswith("."):
+            raise web.HTTPNotFound(reason="no such file")
+        resource = importlib.resources.files("kubeworkers.console").joinpath("static", name)
+        if not resource.is_file():
+            raise web.HTTPNotFound(reason="no such file")
+        response = web.Response(body=resource.read_bytes(), headers={"Content-Type": STATIC_TYPES[suffix]})
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    # ------------------------------------------------------------------ actions
+
+    async def _form(self, request: web.Request) -> Mapping[str, str]:
+        """The POSTed form of an allowed, authentic action; 403 otherwise."""
+        if not self.actions:
+            raise web.HTTPForbidden(reason="actions are disabled: start the console with --enable-actions")
+        if not csrf.same_origin(request.headers.get("Origin"), request.headers.get("Host")):
+            logger.warning("console: refused %s from another origin", request.path)
+            raise web.HTTPForbidden(reason="the request came from another site")
+        form = await request.post()
+        values = {k: v for k, v in form.items() if isinstance(v, str)}
+        if not self.tokens.valid(request.cookies.get(csrf.COOKIE), values.get(csrf.FIELD)):
+            logger.warning("console: refused %s without a valid CSRF token", request.path)
+            raise web.HTTPForbidden(reason="missing or invalid CSRF token: reload the page and try again")
+        return values
+
+    def _done(self, request: web.Request, outcome: reads.Outcome, path: str, done: str,
+              **params: str) -> web.StreamResponse:
+        back = f"{path}?{urlencode(params)}"
+        # Every action is a log line: who acted is not known (no login), what and when is.
+        logger.info("console: %s %s: %s", request.path, "done" if outcome.ok else "refused", outcome.text)
+        logs.flush()
+        if not outcome.ok:
+            return self._html(request, pages.outcome_page(self._context(request), outcome, back), 409)
+        raise web.HTTPSeeOther(f"{path}?{urlencode({**params, 'done': done})}")
+
+    async def retry(self, request: web.Request) -> web.StreamResponse:
+        form = await self._form(request)
+        pool, job_id = forms.job_ref(form)
+        outcome = await self._read(reads.retry, self.namespace, pool, job_id)
+        return self._done(request, outcome, "/job", "retried", pool=pool, id=job_id)
+
+    async def cancel(self, request: web.Request) -> web.StreamResponse:
+        form = await self._form(request)
+        pool, job_id = forms.job_ref(form)
+        outcome = await self._read(reads.cancel, self.namespace, pool, job_id, self.result_ttl)
+        return self._done(request, outcome, "/job", "cancelled", pool=pool, id=job_id)
+
+    async def replay(self, request: web.Request) -> web.StreamResponse:
+        form = await self._form(request)
+        pool = forms.pool(form.get("pool"))
+        entry = None if form.get("all") == "1" else forms.entry_id(form.get("entry"))
+        outcome = await self._read(reads.replay, self.namespace, pool, entry)
+        return self._done(request, outcome, "/dead-letters", "replayed", pool=pool)
+
+
+def console(url: str, namespace: str, *, actions: bool = False, pools: list[str] | None = None,
+            result_ttl: int = DEFAULT_RESULT_TTL) -> Console:
+    """A :class:`Console` of the Redis at ``url`` (:class:`kubeworkers.redis_url.RedisUrlError` for a bad URL)."""
+    namespace = forms.namespace(namespace)
+    for p in pools or []:
+        forms.pool(p)
+    r = connection.connect(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    return Console(redis=r, namespace=namespace, actions=actions, pools=reads.Pools(namespace, pools),
+                   result_ttl=result_ttl, where=redis_url.where(url))
+
+
+async def serve(c: Console, host: str, port: int, *, started: Callable[[int], None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve ``c`` on ``host:port`` until ``stop`` is set (or for ever); ``started`` gets the bound port."""
+    c.listen_host = host
+    runner = web.AppRunner(c.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    for address in runner.addresses:  # (host, port) or (host, port, flow, scope)
+        bound = int(address[1])
+    if started is not None:
+        started(bound)
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await runner.cleanup()
+        with contextlib.suppress(Exception):
+            connection.close(c.redis)
