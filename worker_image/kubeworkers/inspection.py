@@ -282,10 +282,11 @@ def _when(ts: float | None) -> str:
 def _ago(ts: float | None, now: float) -> str:
     if not ts:
         return "-"
-    return _span(max(0.0, now - ts))
+    return span(max(0.0, now - ts))
 
 
-def _span(seconds: float) -> str:
+def span(seconds: float) -> str:
+    """A duration as the CLI and the console show it: ``850ms``, ``4.2s``, ``3m07s``, ``2h05m``, ``1d03h``."""
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
@@ -312,7 +313,7 @@ def row_json(record: JobRecord) -> dict[str, Any]:
 
 def _duration(record: JobRecord) -> str:
     if record.started_at and record.finished_at:
-        return _span(max(0.0, record.finished_at - record.started_at))
+        return span(max(0.0, record.finished_at - record.started_at))
     return "-"
 
 
@@ -390,7 +391,7 @@ def describe_text(d: Description, now: float) -> list[str]:
         head = ("#", "RUN", "WORKER", "STARTED", "ENDED", "TOOK", "OUTCOME")
         rows = [head]
         for a in d.attempts:
-            took = _span(a.ended_at - a.started_at) if a.ended_at and a.started_at else "-"
+            took = span(a.ended_at - a.started_at) if a.ended_at and a.started_at else "-"
             outcome = a.outcome or ("running" if rec.state is JobState.RUNNING else "?")
             if a.error:
                 outcome += f" ({a.error.get('type')}: {a.error.get('message')})"

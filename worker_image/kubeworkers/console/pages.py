@@ -110,15 +110,9 @@ def when(ts: float | None) -> str:
 def span(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms" if seconds >= 0.01 else f"{seconds * 1000:.2f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
-    return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:02.0f}h"
+    if 0 <= seconds < 0.01:
+        return f"{seconds * 1000:.2f}ms"  # a no-op handler's few milliseconds, which the CLI rounds away
+    return inspection.span(seconds)
 
 
 def ago(ts: float | None, now: float) -> str:
