@@ -4,7 +4,7 @@
 #         chart runs it) + kubelet stand-in for worker pods, then apply examples/workerpool.yaml
 #         and examples/job.yaml and show `kubectl get jobs.workers.io`; then the delayed Job, the
 #         sequence (examples/extraction-workflow.yaml), the fan-out (examples/orchestrator.yaml)
-#         and the Schedule, not waited for
+#         and the Schedule, not waited for; and the web console (kubeworkers ui) on loopback
 #   down  stop everything `up` started, its control plane included
 #   env   print the export line for the demo's kubeconfig
 # State, kubeconfig and logs: $KUBEWORKERS_DEMO_DIR, default .local/demo/. The tests run their
@@ -42,6 +42,7 @@ start_bg() {  # name cmd...
 
 down() {
   say "stopping the demo ($DEMO)"
+  stop_pid ui
   stop_pid pod-runner
   stop_pid operator
   stop_pid redis
@@ -77,6 +78,17 @@ up() {
   start_bg pod-runner "$PY" -m hack.pod_runner --namespace default --selector workers.io/pool \
     --log-dir "$DEMO/pods" --env KUBEWORKERS_METRICS_PORT=0
 
+  say "the web console (kubeworkers ui, docs/console.md): loopback only, actions on"
+  local ui_port
+  if [[ -f "$DEMO/ui.pid" ]] && kill -0 "$(cat "$DEMO/ui.pid")" 2>/dev/null; then ui_port="$(cat "$DEMO/ui.port")"; else
+    ui_port="$($PY -c 'from hack.net import free_port; print(free_port())')"
+    echo "$ui_port" >"$DEMO/ui.port"
+  fi
+  start_bg ui env KUBEWORKERS_REDIS_URL="$url" .venv/bin/kubeworkers ui --namespace default \
+    --port "$ui_port" --enable-actions
+  "$PY" -c 'import sys; from hack.polling import wait_for; from hack.net import port_is_free
+wait_for(lambda: not port_is_free(int(sys.argv[1])), timeout=20, what="the console to listen")' "$ui_port"
+
   say "kubectl apply -f examples/workerpool.yaml -f examples/job.yaml"
   $KUBECTL apply -f examples/workerpool.yaml -f examples/job.yaml
   local name; name="$($KUBECTL create --dry-run=client -o jsonpath='{.metadata.name}' -f examples/job.yaml)"
@@ -109,6 +121,7 @@ up() {
   say "status.output of $name"
   $KUBECTL get jobs.workers.io "$name" -o jsonpath='{.status.output}'; echo
   echo
+  echo "Console: http://127.0.0.1:$(cat "$DEMO/ui.port")/   (pools, jobs, dead letters, handlers; retry, cancel, replay)"
   echo "Next: export KUBECONFIG=$KUBECONFIG"
   echo "      kubectl apply -f examples/slow-job.yaml && kubectl get jobs.workers.io -w"
   echo "      kubectl get schedules.workers.io -w   (runs: kubectl get wj -l workers.io/schedule)"
