@@ -96,16 +96,42 @@ local function with_step(event, step)
   return text
 end
 
+-- Entries to acknowledge and delete, per stream: one XACK and one XDEL per stream at the end of
+-- the call (flush_acks) instead of two commands per write. Nothing in between can tell: the call
+-- is atomic, and a requeue in the same batch treats an entry already acknowledged as not held.
+local acks, acked = {}, {}
+
 local function ack(stream, id)
-  redis.call('XACK', stream, group, id)
-  redis.call('XDEL', stream, id)
+  if acked[id] then
+    return
+  end
+  acked[id] = true
+  local ids = acks[stream]
+  if not ids then
+    ids = {}
+    acks[stream] = ids
+  end
+  ids[#ids + 1] = id
 end
 
+local function flush_acks()
+  for stream, ids in pairs(acks) do
+    -- unpack() is bounded by Lua's C stack (about 8000 values): a batch is at most a few hundred.
+    redis.call('XACK', stream, group, unpack(ids))
+    redis.call('XDEL', stream, unpack(ids))
+  end
+end
+
+-- The fields a settled attempt needs from its record, read in one HMGET: the fencing token, the
+-- handler (statistics) and the fan-out links (children.lua's kw_job_finished).
+local SETTLE_FIELDS = {'entry', 'state', 'attempts', 'handler', 'parent', 'parent_prefix', 'pool', 'children_total'}
+
 -- The entry of an ended attempt is acknowledged whatever happens; the record is written
--- only if it is still Running this very attempt of this delivery.
+-- only if it is still Running this very attempt of this delivery. Returns whether it is, and
+-- the record's SETTLE_FIELDS (rec[1]..rec[8]).
 local function settle_attempt(w, stream, record)
   ack(stream, w.entry)
-  local rec = redis.call('HMGET', record, 'entry', 'state', 'attempts')
+  local rec = redis.call('HMGET', record, unpack(SETTLE_FIELDS))
   if rec[1] == w.entry and rec[2] == 'Queued' and tonumber(rec[3]) == w.attempt - 1 then
     -- The take of this very delivery was lost: a failover promoted a replica that had the delivery
     -- (the blocking read's) but not the take that marked it Running. Nothing else leaves a record
@@ -119,14 +145,15 @@ local function settle_attempt(w, stream, record)
   if current then
     kw_attempt_settled(record, w, now)  -- attempt history (jobindex.lua)
   end
-  return current
+  return current, rec
 end
 
 local function finish(w, stream, record)
-  if not settle_attempt(w, stream, record) then
+  local current, rec = settle_attempt(w, stream, record)
+  if not current then
     return 0
   end
-  kw_stats_finish(prefix, now, record, w)  -- kubeworkers stats (stats.lua)
+  kw_stats_finish(prefix, now, rec[4], w)  -- kubeworkers stats (stats.lua)
   local event = w.event
   if w.state == 'Succeeded' then
     redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
@@ -141,7 +168,9 @@ local function finish(w, stream, record)
   redis.call('EXPIRE', record, ttl)
   redis.call('EXPIRE', pointer_prefix .. w.job_id, ttl)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
-  kw_job_finished(record, w.state, now, ttl)  -- fan-out (children.lua)
+  -- fan-out (children.lua), with the links read above
+  kw_job_finished(record, w.state, now, ttl, {parent = rec[5], parent_prefix = rec[6], pool = rec[7],
+    job_id = w.job_id, children = rec[8] ~= false})
   if w.dead_letter_reason ~= '' then
     local dead = redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm',
       redis.call('HGET', record, 'msg') or '',
@@ -164,18 +193,22 @@ local function finish(w, stream, record)
 end
 
 local function retry(w, stream, record)
-  if not settle_attempt(w, stream, record) then
+  local current, rec = settle_attempt(w, stream, record)
+  if not current then
     return 0
   end
   redis.call('HSET', record, 'state', 'Queued', 'updated_at', now, 'error', w.error, 'message', w.message, 'entry', '')
   redis.call('ZADD', prefix .. 'delayed', w.due, redis.call('HGET', record, 'msg'))
-  kw_stats(prefix, now, record, 'retried', w.duration)  -- kubeworkers stats (stats.lua)
+  kw_stats(prefix, now, rec[4], 'retried', w.duration)  -- kubeworkers stats (stats.lua)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
   counts.retried = counts.retried + 1
   return 1
 end
 
 local function requeue(w, stream, record)
+  if acked[w.entry] then
+    return 0  -- acknowledged earlier in this call: no longer held
+  end
   local pending = redis.call('XPENDING', stream, group, w.entry, w.entry, 1)
   if #pending == 0 or pending[1][2] ~= w.owner then
     return 0
@@ -215,11 +248,12 @@ end
 
 -- Fan-out (children.lua): the attempt ends; the job waits for its children without a slot.
 local function wait(w, stream, record)
-  if not settle_attempt(w, stream, record) then
+  local current, rec = settle_attempt(w, stream, record)
+  if not current then
     return 0
   end
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
-  kw_stats(prefix, now, record, 'waiting', w.duration)  -- kubeworkers stats (stats.lua)
+  kw_stats(prefix, now, rec[4], 'waiting', w.duration)  -- kubeworkers stats (stats.lua)
   kw_wait(record, w['then'], w.input, now, w.message)
   return 1
 end
@@ -227,10 +261,11 @@ end
 -- Sequences (docs/workflows.md): the step succeeded and the next one is queued, in one step,
 -- so a step's worker dying at any point reruns that step only.
 local function advance(w, stream, record)
-  if not settle_attempt(w, stream, record) then
+  local current, rec = settle_attempt(w, stream, record)
+  if not current then
     return 0
   end
-  kw_stats(prefix, now, record, 'succeeded', w.duration)  -- kubeworkers stats (stats.lua), before handler changes
+  kw_stats(prefix, now, rec[4], 'succeeded', w.duration)  -- kubeworkers stats (stats.lua): this step's handler
   local uid = redis.call('HGET', record, 'uid')
   local id = redis.call('XADD', stream, '*', 'v', '1', 'm', w['next'], 'j', w.job_id, 'u', uid, 'h', w.handler)
   redis.call('HSET', record, 'step_output:' .. w.index, w.output, 'msg', w['next'], 'handler', w.handler,
@@ -253,6 +288,8 @@ for i, w in ipairs(writes) do
     results[i] = ok and result or ('error: ' .. tostring(result))
   end
 end
+flush_acks()
+kw_stats_flush()  -- stats.lua
 for name, n in pairs(counts) do
   if n > 0 then
     redis.call('HINCRBY', prefix .. 'stats', name, n)

@@ -41,7 +41,7 @@
 --   stale      the record belongs to another incarnation (uid): entry dropped
 --   duplicate  the record's current delivery is another entry: this one dropped
 --   done       the job already finished: entry dropped
---   cancelled  cancelled before it started: recorded Cancelled, entry dropped
+--   cancelled  cancelled before it (again) started: recorded Cancelled, entry dropped
 --   dead       every allowed attempt was lost with its worker: dead-lettered
 --   bad        unreadable message: entry dropped
 --   deferred   its handler is at its concurrency limit here: handed back to the end of its
@@ -93,7 +93,7 @@ local function decide(index, id, raw, job_id, uid, handler, given)
   end
   local record = prefix .. 'job:' .. job_id
   local rec = redis.call('HMGET', record, 'uid', 'state', 'attempts', 'max_attempts', 'namespace', 'pool',
-    'entry', 'worker', 'step', 'run')
+    'entry', 'worker', 'step', 'run', 'cancel_requested')
   if not rec[1] then
     drop()
     return 'gone', job_id, uid, handler, 0, 0
@@ -137,7 +137,10 @@ local function decide(index, id, raw, job_id, uid, handler, given)
     redis.call('EXPIRE', pointer_prefix .. job_id, ttl)
     kw_job_finished(record, state, now, ttl)  -- fan-out (children.lua)
   end
-  if redis.call('EXISTS', prefix .. 'cancel:' .. job_id) == 1 then
+  -- Cancelled: cancel.lua marks the record (cancel_requested) whenever it sets the cancel flag, so
+  -- the record read above tells without reading the flag. A queued job it made Cancelled at once
+  -- was dropped as finished above; this is one cancelled while it ran, whose worker died.
+  if rec[11] == '1' then
     local message = 'cancelled before it started'
     close('Cancelled', message, nil)
     event('Cancelled', attempts, message, nil)
