@@ -3,15 +3,15 @@ a million finished records"): a benchmark, not a timed test.
 
 A private ``redis-server`` (the tests' ``RedisServer``) is filled by a Lua loop with 1,000,000
 finished records (80 % Succeeded, 15 % Failed with an error, 5 % Cancelled, over five handlers plus
-one rare one, finished over the last six days) and their jobs index entries as
-``lua/jobindex.lua`` writes them, plus 1,000 queued jobs enqueued by ``enqueue.lua``. Then it times
+one rare one, finished over the last six days) and their jobs index entries as ``lua/jobindex.lua`` writes
+them (per state and per handler), plus 1,000 queued jobs enqueued by ``enqueue.lua``. Then it times
 the command in-process (``cli.main``, output to /dev/null, so no interpreter start-up), p50/p95 over
 ``--calls`` calls each, for:
 
 * ``jobs list --state Failed --limit 50``;
 * ``jobs list`` (live and finished merged, newest first, 50 rows);
-* ``jobs list --handler rare`` (a filter matching 0.1 % of the jobs: it reads the index until it
-  has 50 matches);
+* ``jobs list --handler rare`` (a handler 0.1 % of the jobs ran: it reads that handler's own
+  index sets);
 
 and once as a process (``python -m kubeworkers jobs list --state Failed``), interpreter included;
 and the p50 of ``cancel.lua`` (a finish that writes the index) with the index at a million.
@@ -62,6 +62,7 @@ for n = first, first + count - 1 do
     'enqueued_at', finished - 2, 'started_at', finished - 1.5, 'finished_at', finished, 'updated_at', finished,
     'worker', 'bench-worker-' .. (n % 8), 'message', '', 'error', e, 'entry', '', 'output', '{"ok": true}')
   redis.call('ZADD', prefix .. 'idx:' .. state, finished, id)
+  redis.call('ZADD', prefix .. 'idx:' .. state .. ':h:' .. handler, finished, id)
 end
 return count
 """
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                                              handler="resize", input={"n": n}))
         filled = time.monotonic() - t0
         sizes = {s: int(r.zcard(KEYS.index(s))) for s in ("live", "Succeeded", "Failed", "Cancelled")}
-        index_mb = sum(int(r.memory_usage(KEYS.index(s)) or 0) for s in sizes) / 2**20
+        index_keys = [KEYS.index(s) for s in sizes] + [
+            KEYS.handler_index(s, h) for s in sizes for h in ("resize", "report", "email", "sync", "export", "rare")]
+        index_mb = sum(int(r.memory_usage(k) or 0) for k in index_keys) / 2**20
         used_mb = int(r.info("memory")["used_memory"]) / 2**20
         base = ["jobs", "list", "--redis-url", server.url, "--pool", "bench"]
         rows = []

@@ -4,7 +4,8 @@ A pool may hold a million finished records, so ``list`` never scans keys: it pag
 pool's jobs index (``lua/jobindex.lua``), sorted sets of job ids by time — one of the live jobs
 (scored by enqueue time) and one per finished state (scored by finish time, bounded by
 :data:`~kubeworkers.protocol.JOB_INDEX_MAXLEN` and the result TTL) — newest first, merging the
-sets a query needs, and resolves one page of ids to records with one pipeline of ``HMGET``. An id
+sets a query needs (with ``--handler``, the same sets kept for that handler alone), and resolves
+one page of ids to records with one pipeline of ``HMGET``. An id
 whose record expired, or whose record is no longer in that index's state (a rerun, a new
 incarnation of the id), is skipped: the index is bounded, the record is the truth.
 
@@ -42,8 +43,8 @@ FINISHED_NAMES = frozenset(s.value for s in FINISHED_STATES)
 #: Default and most rows of one ``jobs list``.
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 10_000
-#: Most index entries one ``jobs list`` reads before it stops looking for more matches (a
-#: ``--handler`` or live ``--state`` filter that matches few jobs); it then says so on stderr.
+#: Most index entries one ``jobs list`` reads before it stops looking for more matches (a live
+#: ``--state`` filter that matches few jobs); it then says so on stderr.
 SCAN_BUDGET = 200_000
 #: Record fields a ``jobs list`` row needs (not the input or output, which may be large).
 ROW_FIELDS = ("job_id", "uid", "namespace", "pool", "handler", "priority", "state", "attempts", "max_attempts",
@@ -171,7 +172,8 @@ def list_jobs(r: redis.Redis, keys: PoolKeys, query: Query, *, now: float | None
     """The jobs of one pool matching ``query``, newest first (see the module docstring)."""
     now = time.time() if now is None else now
     low: str | float = "-inf" if query.since_seconds is None else now - query.since_seconds
-    sources = [_Source(keys.index(name), name) for name in indexes_for(query.state)]
+    sources = [_Source(keys.index(name) if query.handler is None else keys.handler_index(name, query.handler), name)
+               for name in indexes_for(query.state)]
     batch = min(max(query.limit * 2, 100), 5000)
     found = Listing()
     while len(found.rows) < query.limit:

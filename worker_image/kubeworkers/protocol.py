@@ -156,6 +156,11 @@ class PoolKeys:
         enqueue time) or a finished state (scored by finish time; bounded by count and the result TTL)."""
         return f"kw:{self.tag}:idx:{state}"
 
+    def handler_index(self, state: JobState | str, handler: str) -> str:
+        """The same index for one handler's jobs only (``lua/jobindex.lua``): what ``jobs list
+        --handler`` reads, so a rare handler is found without reading every other handler's ids."""
+        return f"kw:{self.tag}:idx:{state}:h:{handler}"
+
     def stats_minute(self, minute: int) -> str:
         """Hash of one minute's statistics per handler (``<handler>|<outcome>``, ``<handler>|dsum``,
         ``<handler>|b<bucket index>``), written by ``lua/stats.lua``; ``minute`` is unix seconds // 60."""

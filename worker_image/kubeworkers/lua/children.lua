@@ -132,6 +132,7 @@ local function kw_continue(parent_record, now)
   local raw = string.sub(cjson.encode(msg), 1, -2) .. ', "input": ' .. input .. '}'
   local id = redis.call('XADD', prefix .. 'jobs:' .. (r[2] or 'normal'), '*', 'v', '1', 'm', raw, 'j', r[7],
     'u', r[8], 'h', r[5])
+  kw_index_handler(parent_record, redis.call('HGET', parent_record, 'handler'), r[5])  -- jobs index (jobindex.lua)
   redis.call('HSET', parent_record, 'state', 'Queued', 'handler', r[5], 'msg', raw, 'entry', id,
     'max_attempts', max_attempts, 'updated_at', now, 'message', 'children finished; continuing with ' .. r[5])
   redis.call('HDEL', parent_record, 'continuation', 'continuation_input')

@@ -10,6 +10,11 @@
 --                                and to the result TTL (older records have expired)
 --   prefix .. 'idx:ttl'          hash: state -> the longest result TTL (seconds) a finish of that
 --                                state was written with, the age the index is trimmed to
+--   prefix .. 'idx:' .. state .. ':h:' .. handler
+--                                the same four sets per handler (state live or finished), the same
+--                                ids and scores, bounded the same way; a finished one also expires
+--                                that longest TTL after its last finish, so the set of a handler
+--                                nobody runs any more goes with the last of its records
 -- A reader checks each id's record: an id whose record expired, or whose state moved on (a rerun,
 -- a new incarnation), is skipped, so the index never has to be exact, only bounded.
 --
@@ -21,6 +26,8 @@
 --
 -- Functions:
 --   kw_index_live(record, now)                  enqueue.lua and rerun.lua: the job is live
+--   kw_index_handler(record, old, new)          settle.lua (a sequence's next step) and children.lua
+--                                               (a parent's continuation): a live job's handler changed
 --   kw_index_finished(record, state, now, ttl)  children.lua's kw_job_finished (every terminal write)
 --   kw_attempt_started(record, attempt, worker, now)      take.lua, when an attempt starts
 --   kw_attempt_ended(record, outcome, now, err_json, message)  the end of the open attempt
@@ -31,9 +38,31 @@ local function kw_index_prefix(record)
   return string.sub(record, 1, at) .. 'idx:', string.sub(record, at + 5)
 end
 
+local function kw_index_by_handler(idx, state, handler)
+  return idx .. state .. ':h:' .. handler
+end
+
 local function kw_index_live(record, now)
   local idx, job_id = kw_index_prefix(record)
   redis.call('ZADD', idx .. 'live', now, job_id)
+  local handler = redis.call('HGET', record, 'handler')
+  if handler then
+    redis.call('ZADD', kw_index_by_handler(idx, 'live', handler), now, job_id)
+  end
+end
+
+local function kw_index_handler(record, old, new)
+  if old == new or not new then
+    return
+  end
+  local idx, job_id = kw_index_prefix(record)
+  local score = redis.call('ZSCORE', idx .. 'live', job_id)
+  if old then
+    redis.call('ZREM', kw_index_by_handler(idx, 'live', old), job_id)
+  end
+  if score then
+    redis.call('ZADD', kw_index_by_handler(idx, 'live', new), score, job_id)
+  end
 end
 
 local function kw_attempt_log(record)
@@ -80,9 +109,15 @@ local function kw_attempt_started(record, attempt, worker, now)
   redis.call('HSET', record, 'attempt_log', cjson.encode(log))
 end
 
+local function kw_index_trim(key, now, ttl)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (tonumber(now) - ttl))
+  redis.call('ZREMRANGEBYRANK', key, 0, -(JOB_INDEX_MAXLEN + 1))
+end
+
 local function kw_index_finished(record, state, now, ttl)
   local idx, job_id = kw_index_prefix(record)
   local key = idx .. state
+  local handler = redis.call('HGET', record, 'handler')
   redis.call('ZREM', idx .. 'live', job_id)
   kw_attempt_ended(record, 'lost', now, nil, nil)  -- an attempt still open ended with its worker
   redis.call('ZADD', key, now, job_id)
@@ -94,8 +129,14 @@ local function kw_index_finished(record, state, now, ttl)
   else
     redis.call('HSET', idx .. 'ttl', state, ttl)
   end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (tonumber(now) - ttl))
-  redis.call('ZREMRANGEBYRANK', key, 0, -(JOB_INDEX_MAXLEN + 1))
+  kw_index_trim(key, now, ttl)
+  if handler then
+    local by_handler = kw_index_by_handler(idx, state, handler)
+    redis.call('ZREM', kw_index_by_handler(idx, 'live', handler), job_id)
+    redis.call('ZADD', by_handler, now, job_id)
+    kw_index_trim(by_handler, now, ttl)
+    redis.call('EXPIRE', by_handler, math.ceil(ttl))
+  end
 end
 
 local KW_SETTLED_OUTCOME = {retry = 'retry', wait = 'waiting', advance = 'step succeeded'}

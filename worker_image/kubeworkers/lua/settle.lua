@@ -268,6 +268,7 @@ local function advance(w, stream, record)
   kw_stats(prefix, now, rec[4], 'succeeded', w.duration)  -- kubeworkers stats (stats.lua): this step's handler
   local uid = redis.call('HGET', record, 'uid')
   local id = redis.call('XADD', stream, '*', 'v', '1', 'm', w['next'], 'j', w.job_id, 'u', uid, 'h', w.handler)
+  kw_index_handler(record, redis.call('HGET', record, 'handler'), w.handler)  -- jobs index (jobindex.lua)
   redis.call('HSET', record, 'step_output:' .. w.index, w.output, 'msg', w['next'], 'handler', w.handler,
     'step', w.step, 'state', 'Queued', 'attempts', 0, 'max_attempts', w.max_attempts, 'entry', id,
     'updated_at', now, 'message', w.message, 'progress', '', 'error', '')
