@@ -17,8 +17,9 @@
 --   kw_children_flush(now)                   enqueue.lua, once at the end: one counts event per parent
 --   kw_job_finished(record, state, now, ttl[, known])  every place a record becomes Succeeded/Failed/
 --                                           Cancelled; known: {parent, parent_prefix, pool, job_id,
---                                           children (the record has children_total)} when the
---                                           caller has read them (settle.lua), saving a read
+--                                           children (the record has children_total), and what
+--                                           kw_index_finished takes: handler, log_closed} when the
+--                                           caller has read them (settle.lua), saving the reads
 --   kw_wait(record, handler, input_json, now, message)   settle.lua's 'wait' write, after its checks
 -- Returns nothing: errors raise (the calling script's pcall, if any, reports them).
 --! include jobindex
@@ -142,7 +143,7 @@ local function kw_continue(parent_record, now)
 end
 
 local function kw_job_finished(record, state, now, ttl, known)
-  kw_index_finished(record, state, now, ttl)  -- jobs index, attempt history (jobindex.lua)
+  kw_index_finished(record, state, now, ttl, known)  -- jobs index, attempt history (jobindex.lua)
   local r
   if known then
     -- The caller read the record's links already: a job that never had a child (no

@@ -158,7 +158,7 @@ for i = 5, #ARGV do
       redis.call('PERSIST', pointer_prefix .. job_id)
       enqueued = enqueued + 1
       kw_child_enqueued(record, msg, now)  -- fan-out (children.lua): a child registers with its parent
-      kw_index_live(record, now)  -- jobs index (jobindex.lua)
+      kw_index_live(record, now, msg['handler'])  -- jobs index (jobindex.lua)
     end
     results[#results + 1] = {result, position}
   end

@@ -20,31 +20,49 @@
 -- difference; the sums are the same).
 local kw_stats_pending = {}  -- key -> {field -> count}
 local kw_stats_seconds = {}  -- key -> {field -> seconds}
+local kw_stats_keys = {}     -- now -> key, and handler -> its field names (built once per call)
+local kw_stats_fields = {}
 
 local function kw_stats(prefix, now, handler, outcome, duration)
-  local key = prefix .. 'stats:m:' .. math.floor(tonumber(now) / 60)
+  local key = kw_stats_keys[now]
+  if not key then
+    key = prefix .. 'stats:m:' .. math.floor(tonumber(now) / 60)
+    kw_stats_keys[now] = key
+  end
   handler = handler or ''
+  local names = kw_stats_fields[handler]
+  if not names then
+    names = {dsum = handler .. '|dsum'}
+    kw_stats_fields[handler] = names
+  end
   local counts = kw_stats_pending[key]
   if not counts then
     counts = {}
     kw_stats_pending[key] = counts
     kw_stats_seconds[key] = {}
   end
-  local field = handler .. '|' .. outcome
+  local field = names[outcome]
+  if not field then
+    field = handler .. '|' .. outcome
+    names[outcome] = field
+  end
   counts[field] = (counts[field] or 0) + 1
   if duration and duration ~= '' then
     local seconds = tonumber(duration)
     local bucket = #DURATION_BUCKETS
-    for i, bound in ipairs(DURATION_BUCKETS) do
-      if seconds <= bound then
+    for i = 1, bucket do
+      if seconds <= DURATION_BUCKETS[i] then
         bucket = i - 1
         break
       end
     end
     local sums = kw_stats_seconds[key]
-    field = handler .. '|dsum'
-    sums[field] = (sums[field] or 0) + seconds
-    field = handler .. '|b' .. bucket
+    sums[names.dsum] = (sums[names.dsum] or 0) + seconds
+    field = names[bucket]
+    if not field then
+      field = handler .. '|b' .. bucket
+      names[bucket] = field
+    end
     counts[field] = (counts[field] or 0) + 1
   end
 end
