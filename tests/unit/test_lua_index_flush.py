@@ -1,11 +1,12 @@
-"""Every script that finishes jobs ends by flushing what ``lua/jobindex.lua`` deferred to the end of the call.
+"""Every script that finishes jobs or makes them live ends by flushing what ``lua/jobindex.lua`` deferred.
 
-``kw_index_finished`` (reached through ``children.lua``'s ``kw_job_finished``) notes the trims of
-the finished sets and the per-handler sets' expiry, and ``kw_index_flush()`` makes them once per
-call. A script that finished jobs and never flushed would leave those sets untrimmed and a
-per-handler set without its expiry: the jobs index would no longer be bounded (docs/protocol.md,
-*Bounds*). Likewise ``settle.lua`` writes the per-minute statistics it added up (``kw_stats_flush``)
-and its acknowledgements (``flush_acks``) last. A script's own text is checked, libraries excluded.
+``kw_index_finished`` (reached through ``children.lua``'s ``kw_job_finished``) and ``kw_index_live``
+note the index's writes (the moves between live and finished sets, their trims, the per-handler
+sets' expiry), and ``kw_index_flush()`` makes them once per set per call. A script that never
+flushed would leave jobs out of the index, or in the live set after they finished, and those sets
+untrimmed: the jobs index would no longer be bounded (docs/protocol.md, *Bounds*). Likewise
+``settle.lua`` writes the per-minute statistics it added up (``kw_stats_flush``) and its
+acknowledgements (``flush_acks``) last. A script's own text is checked, libraries excluded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kubeworkers.scripts import LUA_DIR, script
 
 LIBRARIES = {"children", "jobindex", "position", "stats"}
 SCRIPTS = sorted(p.stem for p in LUA_DIR.glob("*.lua") if p.stem not in LIBRARIES)
-FINISHING = re.compile(r"^\s*(kw_job_finished|kw_index_finished)\(", re.M)
+FINISHING = re.compile(r"^\s*(kw_job_finished|kw_index_finished|kw_index_live)\(", re.M)
 
 
 def _code(name: str) -> str:
@@ -26,19 +27,19 @@ def _code(name: str) -> str:
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_a_script_that_finishes_jobs_flushes_the_jobs_index_after_its_last_finish(name: str) -> None:
+def test_a_script_that_finishes_or_enqueues_jobs_flushes_the_jobs_index_after_its_last_note(name: str) -> None:
     code = _code(name)
     finishes = [m.start() for m in FINISHING.finditer(code)]
     if not finishes:
         return
     flushes = [m.start() for m in re.finditer(r"^\s*kw_index_flush\(\)", code, re.M)]
-    assert flushes, f"{name}.lua finishes jobs but never calls kw_index_flush()"
-    assert max(flushes) > max(finishes), f"{name}.lua: kw_index_flush() must come after its last finish"
+    assert flushes, f"{name}.lua writes the jobs index but never calls kw_index_flush()"
+    assert max(flushes) > max(finishes), f"{name}.lua: kw_index_flush() must come after its last index write"
 
 
-def test_the_scripts_that_finish_jobs_are_the_ones_the_jobs_index_names() -> None:
+def test_the_scripts_that_write_the_jobs_index_are_the_ones_it_names() -> None:
     finishing = {name for name in SCRIPTS if FINISHING.search(_code(name))}
-    assert finishing == {"take", "settle", "cancel", "fail_lost"}
+    assert finishing == {"take", "settle", "cancel", "fail_lost", "enqueue", "rerun"}
 
 
 def test_settle_writes_its_statistics_and_acknowledgements_after_applying_every_write() -> None:

@@ -167,4 +167,5 @@ if enqueued > 0 then
   redis.call('HINCRBY', prefix .. 'stats', 'enqueued', enqueued)
 end
 kw_children_flush(now)  -- fan-out (children.lua)
+kw_index_flush()  -- jobs index (jobindex.lua): the live sets, one ZADD each
 return results

@@ -26,13 +26,15 @@
 --
 -- Functions:
 --   kw_index_live(record, now[, handler])       enqueue.lua and rerun.lua: the job is live (handler:
---                                               the record's, when the caller knows it)
+--                                               the record's, when the caller knows it); written by
+--                                               kw_index_flush()
 --   kw_index_handler(record, old, new)          settle.lua (a sequence's next step) and children.lua
 --                                               (a parent's continuation): a live job's handler changed
 --   kw_index_finished(record, state, now, ttl[, known])  children.lua's kw_job_finished (every
 --                                               terminal write); its index writes wait for kw_index_flush()
---   kw_index_flush()                            last in every script that finishes jobs (take, settle,
---                                               cancel, fail_lost): the index writes and trims, once per set
+--   kw_index_flush()                            last in every script that finishes jobs or makes them
+--                                               live (take, settle, cancel, fail_lost, enqueue, rerun):
+--                                               the index writes and trims noted, once per set
 --   kw_attempt_log_started(raw, attempt, run, worker, now)  take.lua, when an attempt starts: the
 --                                               new attempt_log text for its Running HSET
 --   kw_attempt_ended(record, outcome, now, err_json, message)  the end of the open attempt
@@ -47,29 +49,6 @@ end
 
 local function kw_index_by_handler(idx, state, handler)
   return idx .. state .. ':h:' .. handler
-end
-
-local function kw_index_live(record, now, handler)
-  local idx, job_id = kw_index_prefix(record)
-  redis.call('ZADD', idx .. 'live', now, job_id)
-  handler = handler or redis.call('HGET', record, 'handler')
-  if handler then
-    redis.call('ZADD', kw_index_by_handler(idx, 'live', handler), now, job_id)
-  end
-end
-
-local function kw_index_handler(record, old, new)
-  if old == new or not new then
-    return
-  end
-  local idx, job_id = kw_index_prefix(record)
-  local score = redis.call('ZSCORE', idx .. 'live', job_id)
-  if old then
-    redis.call('ZREM', kw_index_by_handler(idx, 'live', old), job_id)
-  end
-  if score then
-    redis.call('ZADD', kw_index_by_handler(idx, 'live', new), score, job_id)
-  end
 end
 
 -- JSON text of the hot paths built by hand: cjson.encode of a table formats every number with
@@ -169,8 +148,8 @@ end
 -- (and a per-handler one given its expiry). Made once per set per call, with one variadic ZREM
 -- and ZADD and one trim, the result is the same as after each finish (a set keeps its newest
 -- JOB_INDEX_MAXLEN and those younger than the TTL either way; a call is atomic), so
--- kw_index_finished notes them and kw_index_flush() makes them. Every script that finishes jobs
--- calls it last (tests/unit/test_lua_index_flush.py checks).
+-- kw_index_finished notes them and kw_index_flush() makes them (kw_index_live's ZADDs too). Every
+-- script that finishes jobs or makes them live calls it last (tests/unit/test_lua_index_flush.py).
 local kw_index_todo = {}    -- key -> {now, ttl, expire}
 local kw_index_longest = {} -- idx .. state -> the longest result TTL, read once per call
 local kw_index_removed = {} -- live key -> ids
@@ -221,6 +200,31 @@ local function kw_index_flush()
     end
   end
   kw_index_todo = {}
+end
+
+-- Noted for kw_index_flush() too (one variadic ZADD per set for a whole enqueue batch).
+local function kw_index_live(record, now, handler)
+  local idx, job_id = kw_index_prefix(record)
+  kw_index_note(kw_index_added, idx .. 'live', now, job_id)
+  handler = handler or redis.call('HGET', record, 'handler')
+  if handler then
+    kw_index_note(kw_index_added, kw_index_by_handler(idx, 'live', handler), now, job_id)
+  end
+end
+
+local function kw_index_handler(record, old, new)
+  if old == new or not new then
+    return
+  end
+  kw_index_flush()  -- the live sets as they stand, with what this call noted
+  local idx, job_id = kw_index_prefix(record)
+  local score = redis.call('ZSCORE', idx .. 'live', job_id)
+  if old then
+    redis.call('ZREM', kw_index_by_handler(idx, 'live', old), job_id)
+  end
+  if score then
+    redis.call('ZADD', kw_index_by_handler(idx, 'live', new), score, job_id)
+  end
 end
 
 -- known (optional): what the caller read of the record already: {handler = <its handler or
