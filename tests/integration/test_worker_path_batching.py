@@ -149,3 +149,25 @@ async def test_a_queued_job_cancelled_is_dropped_by_the_take_as_finished(
     assert dropped.verdict is wire.Verdict.DONE
     assert (await record(r, job_id)).state is JobState.CANCELLED
     assert await r.xlen(KEYS.stream("normal")) == 0
+
+
+async def test_entries_of_the_same_id_on_two_streams_are_both_released_by_one_settle_call(
+    r: aioredis.Redis, client: AsyncClient
+) -> None:
+    """Stream ids are per stream: two levels can hold the same id (added in the same millisecond)."""
+    await leases.ensure_groups(r, KEYS)
+    job_id = await client.submit("p", "h", {})
+    [taken] = await _take(r, "w")
+    high = KEYS.stream("high")
+    await r.xadd(high, {"v": "1", "m": "{}"}, id=taken.entry)  # a copy on another level, same id
+    await r.xreadgroup("workers", "w", {high: ">"})
+    copy = wire.Taken(stream=KEYS.streams.index(high) + 1, entry=taken.entry, job_id=job_id, uid=taken.uid,
+                      handler="h", message=b"{}", verdict=wire.Verdict.RUN, attempt=1, max_attempts=3)
+
+    results = await outbox.settle(r, KEYS, "w", 60, [_finish(taken, JobState.SUCCEEDED, 0.01),
+                                                      _finish(copy, JobState.SUCCEEDED, 0.01)], dead_letter_maxlen=100)
+
+    assert results == [1, 0]  # the copy is not the job's delivery: acknowledged, nothing written
+    for stream in (KEYS.stream("normal"), high):
+        assert (await r.xpending(stream, "workers"))["pending"] == 0, stream
+        assert await r.xlen(stream) == 0, stream

@@ -112,13 +112,14 @@ end
 -- Entries to acknowledge and delete, per stream: one XACK and one XDEL per stream at the end of
 -- the call (flush_acks) instead of two commands per write. Nothing in between can tell: the call
 -- is atomic, and a requeue in the same batch treats an entry already acknowledged as not held.
-local acks, acked = {}, {}
+local acks, acked = {}, {}  -- stream -> ids; stream .. ' ' .. id -> true (ids repeat across streams)
 
 local function ack(stream, id)
-  if acked[id] then
+  local key = stream .. ' ' .. id
+  if acked[key] then
     return
   end
-  acked[id] = true
+  acked[key] = true
   local ids = acks[stream]
   if not ids then
     ids = {}
@@ -235,7 +236,7 @@ local function retry(w, stream, record)
 end
 
 local function requeue(w, stream, record)
-  if acked[w.entry] then
+  if acked[stream .. ' ' .. w.entry] then
     return 0  -- acknowledged earlier in this call: no longer held
   end
   local pending = redis.call('XPENDING', stream, group, w.entry, w.entry, 1)
