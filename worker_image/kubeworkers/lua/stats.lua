@@ -20,14 +20,14 @@
 -- difference; the sums are the same).
 local kw_stats_pending = {}  -- key -> {field -> count}
 local kw_stats_seconds = {}  -- key -> {field -> seconds}
-local kw_stats_keys = {}     -- now -> key, and handler -> its field names (built once per call)
+local kw_stats_keys = {}     -- prefix .. now -> key, and handler -> its field names (built once per call)
 local kw_stats_fields = {}
 
 local function kw_stats(prefix, now, handler, outcome, duration)
-  local key = kw_stats_keys[now]
+  local key = kw_stats_keys[prefix .. now]
   if not key then
     key = prefix .. 'stats:m:' .. math.floor(tonumber(now) / 60)
-    kw_stats_keys[now] = key
+    kw_stats_keys[prefix .. now] = key
   end
   handler = handler or ''
   local names = kw_stats_fields[handler]
