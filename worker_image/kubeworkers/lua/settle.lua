@@ -322,9 +322,10 @@ for i, w in ipairs(writes) do
     results[i] = ok and result or ('error: ' .. tostring(result))
   end
 end
-flush_acks()
-kw_stats_flush()  -- stats.lua
+-- What the applied writes noted first (the records are written already), then the entries.
 kw_index_flush()  -- jobindex.lua
+kw_stats_flush()  -- stats.lua
+flush_acks()
 for name, n in pairs(counts) do
   if n > 0 then
     redis.call('HINCRBY', prefix .. 'stats', name, n)
