@@ -112,7 +112,12 @@ end
 -- Entries to acknowledge and delete, per stream: one XACK and one XDEL per stream at the end of
 -- the call (flush_acks) instead of two commands per write. Nothing in between can tell: the call
 -- is atomic, and a requeue in the same batch treats an entry already acknowledged as not held.
+-- The first one is acknowledged at once, as every one was before: at maxmemory Redis refuses a
+-- script's commands that may grow memory only until its first write, so an end of attempt or a
+-- hand-back, whose first write is that XACK, is never refused (docs/reliability.md; a progress
+-- report first in the batch is, and costs nothing: tests/integration/test_worker_out_of_memory.py).
 local acks, acked = {}, {}  -- stream -> ids; stream .. ' ' .. id -> true (ids repeat across streams)
+local acked_one = false
 
 local function ack(stream, id)
   local key = stream .. ' ' .. id
@@ -120,6 +125,12 @@ local function ack(stream, id)
     return
   end
   acked[key] = true
+  if not acked_one then
+    acked_one = true
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    return
+  end
   local ids = acks[stream]
   if not ids then
     ids = {}
