@@ -5,6 +5,8 @@ Suites: throughput, latency, scaling, k8s-path, autoscale, isolation, durability
 Each prints a table, writes its JSON (``--json FILE``, else ``benchmarks/results/<suite>-<time>.json``)
 and, on a full run (or with ``--docs``), rewrites its block of docs/benchmarks.md and its plots.
 ``--quick`` runs small counts once, for CI: every suite in under 3 minutes in total.
+``--systems KEYS`` runs only the named systems of throughput and latency (e.g.
+``kubeworkers-c200,bare``), leaving the docs alone.
 ``--render FILE`` redraws a suite's table, doc block and plots from a results JSON, measuring nothing.
 """
 
@@ -17,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, systems
 
 SUITES = {
     "throughput": "benchmarks.suites.throughput",
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="where to write the results (one suite only)")
     p.add_argument("--render", type=Path, metavar="FILE",
                    help="measure nothing: redraw the table, doc block and plots from a results JSON")
+    p.add_argument("--systems", metavar="KEYS",
+                   help="comma-separated system keys (throughput, latency), e.g. kubeworkers-c200,bare: run only "
+                        "these, for iterating on one system; the docs are left alone unless --docs is given")
     docs = p.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None,
                       help="update docs/benchmarks.md and its plots (default: on full runs only)")
@@ -47,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     names = list(SUITES) if args.suite == "all" else [args.suite]
     if args.json is not None and len(names) > 1:
         p.error("--json takes one suite")
-    update_docs = (not args.quick) if args.docs is None else args.docs
+    if args.systems:
+        try:
+            systems.only(args.systems.split(","))
+        except KeyError as exc:
+            p.error(f"no system {exc} (known: {', '.join(systems.BY_KEY)})")
+    update_docs = (not args.quick and not args.systems) if args.docs is None else args.docs
     report.plots_to_docs(update_docs if args.render is None else args.docs is not False)
     if args.render is not None:
         if len(names) > 1:

@@ -109,3 +109,19 @@ ALL: list[System] = [
 ]
 
 BY_KEY = {s.key: s for s in ALL}
+
+
+def only(keys: list[str]) -> None:
+    """Keep only the systems named by ``keys`` in :data:`ALL` (``--systems``); KeyError for an unknown one.
+    The throughput suite's extra INFO-logs row is named ``kubeworkers-c200-info``."""
+    known = {*BY_KEY, kubeworkers(200, "INFO").key}
+    for key in keys:
+        if key not in known:
+            raise KeyError(key)
+    ALL[:] = [s for s in ALL if s.key in keys]
+    global ONLY
+    ONLY = frozenset(keys)
+
+
+#: The systems ``--systems`` named (None: all of them).
+ONLY: frozenset[str] | None = None

@@ -19,8 +19,10 @@ OURS = "kubeworkers-c200"
 
 
 def chosen(quick: bool) -> list[System]:
-    extra = [] if quick else [systems.kubeworkers(200, "INFO")]
-    return [*systems.ALL[:2], *extra, *systems.ALL[2:]]
+    info = systems.kubeworkers(200, "INFO")
+    extra = [] if quick or (systems.ONLY is not None and info.key not in systems.ONLY) else [info]
+    at = next((i + 1 for i, s in enumerate(systems.ALL) if s.key == OURS), 0)
+    return [*systems.ALL[:at], *extra, *systems.ALL[at:]]
 
 
 def run(quick: bool) -> report.SuiteResult:

@@ -29,6 +29,7 @@ if state == 'Queued' or state == 'Pending' or state == 'Waiting' then
   })
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
   kw_job_finished(KEYS[1], 'Cancelled', ARGV[1], ttl)  -- fan-out (children.lua)
+  kw_index_flush()  -- jobindex.lua
 else
   redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at', ARGV[1])
 end

@@ -15,7 +15,11 @@
 -- Functions:
 --   kw_child_enqueued(record, msg, now)      enqueue.lua, for each new job: a child registers
 --   kw_children_flush(now)                   enqueue.lua, once at the end: one counts event per parent
---   kw_job_finished(record, state, now, ttl) every place a record becomes Succeeded/Failed/Cancelled
+--   kw_job_finished(record, state, now, ttl[, known])  every place a record becomes Succeeded/Failed/
+--                                           Cancelled; known: {parent, parent_prefix, pool, job_id,
+--                                           children (the record has children_total), and what
+--                                           kw_index_finished takes: handler, log_closed} when the
+--                                           caller has read them (settle.lua), saving the reads
 --   kw_wait(record, handler, input_json, now, message)   settle.lua's 'wait' write, after its checks
 -- Returns nothing: errors raise (the calling script's pcall, if any, reports them).
 --! include jobindex
@@ -138,11 +142,21 @@ local function kw_continue(parent_record, now)
     run = tonumber(redis.call('HGET', parent_record, 'run')) or 0, at = tonumber(now), message = 'children finished; continuing with ' .. r[5]}))
 end
 
-local function kw_job_finished(record, state, now, ttl)
-  kw_index_finished(record, state, now, ttl)  -- jobs index, attempt history (jobindex.lua)
-  -- A parent that finishes: its children hash goes with its record.
-  redis.call('EXPIRE', kw_children_key(record), ttl)
-  local r = redis.call('HMGET', record, 'parent', 'parent_prefix', 'pool', 'job_id')
+local function kw_job_finished(record, state, now, ttl, known)
+  kw_index_finished(record, state, now, ttl, known)  -- jobs index, attempt history (jobindex.lua)
+  local r
+  if known then
+    -- The caller read the record's links already: a job that never had a child (no
+    -- children_total: kw_child_enqueued counts every child it registers) has no children hash.
+    if known.children then
+      redis.call('EXPIRE', kw_children_key(record), ttl)
+    end
+    r = {known.parent, known.parent_prefix, known.pool, known.job_id}
+  else
+    -- A parent that finishes: its children hash goes with its record.
+    redis.call('EXPIRE', kw_children_key(record), ttl)
+    r = redis.call('HMGET', record, 'parent', 'parent_prefix', 'pool', 'job_id')
+  end
   if not r[1] or not r[2] then
     return
   end

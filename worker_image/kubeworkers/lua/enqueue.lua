@@ -158,7 +158,7 @@ for i = 5, #ARGV do
       redis.call('PERSIST', pointer_prefix .. job_id)
       enqueued = enqueued + 1
       kw_child_enqueued(record, msg, now)  -- fan-out (children.lua): a child registers with its parent
-      kw_index_live(record, now)  -- jobs index (jobindex.lua)
+      kw_index_live(record, now, msg['handler'])  -- jobs index (jobindex.lua)
     end
     results[#results + 1] = {result, position}
   end
@@ -167,4 +167,5 @@ if enqueued > 0 then
   redis.call('HINCRBY', prefix .. 'stats', 'enqueued', enqueued)
 end
 kw_children_flush(now)  -- fan-out (children.lua)
+kw_index_flush()  -- jobs index (jobindex.lua): the live sets, one ZADD each
 return results

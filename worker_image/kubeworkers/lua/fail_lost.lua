@@ -45,6 +45,7 @@ redis.call('HSET', KEYS[1], 'state', 'Failed', 'finished_at', ARGV[1], 'updated_
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[3]))
 kw_job_finished(KEYS[1], 'Failed', ARGV[1], tonumber(ARGV[3]))  -- fan-out (children.lua)
+kw_index_flush()  -- jobindex.lua
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
   job_id = rec[6], uid = rec[7], namespace = rec[8], pool = rec[9], state = 'Failed',
   attempt = tonumber(rec[10]) or 0, run = tonumber(rec[11]) or 0, at = now, message = message, error = cjson.decode(err)}))

@@ -91,6 +91,7 @@ redis.call('HSET', KEYS[1], 'state', 'Queued', 'attempts', 0, 'run', new_run, 'e
   'updated_at', now, 'message', note)
 redis.call('PERSIST', KEYS[1])
 kw_index_live(KEYS[1], now)  -- jobs index (jobindex.lua)
+kw_index_flush()  -- jobindex.lua
 redis.call('DEL', KEYS[2])
 redis.call('SADD', KEYS[4], pool)
 redis.call('PERSIST', KEYS[4])

@@ -63,12 +63,24 @@ local FIELDS = {
     max_attempts = 'string', message = 'string', duration = 'string', event = 'string', attempt = 'number'},
 }
 
+-- The same as flat lists {name, type, name, type, ...}: a numeric loop over them is about twice
+-- as fast as pairs() over the tables, and every write is checked.
+local FIELD_LISTS = {}
+for kind, fields in pairs(FIELDS) do
+  local list = {}
+  for name, t in pairs(fields) do
+    list[#list + 1] = name
+    list[#list + 1] = t
+  end
+  FIELD_LISTS[kind] = list
+end
+
 -- Why a write cannot be applied, or nil: checked before it changes anything.
 local function malformed(w)
   if type(w) ~= 'table' then
     return 'not an object'
   end
-  local fields = FIELDS[w.kind]
+  local fields = FIELD_LISTS[w.kind]
   if not fields then
     return 'unknown kind ' .. tostring(w.kind)
   end
@@ -78,7 +90,8 @@ local function malformed(w)
   if type(w.entry) ~= 'string' or type(w.job_id) ~= 'string' then
     return 'entry and job_id must be text'
   end
-  for name, kind in pairs(fields) do
+  for i = 1, #fields, 2 do
+    local name, kind = fields[i], fields[i + 1]
     if type(w[name]) ~= kind then
       return name .. ' must be a ' .. kind .. ', not a ' .. type(w[name])
     end
@@ -96,16 +109,65 @@ local function with_step(event, step)
   return text
 end
 
+-- Entries to acknowledge and delete, per stream: one XACK and one XDEL per stream at the end of
+-- the call (flush_acks) instead of two commands per write. Nothing in between can tell: the call
+-- is atomic, and a requeue in the same batch treats an entry already acknowledged as not held.
+-- The first one is acknowledged at once, as every one was before: at maxmemory Redis refuses a
+-- script's commands that may grow memory only until its first write, so an end of attempt or a
+-- hand-back, whose first write is that XACK, is never refused (docs/reliability.md; a progress
+-- report first in the batch is, and costs nothing: tests/integration/test_worker_out_of_memory.py).
+local acks, acked = {}, {}  -- stream -> ids; stream .. ' ' .. id -> true (ids repeat across streams)
+local acked_one = false
+
 local function ack(stream, id)
-  redis.call('XACK', stream, group, id)
-  redis.call('XDEL', stream, id)
+  local key = stream .. ' ' .. id
+  if acked[key] then
+    return
+  end
+  acked[key] = true
+  if not acked_one then
+    acked_one = true
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    return
+  end
+  local ids = acks[stream]
+  if not ids then
+    ids = {}
+    acks[stream] = ids
+  end
+  ids[#ids + 1] = id
+end
+
+local function flush_acks()
+  for stream, ids in pairs(acks) do
+    -- unpack() is bounded by Lua's C stack (about 8000 values): a batch is at most a few hundred.
+    redis.call('XACK', stream, group, unpack(ids))
+    redis.call('XDEL', stream, unpack(ids))
+  end
+end
+
+-- The fields a settled attempt needs from its record, read in one HMGET: the fencing token, the
+-- handler (statistics) and the fan-out links (children.lua's kw_job_finished).
+local SETTLE_FIELDS = {'entry', 'state', 'attempts', 'handler', 'parent', 'parent_prefix', 'pool', 'children_total',
+  'attempt_log', 'run', 'worker', 'started_at'}
+
+-- args ('field', value, ...) for an HSET, with the attempt history's new text when there is one.
+local function with_log(args, log_text)
+  if log_text then
+    args[#args + 1] = 'attempt_log'
+    args[#args + 1] = log_text
+  end
+  return args
 end
 
 -- The entry of an ended attempt is acknowledged whatever happens; the record is written
--- only if it is still Running this very attempt of this delivery.
+-- only if it is still Running this very attempt of this delivery. Returns whether it is, the
+-- record's SETTLE_FIELDS (rec[1]..rec[12]) and, when it is, the attempt history with this attempt
+-- ended (jobindex.lua), for the caller's write (nil: no attempt open in it).
 local function settle_attempt(w, stream, record)
   ack(stream, w.entry)
-  local rec = redis.call('HMGET', record, 'entry', 'state', 'attempts')
+  local rec = redis.call('HMGET', record, unpack(SETTLE_FIELDS))
   if rec[1] == w.entry and rec[2] == 'Queued' and tonumber(rec[3]) == w.attempt - 1 then
     -- The take of this very delivery was lost: a failover promoted a replica that had the delivery
     -- (the blocking read's) but not the take that marked it Running. Nothing else leaves a record
@@ -116,32 +178,39 @@ local function settle_attempt(w, stream, record)
     rec[2], rec[3] = 'Running', w.attempt
   end
   local current = rec[1] == w.entry and rec[2] == 'Running' and tonumber(rec[3]) == w.attempt
+  local log_text = nil
   if current then
-    kw_attempt_settled(record, w, now)  -- attempt history (jobindex.lua)
+    -- attempt history (jobindex.lua); a job's first attempt, as take.lua wrote it, is ended as text
+    local first = rec[9] and rec[11] and rec[12] and
+      kw_attempt_log_first(w.attempt, tonumber(rec[10]) or 0, rec[11], rec[12])
+    log_text = kw_attempt_log_settled(rec[9], w, now, first)
   end
-  return current
+  return current, rec, log_text
 end
 
 local function finish(w, stream, record)
-  if not settle_attempt(w, stream, record) then
+  local current, rec, log_text = settle_attempt(w, stream, record)
+  if not current then
     return 0
   end
-  kw_stats_finish(prefix, now, record, w)  -- kubeworkers stats (stats.lua)
+  kw_stats_finish(prefix, now, rec[4], w)  -- kubeworkers stats (stats.lua)
   local event = w.event
   if w.state == 'Succeeded' then
-    redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
-      'output', w.output, 'error', w.error, 'message', w.message, 'progress', '1.0')
+    redis.call('HSET', record, unpack(with_log({'state', w.state, 'finished_at', now, 'updated_at', now,
+      'output', w.output, 'error', w.error, 'message', w.message, 'progress', '1.0'}, log_text)))
     if w.output ~= '' and w.output ~= 'null' then
       event = string.sub(event, 1, -2) .. ', "output": ' .. w.output .. '}'
     end
   else
-    redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
-      'output', w.output, 'error', w.error, 'message', w.message)
+    redis.call('HSET', record, unpack(with_log({'state', w.state, 'finished_at', now, 'updated_at', now,
+      'output', w.output, 'error', w.error, 'message', w.message}, log_text)))
   end
   redis.call('EXPIRE', record, ttl)
   redis.call('EXPIRE', pointer_prefix .. w.job_id, ttl)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
-  kw_job_finished(record, w.state, now, ttl)  -- fan-out (children.lua)
+  -- fan-out (children.lua), with the links read above
+  kw_job_finished(record, w.state, now, ttl, {parent = rec[5], parent_prefix = rec[6], pool = rec[7],
+    job_id = w.job_id, children = rec[8] ~= false, handler = rec[4], log_closed = true})
   if w.dead_letter_reason ~= '' then
     local dead = redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm',
       redis.call('HGET', record, 'msg') or '',
@@ -164,18 +233,23 @@ local function finish(w, stream, record)
 end
 
 local function retry(w, stream, record)
-  if not settle_attempt(w, stream, record) then
+  local current, rec, log_text = settle_attempt(w, stream, record)
+  if not current then
     return 0
   end
-  redis.call('HSET', record, 'state', 'Queued', 'updated_at', now, 'error', w.error, 'message', w.message, 'entry', '')
+  redis.call('HSET', record, unpack(with_log({'state', 'Queued', 'updated_at', now, 'error', w.error,
+    'message', w.message, 'entry', ''}, log_text)))
   redis.call('ZADD', prefix .. 'delayed', w.due, redis.call('HGET', record, 'msg'))
-  kw_stats(prefix, now, record, 'retried', w.duration)  -- kubeworkers stats (stats.lua)
+  kw_stats(prefix, now, rec[4], 'retried', w.duration)  -- kubeworkers stats (stats.lua)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
   counts.retried = counts.retried + 1
   return 1
 end
 
 local function requeue(w, stream, record)
+  if acked[stream .. ' ' .. w.entry] then
+    return 0  -- acknowledged earlier in this call: no longer held
+  end
   local pending = redis.call('XPENDING', stream, group, w.entry, w.entry, 1)
   if #pending == 0 or pending[1][2] ~= w.owner then
     return 0
@@ -215,11 +289,15 @@ end
 
 -- Fan-out (children.lua): the attempt ends; the job waits for its children without a slot.
 local function wait(w, stream, record)
-  if not settle_attempt(w, stream, record) then
+  local current, rec, log_text = settle_attempt(w, stream, record)
+  if not current then
     return 0
   end
+  if log_text then
+    redis.call('HSET', record, 'attempt_log', log_text)
+  end
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
-  kw_stats(prefix, now, record, 'waiting', w.duration)  -- kubeworkers stats (stats.lua)
+  kw_stats(prefix, now, rec[4], 'waiting', w.duration)  -- kubeworkers stats (stats.lua)
   kw_wait(record, w['then'], w.input, now, w.message)
   return 1
 end
@@ -227,16 +305,17 @@ end
 -- Sequences (docs/workflows.md): the step succeeded and the next one is queued, in one step,
 -- so a step's worker dying at any point reruns that step only.
 local function advance(w, stream, record)
-  if not settle_attempt(w, stream, record) then
+  local current, rec, log_text = settle_attempt(w, stream, record)
+  if not current then
     return 0
   end
-  kw_stats(prefix, now, record, 'succeeded', w.duration)  -- kubeworkers stats (stats.lua), before handler changes
+  kw_stats(prefix, now, rec[4], 'succeeded', w.duration)  -- kubeworkers stats (stats.lua): this step's handler
   local uid = redis.call('HGET', record, 'uid')
   local id = redis.call('XADD', stream, '*', 'v', '1', 'm', w['next'], 'j', w.job_id, 'u', uid, 'h', w.handler)
-  kw_index_handler(record, redis.call('HGET', record, 'handler'), w.handler)  -- jobs index (jobindex.lua)
-  redis.call('HSET', record, 'step_output:' .. w.index, w.output, 'msg', w['next'], 'handler', w.handler,
-    'step', w.step, 'state', 'Queued', 'attempts', 0, 'max_attempts', w.max_attempts, 'entry', id,
-    'updated_at', now, 'message', w.message, 'progress', '', 'error', '')
+  kw_index_handler(record, rec[4], w.handler)  -- jobs index (jobindex.lua)
+  redis.call('HSET', record, unpack(with_log({'step_output:' .. w.index, w.output, 'msg', w['next'],
+    'handler', w.handler, 'step', w.step, 'state', 'Queued', 'attempts', 0, 'max_attempts', w.max_attempts,
+    'entry', id, 'updated_at', now, 'message', w.message, 'progress', '', 'error', ''}, log_text)))
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
   counts.completed = counts.completed + 1
   duration = duration + tonumber(w.duration)
@@ -254,6 +333,10 @@ for i, w in ipairs(writes) do
     results[i] = ok and result or ('error: ' .. tostring(result))
   end
 end
+-- What the applied writes noted first (the records are written already), then the entries.
+kw_index_flush()  -- jobindex.lua
+kw_stats_flush()  -- stats.lua
+flush_acks()
 for name, n in pairs(counts) do
   if n > 0 then
     redis.call('HINCRBY', prefix .. 'stats', name, n)

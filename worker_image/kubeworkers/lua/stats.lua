@@ -11,30 +11,80 @@
 --   <handler>|b<i>       attempts whose duration fell in bucket i (0-based, not cumulative):
 --                        DURATION_BUCKETS[i] (prelude constant, protocol.DURATION_BUCKETS_S), the
 --                        last index (#DURATION_BUCKETS) past the largest bound (+Inf)
--- record is the job's record (its handler field names the handler); duration is decimal text, or '' (or nil) for an attempt whose handler never ran.
-local function kw_stats(prefix, now, record, outcome, duration)
-  local key = prefix .. 'stats:m:' .. math.floor(tonumber(now) / 60)
-  local handler = redis.call('HGET', record, 'handler') or ''
-  redis.call('HINCRBY', key, handler .. '|' .. outcome, 1)
+-- handler is the job's handler (read by the caller with the fields it checks anyway); duration is
+-- decimal text, or '' (or nil) for an attempt whose handler never ran.
+--
+-- The counts are added up in the script and written by kw_stats_flush() once per call, at the
+-- end of settle.lua: one HINCRBY per field, one HINCRBYFLOAT per handler and one EXPIRE per
+-- minute hash however many attempts the batch ended (a script is atomic, so nobody sees the
+-- difference; the sums are the same).
+local kw_stats_pending = {}  -- key -> {field -> count}
+local kw_stats_seconds = {}  -- key -> {field -> seconds}
+local kw_stats_keys = {}     -- prefix .. now -> key, and handler -> its field names (built once per call)
+local kw_stats_fields = {}
+
+local function kw_stats(prefix, now, handler, outcome, duration)
+  local key = kw_stats_keys[prefix .. now]
+  if not key then
+    key = prefix .. 'stats:m:' .. math.floor(tonumber(now) / 60)
+    kw_stats_keys[prefix .. now] = key
+  end
+  handler = handler or ''
+  local names = kw_stats_fields[handler]
+  if not names then
+    names = {dsum = handler .. '|dsum'}
+    kw_stats_fields[handler] = names
+  end
+  local counts = kw_stats_pending[key]
+  if not counts then
+    counts = {}
+    kw_stats_pending[key] = counts
+    kw_stats_seconds[key] = {}
+  end
+  local field = names[outcome]
+  if not field then
+    field = handler .. '|' .. outcome
+    names[outcome] = field
+  end
+  counts[field] = (counts[field] or 0) + 1
   if duration and duration ~= '' then
     local seconds = tonumber(duration)
     local bucket = #DURATION_BUCKETS
-    for i, bound in ipairs(DURATION_BUCKETS) do
-      if seconds <= bound then
+    for i = 1, bucket do
+      if seconds <= DURATION_BUCKETS[i] then
         bucket = i - 1
         break
       end
     end
-    redis.call('HINCRBYFLOAT', key, handler .. '|dsum', duration)
-    redis.call('HINCRBY', key, handler .. '|b' .. bucket, 1)
+    local sums = kw_stats_seconds[key]
+    sums[names.dsum] = (sums[names.dsum] or 0) + seconds
+    field = names[bucket]
+    if not field then
+      field = handler .. '|b' .. bucket
+      names[bucket] = field
+    end
+    counts[field] = (counts[field] or 0) + 1
   end
-  redis.call('EXPIRE', key, STATS_TTL_S)
+end
+
+-- Write what kw_stats() counted in this call (settle.lua calls it once, last).
+local function kw_stats_flush()
+  for key, counts in pairs(kw_stats_pending) do
+    for field, n in pairs(counts) do
+      redis.call('HINCRBY', key, field, n)
+    end
+    for field, seconds in pairs(kw_stats_seconds[key]) do
+      redis.call('HINCRBYFLOAT', key, field, string.format('%.6f', seconds))
+    end
+    redis.call('EXPIRE', key, STATS_TTL_S)
+  end
+  kw_stats_pending, kw_stats_seconds = {}, {}
 end
 
 local KW_STATS_OUTCOMES = {Succeeded = 'succeeded', Failed = 'failed', Cancelled = 'cancelled'}
 
 -- The end of a job (settle.lua's finish write w): its duration counts when a handler ran.
-local function kw_stats_finish(prefix, now, record, w)
+local function kw_stats_finish(prefix, now, handler, w)
   local ran = w.state == 'Succeeded' or (w.state == 'Failed' and w.ran)
-  kw_stats(prefix, now, record, KW_STATS_OUTCOMES[w.state] or 'failed', ran and w.duration or nil)
+  kw_stats(prefix, now, handler, KW_STATS_OUTCOMES[w.state] or 'failed', ran and w.duration or nil)
 end

@@ -41,7 +41,7 @@
 --   stale      the record belongs to another incarnation (uid): entry dropped
 --   duplicate  the record's current delivery is another entry: this one dropped
 --   done       the job already finished: entry dropped
---   cancelled  cancelled before it started: recorded Cancelled, entry dropped
+--   cancelled  cancelled before it (again) started: recorded Cancelled, entry dropped
 --   dead       every allowed attempt was lost with its worker: dead-lettered
 --   bad        unreadable message: entry dropped
 --   deferred   its handler is at its concurrency limit here: handed back to the end of its
@@ -62,6 +62,8 @@ local handler_free = cjson.decode(ARGV[12])
 local dlq_maxlen = ARGV[13]
 local aging_ms = tonumber(ARGV[14]) or 0
 local out = {}
+-- The end of every Running event: the same for every job of this call (see kw_json_time).
+local running_tail = ', "state": "Running", "worker": ' .. cjson.encode(consumer) .. ', "at": ' .. kw_json_time(now)
 
 local function finished(state)
   return state == 'Succeeded' or state == 'Failed' or state == 'Cancelled'
@@ -93,7 +95,7 @@ local function decide(index, id, raw, job_id, uid, handler, given)
   end
   local record = prefix .. 'job:' .. job_id
   local rec = redis.call('HMGET', record, 'uid', 'state', 'attempts', 'max_attempts', 'namespace', 'pool',
-    'entry', 'worker', 'step', 'run')
+    'entry', 'worker', 'step', 'run', 'cancel_requested', 'attempt_log')
   if not rec[1] then
     drop()
     return 'gone', job_id, uid, handler, 0, 0
@@ -119,6 +121,17 @@ local function decide(index, id, raw, job_id, uid, handler, given)
     return 'run', job_id, uid, handler, attempts, max
   end
   local function event(state, attempt, message, err)
+    if state == 'Running' then
+      -- The hot path, as text: the same JSON as below (message and error are nil then).
+      local text = '{"job_id": ' .. cjson.encode(job_id) .. ', "uid": ' .. cjson.encode(uid) .. ', "namespace": ' ..
+        cjson.encode(rec[5]) .. ', "pool": ' .. cjson.encode(rec[6]) .. ', "attempt": ' .. kw_json_int(attempt) ..
+        ', "run": ' .. kw_json_int(tonumber(rec[10]) or 0) .. running_tail
+      if rec[9] and rec[9] ~= '' then
+        text = text .. ', "step": ' .. rec[9]  -- a sequence's StepRef, as recorded
+      end
+      redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', text .. '}')
+      return
+    end
     local e = {job_id = job_id, uid = uid, namespace = rec[5], pool = rec[6],
       state = state, attempt = attempt, run = tonumber(rec[10]) or 0, worker = consumer, at = tonumber(now),
       message = message, error = err}
@@ -137,7 +150,10 @@ local function decide(index, id, raw, job_id, uid, handler, given)
     redis.call('EXPIRE', pointer_prefix .. job_id, ttl)
     kw_job_finished(record, state, now, ttl)  -- fan-out (children.lua)
   end
-  if redis.call('EXISTS', prefix .. 'cancel:' .. job_id) == 1 then
+  -- Cancelled: cancel.lua marks the record (cancel_requested) whenever it sets the cancel flag, so
+  -- the record read above tells without reading the flag. A queued job it made Cancelled at once
+  -- was dropped as finished above; this is one cancelled while it ran, whose worker died.
+  if rec[11] == '1' then
     local message = 'cancelled before it started'
     close('Cancelled', message, nil)
     event('Cancelled', attempts, message, nil)
@@ -172,8 +188,9 @@ local function decide(index, id, raw, job_id, uid, handler, given)
   end
   attempts = attempts + 1
   redis.call('HSET', record, 'state', 'Running', 'attempts', attempts, 'max_attempts', max,
-    'worker', consumer, 'started_at', now, 'updated_at', now, 'entry', id, 'progress', '', 'message', '')
-  kw_attempt_started(record, attempts, consumer, now)  -- attempt history (jobindex.lua)
+    'worker', consumer, 'started_at', now, 'updated_at', now, 'entry', id, 'progress', '', 'message', '',
+    -- attempt history (jobindex.lua), from the record read above
+    'attempt_log', kw_attempt_log_started(rec[12], attempts, tonumber(rec[10]) or 0, consumer, now))
   event('Running', attempts, nil, nil)
   return 'run', job_id, uid, handler, attempts, max
 end
@@ -301,4 +318,5 @@ else
     take(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], true)
   end
 end
+kw_index_flush()  -- jobindex.lua: the trims of what this call finished (cancelled, dead)
 return out
