@@ -18,7 +18,7 @@ from kubeworkers_operator.adapters.enqueuer import Enqueuer
 from kubeworkers_operator.adapters.events import EventRecorder
 from kubeworkers_operator.adapters.kube import KubeApi, custom_path
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
-from kubeworkers_operator.adapters.pool_redis import RedisByPool, PoolRedisUnavailable
+from kubeworkers_operator.adapters.pool_redis import PoolRedisUnavailable, RedisByPool
 from kubeworkers_operator.adapters.pool_status import PoolStatusWriter
 from kubeworkers_operator.adapters.status_writer import JobStatusWriter
 from kubeworkers_operator.model.index import ClusterIndex, TrackedPool
