@@ -45,7 +45,7 @@ def replicas(cluster: Cluster, namespace: str, pool: str) -> int | None:
     return int(json.loads(proc.stdout)["spec"].get("replicas") or 0)
 
 
-def test_job_crs_on_two_pools_on_two_redis_servers_succeed_and_both_pools_scale_from_zero(
+def test_job_crs_on_two_pools_on_two_redis_servers_succeed_and_both_pools_scale_from_zero(  # noqa: PLR0917
     cluster: Cluster, namespace: str, redis_url: str, operator: OperatorProcess, demo_pool: PodRunner,
     beta_redis: RedisServer,
 ) -> None:
