@@ -31,9 +31,9 @@ from kubeworkers_operator.flows import jobs, orphans, pools, positions, resync, 
 from kubeworkers_operator.flows.leadership import LeaderElector
 from kubeworkers_operator.flows.pools import PoolControllers
 from kubeworkers_operator.flows.scheduler import Chore, ChoreScheduler, Wakeup
-from kubeworkers_operator.flows.status_sync import StatusSync
+from kubeworkers_operator.flows.status_sync import SyncFleet
 from kubeworkers_operator.model.index import ClusterIndex
-from kubeworkers_operator.runtime import Runtime
+from kubeworkers_operator.runtime import Runtime, redis_clients
 from kubeworkers_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -60,16 +60,26 @@ def chores(rt: Runtime, controllers: PoolControllers, schedule_wakeup: Wakeup | 
         Chore("schedules", schedules.PASS_SECONDS, partial(schedules.run_pass, rt, wakeup.at), wakeup),
         Chore("ttl-deletion", jobs.TTL_CHECK_SECONDS, partial(jobs.delete_expired, rt)),
         Chore("pending-retry", settings.pending_retry_seconds, partial(jobs.retry_waiting, rt)),
+        # Also reads every pool's Redis Secret again: an edited Secret is followed, a fixed one frees its Jobs.
         Chore("pool-resync", settings.pending_retry_seconds, partial(pools.resync_pools, rt, controllers)),
         Chore("record-resync", settings.resync_interval_seconds, partial(resync.resync, rt)),
         # Bounded turns, each a few round trips; a pass over every record starts every --orphan-sweep-interval.
-        Chore("orphan-sweep", orphans.TURN_SECONDS, partial(orphans.sweep_turn, rt, orphans.sweep_for(rt))),
+        Chore("orphan-sweep", orphans.TURN_SECONDS, partial(orphans.sweep_turns, rt, orphans.sweeps_for(rt))),
         Chore("events-trim", status_sync.TRIM_SECONDS, partial(status_sync.trim_and_measure, rt)),
         Chore("queue-positions", positions.PASS_SECONDS, partial(positions.update, rt, positions.QueuePositions())),
-        # A redis+sentinel:// URL: ask the Sentinels where the master is, so that after a planned
-        # failover the leader's writes leave the old master (still writable for ~10 s) within a second.
-        Chore("redis-master", FOLLOW_MASTER_SECONDS, partial(connection.follow_master, rt.redis)),
+        Chore("redis-master", FOLLOW_MASTER_SECONDS, partial(follow_masters, rt)),
     ]
+
+
+async def follow_masters(rt: Runtime) -> None:
+    """For every Redis in use (the operator's own, each pool's): :func:`kubeworkers.connection.follow_master`.
+
+    A redis+sentinel:// URL: ask the Sentinels where the master is, so that after a planned
+    failover the leader's writes leave the old master (still writable for ~10 s) within a second.
+    Nothing for a plain URL.
+    """
+    for client in redis_clients(rt):
+        await connection.follow_master(client)
 
 
 @dataclass
@@ -80,7 +90,8 @@ class LeaderWork:
     lost the Lease and wins it back starts from a clean slate.
     """
 
-    sync: StatusSync
+    sync: SyncFleet
+    """The status sync: one events-stream consumer per Redis in use."""
     chores: ChoreScheduler
     controllers: PoolControllers
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -151,7 +162,7 @@ async def start_leading(bg: Background) -> None:
         return
     rt = bg.rt
     controllers = PoolControllers(api=bg.autoscaler_api, metrics=bg.autoscaler_metrics)
-    sync = StatusSync(rt, claim_at_start=True)
+    sync = SyncFleet(rt, claim_at_start=True)
     scheduler = ChoreScheduler(chores(rt, controllers, bg.schedule_wakeup), observe=rt.metrics.observe_chore)
     work = LeaderWork(sync, scheduler, controllers)
     work.tasks = [asyncio.create_task(sync.run(), name="status-sync")]
@@ -197,6 +208,7 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
 
     api = kube_api(settings.api_concurrency)
     redis = connection.connect_async(settings.redis_url, health_check_interval=30)
+    # Pools naming a Redis Secret of their own get their clients from rt.redises (adapters/pool_redis.py).
     recorder = EventRecorder(api, metrics)
     index = ClusterIndex()
     rt = Runtime(
@@ -263,4 +275,5 @@ async def stop(bg: Background) -> None:
     if bg.autoscaler_api is not None:
         await bg.autoscaler_api.close()
     await bg.rt.api.close()
+    await bg.rt.redises.close()
     await connection.aclose(bg.rt.redis)

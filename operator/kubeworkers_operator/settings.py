@@ -45,8 +45,9 @@ class OperatorSettings:
 
     redis_url: str = field(default="redis://localhost:6379/0", metadata=declare(
         "--redis-url",
-        "Redis the operator enqueues to and reads the events stream from; worker pools must "
-        "point at the same Redis (through their Secret)",
+        "the operator's own Redis: that of every WorkerPool naming no Redis Secret of its own "
+        "(spec.redis), whose workers must point at it too (through --default-redis-secret); a pool "
+        "naming a Secret is served on the Redis that Secret holds",
         env="KUBEWORKERS_REDIS_URL",
     ))
     namespaces: list[str] = field(default_factory=list, metadata=declare(
@@ -131,8 +132,8 @@ class OperatorSettings:
     ))
     pending_retry_seconds: float = field(default=10.0, metadata=declare(
         "--pending-retry",
-        "seconds between retries of Jobs waiting for their pool (or for Redis), and of pools whose "
-        "Deployment could not be applied",
+        "seconds between retries of Jobs waiting for their pool (or for Redis), of pools whose "
+        "Deployment could not be applied, and between reads of the pools' Redis Secrets",
     ))
     output_limit_bytes: int = field(default=DEFAULT_OUTPUT_LIMIT, metadata=declare(
         "--output-limit",
@@ -141,7 +142,7 @@ class OperatorSettings:
     default_redis_secret: str = field(default=DEFAULT_REDIS_SECRET, metadata=declare(
         "--default-redis-secret",
         "Secret (in the pool's namespace, key 'url') worker pods read the Redis URL from when the "
-        "WorkerPool names none",
+        "WorkerPool names none; it must hold the operator's own --redis-url",
     ))
     enqueue_linger_seconds: float = field(default=0.01, metadata=declare(
         "--enqueue-linger",

@@ -125,11 +125,12 @@ OPERATOR_NEEDS = [
     ("list", "workerpools.workers.io"), ("create", "deployments.apps"), ("patch", "deployments.apps"),
     ("watch", "deployments.apps"), ("patch", "deployments.apps/scale"), ("list", "pods"), ("patch", "pods"),
     ("create", "events"), ("create", "poddisruptionbudgets.policy"), ("patch", "poddisruptionbudgets.policy"),
+    ("get", "secrets"),  # a WorkerPool's spec.redis Secret, by name (docs/security.md)
 ]
 # Things a compromised operator must still not be able to do.
 OPERATOR_MUST_NOT = [
-    ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", "secrets"),
-    ("delete", "pods"), ("delete", "namespaces"), ("delete", "workerpools.workers.io"),
+    ("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("update", "secrets"),
+    ("delete", "secrets"), ("delete", "pods"), ("delete", "namespaces"), ("delete", "workerpools.workers.io"),
     ("patch", "workerpools.workers.io"), ("update", "jobs.workers.io"), ("delete", "deployments.apps"),
     ("create", "pods"), ("create", "pods/exec"), ("update", "customresourcedefinitions"),
     ("delete", "customresourcedefinitions"), ("create", "clusterrolebindings"), ("escalate", "clusterroles"),
@@ -146,7 +147,7 @@ def test_operator_service_account_can_do_exactly_what_the_operator_needs_cluster
     assert release.can("watch", "customresourcedefinitions.apiextensions.k8s.io")
     granted = [f"{v} {r}" for v, r in OPERATOR_MUST_NOT if release.can(v, r, "--all-namespaces")]
     assert not granted, f"the operator may: {granted}"
-    assert not release.can("get", "secrets", "-n", release.namespace), "not even its own namespace's Secrets"
+    assert not release.can("list", "secrets", "-n", release.namespace), "not even its own namespace's Secrets"
 
 
 def test_operator_may_read_and_renew_only_its_own_lease_and_create_leases_only_in_its_namespace(
@@ -173,7 +174,7 @@ def test_namespaced_install_confines_the_operator_to_the_watched_namespace(
             assert not release.can(verb, resource, "-n", "default"), f"{verb} {resource} outside {watched}"
             assert not release.can(verb, resource, "--all-namespaces"), f"{verb} {resource} cluster-wide"
         assert release.can("list", "customresourcedefinitions.apiextensions.k8s.io")
-        assert not release.can("delete", "namespaces") and not release.can("get", "secrets", "-n", watched)
+        assert not release.can("delete", "namespaces") and not release.can("list", "secrets", "-n", watched)
         args = release.get("deployment", release.fullname)["spec"]["template"]["spec"]["containers"][0]["args"]
         assert f"--namespace={watched}" in args
         # Workers in the watched namespace can read the Redis URL from their own namespace.

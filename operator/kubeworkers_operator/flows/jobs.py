@@ -28,11 +28,13 @@ from kubeworkers.resources import JOB_PLURAL, JobSpec
 from pydantic import ValidationError
 
 from kubeworkers_operator.adapters.kube import ApiError, Conflict, NotFound, custom_path
+from kubeworkers_operator.adapters.pool_redis import PoolRedisUnavailable
 from kubeworkers_operator.adapters.status_writer import WriteResult, job_ref
 from kubeworkers_operator.model import job_status
 from kubeworkers_operator.model.admission import FINAL_REASONS, check_admission, message_for
 from kubeworkers_operator.model.index import TrackedJob
 from kubeworkers_operator.model.job_status import parse_phase
+from kubeworkers_operator.model.redis_source import REDIS_UNAVAILABLE
 from kubeworkers_operator.model.ttl import is_due
 from kubeworkers_operator.runtime import Runtime
 
@@ -130,11 +132,21 @@ async def admit(rt: Runtime, job: TrackedJob) -> None:
             await mark_pending(rt, job, *problem)
         return
     try:
-        enqueued = await rt.enqueuer.submit(message_for(job, spec))
-        record = None if enqueued else await queue.get_record(rt.redis, job.namespace, spec.pool, job.job_id)
+        redis = await rt.redis_of(job.namespace, spec.pool)
+    except PoolRedisUnavailable as exc:  # its Secret yields no URL: wait, the pool-redis chore re-reads it
+        await mark_pending(rt, job, REDIS_UNAVAILABLE, f"pool {spec.pool} has no usable Redis: {exc}; will retry")
+        return
+    try:
+        enqueued = await rt.enqueuer.submit(message_for(job, spec), redis)
+        record = None if enqueued else await queue.get_record(redis, job.namespace, spec.pool, job.job_id)
     except Exception as exc:  # Redis down: wait and retry from the pending sweep
-        logger.warning("could not enqueue %s: %s", job.job_id, exc)
-        await mark_pending(rt, job, "RedisUnavailable", f"could not enqueue, will retry: {exc}")
+        # The exception's class only: redis-py's messages name the server, the Secret says enough.
+        where = rt.redises.describe(job.namespace, spec.pool)
+        logger.warning("could not enqueue %s on %s: %s", job.job_id, where, type(exc).__name__)
+        await mark_pending(
+            rt, job, REDIS_UNAVAILABLE,
+            f"could not enqueue on the Redis of pool {spec.pool} ({where}): {type(exc).__name__}; will retry",
+        )
         return
     if enqueued:
         rt.metrics.jobs_enqueued.inc()
@@ -198,7 +210,7 @@ async def cancel_unqueued(rt: Runtime, job: TrackedJob) -> None:
     """
     if job_status.enqueued_reason(job.status) == job_status.POOL_DELETED:
         try:
-            await queue.cancel(rt.redis, job.namespace, job.pool, job.job_id)
+            await queue.cancel(await rt.redis_of(job.namespace, job.pool), job.namespace, job.pool, job.job_id)
         except Exception as exc:
             logger.warning("could not cancel %s in Redis: %s (retried on its next event)", job.job_id, exc)
             return
@@ -219,7 +231,7 @@ async def request_cancel(rt: Runtime, job: TrackedJob) -> None:
     if job.uid in rt.cancel_sent:
         return
     try:
-        accepted = await queue.cancel(rt.redis, job.namespace, job.pool, job.job_id)
+        accepted = await queue.cancel(await rt.redis_of(job.namespace, job.pool), job.namespace, job.pool, job.job_id)
     except Exception as exc:
         logger.warning("could not cancel %s: %s (the resync retries)", job.job_id, exc)
         return
@@ -238,17 +250,18 @@ async def job_deleted(rt: Runtime, job: TrackedJob) -> None:
     if not job.pool:
         return
     try:
-        record = await queue.get_record(rt.redis, job.namespace, job.pool, job.job_id)
+        redis = await rt.redis_of(job.namespace, job.pool)
+        record = await queue.get_record(redis, job.namespace, job.pool, job.job_id)
         if record is None or record.uid != job.uid:
             return
         if not record.state.finished:
-            await queue.cancel(rt.redis, job.namespace, job.pool, job.job_id)
+            await queue.cancel(redis, job.namespace, job.pool, job.job_id)
             rt.metrics.cancels.labels(via="delete").inc()
-            record = await queue.get_record(rt.redis, job.namespace, job.pool, job.job_id)
+            record = await queue.get_record(redis, job.namespace, job.pool, job.job_id)
         # A running job's worker still has to stop its handler and record that; its record then
         # expires on Redis' result TTL. Everything else can go now.
         if record is not None and record.state is not JobState.RUNNING:
-            await queue.delete_job(rt.redis, job.namespace, job.pool, job.job_id)
+            await queue.delete_job(redis, job.namespace, job.pool, job.job_id)
     except Exception as exc:
         logger.warning("cleanup of deleted job %s failed: %s", job.job_id, exc)
 
@@ -329,7 +342,13 @@ async def delete_expired(rt: Runtime) -> None:
             continue
         pool = live.pool or None
         run = job_status.reruns_of(live.status)
-        if pool and await _rerun_since(rt, live, run):
+        try:
+            rerun = bool(pool) and await _rerun_since(rt, live, run)
+        except Exception as exc:  # its Redis is down or its Secret unreadable: try again next turn
+            logger.warning("TTL check of %s waits for its pool's Redis: %s", job_id, type(exc).__name__)
+            rt.ttl.consider(live)
+            continue
+        if rerun:
             rt.ttl.consider(live)  # unscheduled once the status sync folds the new run (Queued)
             continue
         try:
@@ -343,12 +362,17 @@ async def delete_expired(rt: Runtime) -> None:
         logger.info("deleted %s: ttlSecondsAfterFinished passed", job_id)
         if pool:
             # Only the run this decision saw finish: one rerun since keeps its record (lua/forget.lua).
-            await queue.forget_finished(rt.redis, namespace, pool, job_id, uid=uid, run=run)
+            try:
+                await queue.forget_finished(await rt.redis_of(namespace, pool), namespace, pool, job_id,
+                                            uid=uid, run=run)
+            except Exception as exc:  # the record expires on Redis' own result TTL anyway
+                logger.warning("forgetting %s in Redis failed: %s", job_id, type(exc).__name__)
 
 
 async def _rerun_since(rt: Runtime, live: TrackedJob, run: int) -> bool:
     """Whether the finished Job ``live`` (showing run ``run``) was rerun in Redis since its status
     was written (``kubeworkers jobs retry``): its record is of a later run, or not finished. Its
     TTL must then wait for the status sync, which moves the Job back to Queued."""
-    record = await queue.get_record(rt.redis, live.namespace, live.pool, live.job_id)
+    record = await queue.get_record(await rt.redis_of(live.namespace, live.pool), live.namespace, live.pool,
+                                    live.job_id)
     return record is not None and record.uid == live.uid and (record.run > run or not record.state.finished)

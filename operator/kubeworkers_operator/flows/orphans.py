@@ -35,9 +35,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from kubeworkers import queue
 from kubeworkers.protocol import FINISHED_STATES, is_sdk_job, job_object_of, record_key_pattern
+from redis.exceptions import RedisError
 
 from kubeworkers_operator.model.index import ClusterIndex
-from kubeworkers_operator.runtime import Runtime
+from kubeworkers_operator.runtime import Runtime, redis_clients, redis_label
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +180,50 @@ def sweep_for(rt: Runtime) -> OrphanSweep:
                        lost_job_age_seconds=rt.settings.lost_job_age_seconds)
 
 
-async def sweep_turn(rt: Runtime, sweep: OrphanSweep) -> int:
-    """One turn of the sweep (the ``orphan-sweep`` chore): cancel the orphans found; returns how many."""
-    result = await sweep.turn(rt.redis, rt.index)
+class OrphanSweeps:
+    """One :class:`OrphanSweep` per Redis in use (each with its own SCAN cursor), made as Redis appear."""
+
+    def __init__(self, make: Callable[[], OrphanSweep], *, period_seconds: float) -> None:
+        self._make = make
+        self.period_seconds = period_seconds
+        """Least time between the starts of two passes over one Redis (``--orphan-sweep-interval``)."""
+        self.by_redis: dict[int, tuple[aioredis.Redis, OrphanSweep]] = {}
+
+    def of(self, redis: aioredis.Redis) -> OrphanSweep:
+        known = self.by_redis.get(id(redis))
+        if known is None or known[0] is not redis:
+            known = self.by_redis[id(redis)] = (redis, self._make())
+        return known[1]
+
+
+def sweeps_for(rt: Runtime) -> OrphanSweeps:
+    """The sweeps over the served namespaces' records, one per Redis the pools are on."""
+    return OrphanSweeps(lambda: sweep_for(rt), period_seconds=rt.settings.orphan_sweep_seconds)
+
+
+async def sweep_turns(rt: Runtime, sweeps: OrphanSweeps) -> int:
+    """The ``orphan-sweep`` chore: one turn on every Redis in use; returns the orphans cancelled.
+
+    A record is cancelled or failed on the Redis it was found on. One Redis down skips its turn
+    (its cursor is kept); the others go on.
+    """
+    cancelled = 0
+    in_use = redis_clients(rt)
+    live = {id(client) for client in in_use}
+    sweeps.by_redis = {key: known for key, known in sweeps.by_redis.items() if key in live}
+    for client in in_use:
+        try:
+            cancelled += await sweep_turn(rt, sweeps.of(client), client)
+        except (RedisError, OSError) as exc:
+            logger.warning("orphan sweep of %s skipped: %s", redis_label(rt, client), type(exc).__name__)
+    return cancelled
+
+
+async def sweep_turn(rt: Runtime, sweep: OrphanSweep, redis: aioredis.Redis | None = None) -> int:
+    """One turn of one sweep on ``redis`` (default: the operator's own): cancel the orphans found; returns
+    how many."""
+    redis = rt.redis if redis is None else redis
+    result = await sweep.turn(redis, rt.index)
     rt.metrics.orphan_keys_scanned.inc(result.keys)
     if result.pass_completed:
         rt.metrics.orphan_passes.inc()
@@ -189,12 +231,12 @@ async def sweep_turn(rt: Runtime, sweep: OrphanSweep) -> int:
     for head in result.suspects:
         if not await job_is_gone(rt, head):
             continue
-        if await queue.cancel(rt.redis, head.namespace, head.pool, head.job_id):
+        if await queue.cancel(redis, head.namespace, head.pool, head.job_id):
             cancelled += 1
             rt.metrics.cancels.labels(via="orphan").inc()
             logger.info("cancelled %s: its Job was deleted while the operator was not watching", head.job_id)
     for head in result.unchanged:
-        if await queue.fail_lost(rt.redis, head.namespace, head.pool, head.job_id,
+        if await queue.fail_lost(redis, head.namespace, head.pool, head.job_id,
                                  min_age_seconds=sweep.lost_job_age_seconds):
             rt.metrics.lost_jobs_failed.inc()
             logger.warning("failed %s (pool %s): %s for over %.0f s and nothing in Redis can run it (JobLost)",

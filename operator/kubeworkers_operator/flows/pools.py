@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from kubeworkers_operator.adapters.events import ObjectRef
 from kubeworkers_operator.adapters.kube import (
     ApiError,
@@ -26,6 +28,7 @@ from kubeworkers_operator.adapters.kube import (
     deployment_path,
     disruption_budget_path,
 )
+from kubeworkers_operator.adapters.pool_redis import PoolRedisUnavailable
 from kubeworkers_operator.autoscaling import AutoscalerMetrics, KubernetesScaler, PoolAutoscaler
 from kubeworkers_operator.flows import jobs
 from kubeworkers_operator.model.deployment import (
@@ -36,6 +39,7 @@ from kubeworkers_operator.model.deployment import (
 )
 from kubeworkers_operator.model.index import TrackedPool
 from kubeworkers_operator.model.names import FIELD_MANAGER, deployment_name
+from kubeworkers_operator.model.redis_source import REDIS_UNAVAILABLE
 from kubeworkers_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,8 @@ logger = logging.getLogger(__name__)
 class _RunningScaler:
     scaler: PoolAutoscaler
     task: asyncio.Task[None]
+    redis: aioredis.Redis
+    """The client its signals are read with: a pool whose Secret now names another Redis gets a new scaler."""
 
 
 @dataclass
@@ -56,6 +62,25 @@ class PoolControllers:
     metrics: AutoscalerMetrics | None = None
     scalers: dict[tuple[str, str], _RunningScaler] = field(default_factory=dict)
     applied_generation: dict[tuple[str, str], int] = field(default_factory=dict)
+    redis_warned: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Each pool's Redis problem last posted as a Warning Event (posted once per problem)."""
+
+    async def redis_for(self, rt: Runtime, pool: TrackedPool) -> aioredis.Redis | None:
+        """The pool's Redis client, or None (a Warning Event on the pool, once per problem) when its
+        Secret yields none."""
+        key = (pool.namespace, pool.name)
+        try:
+            client = await rt.redis_of(pool.namespace, pool.name)
+        except PoolRedisUnavailable as exc:
+            if self.redis_warned.get(key) != str(exc):
+                self.redis_warned[key] = str(exc)
+                rt.recorder.warning(pool_ref(pool), REDIS_UNAVAILABLE,
+                                    f"{exc}: the pool's Jobs wait as Pending and it is not autoscaled")
+            return None
+        if self.redis_warned.pop(key, None) is not None:
+            rt.recorder.normal(pool_ref(pool), "RedisAvailable",
+                               f"the pool's Redis is back ({rt.redises.describe(*key)})")
+        return client
 
     async def ensure_scaler(self, rt: Runtime, pool: TrackedPool) -> None:
         key = (pool.namespace, pool.name)
@@ -63,15 +88,21 @@ class PoolControllers:
         if pool.spec is None or not rt.settings.autoscaling or not pool.spec.autoscaling.enabled:
             await self.stop_scaler(key)
             return
-        if running is not None and not running.task.done():
+        redis = await self.redis_for(rt, pool)
+        if redis is None:  # nothing to read its signals from: the pool-redis chore starts it once there is
+            await self.stop_scaler(key)
+            return
+        if running is not None and not running.task.done() and running.redis is redis:
             running.scaler.update_spec(pool.spec)
             return
+        if running is not None:
+            await self.stop_scaler(key)  # its Redis moved (or its loop ended): start afresh on the new one
         kube = KubernetesScaler(
             pool.namespace, pool.name, self.api or rt.api, rt.recorder, pool_uid=pool.uid, pool_status=rt.pool_status
         )
-        scaler = PoolAutoscaler(pool.namespace, pool.name, rt.redis, kube, spec=pool.spec, metrics=self.metrics)
+        scaler = PoolAutoscaler(pool.namespace, pool.name, redis, kube, spec=pool.spec, metrics=self.metrics)
         task = asyncio.create_task(scaler.run(), name=f"autoscaler-{pool.namespace}/{pool.name}")
-        self.scalers[key] = _RunningScaler(scaler, task)
+        self.scalers[key] = _RunningScaler(scaler, task, redis)
 
     async def stop_scaler(self, key: tuple[str, str]) -> None:
         running = self.scalers.pop(key, None)
@@ -141,6 +172,7 @@ async def on_pool_event(
         rt.index.forget_pool(*key)
         rt.pool_status.forget(*key)
         controllers.applied_generation.pop(key, None)
+        controllers.redis_warned.pop(key, None)
         await controllers.stop_scaler(key)
         if controllers.metrics is not None:
             controllers.metrics.forget(*key)  # a deleted pool must not linger on dashboards
@@ -201,12 +233,39 @@ async def sync_pool(rt: Runtime, controllers: PoolControllers, pool: TrackedPool
 
 
 async def resync_pools(rt: Runtime, controllers: PoolControllers) -> None:
-    """Retry pools whose Deployment could not be applied (the `pool-resync` chore)."""
+    """The `pool-resync` chore: follow every pool's Redis Secret (:func:`refresh_redis`), and retry
+    pools whose Deployment could not be applied."""
+    await refresh_redis(rt, controllers)
     for pool in list(rt.index.pools.values()):
         try:
             await sync_pool(rt, controllers, pool)
         except ApiError as exc:
             logger.warning("Deployment of pool %s/%s still not applied: %s", pool.namespace, pool.name, exc)
+
+
+async def refresh_redis(rt: Runtime, controllers: PoolControllers) -> int:
+    """Read every pool's Redis Secret again (one GET each), and follow what changed (``pool-resync`` chore).
+
+    A pool whose Secret now yields another URL gets its autoscaler on the new Redis (and the status
+    sync's fleet a consumer there); one whose Secret came back (created, fixed, readable again)
+    gets its autoscaler and its waiting Jobs enqueued; one whose Secret went bad gets a Warning
+    Event and no autoscaler. Returns the Secrets whose reading changed.
+    """
+    for pool in list(rt.index.pools.values()):
+        rt.redises.note_pool(pool.namespace, pool.name, pool.spec)
+    changed = await rt.redises.refresh()
+    for source in changed:
+        for key in rt.redises.pools_of(source):
+            tracked = rt.index.pools.get(key)
+            if tracked is None:
+                continue
+            try:
+                await controllers.ensure_scaler(rt, tracked)
+                if key not in controllers.redis_warned:
+                    await jobs.retry_waiting(rt, *key)
+            except Exception:
+                logger.exception("following the Redis of pool %s/%s failed (retried next turn)", *key)
+    return len(changed)
 
 
 async def on_deployment_event(rt: Runtime, event_type: str | None, body: Mapping[str, Any], pool_name: str) -> None:

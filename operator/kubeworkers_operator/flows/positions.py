@@ -18,7 +18,9 @@ from typing import Any
 
 from kubeworkers import queue
 from kubeworkers.protocol import JobState, PoolKeys
+from redis.exceptions import RedisError
 
+from kubeworkers_operator.adapters.pool_redis import PoolRedisUnavailable
 from kubeworkers_operator.adapters.status_writer import WriteResult
 from kubeworkers_operator.autoscaling.load import STATS_DURATION_SUM, STATS_RUN_COUNTERS, ArrivalRate
 from kubeworkers_operator.model import job_status, queue_position
@@ -74,8 +76,13 @@ async def update(rt: Runtime, state: QueuePositions) -> int:
             continue
         queued.sort(key=lambda j: str(j.status.get("queuedAt") or ""))
         jobs = queued[:MAX_JOBS_PER_POOL]
-        found = await queue.positions(rt.redis, namespace, pool, [j.job_id for j in jobs])
-        stats = await rt.redis.hmget(PoolKeys(namespace, pool).stats, [*STATS_RUN_COUNTERS, STATS_DURATION_SUM])
+        try:  # on the pool's own Redis; one that is down leaves only its pool's positions unwritten
+            redis = await rt.redis_of(namespace, pool)
+            found = await queue.positions(redis, namespace, pool, [j.job_id for j in jobs])
+            stats = await redis.hmget(PoolKeys(namespace, pool).stats, [*STATS_RUN_COUNTERS, STATS_DURATION_SUM])
+        except (PoolRedisUnavailable, RedisError, OSError) as exc:
+            logger.debug("positions of pool %s/%s skipped: %s", namespace, pool, type(exc).__name__)
+            continue
         spec = tracked.spec
         max_pods = spec.max_replicas if spec.autoscaling.enabled else spec.fixed_replicas
         now = time.time()

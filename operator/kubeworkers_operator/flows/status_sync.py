@@ -15,6 +15,7 @@ module and run by :mod:`.scheduler`; this module owns the consumer and the trim.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -36,7 +37,7 @@ from kubeworkers_operator.model.job_status import (
     only_progress_changed,
     with_enqueued_condition,
 )
-from kubeworkers_operator.runtime import Runtime
+from kubeworkers_operator.runtime import Runtime, group_by_redis, redis_label
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ TRIM_SECONDS = 30.0
 #: holds the trim back: an operator restart or a Redis outage is far shorter, a removed
 #: namespace-scoped operator's group would otherwise keep every event for ever.
 STALE_GROUP_SECONDS = 3600.0
+#: How often the :class:`SyncFleet` looks for Redis servers that came into use (a pool's Secret
+#: read for the first time) or went out of it (a Secret edited to another URL).
+FLEET_RECONCILE_SECONDS = 1.0
 
 
 def _text(value: bytes | str) -> str:
@@ -117,29 +121,52 @@ async def trim_events(r: aioredis.Redis, *, stale_after_seconds: float = STALE_G
 
 
 async def trim_and_measure(rt: Runtime) -> int:
-    """The ``events-trim`` chore: :func:`trim_events`, then the lengths of the events stream and of
-    every known pool's dead-letter stream into the metrics (one pipelined round trip), and each pool's
-    queued and in-flight jobs by handler (one round trip per pool). Returns entries trimmed."""
-    removed = await trim_events(rt.redis)
+    """The ``events-trim`` chore: :func:`trim_events` on every Redis in use, then the longest events
+    stream and every known pool's dead-letter stream length into the metrics (one pipelined round trip
+    per Redis), and each pool's queued and in-flight jobs by handler (one round trip per pool), each
+    read on the pool's own Redis. Returns entries trimmed. A Redis that is down is skipped (its pools'
+    series are left out until it is back); the others go on."""
     pools = sorted(rt.index.pools)
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.xlen(EVENTS_STREAM)
-        for namespace, pool in pools:
-            pipe.xlen(PoolKeys(namespace, pool).dead_letter)
-        lengths: list[int] = await pipe.execute()
-    rt.metrics.events_stream_length.set(lengths[0])
+    groups = await group_by_redis(rt, pools)
+    clients = [client for client, _ in groups]
+    routes = getattr(rt, "pool_redis", None)
+    if routes is not None:  # a Redis no known pool is on (the operator's own, say) is trimmed too
+        clients += [c for _, c in routes.in_use() if all(c is not known for known in clients)]
+    elif not clients:
+        clients = [rt.redis]
+    removed = 0
+    longest = 0
+    dead_letters: list[tuple[tuple[str, str], int]] = []
+    measured: list[stats.PoolStats] = []
+    for client in clients:
+        on_this = next((listed for known, listed in groups if known is client), [])
+        try:
+            removed += await trim_events(client)
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.xlen(EVENTS_STREAM)
+                for namespace, pool in on_this:
+                    pipe.xlen(PoolKeys(namespace, pool).dead_letter)
+                lengths: list[int] = await pipe.execute()
+            # Queued and in flight per handler: the numbers `kubeworkers stats` shows, read the same way.
+            found = [await redis_ops.run(client, stats.stats_plan(namespace, pool, 60)) for namespace, pool in on_this]
+        except (RedisError, OSError) as exc:
+            logger.warning("events trim and gauges of %s skipped: %s", redis_label(rt, client), type(exc).__name__)
+            continue
+        longest = max(longest, lengths[0])
+        dead_letters.extend(zip(on_this, lengths[1:], strict=True))
+        measured.extend(found)
+    rt.metrics.events_stream_length.set(longest)
     rt.metrics.dead_letter_length.clear()  # a deleted pool's series ends
-    for (namespace, pool), length in zip(pools, lengths[1:], strict=True):
+    for (namespace, pool), length in dead_letters:
         rt.metrics.dead_letter_length.labels(namespace=namespace, pool=pool).set(length)
-    # Queued and in flight per handler: the numbers `kubeworkers stats` shows, read the same way.
-    measured = [await redis_ops.run(rt.redis, stats.stats_plan(namespace, pool, 60)) for namespace, pool in pools]
     rt.metrics.jobs_queued.clear()
     rt.metrics.jobs_in_flight.clear()
-    for found in measured:
-        for h in found.handlers:
-            rt.metrics.jobs_queued.labels(namespace=found.namespace, pool=found.pool, handler=h.handler).set(h.queued)
+    for pool_stats in measured:
+        for h in pool_stats.handlers:
+            rt.metrics.jobs_queued.labels(
+                namespace=pool_stats.namespace, pool=pool_stats.pool, handler=h.handler).set(h.queued)
             rt.metrics.jobs_in_flight.labels(
-                namespace=found.namespace, pool=found.pool, handler=h.handler).set(h.in_flight)
+                namespace=pool_stats.namespace, pool=pool_stats.pool, handler=h.handler).set(h.in_flight)
     return removed
 
 
@@ -155,9 +182,12 @@ class StatusSync:
     """Consumes the events stream and keeps Job statuses converged. Start with :meth:`run`."""
 
     def __init__(
-        self, rt: Runtime, *, clock: Callable[[], float] = time.monotonic, claim_at_start: bool = False
+        self, rt: Runtime, *, clock: Callable[[], float] = time.monotonic, claim_at_start: bool = False,
+        redis: aioredis.Redis | None = None,
     ) -> None:
         self.rt = rt
+        self.redis = rt.redis if redis is None else redis
+        """The Redis whose events stream this consumer reads (one consumer per Redis in use)."""
         self._claim_at_start = claim_at_start
         """A new leader takes every other consumer's unacked events at once: the replica that
         held them has stopped leading, so waiting ``--claim-idle`` would only delay statuses."""
@@ -175,7 +205,7 @@ class StatusSync:
     async def ensure_group(self) -> None:
         """Create the operator's consumer group, from the stream's start (replays are harmless)."""
         try:
-            await self.rt.redis.xgroup_create(EVENTS_STREAM, self.rt.settings.events_group, id="0", mkstream=True)
+            await self.redis.xgroup_create(EVENTS_STREAM, self.rt.settings.events_group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -215,7 +245,8 @@ class StatusSync:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                logger.warning("events stream unavailable (%s); retrying", exc)
+                logger.warning("events stream of %s unavailable (%s); retrying", redis_label(self.rt, self.redis),
+                               type(exc).__name__)
                 group_ready = False
                 cursor = "0"
                 await asyncio.sleep(1.0)
@@ -225,7 +256,7 @@ class StatusSync:
                 await asyncio.sleep(1.0)
 
     async def _read(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
-        reply: Any = await self.rt.redis.xreadgroup(
+        reply: Any = await self.redis.xreadgroup(
             self.rt.settings.events_group, self.rt.settings.consumer_name, {EVENTS_STREAM: start},
             count=self.rt.settings.sync_batch_size, block=block,
         )
@@ -244,7 +275,7 @@ class StatusSync:
         while True:
             # Without JUSTID: redis-py drops the cursor from JUSTID replies. The claimed entries
             # are then processed by the pass over our own pending entries that follows.
-            reply: Any = await self.rt.redis.xautoclaim(
+            reply: Any = await self.redis.xautoclaim(
                 EVENTS_STREAM, self.rt.settings.events_group, self.rt.settings.consumer_name,
                 idle_ms, start, count=500,
             )
@@ -287,7 +318,7 @@ class StatusSync:
                 if result:
                     done.extend(entry_id for entry_id, _ in evs)
         if done:
-            await self.rt.redis.xack(EVENTS_STREAM, self.rt.settings.events_group, *done)
+            await self.redis.xack(EVENTS_STREAM, self.rt.settings.events_group, *done)
 
     async def _sync_job(self, job_id: str, entries: list[tuple[str, JobEvent]], *, force: bool = False) -> bool:
         """Write one job's folded events. False: deferred by the progress rate limit (not acked yet)."""
@@ -360,4 +391,68 @@ class StatusSync:
             for entry_id, _ in evs
         ]
         if acks:
-            await self.rt.redis.xack(EVENTS_STREAM, self.rt.settings.events_group, *acks)
+            await self.redis.xack(EVENTS_STREAM, self.rt.settings.events_group, *acks)
+
+
+class SyncFleet:
+    """One :class:`StatusSync` per Redis some pool is on: every events stream in use is consumed.
+
+    Each pool's workers write their events to their own Redis's ``kw:events``; a Redis that comes
+    into use gets its consumer within :data:`FLEET_RECONCILE_SECONDS`, one that goes out of use
+    loses it (and its client is closed). The consumers are independent: one Redis down stalls only
+    the statuses of the pools on it. Start with :meth:`run`.
+    """
+
+    def __init__(self, rt: Runtime, *, claim_at_start: bool = False) -> None:
+        self.rt = rt
+        self._claim_at_start = claim_at_start
+        self.syncs: dict[int, tuple[aioredis.Redis, StatusSync, asyncio.Task[None]]] = {}
+        self.reconciled_at = time.time()
+
+    @property
+    def consumer_turned_at(self) -> float:
+        """Wall time of the last turn of the stalest consumer (liveness)."""
+        turned = [sync.consumer_turned_at for _, sync, _ in self.syncs.values()]
+        return min([*turned, self.reconciled_at])
+
+    def sync_of(self, redis: aioredis.Redis) -> StatusSync | None:
+        known = self.syncs.get(id(redis))
+        return None if known is None or known[0] is not redis else known[1]
+
+    async def reconcile(self) -> None:
+        """Start a consumer for each Redis in use that has none; stop those of Redis no longer in use."""
+        in_use = self.rt.redises.in_use()
+        live = {id(client) for _, client in in_use}
+        for key in [key for key in self.syncs if key not in live]:
+            _, _, task = self.syncs.pop(key)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for label, client in in_use:
+            if id(client) not in self.syncs:
+                sync = StatusSync(self.rt, claim_at_start=self._claim_at_start, redis=client)
+                task = asyncio.create_task(sync.run(), name=f"status-sync ({label})")
+                self.syncs[id(client)] = (client, sync, task)
+                logger.info("status sync reads the events stream of %s", label)
+        await self.rt.redises.retire_unused()
+
+    async def run(self) -> None:
+        """Reconcile forever; a consumer that ended (it never should) is started again."""
+        try:
+            while True:
+                self.reconciled_at = time.time()
+                for key, (_, _, task) in list(self.syncs.items()):
+                    if task.done():
+                        del self.syncs[key]
+                try:
+                    await self.reconcile()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("status sync fleet turn failed; retrying")
+                await asyncio.sleep(FLEET_RECONCILE_SECONDS)
+        finally:
+            tasks = [task for _, _, task in self.syncs.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
