@@ -25,9 +25,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 from kubeworkers import AsyncClient, Durability, JobContext, NotReplicatedError, Registry
-from kubeworkers.protocol import JobState
+from kubeworkers.protocol import WORKER_GROUP, JobState, PoolKeys
 from pydantic import BaseModel
 
+from hack.polling import WaitTimeout
 from tests.support.sentinel import SentinelSet
 from tests.support.workers import LEASE, start_worker, until
 
@@ -36,6 +37,30 @@ BATCH = 10
 
 class Item(BaseModel):
     n: int
+
+
+async def stuck_jobs(sentinels: SentinelSet, client: AsyncClient, job_ids: list[str]) -> str:
+    """What a failure needs to be explained: each unfinished job's record, and the pool's pending
+    entries and stream lengths on the master the Sentinels name."""
+    lines = []
+    for j in job_ids:
+        rec = await client.get(j, pool="p")
+        if rec is None or rec.state is not JobState.SUCCEEDED:
+            lines.append(f"{j}: " + ("no record" if rec is None else
+                         f"{rec.state.value} attempts={rec.attempts} worker={rec.worker} entry={rec.entry}"
+                         f" message={rec.message!r}"))
+    keys = PoolKeys("default", "p")
+    with sentinels.node_client(sentinels.master()) as c:
+        for stream in keys.streams:
+            if c.exists(stream):
+                pending = c.xpending_range(stream, WORKER_GROUP, "-", "+", 50)
+                held = [(p["message_id"], p["consumer"], p["time_since_delivered"]) for p in pending]
+                lines.append(f"{stream}: xlen={c.xlen(stream)} pending={held}")
+        lines.append(f"delayed={c.zcard(keys.delayed)}")
+    for node in sentinels.nodes:
+        with sentinels.node_client(node) as c:
+            lines.append(f"node {node.port}: {c.info('replication')['role']}")
+    return "; ".join(lines)
 
 
 @pytest.fixture
@@ -119,7 +144,10 @@ async def test_workers_and_sdk_follow_a_failover_mid_run_and_every_durably_ackno
                     return False
                 return all(r is not None and r.state is JobState.SUCCEEDED for r in records)
 
-            await until(all_succeeded, 90, "every acknowledged job to succeed on the new master", every=0.5)
+            try:
+                await until(all_succeeded, 90, "every acknowledged job to succeed on the new master", every=0.5)
+            except WaitTimeout as exc:
+                raise AssertionError(f"{exc}; {await stuck_jobs(sentinels, client, acknowledged)}") from exc
             records = {j: await client.get(j, pool="p") for j in acknowledged}
 
     # Nothing acknowledged was lost, and every run was a recorded attempt.
