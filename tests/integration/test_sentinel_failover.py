@@ -21,6 +21,7 @@ import collections
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -40,15 +41,17 @@ class Item(BaseModel):
 
 
 async def stuck_jobs(sentinels: SentinelSet, client: AsyncClient, job_ids: list[str]) -> str:
-    """What a failure needs to be explained: each unfinished job's record, and the pool's pending
-    entries and stream lengths on the master the Sentinels name."""
-    lines = []
+    """What a failure needs to be explained: the unfinished jobs' records, the pool's pending
+    entries and stream lengths on the master the Sentinels name, every node's role and key count,
+    and the end of every node's and Sentinel's log."""
+    unfinished = []
     for j in job_ids:
         rec = await client.get(j, pool="p")
         if rec is None or rec.state is not JobState.SUCCEEDED:
-            lines.append(f"{j}: " + ("no record" if rec is None else
-                         f"{rec.state.value} attempts={rec.attempts} worker={rec.worker} entry={rec.entry}"
-                         f" message={rec.message!r}"))
+            unfinished.append(f"{j}: " + ("no record" if rec is None else
+                              f"{rec.state.value} attempts={rec.attempts} worker={rec.worker} entry={rec.entry}"
+                              f" message={rec.message!r}"))
+    lines = [f"{len(unfinished)} of {len(job_ids)} unfinished", *unfinished[:20]]
     keys = PoolKeys("default", "p")
     with sentinels.node_client(sentinels.master()) as c:
         for stream in keys.streams:
@@ -59,8 +62,18 @@ async def stuck_jobs(sentinels: SentinelSet, client: AsyncClient, job_ids: list[
         lines.append(f"delayed={c.zcard(keys.delayed)}")
     for node in sentinels.nodes:
         with sentinels.node_client(node) as c:
-            lines.append(f"node {node.port}: {c.info('replication')['role']}")
-    return "; ".join(lines)
+            lines.append(f"node {node.port}: {c.info('replication')['role']}, {c.dbsize()} keys")
+        lines.extend(f"  redis {node.port}| {x}" for x in _tail(node.dir / "redis.log", 8))
+    for s in sentinels.sentinels:
+        lines.extend(f"  sentinel {s.port}| {x}" for x in _tail(s.dir / "sentinel.log", 12))
+    return "\n".join(lines)
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError as exc:
+        return [f"(unreadable: {exc})"]
 
 
 @pytest.fixture
@@ -147,7 +160,7 @@ async def test_workers_and_sdk_follow_a_failover_mid_run_and_every_durably_ackno
             try:
                 await until(all_succeeded, 90, "every acknowledged job to succeed on the new master", every=0.5)
             except WaitTimeout as exc:
-                raise AssertionError(f"{exc}; {await stuck_jobs(sentinels, client, acknowledged)}") from exc
+                raise AssertionError(f"{exc}\n{await stuck_jobs(sentinels, client, acknowledged)}") from exc
             records = {j: await client.get(j, pool="p") for j in acknowledged}
 
     # Nothing acknowledged was lost, and every run was a recorded attempt.

@@ -5,6 +5,7 @@ It dies with the process that started it, however that ends (hack/processes.py).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -70,12 +71,27 @@ class RedisServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
                     # A server with requirepass answers NOAUTH: it is up all the same.
-                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
+                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")) and self._ready():
                         return self
             except OSError:
                 pass
             time.sleep(0.02)
         raise RuntimeError(str(deadline.fail()))
+
+    def _ready(self) -> bool:
+        """Whether the server answering on the port is this process: its own log line says it
+        listens. A PING alone is not enough on a shared machine: a port just freed (a server
+        killed to be restarted on it) can be taken by another test's server, and this one then
+        fails to bind while the PING reaches the other (a Sentinel set restarted that way
+        reconfigured a stranger's node and lost every job of a run)."""
+        assert self.proc is not None
+        log = self.dir / "redis.log"
+        mark = f"{self.proc.pid}:"
+        with contextlib.suppress(OSError):
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith(mark) and "Ready to accept connections" in line:
+                    return self.proc.poll() is None
+        return False
 
     def version(self) -> tuple[int, ...]:
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=True).stdout

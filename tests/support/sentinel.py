@@ -212,11 +212,20 @@ class SentinelSet:
 
     def kill_master(self, timeout: float = 30, restart: bool = True) -> int:
         """SIGKILL the master; the Sentinels promote the replica. With ``restart`` the killed
-        node comes back (empty) and becomes a replica of the new master. Returns the new port."""
+        node comes back, empty, as a replica of the new master. Returns the new port.
+
+        It comes back as a replica, never as a master: these nodes have no persistence, and an
+        empty master that a replica syncs from (after a failover the Sentinels abort, or one
+        that has not reached every Sentinel yet) wipes the replica too. Redis documents this
+        hazard ("safety of replication when master has persistence turned off"); a pod restarted
+        under Sentinel must ask the Sentinels for the master and start as its replica, as this
+        does (docs/operations.md)."""
         old = self.master()
         old.stop(kill=True)
         new = self._wait_new_master(old.port, timeout)
         if restart:
+            auth = ("--requirepass", self.password, "--masterauth", self.password) if self.password else ()
+            old.extra_args = (*auth, "--replicaof", "127.0.0.1", str(new))
             old.start()
             self.wait_replicas_linked(timeout)
         return new
