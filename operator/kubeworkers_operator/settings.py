@@ -153,6 +153,32 @@ class OperatorSettings:
         "do not run the per-pool autoscalers (replicas are left to the user)",
     ))
     log_level: str = field(default="INFO", metadata=declare("--log-level", "log level", env="KUBEWORKERS_LOG_LEVEL"))
+    console_port: int = field(default=0, metadata=declare(
+        "--console-port",
+        "serve the web console (docs/console.md) on this port, on every address; 0: no console",
+        env="KUBEWORKERS_CONSOLE_PORT",
+    ))
+    console_namespace: str = field(default="", metadata=declare(
+        "--console-namespace",
+        "the namespace whose pools and jobs the console shows; default: the one --namespace when exactly "
+        "one is given, else 'default'",
+    ))
+    console_actions: bool = field(default=False, metadata=declare(
+        "--console-enable-actions",
+        "let the console retry, cancel and replay, each for a caller whose bearer token the apiserver "
+        "authenticates (TokenReview) and authorises for update on the Job or its pool (SubjectAccessReview)",
+    ))
+    console_host_names: list[str] = field(default_factory=list, metadata=declare(
+        "--console-host-name",
+        "a Host name the console answers to besides loopback ones (repeatable; its Service's names)",
+    ))
+
+    @property
+    def console_shows(self) -> str:
+        """The namespace the console shows (:attr:`console_namespace`, else the one served, else default)."""
+        if self.console_namespace:
+            return self.console_namespace
+        return self.namespaces[0] if len(self.namespaces) == 1 else "default"
 
     @property
     def election_timing(self) -> ElectionTiming:
