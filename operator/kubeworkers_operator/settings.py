@@ -158,10 +158,10 @@ class OperatorSettings:
         "serve the web console (docs/console.md) on this port, on every address; 0: no console",
         env="KUBEWORKERS_CONSOLE_PORT",
     ))
-    console_namespace: str = field(default="", metadata=declare(
+    console_namespace: str = field(default="default", metadata=declare(
         "--console-namespace",
-        "the namespace whose pools and jobs the console shows; default: the one --namespace when exactly "
-        "one is given, else 'default'",
+        "the namespace whose pools and jobs the console shows; left at 'default' with exactly one --namespace "
+        "given: that one",
     ))
     console_actions: bool = field(default=False, metadata=declare(
         "--console-enable-actions",
@@ -173,12 +173,19 @@ class OperatorSettings:
         "a Host name the console answers to besides loopback ones (repeatable; its Service's names)",
     ))
 
+    console_sample_seconds: float = field(default=15.0, metadata=declare(
+        "--console-sample-interval",
+        "seconds between the console's samples of each pool's replicas and backlog (its timeline: the last "
+        "240 samples, in memory)",
+    ))
+
     @property
     def console_shows(self) -> str:
-        """The namespace the console shows (:attr:`console_namespace`, else the one served, else default)."""
-        if self.console_namespace:
-            return self.console_namespace
-        return self.namespaces[0] if len(self.namespaces) == 1 else "default"
+        """The namespace the console shows: :attr:`console_namespace`, but for ``default`` when the
+        operator serves exactly one other namespace (a console of a namespace it does not serve is empty)."""
+        if self.console_namespace == "default" and len(self.namespaces) == 1:
+            return self.namespaces[0]
+        return self.console_namespace
 
     @property
     def election_timing(self) -> ElectionTiming:

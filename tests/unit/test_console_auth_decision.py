@@ -4,7 +4,6 @@ action is checked against, the review bodies, and that only an explicit ``allowe
 from __future__ import annotations
 
 import pytest
-
 from kubeworkers_operator.model import console_auth as auth
 
 NS = "team-a"

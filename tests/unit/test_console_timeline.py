@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from kubeworkers.console import timeline
 from kubeworkers.console.backend import Sample
 from kubeworkers_operator.model.console_timeline import Point, Ring, Timelines

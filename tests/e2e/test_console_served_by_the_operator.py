@@ -1,0 +1,178 @@
+"""The web console served by the operator itself (``--console-port``, the chart's ``ui.enabled``), on
+the real control plane with a real Redis, real worker processes and a real headless Chromium:
+
+- the pools page shows the demo pool with what only the apiserver knows (replicas and their bounds,
+  the autoscaler's last decision, a replicas-and-backlog timeline), a Job CR's page its Events;
+- an action is authorised the Kubernetes way: with no token it is refused, with the token of a
+  ServiceAccount the apiserver authenticates but RBAC does not let update the Job it is refused,
+  and with that of one it does, a Retry moves the failed Job CR back to Queued and then Succeeded;
+- a job input holding ``<script>`` is shown as text, and never runs;
+- no token reaches a page or the operator's log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from hack.browser import BrowserMissing, chrome
+from hack.net import free_port
+from tests.e2e.operator_fixtures import LOG_ROOT, OperatorProcess, pool_manifest, wait_for
+from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
+from tests.support.browser import click, text_of, wait_text
+from tests.support.cluster import Cluster
+from tests.support.pod_runner import PodRunner
+
+ALLOWED = "console-operator"
+DENIED = "console-reader"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        driver = chrome()
+    except BrowserMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def console_operator(cluster: Cluster, crds: None, namespace: str, redis_url: str, redis_secret: str,  # noqa: PLR0917
+                     request: pytest.FixtureRequest) -> Iterator[tuple[OperatorProcess, str]]:
+    """An operator serving the test's namespace with its console on (actions enabled); and its URL."""
+    port = free_port()
+    op = OperatorProcess(cluster, redis_url, [namespace], LOG_ROOT / request.node.name, [
+        "--console-port", str(port), "--console-enable-actions", "--console-sample-interval", "1"])
+    op.start()
+    yield op, f"http://127.0.0.1:{port}"
+    op.stop()
+
+
+@pytest.fixture
+def workers(cluster: Cluster, namespace: str, console_operator: tuple[OperatorProcess, str],
+            request: pytest.FixtureRequest) -> Iterator[PodRunner]:
+    runner = PodRunner(cluster, namespace, "workers.io/pool", extra_env={"KUBEWORKERS_METRICS_PORT": "0"},
+                       log_dir=LOG_ROOT / request.node.name / "pods")
+    with runner:
+        yield runner
+
+
+def service_account_token(cluster: Cluster, namespace: str, name: str, *, may_update: bool) -> str:
+    """A ServiceAccount's token; with ``may_update``, a Role letting it update Jobs and WorkerPools."""
+    cluster.kubectl("create", "serviceaccount", name, "-n", namespace)
+    if may_update:
+        cluster.kubectl("create", "role", name, "-n", namespace, "--verb=update",
+                        "--resource=jobs.workers.io,workerpools.workers.io")
+        cluster.kubectl("create", "rolebinding", name, "-n", namespace, f"--role={name}",
+                        f"--serviceaccount={namespace}:{name}")
+    token = cluster.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+    assert token.count(".") == 2, "not a JWT"
+    return token
+
+
+def sign_in(browser: Any, url: str, token: str) -> str:
+    browser.get(f"{url}/login")
+    browser.find_element(By.NAME, "token").send_keys(token)
+    click(browser, "//form[@action='/login']/button")
+
+    def answered() -> str | None:
+        body = text_of(browser, "body")
+        return body if "Signed in" in body or "sign-in refused" in body else None
+
+    return wait_for(answered, timeout=30, what="the sign-in's answer")
+
+
+def sign_out(browser: Any) -> None:
+    click(browser, "//form[@action='/logout']/button")
+    assert "Signed out." in text_of(browser, "p.notice")
+
+
+def test_the_operator_serves_the_console_and_authorises_each_action_with_the_apiserver(
+    cluster: Cluster, namespace: str, console_operator: tuple[OperatorProcess, str], workers: PodRunner,
+    browser: Any,
+) -> None:
+    operator, url = console_operator
+    cluster.apply(pool_manifest(), namespace)
+    cluster.apply(job_yaml("from-the-page", "fails_first_run", {"value": 5}), namespace)
+    script = "<script>window.kwPwned = 1</script><img src=x onerror=\"window.kwPwned = 2\">"
+    cluster.apply(job_yaml("scripted", "word_count", {"text": script}), namespace)
+    failed = wait_phase(cluster, namespace, "from-the-page", {"Succeeded", "Failed", "Cancelled"})["status"]
+    assert failed["phase"] == "Failed", failed
+    wait_phase(cluster, namespace, "scripted", {"Succeeded"})
+    allowed = service_account_token(cluster, namespace, ALLOWED, may_update=True)
+    denied = service_account_token(cluster, namespace, DENIED, may_update=False)
+
+    # The pools page: the demo pool with its replicas and bounds from the WorkerPool, the
+    # autoscaler's last decision, and (sampled every second) the replicas-and-backlog timeline.
+    reason = cluster.kubectl("get", "wp", "demo", "-n", namespace, "-o", "jsonpath={.status.lastScaleReason}").stdout
+    assert reason, "the autoscaler has decided nothing yet"
+    browser.get(f"{url}/")
+    row = text_of(browser, 'tr[data-pool="demo"]')
+    assert "(0-5)" in row, row
+    assert reason.split()[0] in text_of(browser, 'tr[data-pool="demo"] td.decision')
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-pool="demo"] svg.replicas polyline.ready'),
+             timeout=30, what="the replicas timeline")
+
+    # The failed Job CR's page: the job from Redis, and its Job CR and Events from the apiserver.
+    job_id = f"{namespace}/from-the-page"
+    browser.get(f"{url}/jobs?pool=demo")
+    assert "Failed" in text_of(browser, f'tr[data-job="{job_id}"]')
+    click(browser, f"//a[text()='{job_id}']")
+    assert f"Job CR {job_id}" in text_of(browser, "dl.facts")
+    events = text_of(browser, "section.kube-events")
+    assert f"Events of Job CR {job_id}" in events and "no Events" not in events, events
+
+    # Pause the pool (maxReplicas 0) so that the rerun waits, Queued, where the test can see it.
+    cluster.kubectl("patch", "wp", "demo", "-n", namespace, "--type=merge", "-p", '{"spec": {"maxReplicas": 0}}')
+    wait_for(lambda: not workers.processes(), timeout=90, what="the paused pool's workers to stop")
+
+    # No token: refused, and the Job stays Failed.
+    click(browser, "//form[@action='/actions/retry']/button")
+    assert "not authorised: no bearer token" in text_of(browser, "p.error")
+
+    # A token the apiserver authenticates, of a user RBAC does not let update the Job: refused.
+    assert "Signed in" in sign_in(browser, url, denied)
+    browser.get(f"{url}/job?pool=demo&id={job_id}")
+    click(browser, "//form[@action='/actions/retry']/button")
+    refusal = text_of(browser, "p.error")
+    assert f"system:serviceaccount:{namespace}:{DENIED} may not update on jobs.workers.io" in refusal, refusal
+    sign_out(browser)
+
+    # A token that is no token at all: the sign-in itself is refused.
+    assert "sign-in refused: the apiserver did not authenticate the token" in sign_in(browser, url, "not-a-token")
+    status = wait_phase(cluster, namespace, "from-the-page", {"Failed"})["status"]
+    assert status.get("reruns", 0) == 0, status
+
+    # The allowed user: the Retry goes through, the CR goes Queued, then Succeeded once workers run.
+    assert "Signed in" in sign_in(browser, url, allowed)
+    browser.get(f"{url}/job?pool=demo&id={job_id}")
+    click(browser, "//form[@action='/actions/retry']/button")
+    assert "Queued again as a new run." in text_of(browser, "p.notice")
+    queued = wait_phase(cluster, namespace, "from-the-page", {"Queued"})["status"]
+    assert (queued["reruns"], queued["attempts"]) == (1, 0)
+    cluster.kubectl("patch", "wp", "demo", "-n", namespace, "--type=merge", "-p", '{"spec": {"maxReplicas": 5}}')
+    done = wait_phase(cluster, namespace, "from-the-page", {"Succeeded", "Failed", "Cancelled"})["status"]
+    assert done["phase"] == "Succeeded", done
+    assert (done["reruns"], done["output"]) == (1, {"value": 5, "run": 1, "attempt": 1})
+    wait_text(browser, "p.big", "Succeeded", within=60)
+
+    # The script input is shown as text, on the operator-served page too, and ran nowhere.
+    browser.get(f"{url}/job?pool=demo&id={namespace}/scripted")
+    shown = text_of(browser, "main")
+    assert "<script>window.kwPwned = 1</script>" in shown
+    assert browser.execute_script("return window.kwPwned === undefined;") is True
+    assert "<script>window.kwPwned" not in browser.page_source  # escaped in the markup
+
+    # No token anywhere it should not be: not in a page, not in the operator's log.
+    pages = browser.page_source
+    log = "".join(p.read_text(errors="replace") for p in operator.log_dir.glob("operator-*.log"))
+    for token in (allowed, denied):
+        assert token not in pages and token[-40:] not in log
+    assert f"system:serviceaccount:{namespace}:{ALLOWED} signed in" in log
+    assert f"by system:serviceaccount:{namespace}:{ALLOWED}" in log
+    assert json.dumps(operator.redis_url) not in pages
