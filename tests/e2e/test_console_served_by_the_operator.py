@@ -13,32 +13,39 @@ the real control plane with a real Redis, real worker processes and a real headl
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 
-from hack.browser import BrowserMissing, chrome
 from hack.net import free_port
 from tests.e2e.operator_fixtures import LOG_ROOT, OperatorProcess, pool_manifest, wait_for
 from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
 from tests.support.browser import click, text_of, wait_text
 from tests.support.cluster import Cluster
+from tests.support.console import headless_chrome
 from tests.support.pod_runner import PodRunner
 
 ALLOWED = "console-operator"
 DENIED = "console-reader"
+#: Set to a directory to save the operator-served pages there (docs/console.md's screenshots of this mode).
+SHOTS = os.environ.get("KUBEWORKERS_CONSOLE_SCREENSHOTS")
+
+
+def shoot(browser: Any, url: str, name: str) -> None:
+    if SHOTS:
+        from hack.console_screenshots import shoot as photograph
+
+        photograph(browser, url, Path(SHOTS) / name)
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    try:
-        driver = chrome()
-    except BrowserMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield driver
-    driver.quit()
+    with headless_chrome() as driver:
+        yield driver
 
 
 @pytest.fixture
@@ -117,6 +124,7 @@ def test_the_operator_serves_the_console_and_authorises_each_action_with_the_api
     assert reason.split()[0] in text_of(browser, 'tr[data-pool="demo"] td.decision')
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-pool="demo"] svg.replicas polyline.ready'),
              timeout=30, what="the replicas timeline")
+    shoot(browser, f"{url}/", "operator-pools.png")
 
     # The failed Job CR's page: the job from Redis, and its Job CR and Events from the apiserver.
     job_id = f"{namespace}/from-the-page"
@@ -126,6 +134,9 @@ def test_the_operator_serves_the_console_and_authorises_each_action_with_the_api
     assert f"Job CR {job_id}" in text_of(browser, "dl.facts")
     events = text_of(browser, "section.kube-events")
     assert f"Events of Job CR {job_id}" in events and "no Events" not in events, events
+    shoot(browser, f"{url}/job?pool=demo&id={job_id}", "operator-job.png")
+    shoot(browser, f"{url}/login", "operator-sign-in.png")
+    browser.get(f"{url}/job?pool=demo&id={job_id}")
 
     # Pause the pool (maxReplicas 0) so that the rerun waits, Queued, where the test can see it.
     cluster.kubectl("patch", "wp", "demo", "-n", namespace, "--type=merge", "-p", '{"spec": {"maxReplicas": 0}}')

@@ -47,6 +47,9 @@ TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 #: Events shown on a job's page, newest last.
 EVENTS_SHOWN = 50
+#: Seconds an apiserver read of the pages is reused: an open page refreshes every 2 s, and each
+#: refresh would otherwise be a GET (and a LIST of Events) per pool or job.
+KUBE_CACHE_SECONDS = 5.0
 
 
 class Runtime(Protocol):
@@ -105,6 +108,16 @@ class OperatorBackend:
     login: bool = True
     label: str = "operator"
     _sync: dict[int, tuple[aioredis.Redis, redis.Redis]] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], tuple[float, Any]] = field(default_factory=dict)
+
+    def _cached(self, key: tuple[str, str]) -> Any:
+        hit = self._cache.get(key)
+        return None if hit is None or time.monotonic() - hit[0] > KUBE_CACHE_SECONDS else hit[1]
+
+    def _keep(self, key: tuple[str, str], value: Any) -> None:
+        if len(self._cache) > 1000:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic(), value)
 
     async def pool_names(self) -> list[str]:
         return sorted(name for ns, name in self.rt.index.pools if ns == self.namespace)
@@ -177,8 +190,16 @@ class OperatorBackend:
             logger.debug("console: WorkerPool %s/%s unread: %s", self.namespace, name, type(exc).__name__)
             return None
 
+    async def _cached_pool_body(self, name: str) -> dict[str, Any] | None:
+        key = ("pool", name)
+        body: dict[str, Any] | None = self._cached(key)
+        if body is None:
+            body = await self.pool_body(name)
+            self._keep(key, body)
+        return body
+
     async def pools_kube(self, pools: list[str]) -> dict[str, cb.PoolKube]:
-        bodies = await asyncio.gather(*(self.pool_body(p) for p in pools))
+        bodies = await asyncio.gather(*(self._cached_pool_body(p) for p in pools))
         found: dict[str, cb.PoolKube] = {}
         for name, body in zip(pools, bodies, strict=True):
             if body is None:
@@ -193,6 +214,14 @@ class OperatorBackend:
         cr_namespace, _, name = job_id.partition("/")
         if cr_namespace != self.namespace or not name:
             return None
+        found: cb.JobKube | None = self._cached(("job", name))
+        if found is None:
+            found = await self._job_kube(name)
+            if found is not None:
+                self._keep(("job", name), found)
+        return found
+
+    async def _job_kube(self, name: str) -> cb.JobKube | None:
         try:
             body = await self.rt.api.get_or_none(custom_path(JOB_PLURAL, self.namespace, name))
         except (ApiError, TimeoutError, aiohttp.ClientError, OSError):
