@@ -106,7 +106,7 @@ class OperatorBackend:
     namespace: str
     timelines: Timelines = field(default_factory=Timelines)
     login: bool = True
-    label: str = "operator"
+    label: str = "served by the operator"
     _sync: dict[int, tuple[aioredis.Redis, redis.Redis]] = field(default_factory=dict)
     _cache: dict[tuple[str, str], tuple[float, Any]] = field(default_factory=dict)
 

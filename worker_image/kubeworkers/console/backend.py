@@ -85,7 +85,7 @@ class JobKube:
 class Backend(Protocol):
     #: The console requires a signed-in caller (a bearer token) for every action.
     login: bool
-    #: Where the data comes from, for the page header ("Redis at host:port", "operator").
+    #: Said in every page's header after the namespace ("served by the operator"); "" for nothing.
     label: str
 
     async def pool_names(self) -> list[str]: ...
@@ -108,7 +108,7 @@ class RedisBackend:
 
     login = False
 
-    def __init__(self, r: redis.Redis, pools: reads.Pools, label: str = "redis") -> None:
+    def __init__(self, r: redis.Redis, pools: reads.Pools, label: str = "") -> None:
         self.redis = r
         self.pools = pools
         self.label = label

@@ -62,7 +62,7 @@ class Context:
     #: Actions need a signed-in caller (the operator-served console), and whether this one is.
     login: bool = False
     signed_in: bool = False
-    #: Where the data comes from ("Redis at host:port", "operator"): never a URL.
+    #: Said in the header after the namespace ("served by the operator"); never a URL.
     source: str = ""
 
     @property
@@ -93,7 +93,8 @@ def layout(ctx: Context, title: str, body: str, *, live: str = "", notice: str =
         '<script src="/static/console.js" defer></script></head>'
         f'<body data-poll-ms="{int(POLL_S * 1000)}">'
         f'<header><span class=brand>kubeworkers</span><nav>{nav}</nav>'
-        f'<span class=where>namespace {e(ctx.namespace)} · {e(mode)}</span>{account}</header>'
+        f'<span class=where>namespace {e(ctx.namespace)}{" · " + e(ctx.source) if ctx.source else ""} · {e(mode)}'
+        f'</span>{account}</header>'
         f"<main><h1>{e(title)}</h1>{notice_html(notice)}{body}"
         f'<div id=live aria-live=polite>{live}</div>'
         '<p class=foot><a href="" class=reload>Refresh</a> <span class=updated></span></p></main></body></html>\n'

@@ -140,7 +140,8 @@ class Console:
         request["csrf_cookie"] = cookie
         try:
             if not self._host_ok(request.headers.get("Host")):
-                raise web.HTTPMisdirectedRequest(reason="this console answers to 127.0.0.1 and localhost only")
+                raise web.HTTPMisdirectedRequest(reason="this console answers to 127.0.0.1 and localhost only"
+                                                 + (" and its Service's names" if self.host_names else ""))
             response = await handler(request)
         except forms.BadInput as exc:
             response = self._html(request, pages.error_page(self._context(request), 400, str(exc)), 400)
@@ -354,7 +355,7 @@ def console(url: str, namespace: str, *, actions: bool = False, pools: list[str]
         forms.pool(p)
     r = connection.connect(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
     where = redis_url.where(url)
-    return Console(backend=RedisBackend(r, reads.Pools(namespace, pools), f"Redis at {where}"), namespace=namespace,
+    return Console(backend=RedisBackend(r, reads.Pools(namespace, pools)), namespace=namespace,
                    actions=actions, result_ttl=result_ttl, where=where)
 
 
