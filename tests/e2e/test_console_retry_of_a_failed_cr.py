@@ -47,7 +47,7 @@ def test_a_retry_from_the_console_moves_a_failed_job_cr_back_to_queued_and_then_
         wait_for(lambda: not demo_pool.processes(), timeout=90, what="the paused pool's workers to stop")
 
         click(browser, "//form[@action='/actions/retry']/button")
-        assert "Queued again as a new run." in text_of(browser, "p.notice")
+        wait_text(browser, "p.notice", "Queued again as a new run.")
         queued = wait_phase(cluster, namespace, "from-the-page", {"Queued"})["status"]
         assert (queued["reruns"], queued["attempts"]) == (1, 0)
         assert "Queued" in cluster.kubectl("get", "jobs.workers.io", "from-the-page", "-n", namespace).stdout

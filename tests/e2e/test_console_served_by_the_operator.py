@@ -96,7 +96,7 @@ def sign_in(browser: Any, url: str, token: str) -> str:
 
 def sign_out(browser: Any) -> None:
     click(browser, "//form[@action='/logout']/button")
-    assert "Signed out." in text_of(browser, "p.notice")
+    wait_text(browser, "p.notice", "Signed out.")
 
 
 def test_the_operator_serves_the_console_and_authorises_each_action_with_the_apiserver(
@@ -144,14 +144,13 @@ def test_the_operator_serves_the_console_and_authorises_each_action_with_the_api
 
     # No token: refused, and the Job stays Failed.
     click(browser, "//form[@action='/actions/retry']/button")
-    assert "not authorised: no bearer token" in text_of(browser, "p.error")
+    wait_text(browser, "p.error", "not authorised: no bearer token")
 
     # A token the apiserver authenticates, of a user RBAC does not let update the Job: refused.
     assert "Signed in" in sign_in(browser, url, denied)
     browser.get(f"{url}/job?pool=demo&id={job_id}")
     click(browser, "//form[@action='/actions/retry']/button")
-    refusal = text_of(browser, "p.error")
-    assert f"system:serviceaccount:{namespace}:{DENIED} may not update on jobs.workers.io" in refusal, refusal
+    wait_text(browser, "p.error", f"system:serviceaccount:{namespace}:{DENIED} may not update on jobs.workers.io")
     sign_out(browser)
 
     # A token that is no token at all: the sign-in itself is refused.
@@ -163,7 +162,7 @@ def test_the_operator_serves_the_console_and_authorises_each_action_with_the_api
     assert "Signed in" in sign_in(browser, url, allowed)
     browser.get(f"{url}/job?pool=demo&id={job_id}")
     click(browser, "//form[@action='/actions/retry']/button")
-    assert "Queued again as a new run." in text_of(browser, "p.notice")
+    wait_text(browser, "p.notice", "Queued again as a new run.")
     queued = wait_phase(cluster, namespace, "from-the-page", {"Queued"})["status"]
     assert (queued["reruns"], queued["attempts"]) == (1, 0)
     cluster.kubectl("patch", "wp", "demo", "-n", namespace, "--type=merge", "-p", '{"spec": {"maxReplicas": 5}}')

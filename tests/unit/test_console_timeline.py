@@ -59,3 +59,20 @@ def test_the_svg_draws_ready_desired_and_backlog_and_says_it_in_words() -> None:
     assert "now 2 ready of 4, backlog 80" in svg and "over the last 2 min" in svg
     assert "style=" not in svg and "<script" not in svg
     assert timeline.svg([]) == ""
+
+
+def test_the_pools_page_shows_the_apiserver_columns_and_only_the_conditions_that_say_something_is_wrong() -> None:
+    from kubeworkers.console import pages
+    from kubeworkers.console.backend import PoolKube
+
+    ok = PoolKube(ready=1, desired=2, min_replicas=0, max_replicas=5, last_scale_reason="scaled 1 -> 2: backlog 9",
+                  conditions=[("Available", "True", "WorkersReady", "1 of 1 ready"),
+                              ("PodsFailing", "False", "NoFailures", "fine")])
+    cell = pages._replicas_cell(ok)
+    assert cell == "<td class=replicas>1/2 (0-5)</td>"
+    bad = PoolKube(ready=0, desired=1, conditions=[("Available", "False", "NoReadyWorkers", "none <of> 1"),
+                                                   ("PodsFailing", "True", "CrashLoop", "pod x crashes")])
+    cell = pages._replicas_cell(bad)
+    assert "Available: NoReadyWorkers: none &lt;of&gt; 1" in cell and "PodsFailing: CrashLoop" in cell
+    assert pages._decision(ok, 0.0) == "scaled 1 -&gt; 2: backlog 9"
+    assert pages._decision(None, 0.0) == "none yet"

@@ -240,7 +240,11 @@ def _replicas_cell(k: PoolKube | None) -> str:
         return "?" if value is None else str(value)
 
     bounds = f" ({n(k.min_replicas)}-{n(k.max_replicas)})" if k.min_replicas is not None else ""
-    return f"<td class=replicas>{e(n(k.ready))}/{e(n(k.desired))}{e(bounds)}</td>"
+    # The WorkerPool's conditions that say something is wrong: Available not True, any other one True.
+    problems = [f"{kind}: {reason}: {message}" for kind, status, reason, message in k.conditions
+                if (status != "True") == (kind == "Available")]
+    said = "".join(f"<br><small class=err>{e(short(p))}</small>" for p in problems)
+    return f"<td class=replicas>{e(n(k.ready))}/{e(n(k.desired))}{e(bounds)}{said}</td>"
 
 
 def _decision(k: PoolKube | None, now: float) -> str:
