@@ -7,7 +7,9 @@ the real control plane with a real Redis, real worker processes and a real headl
   ServiceAccount the apiserver authenticates but RBAC does not let update the Job it is refused,
   and with that of one it does, a Retry moves the failed Job CR back to Queued and then Succeeded;
 - a job input holding ``<script>`` is shown as text, and never runs;
-- no token reaches a page or the operator's log.
+- no token reaches a page or the operator's log;
+- each pool is read on its own Redis (a pool naming a Secret of its own is read there), and that
+  Redis's password reaches no page and no log line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from selenium.webdriver.common.by import By
 
 from hack.net import free_port
@@ -28,7 +31,9 @@ from tests.support.browser import click, text_of, wait_text
 from tests.support.cluster import Cluster
 from tests.support.console import headless_chrome
 from tests.support.pod_runner import PodRunner
+from tests.support.redis_server import RedisServer
 
+PASSWORD = "beta-only-console-s3cret"
 ALLOWED = "console-operator"
 DENIED = "console-reader"
 #: Set to a directory to save the operator-served pages there (docs/console.md's screenshots of this mode).
@@ -46,6 +51,18 @@ def shoot(browser: Any, url: str, name: str) -> None:
 def browser() -> Iterator[Any]:
     with headless_chrome() as driver:
         yield driver
+
+
+@pytest.fixture
+def beta_redis() -> Iterator[RedisServer]:
+    """A second redis-server, with a password: the Redis of a pool that names a Secret of its own."""
+    server = RedisServer(extra_args=("--requirepass", PASSWORD))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture
@@ -186,3 +203,40 @@ def test_the_operator_serves_the_console_and_authorises_each_action_with_the_api
     assert f"system:serviceaccount:{namespace}:{ALLOWED} signed in" in log
     assert f"by system:serviceaccount:{namespace}:{ALLOWED}" in log
     assert json.dumps(operator.redis_url) not in pages
+
+
+def test_each_pool_is_read_on_its_own_redis_and_no_password_reaches_a_page(  # noqa: PLR0917
+    cluster: Cluster, namespace: str, console_operator: tuple[OperatorProcess, str], workers: PodRunner,
+    beta_redis: RedisServer, browser: Any,
+) -> None:
+    operator, url = console_operator
+    beta_url = f"redis://:{PASSWORD}@127.0.0.1:{beta_redis.port}/0"
+    cluster.kubectl("create", "secret", "generic", "beta-redis", "-n", namespace, f"--from-literal=url={beta_url}")
+    cluster.apply(pool_manifest("alpha"), namespace)
+    cluster.apply(pool_manifest("beta", redis={"secretName": "beta-redis"}), namespace)
+    cluster.apply(job_yaml("count-a", "word_count", {"text": "a b a"}, pool="alpha"), namespace)
+    cluster.apply(job_yaml("count-b", "word_count", {"text": "b b b c"}, pool="beta"), namespace)
+    for name in ("count-a", "count-b"):
+        assert wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=120)["status"]["phase"] == \
+            "Succeeded"
+
+    seen = []
+    browser.get(f"{url}/")
+    assert text_of(browser, 'tr[data-pool="alpha"]') and text_of(browser, 'tr[data-pool="beta"]')
+    seen.append(browser.page_source)
+    for pool, name, words in (("alpha", "count-a", '"a": 2'), ("beta", "count-b", '"c": 1')):
+        browser.get(f"{url}/jobs?pool={pool}")
+        assert "Succeeded" in text_of(browser, f'tr[data-job="{namespace}/{name}"]')
+        seen.append(browser.page_source)
+        browser.get(f"{url}/job?pool={pool}&id={namespace}/{name}")
+        assert words in text_of(browser, "//section[h2='Output']/pre", By.XPATH)
+        seen.append(browser.page_source)
+    # beta's job is on beta's Redis only: the operator's own has no job of pool beta to show.
+    own = redis.Redis.from_url(operator.redis_url)
+    try:
+        assert not own.keys(f"kw:{{{namespace}/beta}}:*")
+    finally:
+        own.close()
+    log = "".join(p.read_text(errors="replace") for p in operator.log_dir.glob("operator-*.log"))
+    for text in (*seen, log):
+        assert PASSWORD not in text and beta_url not in text
