@@ -155,7 +155,7 @@ def test_operator_service_account_can_do_exactly_what_the_operator_needs_cluster
 
 
 def test_ui_enabled_adds_the_console_service_and_exactly_the_rights_its_authorisation_needs(release: Release) -> None:
-    notes = release.install({**NO_PVC, "ui": {"enabled": True}})
+    notes = release.install({**NO_PVC, "ui": {"enabled": True, "actions": True}})
     assert f"port-forward svc/{release.fullname}-ui 8089" in notes
     service = release.get("service", f"{release.fullname}-ui")
     assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["port"] == 8089

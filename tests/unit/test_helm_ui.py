@@ -15,7 +15,7 @@ from tests.support.tools import CHART, MODES, kubernetes_version, render_chart, 
 from tests.unit.test_helm_rbac import CLUSTER_GRANTS, NAMESPACED_GRANTS, grants, roles
 
 Obj = dict[str, Any]
-UI = {"ui": {"enabled": True}}
+UI = {"ui": {"enabled": True, "actions": True}}
 UI_CLUSTER_GRANTS = {
     ("authentication.k8s.io", "tokenreviews"): {"create"},
     ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
@@ -64,9 +64,14 @@ def test_enabled_the_operator_serves_it_on_its_own_port_behind_a_cluster_ip_serv
 
 
 def test_read_only_and_namespaced_the_console_shows_the_watched_namespace(tmp_path: Path) -> None:
-    objs = render_chart(_merge(MODES["namespaced"], {"ui": {"enabled": True, "actions": False}}), tmp_path)
+    objs = render_chart(_merge(MODES["namespaced"], {"ui": {"enabled": True}}), tmp_path)
     args = _operator(objs)["args"]
     assert "--console-namespace=team-a" in args and "--console-enable-actions" not in args
+    # Read-only (ui.actions off, the default): no review rights, only the Events list.
+    (cluster_role,) = roles(objs, "ClusterRole")
+    assert grants(cluster_role) == CLUSTER_GRANTS
+    (role,) = roles(objs, "Role")
+    assert grants(role) == {**NAMESPACED_GRANTS, **UI_NAMESPACED_GRANTS}
 
 
 def test_cluster_wide_it_adds_exactly_the_reviews_and_the_events_list(tmp_path: Path) -> None:
