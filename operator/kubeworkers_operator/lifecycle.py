@@ -240,6 +240,7 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
         bg.web_console = await console.start(
             rt, port=settings.console_port, namespace=settings.console_shows, actions=settings.console_actions,
             host_names=settings.console_host_names, sample_seconds=settings.console_sample_seconds,
+            require_sign_in=settings.console_require_sign_in,
         )
     if settings.leader_election:
         timing = settings.election_timing

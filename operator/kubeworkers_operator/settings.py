@@ -168,6 +168,11 @@ class OperatorSettings:
         "let the console retry, cancel and replay, each for a caller whose bearer token the apiserver "
         "authenticates (TokenReview) and authorises for update on the Job or its pool (SubjectAccessReview)",
     ))
+    console_require_sign_in: bool = field(default=False, metadata=declare(
+        "--console-require-sign-in",
+        "make every console page, not only the actions, need a signed-in caller whom the apiserver allows "
+        "to list jobs.workers.io in the console's namespace",
+    ))
     console_host_names: list[str] = field(default_factory=list, metadata=declare(
         "--console-host-name",
         "a Host name the console answers to besides loopback ones (repeatable; its Service's names)",

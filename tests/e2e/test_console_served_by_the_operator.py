@@ -78,6 +78,19 @@ def console_operator(cluster: Cluster, crds: None, namespace: str, redis_url: st
 
 
 @pytest.fixture
+def sign_in_to_read_operator(  # noqa: PLR0917
+    cluster: Cluster, crds: None, namespace: str, redis_url: str, redis_secret: str, request: pytest.FixtureRequest,
+) -> Iterator[tuple[OperatorProcess, str]]:
+    """An operator whose console is read-only and needs a sign-in for every page."""
+    port = free_port()
+    op = OperatorProcess(cluster, redis_url, [namespace], LOG_ROOT / request.node.name, [
+        "--console-port", str(port), "--console-require-sign-in"])
+    op.start()
+    yield op, f"http://127.0.0.1:{port}"
+    op.stop()
+
+
+@pytest.fixture
 def workers(cluster: Cluster, namespace: str, console_operator: tuple[OperatorProcess, str],
             request: pytest.FixtureRequest) -> Iterator[PodRunner]:
     runner = PodRunner(cluster, namespace, "workers.io/pool", extra_env={"KUBEWORKERS_METRICS_PORT": "0"},
@@ -86,11 +99,12 @@ def workers(cluster: Cluster, namespace: str, console_operator: tuple[OperatorPr
         yield runner
 
 
-def service_account_token(cluster: Cluster, namespace: str, name: str, *, may_update: bool) -> str:
-    """A ServiceAccount's token; with ``may_update``, a Role letting it update Jobs and WorkerPools."""
+def service_account_token(cluster: Cluster, namespace: str, name: str, *, may_update: bool,
+                          verb: str = "update") -> str:
+    """A ServiceAccount's token; with ``may_update``, a Role letting it ``verb`` Jobs and WorkerPools."""
     cluster.kubectl("create", "serviceaccount", name, "-n", namespace)
     if may_update:
-        cluster.kubectl("create", "role", name, "-n", namespace, "--verb=update",
+        cluster.kubectl("create", "role", name, "-n", namespace, f"--verb={verb}",
                         "--resource=jobs.workers.io,workerpools.workers.io")
         cluster.kubectl("create", "rolebinding", name, "-n", namespace, f"--role={name}",
                         f"--serviceaccount={namespace}:{name}")
@@ -99,14 +113,14 @@ def service_account_token(cluster: Cluster, namespace: str, name: str, *, may_up
     return token
 
 
-def sign_in(browser: Any, url: str, token: str) -> str:
+def sign_in(browser: Any, url: str, token: str, *, answers: tuple[str, ...] = ("Signed in", "sign-in refused")) -> str:
     browser.get(f"{url}/login")
     browser.find_element(By.NAME, "token").send_keys(token)
     click(browser, "//form[@action='/login']/button")
 
     def answered() -> str | None:
         body = text_of(browser, "body")
-        return body if "Signed in" in body or "sign-in refused" in body else None
+        return body if any(a in body for a in answers) else None
 
     return wait_for(answered, timeout=30, what="the sign-in's answer")
 
@@ -240,3 +254,27 @@ def test_each_pool_is_read_on_its_own_redis_and_no_password_reaches_a_page(  # n
     log = "".join(p.read_text(errors="replace") for p in operator.log_dir.glob("operator-*.log"))
     for text in (*seen, log):
         assert PASSWORD not in text and beta_url not in text
+
+
+def test_with_require_sign_in_only_a_user_who_may_list_the_jobs_reads_the_console(
+    cluster: Cluster, namespace: str, sign_in_to_read_operator: tuple[OperatorProcess, str], browser: Any,
+) -> None:
+    operator, url = sign_in_to_read_operator
+    cluster.apply(pool_manifest(), namespace)
+    reader = service_account_token(cluster, namespace, "console-lister", may_update=True, verb="list")
+    stranger = service_account_token(cluster, namespace, DENIED, may_update=False)
+
+    browser.get(f"{url}/jobs?pool=demo")  # not signed in: sent to the sign-in page
+    wait_for(lambda: browser.current_url == f"{url}/login", timeout=10, what="the redirect to /login")
+    # The apiserver knows the token (the sign-in goes through), but its user may not read.
+    refused = sign_in(browser, url, stranger, answers=("not authorised to read",))
+    assert f"system:serviceaccount:{namespace}:{DENIED} may not list on jobs.workers.io" in refused, refused
+    assert not browser.find_elements(By.CSS_SELECTOR, 'tr[data-pool="demo"]')
+    sign_out(browser)
+
+    assert "Signed in" in sign_in(browser, url, reader)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-pool="demo"]'), timeout=30,
+             what="the pools page, signed in as a user who may list the Jobs")
+    assert not browser.find_elements(By.XPATH, "//form[starts-with(@action, '/actions/')]")  # read-only
+    log = "".join(p.read_text(errors="replace") for p in operator.log_dir.glob("operator-*.log"))
+    assert reader[-40:] not in log and stranger[-40:] not in log

@@ -60,6 +60,16 @@ def test_the_access_review_asks_for_update_on_the_target_as_the_reviewed_user() 
     }
 
 
+def test_reading_is_checked_as_a_list_of_the_namespaces_jobs_without_a_name() -> None:
+    on = auth.read_target(NS)
+    assert on == auth.Target(NS, "jobs", "", verb="list")
+    body = auth.access_review(auth.Identity("bob"), on)
+    assert body["spec"]["resourceAttributes"] == {"group": "workers.io", "resource": "jobs", "verb": "list",
+                                                  "namespace": NS}
+    assert auth.decide(auth.Identity("bob"), on, {"status": {}}).reason == \
+        "bob may not list on jobs.workers.io team-a/*"
+
+
 @pytest.mark.parametrize(("status", "allowed"), [
     ({"allowed": True}, True),
     ({"allowed": False}, False),

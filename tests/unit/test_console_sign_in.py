@@ -26,7 +26,9 @@ class Recording:
     """A backend that knows one token (``TOKEN``, user ``alice``) and never allows an action."""
 
     login: bool = True
+    read_login: bool = False
     label: str = "operator"
+    read_asked: list[str | None] = field(default_factory=list)
     asked: list[tuple[str | None, str, str, str | None]] = field(default_factory=list)
     redis_asked: int = 0
 
@@ -46,6 +48,10 @@ class Recording:
         if token is None:
             return Verdict(False, reason="no bearer token")
         return Verdict(False, "alice", "alice may not update on jobs.workers.io ns/j")
+
+    async def authorise_read(self, token: str) -> Verdict:
+        self.read_asked.append(token)
+        return Verdict(True, "alice") if token == TOKEN else Verdict(False, "bob", "bob may not list on jobs")
 
     async def pools_kube(self, pools: list[str]) -> dict[str, PoolKube]:
         return {}
@@ -144,3 +150,47 @@ async def test_kubeworkers_ui_has_no_sign_in() -> None:
         assert (await client.get("/login", headers=HOST)).status == 404
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def sign_in_to_read() -> AsyncIterator[tuple[TestClient, Recording]]:
+    """A read-only console (no actions) whose every page needs a caller allowed to read."""
+    backend = Recording(read_login=True)
+    console = server.Console(backend=backend, namespace="ns", actions=False, listen_host="0.0.0.0",
+                             host_names=frozenset())
+    client = TestClient(TestServer(console.app()))
+    await client.start_server()
+    yield client, backend
+    await client.close()
+
+
+async def test_with_require_sign_in_a_page_sends_a_caller_without_a_token_to_sign_in(
+        sign_in_to_read: tuple[TestClient, Recording]) -> None:
+    client, backend = sign_in_to_read
+    for path in ("/", "/jobs?pool=demo", "/job?pool=demo&id=ns/j", "/dead-letters", "/handlers"):
+        answer = await client.get(path, headers=HOST, allow_redirects=False)
+        assert (answer.status, answer.headers.get("Location")) == (303, "/login"), path
+    # The sign-in page, its static files and the probe stay open; nothing reached Redis.
+    assert (await client.get("/login", headers=HOST)).status == 200
+    assert (await client.get("/static/console.css", headers=HOST)).status == 200
+    assert (await client.get("/healthz", headers=HOST)).status == 200
+    assert backend.read_asked == [] and backend.redis_asked == 0
+
+
+async def test_with_require_sign_in_a_caller_the_apiserver_does_not_let_read_gets_a_403_and_no_data(
+        sign_in_to_read: tuple[TestClient, Recording]) -> None:
+    client, backend = sign_in_to_read
+    answer = await client.get("/jobs?pool=demo", headers={**HOST, "Authorization": "Bearer other"})
+    assert answer.status == 403 and "not authorised to read: bob may not list on jobs" in await answer.text()
+    assert backend.redis_asked == 0
+
+
+async def test_with_require_sign_in_a_verdict_is_reused_for_a_while_by_the_tokens_hash(
+        sign_in_to_read: tuple[TestClient, Recording]) -> None:
+    client, backend = sign_in_to_read
+    for _ in range(3):
+        answer = await client.get("/login", headers=HOST)
+        assert answer.status == 200
+        answer = await client.get("/nowhere", headers={**HOST, "Authorization": f"Bearer {TOKEN}"})
+        assert answer.status == 404  # past the check: the route does not exist
+    assert backend.read_asked == [TOKEN]

@@ -90,6 +90,14 @@ def test_namespaced_the_reviews_are_cluster_scoped_and_the_events_list_stays_in_
     assert grants(role) == {**NAMESPACED_GRANTS, **UI_NAMESPACED_GRANTS}
 
 
+def test_require_sign_in_passes_its_flag_and_needs_the_reviews_even_read_only(tmp_path: Path) -> None:
+    objs = render_chart({"ui": {"enabled": True, "requireSignIn": True}}, tmp_path)
+    args = _operator(objs)["args"]
+    assert "--console-require-sign-in" in args and "--console-enable-actions" not in args
+    (cluster_role,) = roles(objs, "ClusterRole")
+    assert set(UI_CLUSTER_GRANTS) <= set(grants(cluster_role))
+
+
 def _policy(objs: list[Obj]) -> Obj:
     (policy,) = [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "kw-kubeworkers"]
     return policy

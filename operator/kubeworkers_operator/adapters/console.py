@@ -106,6 +106,7 @@ class OperatorBackend:
     namespace: str
     timelines: Timelines = field(default_factory=Timelines)
     login: bool = True
+    read_login: bool = False
     label: str = "served by the operator"
     _sync: dict[int, tuple[aioredis.Redis, redis.Redis]] = field(default_factory=dict)
     _cache: dict[tuple[str, str], tuple[float, Any]] = field(default_factory=dict)
@@ -166,10 +167,16 @@ class OperatorBackend:
     async def authorise(self, token: str | None, action: str, pool: str, job_id: str | None) -> cb.Verdict:
         if not token:
             return cb.Verdict(False, reason="no bearer token: sign in (/login) or send Authorization: Bearer")
+        return await self._review(token, auth.target(action, self.namespace, pool, job_id))
+
+    async def authorise_read(self, token: str) -> cb.Verdict:
+        return await self._review(token, auth.read_target(self.namespace))
+
+    async def _review(self, token: str, on: auth.Target) -> cb.Verdict:
+        """A TokenReview of ``token``, then a SubjectAccessReview of its user for ``on``."""
         found = await self._identity(token)
         if isinstance(found, auth.Decision):
             return cb.Verdict(False, reason=found.reason)
-        on = auth.target(action, self.namespace, pool, job_id)
         try:
             review = await self.rt.api.create(ACCESS_REVIEWS, auth.access_review(found, on))
         except Forbidden:
@@ -285,14 +292,16 @@ class OperatorConsole:
 
 
 async def start(rt: Runtime, *, port: int, namespace: str, actions: bool, host_names: list[str],
-                host: str = "0.0.0.0", sample_seconds: float | None = None) -> OperatorConsole:
+                host: str = "0.0.0.0", sample_seconds: float | None = None,
+                require_sign_in: bool = False) -> OperatorConsole:
     """Serve the console of ``namespace`` on ``host:port``; returns what :meth:`OperatorConsole.stop` stops."""
     timelines = Timelines() if sample_seconds is None else Timelines(period=sample_seconds)
-    backend = OperatorBackend(rt, namespace, timelines)
+    backend = OperatorBackend(rt, namespace, timelines, read_login=require_sign_in)
     console = server.Console(backend=backend, namespace=namespace, actions=actions, where="the operator's pools",
                              host_names=frozenset(host_names))
     runner, bound = await server.start(console, host, port)
     sampler = asyncio.create_task(Sampler(backend).run(), name="console-timeline")
-    logger.info("console of namespace %s listening on port %d (%s)", namespace, bound,
-                "actions need a bearer token authorised by the apiserver" if actions else "read-only")
+    logger.info("console of namespace %s listening on port %d (%s%s)", namespace, bound,
+                "actions need a bearer token authorised by the apiserver" if actions else "read-only",
+                "; reading needs one too" if require_sign_in else "")
     return OperatorConsole(runner, bound, backend, sampler)

@@ -11,6 +11,10 @@ authenticates (a ``TokenReview``) and whose user the apiserver authorises (a
   pool's ``workerpools.workers.io`` (the pool is what the job is on; a job id naming another
   namespace is treated as an SDK id, never as that namespace's Job).
 
+With ``--console-require-sign-in`` every page needs a caller allowed to ``list``
+``jobs.workers.io`` in the console's namespace (:func:`read_target`): who may list the Job CRs
+may read the jobs.
+
 No token, a token the apiserver does not authenticate, a review the operator may not make, and a
 review the apiserver does not answer all refuse: the console never writes for an anonymous caller.
 This module builds the review bodies and reads their answers; :mod:`..adapters.console` sends them.
@@ -36,9 +40,11 @@ class Target:
     resource: str
     """``jobs`` or ``workerpools`` (group :data:`GROUP`)."""
     name: str
+    """"": every object of the resource in the namespace."""
+    verb: str = VERB
 
     def describe(self) -> str:
-        return f"{VERB} on {self.resource}.{GROUP} {self.namespace}/{self.name}"
+        return f"{self.verb} on {self.resource}.{GROUP} {self.namespace}/{self.name or '*'}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ def target(action: str, namespace: str, pool: str, job_id: str | None) -> Target
     return Target(namespace, "workerpools", pool)
 
 
+def read_target(namespace: str) -> Target:
+    """What reading the console is authorised against: ``list`` on the namespace's Jobs."""
+    return Target(namespace, "jobs", "", verb="list")
+
+
 def token_review(token: str) -> dict[str, Any]:
     """The body of a ``TokenReview`` of ``token`` (audiences left to the apiserver's own)."""
     return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
@@ -91,13 +102,11 @@ def identity_of(review: Mapping[str, Any]) -> Identity | Decision:
 
 
 def access_review(who: Identity, on: Target) -> dict[str, Any]:
-    """The body of a ``SubjectAccessReview``: may ``who`` do :data:`VERB` on ``on``?"""
-    spec: dict[str, Any] = {
-        "user": who.username,
-        "groups": list(who.groups),
-        "resourceAttributes": {"group": GROUP, "resource": on.resource, "verb": VERB,
-                               "namespace": on.namespace, "name": on.name},
-    }
+    """The body of a ``SubjectAccessReview``: may ``who`` do ``on.verb`` on ``on``?"""
+    attributes = {"group": GROUP, "resource": on.resource, "verb": on.verb, "namespace": on.namespace}
+    if on.name:
+        attributes["name"] = on.name
+    spec: dict[str, Any] = {"user": who.username, "groups": list(who.groups), "resourceAttributes": attributes}
     if who.uid:
         spec["uid"] = who.uid
     if who.extra:

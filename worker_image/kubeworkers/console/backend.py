@@ -85,6 +85,8 @@ class JobKube:
 class Backend(Protocol):
     #: The console requires a signed-in caller (a bearer token) for every action.
     login: bool
+    #: ... and for every page too (the operator's ``--console-require-sign-in``).
+    read_login: bool
     #: Said in every page's header after the namespace ("served by the operator"); "" for nothing.
     label: str
 
@@ -95,6 +97,8 @@ class Backend(Protocol):
     async def who(self, token: str) -> Verdict: ...
 
     async def authorise(self, token: str | None, action: str, pool: str, job_id: str | None) -> Verdict: ...
+
+    async def authorise_read(self, token: str) -> Verdict: ...
 
     async def pools_kube(self, pools: list[str]) -> dict[str, PoolKube]: ...
 
@@ -107,6 +111,7 @@ class RedisBackend:
     """``kubeworkers ui``: one Redis, no apiserver, no login (``--enable-actions`` is the only gate)."""
 
     login = False
+    read_login = False
 
     def __init__(self, r: redis.Redis, pools: reads.Pools, label: str = "") -> None:
         self.redis = r
@@ -123,6 +128,9 @@ class RedisBackend:
         return Verdict(False, reason="this console has no login (kubeworkers ui)")
 
     async def authorise(self, token: str | None, action: str, pool: str, job_id: str | None) -> Verdict:
+        return Verdict(True)
+
+    async def authorise_read(self, token: str) -> Verdict:
         return Verdict(True)
 
     async def pools_kube(self, pools: list[str]) -> dict[str, PoolKube]:

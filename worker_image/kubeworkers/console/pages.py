@@ -440,17 +440,18 @@ def _job_kube(kube: JobKube, now: float) -> str:
             + pretty_json(kube.body) + "</details></section>")
 
 
-def login_page(ctx: Context) -> str:
+def login_page(ctx: Context, notice: str = "") -> str:
     """Sign in with a bearer token: the console keeps it in an HttpOnly, SameSite=Strict cookie."""
-    body = ("<p>Actions (retry, cancel, replay) are authorised as a Kubernetes user: paste a bearer token "
+    body = ("<p>This console authorises what you do here (and, if it asks for a sign-in to read, what you see) "
+            "as a Kubernetes user: paste a bearer token "
             "(<code>kubectl create token &lt;service-account&gt;</code>, or your own). The console checks it "
-            "with a TokenReview, then every action with a SubjectAccessReview (docs/console.md). The token "
+            "with a TokenReview, then each request with a SubjectAccessReview (docs/console.md). The token "
             "is kept in a cookie this page's script cannot read, sent only to this console, and never shown.</p>"
             '<form method=post action="/login" class=login>'
             f'<input type=hidden name=csrf value="{e(ctx.csrf)}">'
             '<label>Token <input type=password name=token autocomplete=off required size=60></label> '
             "<button type=submit>Sign in</button></form>")
-    return layout(ctx, "Sign in", body)
+    return layout(ctx, "Sign in", body, notice=notice)
 
 
 def dead_letters_page(ctx: Context, pool: str, dead: Sequence[dlq.DeadLetter | dlq.Unreadable],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.resources
 import logging
 import time
@@ -54,6 +55,11 @@ NOTICES = {
 TOKEN_COOKIE = "kw_token"
 #: Longest bearer token accepted (service account tokens are about 1 KB; OIDC ones a few).
 TOKEN_MAX = 16 * 1024
+#: Seconds a caller's right to read (``--console-require-sign-in``) is reused before it is asked
+#: again: a page refreshes every 2 s, and each refresh would otherwise be two reviews.
+READ_VERDICT_SECONDS = 30.0
+#: Paths served to anyone even when reading needs a sign-in.
+OPEN_PATHS = ("/login", "/logout", "/healthz")
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                 "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
@@ -81,6 +87,18 @@ class Console:
     #: Host names it answers to besides loopback ones; None: every name on a non-loopback address
     #: (``kubeworkers ui``). The operator-served console gives its Service's names.
     host_names: frozenset[str] | None = None
+    #: Recent read verdicts by the SHA-256 of the token (never the token itself).
+    _read_verdicts: dict[str, tuple[float, Verdict]] = field(default_factory=dict)
+
+    @property
+    def signs_in(self) -> bool:
+        """Whether callers sign in: the backend has a login and something needs it (acting or reading)."""
+        return self.backend.login and (self.actions or self.backend.read_login)
+
+    @property
+    def has_forms(self) -> bool:
+        """Whether pages carry forms that need the CSRF token (actions, sign-in and sign-out)."""
+        return self.actions or self.signs_in
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024)
@@ -96,7 +114,7 @@ class Console:
             web.post("/actions/cancel", self.cancel),
             web.post("/actions/replay", self.replay),
         ])
-        if self.backend.login and self.actions:
+        if self.signs_in:
             app.add_routes([web.get("/login", self.login_page), web.post("/login", self.login),
                             web.post("/logout", self.logout)])
         return app
@@ -109,9 +127,9 @@ class Console:
 
     def _context(self, request: web.Request) -> pages.Context:
         cookie = request.get("csrf_cookie", "")
-        login = self.backend.login and self.actions
+        login = self.signs_in
         return pages.Context(namespace=self.namespace, path=request.path, actions=self.actions,
-                             csrf=self.tokens.token(cookie) if self.actions and cookie else "", now=time.time(),
+                             csrf=self.tokens.token(cookie) if self.has_forms and cookie else "", now=time.time(),
                              login=login, signed_in=login and bool(request.cookies.get(TOKEN_COOKIE)),
                              source=self.backend.label)
 
@@ -130,6 +148,31 @@ class Console:
         token = header[7:].strip() if header[:7].lower() == "bearer " else request.cookies.get(TOKEN_COOKIE, "")
         return token if token and len(token) <= TOKEN_MAX else None
 
+    async def _may_read(self, request: web.Request) -> None:
+        """With ``--console-require-sign-in``: a caller not signed in goes to /login, one the apiserver
+        does not let read gets a 403 page."""
+        if not self.backend.read_login or request.path in OPEN_PATHS or request.path.startswith("/static/"):
+            return
+        token = self._token(request)
+        if token is None:
+            raise web.HTTPSeeOther("/login")
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        known = self._read_verdicts.get(key)
+        if known is None or now - known[0] > READ_VERDICT_SECONDS:
+            verdict = await self.backend.authorise_read(token)
+            if len(self._read_verdicts) > 1000:
+                self._read_verdicts.clear()
+            self._read_verdicts[key] = (now, verdict)
+            if not verdict.allowed:
+                logger.warning("console: refused reading for %s: %s", verdict.who or "an unauthenticated caller",
+                               verdict.reason)
+        else:
+            verdict = known[1]
+        if not verdict.allowed:
+            raise web.HTTPForbidden(reason=f"not authorised to read: {verdict.reason}")
+        request["who"] = verdict.who
+
     @web.middleware
     async def _middleware(self, request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -142,6 +185,7 @@ class Console:
             if not self._host_ok(request.headers.get("Host")):
                 raise web.HTTPMisdirectedRequest(reason="this console answers to 127.0.0.1 and localhost only"
                                                  + (" and its Service's names" if self.host_names else ""))
+            await self._may_read(request)
             response = await handler(request)
         except forms.BadInput as exc:
             response = self._html(request, pages.error_page(self._context(request), 400, str(exc)), 400)
@@ -163,7 +207,7 @@ class Console:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         response.headers["Vary"] = FRAGMENT_HEADER
-        if fresh is not None and self.actions:
+        if fresh is not None and self.has_forms:
             response.set_cookie(csrf.COOKIE, fresh, httponly=True, samesite="Strict", path="/")
         return response
 
@@ -256,8 +300,9 @@ class Console:
     # ------------------------------------------------------------------ sign-in (operator-served)
 
     async def login_page(self, request: web.Request) -> web.Response:
-        forms.only(self._params(request))
-        return self._html(request, pages.login_page(self._context(request)))
+        params = self._params(request)
+        forms.only(params, "done")
+        return self._html(request, pages.login_page(self._context(request), NOTICES.get(params.get("done", ""), "")))
 
     async def _checked_form(self, request: web.Request) -> dict[str, str]:
         if not csrf.same_origin(request.headers.get("Origin"), request.headers.get("Host")):
@@ -288,7 +333,7 @@ class Console:
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         await self._checked_form(request)
-        response = web.HTTPSeeOther("/?" + urlencode({"done": "signed-out"}))
+        response = web.HTTPSeeOther("/login?" + urlencode({"done": "signed-out"}))
         response.del_cookie(TOKEN_COOKIE, path="/")
         raise response
 
