@@ -20,6 +20,7 @@ from functools import partial
 import kopf
 from kubeworkers import connection
 
+from kubeworkers_operator.adapters import console
 from kubeworkers_operator.adapters.enqueuer import Enqueuer
 from kubeworkers_operator.adapters.events import EventRecorder
 from kubeworkers_operator.adapters.kube import KubeApi
@@ -138,6 +139,8 @@ class Background:
     """Poked by the kopf wiring when a Schedule or one of its runs changes."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     """Tasks of the whole process (the elector)."""
+    web_console: console.OperatorConsole | None = None
+    """The web console (``--console-port``), in every replica: reads need no leader, actions none either."""
 
     def leading(self) -> bool:
         """This replica acts (enqueues, writes statuses, scales); fenced by the Lease's renew deadline."""
@@ -233,6 +236,12 @@ async def start(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
     leader_gauge.set(0)
     await bg.health.start()
     recorder.start()
+    if settings.console_port:
+        bg.web_console = await console.start(
+            rt, port=settings.console_port, namespace=settings.console_shows, actions=settings.console_actions,
+            host_names=settings.console_host_names, sample_seconds=settings.console_sample_seconds,
+            require_sign_in=settings.console_require_sign_in,
+        )
     if settings.leader_election:
         timing = settings.election_timing
         # Its own client: a request never lasts past the renew deadline nor queues behind status writes.
@@ -265,6 +274,8 @@ async def stop(bg: Background) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await stop_leading(bg)
+    if bg.web_console is not None:
+        await bg.web_console.stop()
     if bg.elector is not None:
         await bg.elector.release()
     if bg.lease_api is not None:

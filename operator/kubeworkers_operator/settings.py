@@ -153,6 +153,44 @@ class OperatorSettings:
         "do not run the per-pool autoscalers (replicas are left to the user)",
     ))
     log_level: str = field(default="INFO", metadata=declare("--log-level", "log level", env="KUBEWORKERS_LOG_LEVEL"))
+    console_port: int = field(default=0, metadata=declare(
+        "--console-port",
+        "serve the web console (docs/console.md) on this port, on every address; 0: no console",
+        env="KUBEWORKERS_CONSOLE_PORT",
+    ))
+    console_namespace: str = field(default="default", metadata=declare(
+        "--console-namespace",
+        "the namespace whose pools and jobs the console shows; left at 'default' with exactly one --namespace "
+        "given: that one",
+    ))
+    console_actions: bool = field(default=False, metadata=declare(
+        "--console-enable-actions",
+        "let the console retry, cancel and replay, each for a caller whose bearer token the apiserver "
+        "authenticates (TokenReview) and authorises for update on the Job or its pool (SubjectAccessReview)",
+    ))
+    console_require_sign_in: bool = field(default=False, metadata=declare(
+        "--console-require-sign-in",
+        "make every console page, not only the actions, need a signed-in caller whom the apiserver allows "
+        "to list jobs.workers.io in the console's namespace",
+    ))
+    console_host_names: list[str] = field(default_factory=list, metadata=declare(
+        "--console-host-name",
+        "a Host name the console answers to besides loopback ones (repeatable; its Service's names)",
+    ))
+
+    console_sample_seconds: float = field(default=15.0, metadata=declare(
+        "--console-sample-interval",
+        "seconds between the console's samples of each pool's replicas and backlog (its timeline: the last "
+        "240 samples, in memory)",
+    ))
+
+    @property
+    def console_shows(self) -> str:
+        """The namespace the console shows: :attr:`console_namespace`, but for ``default`` when the
+        operator serves exactly one other namespace (a console of a namespace it does not serve is empty)."""
+        if self.console_namespace == "default" and len(self.namespaces) == 1:
+            return self.namespaces[0]
+        return self.console_namespace
 
     @property
     def election_timing(self) -> ElectionTiming:

@@ -10,22 +10,18 @@ from typing import Any
 
 import pytest
 
-from hack.browser import BrowserMissing, chrome
 from tests.e2e.operator_fixtures import OperatorProcess, pool_manifest, wait_for
 from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
 from tests.support.browser import ConsoleProcess, assert_not_reloaded, click, mark_page, text_of, wait_text
 from tests.support.cluster import Cluster
+from tests.support.console import headless_chrome
 from tests.support.pod_runner import PodRunner
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    try:
-        driver = chrome()
-    except BrowserMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield driver
-    driver.quit()
+    with headless_chrome() as driver:
+        yield driver
 
 
 def test_a_retry_from_the_console_moves_a_failed_job_cr_back_to_queued_and_then_to_succeeded(  # noqa: PLR0917
@@ -51,7 +47,7 @@ def test_a_retry_from_the_console_moves_a_failed_job_cr_back_to_queued_and_then_
         wait_for(lambda: not demo_pool.processes(), timeout=90, what="the paused pool's workers to stop")
 
         click(browser, "//form[@action='/actions/retry']/button")
-        assert "Queued again as a new run." in text_of(browser, "p.notice")
+        wait_text(browser, "p.notice", "Queued again as a new run.")
         queued = wait_phase(cluster, namespace, "from-the-page", {"Queued"})["status"]
         assert (queued["reruns"], queued["attempts"]) == (1, 0)
         assert "Queued" in cluster.kubectl("get", "jobs.workers.io", "from-the-page", "-n", namespace).stdout

@@ -148,6 +148,25 @@ def test_operator_service_account_can_do_exactly_what_the_operator_needs_cluster
     granted = [f"{v} {r}" for v, r in OPERATOR_MUST_NOT if release.can(v, r, "--all-namespaces")]
     assert not granted, f"the operator may: {granted}"
     assert not release.can("list", "secrets", "-n", release.namespace), "not even its own namespace's Secrets"
+    # The console's rights come only with ui.enabled (next test).
+    assert not release.can("create", "tokenreviews.authentication.k8s.io")
+    assert not release.can("create", "subjectaccessreviews.authorization.k8s.io")
+    assert not release.can("list", "events", "--all-namespaces")
+
+
+def test_ui_enabled_adds_the_console_service_and_exactly_the_rights_its_authorisation_needs(release: Release) -> None:
+    notes = release.install({**NO_PVC, "ui": {"enabled": True, "actions": True}})
+    assert f"port-forward svc/{release.fullname}-ui 8089" in notes
+    service = release.get("service", f"{release.fullname}-ui")
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["port"] == 8089
+    assert release.can("create", "tokenreviews.authentication.k8s.io")
+    assert release.can("create", "subjectaccessreviews.authorization.k8s.io")
+    assert release.can("list", "events", "--all-namespaces")
+    # Asking questions, never more: no reading reviews back, no local reviews, no impersonation.
+    assert not release.can("get", "tokenreviews.authentication.k8s.io")
+    assert not release.can("create", "localsubjectaccessreviews.authorization.k8s.io", "-n", release.namespace)
+    assert not release.can("impersonate", "users")
+    assert not release.can("watch", "events", "--all-namespaces")
 
 
 def test_operator_may_read_and_renew_only_its_own_lease_and_create_leases_only_in_its_namespace(

@@ -22,9 +22,9 @@ from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, P
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 
-from hack.browser import BrowserMissing, chrome
 from hack.polling import wait_for
 from tests.support.browser import ConsoleProcess, assert_not_reloaded, click, fresh, mark_page, text_of, wait_text
+from tests.support.console import headless_chrome
 from tests.support.workers import WorkerProcess
 
 POOL = "p"
@@ -33,12 +33,8 @@ KEYS = PoolKeys("default", POOL)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        driver = chrome()
-    except BrowserMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield driver
-    driver.quit()
+    with headless_chrome() as driver:
+        yield driver
 
 
 @pytest.fixture
@@ -191,11 +187,7 @@ def test_the_pages_read_whole_with_javascript_off(
     workers("w1")
     done = sdk.submit(POOL, "word_count", {"text": "no script needed"})
     wait_state(redis_sync, done, JobState.SUCCEEDED)
-    try:
-        plain = chrome(javascript=False)
-    except BrowserMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with headless_chrome(javascript=False) as plain:
         plain.get(f"{console.url}/jobs?pool={POOL}")
         assert "Succeeded" in text_of(plain, f'tr[data-job="{done}"]')
         later = sdk.submit(POOL, "word_count", {"text": "later"})
@@ -211,8 +203,6 @@ def test_the_pages_read_whole_with_javascript_off(
             plain.get(console.url + page)
             assert POOL in text_of(plain, "main")
         assert "word_count" in text_of(plain, "main")  # the handlers page's row
-    finally:
-        plain.quit()
 
 
 # --------------------------------------------------------------------------- actions

@@ -65,11 +65,14 @@ def host_allowed(header: str | None, listen_host: str) -> bool:
         return True
     if not header:
         return False
+    return loopback(host_name(header))
+
+
+def host_name(header: str) -> str:
+    """The name of a ``Host`` header, without its port (``[::1]:8089`` is ``::1``)."""
     if header.startswith("["):
-        name = header[1:header.find("]")] if "]" in header else header
-    else:
-        name = header.rsplit(":", 1)[0]
-    return loopback(name)
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0]
 
 
 def same_origin(origin: str | None, host: str | None) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +27,8 @@ from urllib.parse import urlencode
 from kubeworkers import dlq, inspection
 from kubeworkers.protocol import JobRecord, JobState
 
-from . import forms
+from . import forms, timeline
+from .backend import JobKube, PoolKube
 from .reads import JobView, Outcome, PoolView
 
 #: Seconds between two refreshes of a page's live part.
@@ -58,6 +59,11 @@ class Context:
     actions: bool = False
     csrf: str = ""
     now: float = 0.0
+    #: Actions need a signed-in caller (the operator-served console), and whether this one is.
+    login: bool = False
+    signed_in: bool = False
+    #: Said in the header after the namespace ("served by the operator"); never a URL.
+    source: str = ""
 
     @property
     def at(self) -> float:
@@ -73,6 +79,12 @@ def layout(ctx: Context, title: str, body: str, *, live: str = "", notice: str =
         f'<a href="{e(href)}"{" aria-current=page" if ctx.path == href else ""}>{e(text)}</a>' for href, text in NAV
     )
     mode = "actions enabled" if ctx.actions else "read-only"
+    account = ""
+    if ctx.login and ctx.signed_in:
+        account = (f'<form method=post action="/logout" class=account><input type=hidden name=csrf '
+                   f'value="{e(ctx.csrf)}"><button type=submit>Sign out</button></form>')
+    elif ctx.login:
+        account = '<a class=account href="/login">Sign in</a>'
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
@@ -81,7 +93,8 @@ def layout(ctx: Context, title: str, body: str, *, live: str = "", notice: str =
         '<script src="/static/console.js" defer></script></head>'
         f'<body data-poll-ms="{int(POLL_S * 1000)}">'
         f'<header><span class=brand>kubeworkers</span><nav>{nav}</nav>'
-        f'<span class=where>namespace {e(ctx.namespace)} · {e(mode)}</span></header>'
+        f'<span class=where>namespace {e(ctx.namespace)}{" · " + e(ctx.source) if ctx.source else ""} · {e(mode)}'
+        f'</span>{account}</header>'
         f"<main><h1>{e(title)}</h1>{notice_html(notice)}{body}"
         f'<div id=live aria-live=polite>{live}</div>'
         '<p class=foot><a href="" class=reload>Refresh</a> <span class=updated></span></p></main></body></html>\n'
@@ -179,7 +192,11 @@ def pool_picker(pools: Sequence[str], path: str, chosen: str | None) -> str:
 
 # -------------------------------------------------------------------------------- pages
 
-def pools_page(ctx: Context, views: Sequence[PoolView], window: str) -> str:
+def pools_page(ctx: Context, views: Sequence[PoolView], window: str,
+               kube: Mapping[str, PoolKube] | None = None, notice: str = "") -> str:
+    """One row per pool; with ``kube`` (the operator-served console) also its replicas, the
+    autoscaler's last decision and the replicas/backlog timeline."""
+    kube = kube or {}
     rows = []
     for v in views:
         p = v.stats.pool
@@ -188,8 +205,14 @@ def pools_page(ctx: Context, views: Sequence[PoolView], window: str) -> str:
         draining = sum(1 for w in v.workers if w.draining)
         workers = f"{len(v.workers)}" + (f" ({draining} draining)" if draining else "") + (
             f", {busy}/{slots} slots busy" if v.workers else "")
+        k = kube.get(p)
+        kube_cells = ""
+        if kube:
+            kube_cells = (_replicas_cell(k) + f"<td class=decision>{_decision(k, ctx.at)}</td>"
+                          f"<td>{timeline.svg(k.timeline) if k else ''}</td>")
         rows.append(
-            f'<tr><th scope=row><a href="{url("/jobs", pool=p)}">{e(p)}</a></th>'
+            f'<tr data-pool="{e(p)}"><th scope=row><a href="{url("/jobs", pool=p)}">{e(p)}</a></th>'
+            f"{kube_cells}"
             f"<td class=num>{v.queued}{'' if v.stats.queue_complete else '+'}</td><td class=num>{v.in_flight}</td>"
             f"<td>{e(workers)}</td><td class=num>{v.per_minute:.1f}</td>"
             f"<td class=num>{v.finished}</td><td class=num>{v.failed}</td>"
@@ -198,12 +221,43 @@ def pools_page(ctx: Context, views: Sequence[PoolView], window: str) -> str:
             f'<td class=num><a href="{url("/dead-letters", pool=p)}">{v.dead_letters}</a></td>'
             f'<td><a href="{url("/handlers", pool=p, window=window)}">handlers</a></td></tr>'
         )
-    head = ("Pool", "Backlog", "In flight", "Workers", f"Ended/min ({window})", f"Ended ({window})",
-            f"Failed ({window})", "Mean duration", "Slowest p95", "Ended per minute", "Dead letters", "")
+    head: tuple[str, ...] = ("Pool",)
+    if kube:
+        head += ("Replicas ready/desired (min-max)", "Autoscaler's last decision", "Replicas and backlog")
+    head += ("Backlog", "In flight", "Workers", f"Ended/min ({window})", f"Ended ({window})",
+             f"Failed ({window})", "Mean duration", "Slowest p95", "Ended per minute", "Dead letters", "")
     form = (f'<form method=get action="/" class=filters><label>Window <input name=window value="{e(window)}" '
             'size=5 pattern="[0-9]+[smhd]?"></label> <button type=submit>Show</button></form>')
     live = table(head, rows, empty="no pools found in this namespace (none has a job stream yet)")
-    return layout(ctx, "Pools", form, live=live)
+    return layout(ctx, "Pools", form, live=live, notice=notice)
+
+
+def _replicas_cell(k: PoolKube | None) -> str:
+    if k is None:
+        return "<td class=replicas>-</td>"
+
+    def n(value: int | None) -> str:
+        return "?" if value is None else str(value)
+
+    bounds = f" ({n(k.min_replicas)}-{n(k.max_replicas)})" if k.min_replicas is not None else ""
+    # The WorkerPool's conditions that say something is wrong: Available not True, any other one True.
+    problems = [f"{kind}: {reason}: {message}" for kind, status, reason, message in k.conditions
+                if (status != "True") == (kind == "Available")]
+    said = "".join(f"<br><small class=err>{e(short(p))}</small>" for p in problems)
+    return f"<td class=replicas>{e(n(k.ready))}/{e(n(k.desired))}{e(bounds)}{said}</td>"
+
+
+def _decision(k: PoolKube | None, now: float) -> str:
+    if k is None or not k.last_scale_reason:
+        return "none yet"
+    at = ""
+    if k.last_scale_time:
+        try:
+            stamp = datetime.fromisoformat(k.last_scale_time.replace("Z", "+00:00")).timestamp()
+            at = f" <small>({e(ago(stamp, now))})</small>"
+        except ValueError:
+            at = f" <small>({e(k.last_scale_time)})</small>"
+    return f"{e(short(k.last_scale_reason))}{at}"
 
 
 def sparkline(series: Sequence[tuple[int, int]], width: int = 180, height: int = 28) -> str:
@@ -302,7 +356,7 @@ def _timeline(attempts: Sequence[inspection.Attempt], record: JobRecord, now: fl
             f'aria-label="attempts on a timeline from {e(when(t0))} ({e(span(total))})">{"".join(bars)}</svg>')
 
 
-def job_page(ctx: Context, view: JobView, notice: str = "") -> str:
+def job_page(ctx: Context, view: JobView, notice: str = "", kube: JobKube | None = None) -> str:
     d, rec = view.description, view.description.record
     state = inspection.shown_state(rec)
     facts = [
@@ -369,8 +423,35 @@ def job_page(ctx: Context, view: JobView, notice: str = "") -> str:
         live += "<section><h2>Output</h2>" + pretty_json(rec.output) + "</section>"
     for i, out in enumerate(rec.step_outputs):
         live += f"<section><h2>Output of step {i + 1}</h2>" + pretty_json(out) + "</section>"
+    if kube is not None:
+        live += _job_kube(kube, ctx.at)
     back = f'<p><a href="{url("/jobs", pool=rec.pool)}">All jobs of {e(rec.pool)}</a></p>'
     return layout(ctx, f"Job {rec.job_id}", back, live=live, notice=notice)
+
+
+def _job_kube(kube: JobKube, now: float) -> str:
+    """The Job CR (as the apiserver has it, its managed fields left out) and its Events."""
+    rows = [f"<tr><td>{e(ev.last_seen)}</td><td>{e(ev.type)}</td><td>{e(ev.reason)}</td>"
+            f"<td class=num>{ev.count}</td><td>{e(short(ev.message))}</td></tr>" for ev in kube.events]
+    return (f"<section class=kube-events><h2>Events of Job CR {e(kube.name)}</h2>"
+            + table(("Last seen", "Type", "Reason", "Count", "Message"), rows,
+                    empty="no Events (they expire after an hour)")
+            + "</section><section class=job-cr><details><summary>Job CR " + e(kube.name) + "</summary>"
+            + pretty_json(kube.body) + "</details></section>")
+
+
+def login_page(ctx: Context, notice: str = "") -> str:
+    """Sign in with a bearer token: the console keeps it in an HttpOnly, SameSite=Strict cookie."""
+    body = ("<p>This console authorises what you do here (and, if it asks for a sign-in to read, what you see) "
+            "as a Kubernetes user: paste a bearer token "
+            "(<code>kubectl create token &lt;service-account&gt;</code>, or your own). The console checks it "
+            "with a TokenReview, then each request with a SubjectAccessReview (docs/console.md). The token "
+            "is kept in a cookie this page's script cannot read, sent only to this console, and never shown.</p>"
+            '<form method=post action="/login" class=login>'
+            f'<input type=hidden name=csrf value="{e(ctx.csrf)}">'
+            '<label>Token <input type=password name=token autocomplete=off required size=60></label> '
+            "<button type=submit>Sign in</button></form>")
+    return layout(ctx, "Sign in", body, notice=notice)
 
 
 def dead_letters_page(ctx: Context, pool: str, dead: Sequence[dlq.DeadLetter | dlq.Unreadable],
