@@ -33,6 +33,10 @@ MAX_BACKOFF = 1.0
 LOG_EVERY = 30.0
 #: First delay before a long-running task that failed is started again.
 FIRST_RESTART = 0.1
+#: A long-running task started again after failures that then runs this long works again: its
+#: failures are forgotten (it has no ticks to say so), so ``/healthz`` no longer reports it failing
+#: and its next failure starts a new count.
+RECOVERED_AFTER = 5.0
 
 
 def _honour_cancel() -> None:
@@ -162,9 +166,14 @@ class Supervisor:
 
     async def _forever(self, h: Health, body: Callable[[], Awaitable[object]], done: Callable[[], bool]) -> None:
         while True:
+            recovered = asyncio.get_running_loop().call_later(RECOVERED_AFTER, self._ok, h) if h.failures else None
             try:
                 _honour_cancel()
-                await body()
+                try:
+                    await body()
+                finally:
+                    if recovered is not None:
+                        recovered.cancel()
                 _honour_cancel()
                 if done():
                     self._finished.add(h.name)
