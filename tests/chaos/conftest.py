@@ -11,6 +11,7 @@ from kubeworkers import Registry
 from kubeworkers.client import Client
 
 from tests.chaos.harness import RESULTS, table
+from tests.support.redis_fixtures import private_redis
 from tests.support.redis_server import RedisServer
 
 
@@ -25,13 +26,6 @@ def rng() -> random.Random:
     return random.Random(20261202)
 
 
-def private_redis(**options: object) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(**options).start()  # type: ignore[arg-type]
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.cleanup()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from hack.local_cluster import LocalCluster
 from tests.e2e.operator_fixtures import LOG_ROOT, OperatorProcess, install_crds
 from tests.support.cluster import Cluster, ClusterError
 from tests.support.pod_runner import PodRunner
+from tests.support.redis_fixtures import private_redis
 from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,12 +100,7 @@ def cluster_wide_cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def cluster_wide_redis() -> Iterator[RedisServer]:
     """The cluster-wide operator's own Redis (the session one is flushed by every integration test)."""
-    try:
-        server = RedisServer().start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.cleanup()
+    yield from private_redis()
 
 
 @pytest.fixture(scope="module")

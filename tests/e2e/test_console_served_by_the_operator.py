@@ -31,6 +31,7 @@ from tests.support.browser import click, text_of, wait_text
 from tests.support.cluster import Cluster
 from tests.support.console import headless_chrome
 from tests.support.pod_runner import PodRunner
+from tests.support.redis_fixtures import private_redis
 from tests.support.redis_server import RedisServer
 
 PASSWORD = "beta-only-console-s3cret"
@@ -56,13 +57,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def beta_redis() -> Iterator[RedisServer]:
     """A second redis-server, with a password: the Redis of a pool that names a Secret of its own."""
-    server = RedisServer(extra_args=("--requirepass", PASSWORD))
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.cleanup()
+    yield from private_redis(password=PASSWORD)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from tests.e2e.operator_fixtures import OperatorProcess, pool_manifest, wait_for
 from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner
+from tests.support.redis_fixtures import private_redis
 from tests.support.redis_server import RedisServer
 
 PASSWORD = "beta-only-s3cret"
@@ -29,13 +30,7 @@ PASSWORD = "beta-only-s3cret"
 
 @pytest.fixture
 def beta_redis() -> Iterator[RedisServer]:
-    server = RedisServer(extra_args=("--requirepass", PASSWORD))
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.cleanup()
+    yield from private_redis(password=PASSWORD)
 
 
 def replicas(cluster: Cluster, namespace: str, pool: str) -> int | None:

@@ -42,6 +42,7 @@ from kubeworkers_operator.settings import OperatorSettings
 from pydantic import BaseModel
 
 from hack.polling import wait_for_async
+from tests.support.redis_fixtures import private_redis
 from tests.support.redis_server import RedisServer
 from tests.support.workers import start_worker
 
@@ -215,13 +216,7 @@ async def operator(kube: MemoryKube, own_url: str) -> AsyncIterator[Operator]:
 @pytest.fixture
 def pool_b_redis() -> Iterator[RedisServer]:
     """A second redis-server, with a password (which must never show in a status, an Event or a log)."""
-    server = RedisServer(extra_args=("--requirepass", PASSWORD))
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.cleanup()
+    yield from private_redis(password=PASSWORD)
 
 
 def url_of(server: RedisServer) -> str:
