@@ -41,6 +41,9 @@ from .command import DEFAULT_HOST
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Per-request values the middlewares leave for the handlers (typed keys: aiohttp warns on strings).
+CSRF_COOKIE = web.RequestKey("csrf_cookie", str)
+WHO = web.RequestKey("who", str)
 #: The header the page script sends to get only a page's live part.
 FRAGMENT_HEADER = "X-Console-Fragment"
 #: The notices a redirect after an action may ask for (fixed texts: a URL cannot put words on a page).
@@ -126,7 +129,7 @@ class Console:
         return await asyncio.to_thread(fn, r, *args, **kwargs)
 
     def _context(self, request: web.Request) -> pages.Context:
-        cookie = request.get("csrf_cookie", "")
+        cookie = request.get(CSRF_COOKIE, "")
         login = self.signs_in
         return pages.Context(namespace=self.namespace, path=request.path, actions=self.actions,
                              csrf=self.tokens.token(cookie) if self.has_forms and cookie else "", now=time.time(),
@@ -171,7 +174,7 @@ class Console:
             verdict = known[1]
         if not verdict.allowed:
             raise web.HTTPForbidden(reason=f"not authorised to read: {verdict.reason}")
-        request["who"] = verdict.who
+        request[WHO] = verdict.who
 
     @web.middleware
     async def _middleware(self, request: web.Request,
@@ -180,7 +183,7 @@ class Console:
         fresh = None
         if not cookie or len(cookie) > 200:
             cookie = fresh = csrf.Tokens.new_cookie()
-        request["csrf_cookie"] = cookie
+        request[CSRF_COOKIE] = cookie
         try:
             if not self._host_ok(request.headers.get("Host")):
                 raise web.HTTPMisdirectedRequest(reason="this console answers to 127.0.0.1 and localhost only"
@@ -354,14 +357,14 @@ class Console:
                            verdict.reason)
             logs.flush()
             raise web.HTTPForbidden(reason=f"not authorised: {verdict.reason}")
-        request["who"] = verdict.who
+        request[WHO] = verdict.who
         return verdict
 
     def _done(self, request: web.Request, outcome: reads.Outcome, path: str, done: str,
               **params: str) -> web.StreamResponse:
         back = f"{path}?{urlencode(params)}"
         # Every action is a log line: what, when, and who when the console knows (operator-served).
-        who = request.get("who") or "anyone (no login)"
+        who = request.get(WHO) or "anyone (no login)"
         logger.info("console: %s %s by %s: %s", request.path, "done" if outcome.ok else "refused", who,
                     outcome.text)
         logs.flush()
