@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, SlotNotCoveredError, TryAgainError
 
 T = TypeVar("T")
 
@@ -33,7 +33,14 @@ T = TypeVar("T")
 #: raises the same classes.)
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.ConnectionError, redis.TimeoutError, ReadOnlyError, ConnectionError, OSError,
+    # A Redis Cluster mid-failover or mid-migration: no master for a slot yet (CLUSTERDOWN, a slot
+    # not covered), redirections that did not settle within the client's budget, TRYAGAIN.
+    ClusterError, TryAgainError, SlotNotCoveredError,
 )
+
+
+#: The script calls (:mod:`kubeworkers.scripts`), by method name: sent as raw commands (:meth:`Command.send`).
+_SCRIPT_CALLS = {"evalsha": "EVALSHA", "eval": "EVAL"}
 
 
 class Command:
@@ -47,7 +54,13 @@ class Command:
         self.kwargs = kwargs
 
     def send(self, r: Any) -> Any:
-        """Issue the command on ``r`` (a client or a pipeline): the reply, or an awaitable of it."""
+        """Issue the command on ``r`` (a client or a pipeline): the reply, or an awaitable of it.
+
+        A script call goes through ``execute_command``, which is what redis-py's ``evalsha`` and
+        ``eval`` do: the blocking cluster pipeline refuses the ``evalsha`` method (it would send a
+        keyless script anywhere) but routes the command by its first key, as kubeworkers' are."""
+        if self.method in _SCRIPT_CALLS:
+            return r.execute_command(_SCRIPT_CALLS[self.method], *self.args)
         return getattr(r, self.method)(*self.args, **self.kwargs)
 
     def __repr__(self) -> str:

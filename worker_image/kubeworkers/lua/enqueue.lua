@@ -13,7 +13,7 @@
 -- (score not_before), the same set and record shape as a retry waiting out its backoff (entry
 -- '', msg = the member), so the promoter moves it onto its stream when it is due.
 --
--- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] job->pools set prefix 'kw:{ns}:jobpools:'
+-- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] unused (was the job->pools pointer prefix)
 -- ARGV[4] pool name   ARGV[5..] message JSON (protocol.JobMessage), one per job
 -- Returns one result per message: {1, position} enqueued, {0, position} already enqueued (same
 -- uid, or a different uid whose job has not finished yet), or 'invalid: <why>'. The position
@@ -25,7 +25,7 @@
 -- job->pools set), so one call can carry a thousand jobs.
 --! include children
 --! include position
-local now, prefix, pointer_prefix, pool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, prefix, pool = ARGV[1], ARGV[2], ARGV[4]
 -- Same as kubeworkers.protocol.MAX_ATTEMPTS_LIMIT (a test keeps the two equal).
 local MAX_ATTEMPTS = 1000
 local PRIORITIES = {critical = true, high = true, normal = true, low = true}
@@ -152,10 +152,6 @@ for i = 5, #ARGV do
         redis.call('HSET', record, 'step', '{"index": ' .. string.format('%d', index) .. ', "names": ' ..
           cjson.encode(names) .. '}')
       end
-      -- A set: the same id on another pool is another job (docs/protocol.md). PERSIST: a live
-      -- job's pointer never expires with an earlier, finished one of the same id.
-      redis.call('SADD', pointer_prefix .. job_id, pool)
-      redis.call('PERSIST', pointer_prefix .. job_id)
       enqueued = enqueued + 1
       kw_child_enqueued(record, msg, now)  -- fan-out (children.lua): a child registers with its parent
       kw_index_live(record, now, msg['handler'])  -- jobs index (jobindex.lua)
