@@ -35,6 +35,10 @@ class Empty(BaseModel):
     pass
 
 
+class Pool(BaseModel):
+    pool: str
+
+
 class Steps(BaseModel):
     n: int = 3
 
@@ -68,6 +72,15 @@ def registry() -> Registry:
     async def slow(inp: Empty) -> dict[str, str]:
         await asyncio.sleep(30)
         return {"done": "late"}
+
+    @reg.handler("spawns_elsewhere", max_attempts=1)
+    async def spawns_elsewhere(inp: Pool, ctx: JobContext) -> None:
+        await ctx.spawn("ok", pool=inp.pool)
+
+    @reg.handler("spawns_here")
+    async def spawns_here(inp: Empty, ctx: JobContext) -> dict[str, str]:
+        await ctx.spawn("ok")
+        return {"spawned": "yes"}
 
     @reg.handler("short")
     async def short(inp: Empty) -> dict[str, str]:
@@ -281,3 +294,47 @@ async def test_a_master_failover_mid_run_loses_no_acknowledged_job(
     acked, _ = await _run_through(nodes, ar, pool, failover)
     assert nodes.master_of(slot) == promoted[0] != old
     assert len(acked) >= 60 and time.monotonic() - started < 240
+
+
+async def test_a_cluster_with_a_password_takes_it_from_the_url_and_never_shows_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "cluster-s3cret"
+    locked = RedisClusterNodes(masters=3, password=secret)
+    try:
+        locked.start()
+        reg = registry()
+        r = connection.connect_async(locked.url)
+        try:
+            async with AsyncClient(connection=r, registry=reg) as client, \
+                    start_worker(locked.url, reg, pool="locked"):
+                job_id = await client.submit("locked", "ok")
+                assert (await client.wait(job_id, 30)).state is JobState.SUCCEEDED
+        finally:
+            await connection.aclose(r)
+        wrong = locked.url.replace(secret, "wrong")
+        assert cli.main(["get", "nothing", "--redis-url", wrong]) != 0
+        out, err = capsys.readouterr()
+        assert "AuthenticationError" in err  # said as what it is, in one line
+        assert secret not in out + err and "wrong" not in out + err
+    finally:
+        locked.cleanup()
+
+
+async def test_children_run_on_their_parents_pool_and_one_on_another_slot_is_refused_whole(
+    nodes: RedisClusterNodes, ar: aioredis.Redis,
+) -> None:
+    here, elsewhere = pools_on_each_master(nodes, "fan")[:2]
+    reg = registry()
+    async with AsyncClient(connection=ar, registry=reg) as client, start_worker(nodes.url, reg, pool=here):
+        parent = await client.submit(here, "spawns_here")
+        assert (await client.wait(parent, 30)).state is JobState.SUCCEEDED
+        [child] = await client.children(parent, pool=here)
+        assert (child.pool, (await client.wait(child.job_id, 30, pool=here)).state) == (here, JobState.SUCCEEDED)
+
+        refused = await client.submit(here, "spawns_elsewhere", {"pool": elsewhere})
+        failed = await client.wait(refused, 30)
+        assert failed.state is JobState.FAILED and failed.error is not None, failed
+        assert "non local key" in failed.error.message or "same slot" in failed.error.message, failed.error
+        keys = [k async for k in ar.scan_iter(match=f"kw:{{{NS}/{elsewhere}}}:*")]
+        assert keys == [], keys  # nothing of the child was written on the other pool

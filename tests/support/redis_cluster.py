@@ -57,13 +57,15 @@ class Slots:
 class RedisClusterNodes:
     """``masters`` masters with ``replicas`` replicas each; start with :meth:`start`, :meth:`cleanup` at the end."""
 
-    def __init__(self, masters: int = 3, replicas: int = 0, aof: bool = False) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0, aof: bool = False, password: str | None = None) -> None:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError(f"redis-cli not found on PATH: {INSTALL_HINT}")
         self.cli = cli
         self.masters_wanted = masters
         self.replicas = replicas
+        #: Every node's ``requirepass`` (and ``masterauth``, for its replicas), when given.
+        self.password = password
         self.nodes: list[RedisServer] = []
         taken: set[int] = set()
         for _ in range(masters * (1 + replicas)):
@@ -74,6 +76,7 @@ class RedisClusterNodes:
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                 # A replica takes over however long it was cut off (the tests kill masters).
                 "--cluster-replica-validity-factor", "0",
+                *(("--requirepass", password, "--masterauth", password) if password else ()),
             )
             self.nodes.append(node)
 
@@ -84,10 +87,12 @@ class RedisClusterNodes:
     @property
     def url(self) -> str:
         """A ``redis+cluster://`` URL naming every node (a client needs one that answers)."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=port, password=self.password, decode_responses=True,
+                           socket_timeout=5)
 
     def start(self) -> RedisClusterNodes:
         for node in self.nodes:
@@ -95,7 +100,8 @@ class RedisClusterNodes:
         if self.masters_wanted >= 3:
             subprocess.run(
                 [self.cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes",
+                 *(("-a", self.password, "--no-auth-warning") if self.password else ())],
                 check=True, capture_output=True, timeout=60,
             )
         else:  # redis-cli creates clusters of three masters or more: a smaller one by hand
@@ -175,7 +181,8 @@ class RedisClusterNodes:
         target, then on the source ``MIGRATING`` and one ``MIGRATE`` of every key of the slot in
         one ``MULTI``/``EXEC`` (no command of any client runs between them: a script either ran
         wholly before, or finds no key of the slot left on the source at its first access and is
-        sent on with ``ASK``), then ``SETSLOT NODE`` on every master. Returns the keys moved.
+        sent on with ``ASK``), then the keys created in the one round trip between the listing and
+        the ``EXEC`` (if any), then ``SETSLOT NODE`` on every master. Returns the keys moved.
 
         Not ``redis-cli --cluster reshard``'s batches: a Lua script that meets a slot half moved
         stops at the first key already gone, after its earlier writes (Redis does not roll a
@@ -190,10 +197,15 @@ class RedisClusterNodes:
         with source.pipeline(transaction=True) as tx:
             _cmd(tx, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
             if keys:
-                _cmd(tx, "MIGRATE", "127.0.0.1", to_port, "", 0, 10_000, "REPLACE", "KEYS", *keys)
+                auth = ("AUTH", self.password) if self.password else ()
+                _cmd(tx, "MIGRATE", "127.0.0.1", to_port, "", 0, 10_000, "REPLACE", *auth, "KEYS", *keys)
             tx.execute()
-        left = _cmd(source, "CLUSTER", "COUNTKEYSINSLOT", slot)
-        assert left == 0, f"{left} keys of slot {slot} were written on the source after the move"
+        # A key created in the round trip between the listing and the EXEC is still on the source;
+        # the slot is MIGRATING now, so no other can appear there: move those at once too.
+        while left := _cmd(source, "CLUSTER", "GETKEYSINSLOT", slot, 1000):
+            auth = ("AUTH", self.password) if self.password else ()
+            _cmd(source, "MIGRATE", "127.0.0.1", to_port, "", 0, 10_000, "REPLACE", *auth, "KEYS", *left)
+            keys += left
         for s in self.slots():
             _cmd(self.client(s.port), "CLUSTER", "SETSLOT", slot, "NODE", target_id)
         deadline = Deadline(20, f"every node to see slot {slot} on {to_port}")

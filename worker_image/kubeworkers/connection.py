@@ -171,7 +171,8 @@ def connect(url: str, **options: Any) -> redis.Redis:
         try:  # the blocking cluster client reads the slot map at once (the asyncio one at its first command)
             cluster = redis.cluster.RedisCluster(startup_nodes=startup, **_cluster_kwargs(nodes, options))
         except RedisClusterException as exc:  # not a RedisError: said as the ConnectionError every caller knows
-            raise redis.ConnectionError(f"no node of {redis_url.where(url)} answered ({type(exc).__name__})") from None
+            cause = type(exc.__cause__ or exc).__name__  # AuthenticationError, ConnectionError...
+            raise redis.ConnectionError(f"no node of {redis_url.where(url)} could be used ({cause})") from None
         return cast(Client, cluster)
     if not redis_url.is_sentinel(url):
         return redis.Redis.from_url(url, **options)

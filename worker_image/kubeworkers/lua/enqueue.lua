@@ -93,6 +93,12 @@ for i = 5, #ARGV do
     local job_id, uid = msg['job_id'], msg['uid']
     local record = prefix .. 'job:' .. job_id
     local result, position = 1, -1
+    if text(msg['parent']) and text(msg['parent_pool']) and msg['parent_pool'] ~= pool then
+      -- A child of a parent on another pool: read the parent's record before this message writes
+      -- anything, so that on a Redis Cluster (the parent in another slot) the script is refused
+      -- here, with nothing of the child written (children.lua writes the parent's keys later).
+      redis.call('EXISTS', 'kw:{' .. msg['namespace'] .. '/' .. msg['parent_pool'] .. '}:job:' .. msg['parent'])
+    end
     local existing = redis.call('HGET', record, 'uid')
     if existing then
       if existing == uid then
