@@ -338,3 +338,37 @@ async def test_children_run_on_their_parents_pool_and_one_on_another_slot_is_ref
         assert "non local key" in failed.error.message or "same slot" in failed.error.message, failed.error
         keys = [k async for k in ar.scan_iter(match=f"kw:{{{NS}/{elsewhere}}}:*")]
         assert keys == [], keys  # nothing of the child was written on the other pool
+
+
+async def test_a_killed_master_is_replaced_by_its_replica_and_the_workers_and_clients_go_on() -> None:
+    # SIGKILL, not a planned failover: the replica takes over after the node timeout, and what the
+    # master acknowledged but had not replicated may be lost (asynchronous replication, as with
+    # Sentinel: docs/reliability.md). What must hold: no process needs a restart, and every job
+    # submitted once the replica leads runs. Its own cluster: the killed node stays dead.
+    own = RedisClusterNodes(masters=3, replicas=1)
+    try:
+        own.start()
+        pool = pools_on_each_master(own, "kill")[0]
+        (slot,) = slots_of(own, pool)
+        old = own.master_of(slot)
+        reg = registry()
+        r = connection.connect_async(own.url)
+        try:
+            async with AsyncClient(connection=r, registry=reg) as client, start_worker(own.url, reg, pool=pool):
+                before = [await client.submit(pool, "short") for _ in range(20)]
+                for job_id in before:
+                    assert (await client.wait(job_id, 30)).state is JobState.SUCCEEDED
+                promoted = await asyncio.to_thread(own.failover, old, kill=True)
+                assert own.master_of(slot) == promoted != old
+                after = []
+                for _ in range(30):
+                    after.append(await client.submit(pool, "short"))
+                for job_id in after:
+                    assert (await client.wait(job_id, 60)).state is JobState.SUCCEEDED
+                # Finished before the kill and replicated by then (each wait read it back): still there.
+                for job_id in before:
+                    assert await client.get(job_id) is not None, job_id
+        finally:
+            await connection.aclose(r)
+    finally:
+        own.cleanup()

@@ -20,7 +20,16 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, SlotNotCoveredError, TryAgainError
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 T = TypeVar("T")
 
@@ -171,6 +180,21 @@ def retried(
 
 # --------------------------------------------------------------------------- drivers
 
+#: What a cluster pipeline answers, per command, when a node is gone or a slot has no master:
+#: with errors as replies redis-py neither retries nor refreshes its slot map for them.
+_NODE_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, SlotNotCoveredError)
+
+
+def _is_cluster(r: Any) -> bool:
+    return isinstance(r, redis.cluster.RedisCluster | aiocluster.RedisCluster)
+
+
+def _node_error(step: Step, reply: Any) -> Exception | None:
+    """A cluster pipeline's reply naming a lost node (see :data:`_NODE_ERRORS`), else None."""
+    if isinstance(step, Pipeline) and step.errors_as_replies and isinstance(reply, list):
+        return next((x for x in reply if isinstance(x, _NODE_ERRORS)), None)
+    return None
+
 
 @dataclass(slots=True)
 class _Done:
@@ -206,6 +230,11 @@ async def run(r: aioredis.Redis, plan: Plan[T]) -> T:
                     reply = await step.handle
                 else:
                     reply = await step.send(r)
+                    if _is_cluster(r) and (lost := _node_error(step, reply)) is not None:
+                        # A node died (a failover): drop the slot map, as redis-py's own pipeline
+                        # retry does, and fail the step as a lost connection (the plan retries).
+                        await r.aclose()
+                        raise lost
             except Exception as exc:
                 error = exc
         return step.value  # type: ignore[no-any-return]
@@ -236,6 +265,9 @@ def run_sync(r: redis.Redis, plan: Plan[T]) -> T:
                     reply = step.handle.value
                 else:
                     reply = step.send(r)
+                    if _is_cluster(r) and (lost := _node_error(step, reply)) is not None:
+                        r.nodes_manager.initialize()  # type: ignore[attr-defined]  # (see run)
+                        raise lost
             except Exception as exc:
                 error = exc
         return step.value  # type: ignore[no-any-return]
