@@ -35,7 +35,7 @@ import redis.exceptions
 from kubeworkers import attempts, outbox, protocol, scripts, wire
 from kubeworkers.client import AsyncClient
 from kubeworkers.leases import ensure_groups
-from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, JobMessage, JobState, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import WORKER_GROUP, JobMessage, JobState, PoolKeys
 
 from benchmarks.measure import commandstats_delta, fmt, median, text_table
 from benchmarks.probe import cpu_seconds
@@ -129,7 +129,7 @@ async def _take_all(r: aioredis.Redis, keys: PoolKeys, jobs: int, batch: int) ->
     while len(taken) < jobs:
         args = wire.take_args(
             mode="read", group=WORKER_GROUP, consumer=WORKER, count=batch, now=repr(time.time()), prefix=keys.prefix,
-            events=EVENTS_STREAM, pointer_prefix=job_pool_prefix(NAMESPACE), result_ttl=RESULT_TTL,
+            events=keys.events, pointer_prefix="", result_ttl=RESULT_TTL,
             default_max_attempts=3, handler_max_attempts=handler_max, dead_letter_maxlen=10_000,
         )
         got = wire.parse_take(await scripts.call(r, "take", keys.streams, args))

@@ -8,7 +8,7 @@ import math
 import time
 
 from kubeworkers import connection
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
+from kubeworkers.protocol import JobEvent, JobRecord, JobState, PoolKeys
 from kubeworkers_operator.autoscaling.signals import DELAYED_KEEP_WARM_SECONDS
 
 from tests.e2e.operator_fixtures import OperatorProcess, get_job, pool_manifest, wait_for
@@ -80,7 +80,7 @@ def test_delayed_job_starts_within_1s_of_not_before_with_no_worker_activity_befo
         record = JobRecord.from_hash(r.hgetall(record_key))  # type: ignore[arg-type]
         assert record.started_at is not None and record.attempts == 1
         assert not_before <= record.started_at < not_before + 1.0, record.started_at - not_before
-        running = [JobEvent.from_fields(f) for _, f in r.xrange(EVENTS_STREAM)]  # type: ignore[union-attr]
+        running = [JobEvent.from_fields(f) for _, f in r.xrange(PoolKeys(namespace, "demo").events)]  # type: ignore[union-attr]
         first = min(e.at for e in running if e.job_id == f"{namespace}/later" and e.state is JobState.RUNNING)
         assert first >= not_before
     finally:

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import redis
-from kubeworkers.protocol import EVENTS_STREAM, OPERATOR_GROUP
+from kubeworkers.protocol import OPERATOR_GROUP, PoolKeys
 
 from hack.polling import WaitTimeout, wait_for
 from tests.e2e.operator_fixtures import REPO, OperatorProcess, get_job, pool_manifest
@@ -72,7 +72,8 @@ def test_one_cluster_wide_operator_runs_the_jobs_of_every_namespace_through_thei
 
     assert cluster_wide_operator.metric_sum("kubeworkers_operator_jobs_enqueued_total") >= 4
     # It read the workers' events through the cluster-wide consumer group, not a namespaced one.
-    groups = redis.Redis.from_url(cluster_wide_operator.redis_url, decode_responses=True).xinfo_groups(EVENTS_STREAM)
+    r = redis.Redis.from_url(cluster_wide_operator.redis_url, decode_responses=True)
+    groups = r.xinfo_groups(PoolKeys(second, "demo").events)
     assert [g["name"] for g in groups] == [OPERATOR_GROUP]
     assert cluster_wide_operator.healthy()
 

@@ -9,7 +9,7 @@ import time
 
 import redis
 from kubeworkers import Client
-from kubeworkers.protocol import EVENTS_MAXLEN, EVENTS_STREAM, JobEvent, JobMessage, JobState, PoolKeys
+from kubeworkers.protocol import EVENTS_MAXLEN, JobEvent, JobMessage, JobState, PoolKeys
 
 from tests.e2e.operator_fixtures import OperatorProcess, list_jobs, pool_manifest, wait_for
 from tests.support.cluster import Cluster
@@ -111,7 +111,7 @@ def test_statuses_converge_from_redis_records_when_the_events_were_lost_while_th
     cluster: Cluster, namespace: str, operator: OperatorProcess, demo_pool: PodRunner, redis_url: str
 ) -> None:
     r = finish_jobs_with_the_operator_down(cluster, namespace, operator, redis_url, count=20, seconds=2)
-    r.delete(EVENTS_STREAM)  # every event of the run is gone
+    r.delete(PoolKeys(namespace, "demo").events)  # every event of the run is gone
     restart_and_see_the_resync_repair(cluster, namespace, operator, 20, {"slept": 2.0})
 
 
@@ -120,23 +120,24 @@ def test_an_operator_that_falls_behind_the_events_cap_loses_those_events_and_its
 ) -> None:
     count = 10
     r = finish_jobs_with_the_operator_down(cluster, namespace, operator, redis_url, count=count, seconds=1)
-    [(last_of_run, _)] = r.xrevrange(EVENTS_STREAM, count=1)
+    events = PoolKeys(namespace, "demo").events
+    [(last_of_run, _)] = r.xrevrange(events, count=1)
     # Other writers go on while the operator is away: past the cap, the oldest events go (the
-    # trim is the cap's, done by a real writer: an SDK cancel through cancel.lua).
-    filler = JobEvent(job_id="elsewhere-sdk-job", uid="elsewhere-sdk-job", namespace="elsewhere", pool="p",
+    # trim is the cap's, done by a real writer: an SDK cancel through cancel.lua, on the pool's stream).
+    filler = JobEvent(job_id="other-sdk-job", uid="other-sdk-job", namespace=namespace, pool="demo",
                       state=JobState.RUNNING).to_fields()
     # The cap is an approximate trim (MAXLEN ~): Redis drops only whole stream nodes, so the filler
     # goes two nodes past the cap; the node that holds the run's last event is then dropped whole.
     node_entries = int(r.config_get("stream-node-max-entries")["stream-node-max-entries"])
     with r.pipeline(transaction=False) as pipe:
         for _ in range(EVENTS_MAXLEN + 2 * node_entries):
-            pipe.xadd(EVENTS_STREAM, filler)  # type: ignore[arg-type]
+            pipe.xadd(events, filler)  # type: ignore[arg-type]
         pipe.execute()
-    sdk = Client(connection=r, namespace="elsewhere")
-    assert sdk.cancel(sdk.submit("p", "h"))
-    [(first_left, _)] = r.xrange(EVENTS_STREAM, count=1)
+    sdk = Client(connection=r, namespace=namespace)
+    assert sdk.cancel(sdk.submit("demo", "h", delay=3600))  # delayed: no worker takes it first
+    [(first_left, _)] = r.xrange(events, count=1)
     assert first_left > last_of_run, "the cap trimmed none of the run's events: nothing was tested"
-    assert r.xlen(EVENTS_STREAM) <= EVENTS_MAXLEN + node_entries
+    assert r.xlen(events) <= EVENTS_MAXLEN + node_entries
     restart_and_see_the_resync_repair(cluster, namespace, operator, count, {"slept": 1.0})
 
 

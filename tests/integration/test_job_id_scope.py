@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from kubeworkers import AmbiguousJobIdError, Client, queue
-from kubeworkers.protocol import JobState, PoolKeys, job_pool_key
+from kubeworkers.protocol import JOB_HINT_TTL, JobState, PoolKeys, job_pool_key
 
 from tests.integration.test_worker_cli_errors import assert_one_line_error, kubeworkers
 
@@ -72,12 +72,19 @@ def test_an_old_string_pointer_of_the_same_id_causes_no_error(client: Client, re
     assert found is not None and found.pool == "beta"
 
 
-def test_a_finished_job_keeps_its_pointer_for_the_result_ttl(client: Client, redis_sync: redis.Redis) -> None:
+def test_the_pointer_is_a_hint_that_lives_its_own_ttl_from_its_last_write(
+    client: Client, redis_sync: redis.Redis
+) -> None:
+    # The hint is in the namespace's slot, so no script touches it (docs/protocol.md): the client
+    # writes it beside the enqueue with JOB_HINT_TTL, and a finish leaves it alone.
     client.submit("alpha", "h", job_id="report-42")
+    assert 0 < redis_sync.ttl(job_pool_key("default", "report-42")) <= JOB_HINT_TTL
+    redis_sync.expire(job_pool_key("default", "report-42"), 60)
     assert client.cancel("report-42")
-    assert redis_sync.ttl(job_pool_key("default", "report-42")) > 0
-    client.submit("beta", "h", job_id="report-42")  # a live job on another pool: the pointer lives on
-    assert redis_sync.ttl(job_pool_key("default", "report-42")) == -1
+    assert 0 < redis_sync.ttl(job_pool_key("default", "report-42")) <= 60
+    client.submit("beta", "h", job_id="report-42")  # another enqueue of the id: the hint lives on
+    assert redis_sync.ttl(job_pool_key("default", "report-42")) > JOB_HINT_TTL - 60
+    assert queue.find_pools_sync(redis_sync, "default", "report-42") == ["alpha", "beta"]
 
 
 def test_cli_get_of_an_id_on_two_pools_without_a_pool_says_pass_pool_and_exits_non_zero(

@@ -199,7 +199,7 @@ async def test_an_attempt_whose_worker_vanished_is_recorded_lost(
     assert await queue.enqueue(r, message("lo", "ok"))
     # A worker takes the job (take.lua) and is never heard from again; the job is failed as lost.
     taken = await scripts.call(r, "take", KEYS.streams, [
-        "read", "workers", "gone-worker", 1, time.time(), KEYS.prefix, "kw:events", "kw:{default}:jobpools:",
+        "read", "workers", "gone-worker", 1, time.time(), KEYS.prefix, KEYS.events, "",
         3600, 3, "{}", "{}", 100, 0])
     assert taken[6] == b"run"
     entry = taken[1].decode()

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from kubeworkers import queue, scripts, wire
-from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, JobEvent, JobMessage, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import WORKER_GROUP, JobEvent, JobMessage, PoolKeys, job_pool_prefix
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
 from kubeworkers_operator.flows import orphans
 from kubeworkers_operator.model.index import ClusterIndex
@@ -36,7 +36,7 @@ async def age(r: aioredis.Redis, job_id: str, seconds: float = 2 * AGE) -> None:
 async def take(r: aioredis.Redis, count: int) -> list[wire.Taken]:
     return wire.parse_take(await scripts.call(r, "take", KEYS.streams, wire.take_args(
         mode="read", group=WORKER_GROUP, consumer="w", count=count, now=repr(time.time()), prefix=KEYS.prefix,
-        events=EVENTS_STREAM, pointer_prefix=job_pool_prefix("default"), result_ttl=60, default_max_attempts=3,
+        events=KEYS.events, pointer_prefix=job_pool_prefix("default"), result_ttl=60, default_max_attempts=3,
         handler_max_attempts="{}", dead_letter_maxlen=100,
     )))
 
@@ -100,7 +100,7 @@ async def test_old_records_nothing_can_run_are_failed_with_a_reason_and_the_rest
     assert record.error.type == "JobLost" and not record.error.retryable
     assert "Queued for over 3600" in record.error.message
     assert await r.ttl(KEYS.record("entry-gone")) > 0  # bounded from now on, like every finished job
-    failed = [JobEvent.model_validate_json(f[b"e"]) for _, f in await r.xrange(EVENTS_STREAM)
+    failed = [JobEvent.model_validate_json(f[b"e"]) for _, f in await r.xrange(KEYS.events)
               if b'"Failed"' in f[b"e"]]
     assert sorted(e.job_id for e in failed) == lost
     assert await r.xlen(KEYS.dead_letter) == len(lost)  # so each can be replayed

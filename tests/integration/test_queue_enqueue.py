@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 from kubeworkers import queue
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobMessage, JobState, PoolKeys, Priority
+from kubeworkers.protocol import JobEvent, JobMessage, JobState, PoolKeys, Priority
 
 
 def message(job_id: str = "default/job-1", uid: str = "uid-1", **kw: object) -> JobMessage:
@@ -75,7 +75,7 @@ async def test_cancel_of_a_queued_job_makes_it_cancelled_at_once_with_an_event(r
     assert await queue.cancel(r, "default", "p", "default/job-1")
     record = await queue.get_record(r, "default", "p", "default/job-1")
     assert record is not None and record.state is JobState.CANCELLED and record.cancel_requested
-    events = [JobEvent.from_fields(f) for _, f in await r.xrange(EVENTS_STREAM)]
+    events = [JobEvent.from_fields(f) for _, f in await r.xrange(PoolKeys("default", "p").events)]
     assert [(e.job_id, e.state) for e in events] == [("default/job-1", JobState.CANCELLED)]
     assert await r.ttl(PoolKeys("default", "p").record("default/job-1")) > 0
 

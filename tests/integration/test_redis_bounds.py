@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 from kubeworkers import AsyncClient, PermanentError, Registry
-from kubeworkers.protocol import EVENTS_MAXLEN, EVENTS_STREAM, JobState, PoolKeys
+from kubeworkers.protocol import EVENTS_MAXLEN, JobState, PoolKeys
 from pydantic import BaseModel
 
 from tests.support.workers import start_worker
@@ -65,17 +65,17 @@ async def test_every_writer_keeps_the_events_stream_near_its_cap_without_an_oper
 ) -> None:
     async with r.pipeline(transaction=False) as pipe:
         for i in range(EVENTS_MAXLEN + 500):
-            pipe.xadd(EVENTS_STREAM, {"e": str(i)})
+            pipe.xadd(PoolKeys("default", "p").events, {"e": str(i)})
         await pipe.execute()
     reg = failing()
     async with AsyncClient(connection=r, registry=reg) as client:
         queued = await client.submit("p", "ok")
         assert await client.cancel(queued)  # cancel.lua (the SDK alone)
-        assert EVENTS_MAXLEN <= await r.xlen(EVENTS_STREAM) <= EVENTS_MAXLEN + NODE
-        await r.xadd(EVENTS_STREAM, {"e": "more"})
+        assert EVENTS_MAXLEN <= await r.xlen(PoolKeys("default", "p").events) <= EVENTS_MAXLEN + NODE
+        await r.xadd(PoolKeys("default", "p").events, {"e": "more"})
         for _ in range(3 * NODE):
-            await r.xadd(EVENTS_STREAM, {"e": "more"})
+            await r.xadd(PoolKeys("default", "p").events, {"e": "more"})
         async with start_worker(redis_url, reg, pool="p"):  # take.lua and settle.lua
             job_id = await client.submit("p", "ok")
             assert (await client.wait(job_id, 60)).state is JobState.SUCCEEDED
-    assert EVENTS_MAXLEN <= await r.xlen(EVENTS_STREAM) <= EVENTS_MAXLEN + NODE
+    assert EVENTS_MAXLEN <= await r.xlen(PoolKeys("default", "p").events) <= EVENTS_MAXLEN + NODE

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import cast
 
 import redis.asyncio as aioredis
-from kubeworkers.protocol import EVENTS_STREAM, OPERATOR_GROUP, JobEvent, JobState, PoolKeys
+from kubeworkers.protocol import OPERATOR_GROUP, JobEvent, JobState, PoolKeys
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
 from kubeworkers_operator.flows.status_sync import trim_and_measure, trim_events
 from kubeworkers_operator.model.index import ClusterIndex, TrackedPool
@@ -16,6 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_worker_health_and_metrics import lint
 
+#: One pool's events stream, which the trim tests fill and trim.
+STREAM = PoolKeys("ns", "p").events
+
 
 def event(i: int) -> dict[str, str]:
     return JobEvent(job_id=f"ns/j{i}", uid=f"u{i}", namespace="ns", pool="p", state=JobState.RUNNING).to_fields()
@@ -23,28 +26,28 @@ def event(i: int) -> dict[str, str]:
 
 async def test_pending_events_are_never_trimmed_and_acked_ones_are(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
-    await r.xgroup_create(EVENTS_STREAM, OPERATOR_GROUP, id="0", mkstream=True)
-    ids = [await r.xadd(EVENTS_STREAM, event(i)) for i in range(10)]
-    read = await r.xreadgroup(OPERATOR_GROUP, "op", {EVENTS_STREAM: ">"}, count=6)
+    await r.xgroup_create(STREAM, OPERATOR_GROUP, id="0", mkstream=True)
+    ids = [await r.xadd(STREAM, event(i)) for i in range(10)]
+    read = await r.xreadgroup(OPERATOR_GROUP, "op", {STREAM: ">"}, count=6)
     assert len(read[0][1]) == 6
-    await r.xack(EVENTS_STREAM, OPERATOR_GROUP, *ids[:3])  # 3 applied, 3 still pending, 4 unread
+    await r.xack(STREAM, OPERATOR_GROUP, *ids[:3])  # 3 applied, 3 still pending, 4 unread
 
-    assert await trim_events(r) == 3
-    remaining = [entry_id for entry_id, _ in await r.xrange(EVENTS_STREAM)]
+    assert await trim_events(r, STREAM) == 3
+    remaining = [entry_id for entry_id, _ in await r.xrange(STREAM)]
     assert remaining == ids[3:]
     await r.aclose()
 
 
 async def test_a_second_groups_unread_events_hold_the_trim_back(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
-    await r.xgroup_create(EVENTS_STREAM, OPERATOR_GROUP, id="0", mkstream=True)
-    ids = [await r.xadd(EVENTS_STREAM, event(i)) for i in range(5)]
-    await r.xgroup_create(EVENTS_STREAM, f"{OPERATOR_GROUP}:team-a", id=ids[1])  # has read up to ids[1]
-    await r.xreadgroup(OPERATOR_GROUP, "op", {EVENTS_STREAM: ">"})
-    await r.xack(EVENTS_STREAM, OPERATOR_GROUP, *ids)
+    await r.xgroup_create(STREAM, OPERATOR_GROUP, id="0", mkstream=True)
+    ids = [await r.xadd(STREAM, event(i)) for i in range(5)]
+    await r.xgroup_create(STREAM, f"{OPERATOR_GROUP}:team-a", id=ids[1])  # has read up to ids[1]
+    await r.xreadgroup(OPERATOR_GROUP, "op", {STREAM: ">"})
+    await r.xack(STREAM, OPERATOR_GROUP, *ids)
 
-    await trim_events(r)
-    remaining = [entry_id for entry_id, _ in await r.xrange(EVENTS_STREAM)]
+    await trim_events(r, STREAM)
+    remaining = [entry_id for entry_id, _ in await r.xrange(STREAM)]
     assert remaining[0] <= ids[2]  # team-a still needs ids[2:]
     assert ids[2] in remaining and ids[4] in remaining
     await r.aclose()
@@ -52,10 +55,10 @@ async def test_a_second_groups_unread_events_hold_the_trim_back(redis_url: str) 
 
 async def test_trim_without_a_stream_or_groups_is_a_no_op(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
-    assert await trim_events(r) == 0
-    await r.xadd(EVENTS_STREAM, event(0))
-    assert await trim_events(r) == 0
-    assert await r.xlen(EVENTS_STREAM) == 1
+    assert await trim_events(r, STREAM) == 0
+    await r.xadd(STREAM, event(0))
+    assert await trim_events(r, STREAM) == 0
+    assert await r.xlen(STREAM) == 1
     await r.aclose()
 
 
@@ -63,37 +66,37 @@ async def test_a_group_whose_consumers_are_all_idle_past_the_bound_no_longer_hol
     redis_url: str,
 ) -> None:
     r = aioredis.Redis.from_url(redis_url)
-    await r.xgroup_create(EVENTS_STREAM, OPERATOR_GROUP, id="0", mkstream=True)
-    await r.xgroup_create(EVENTS_STREAM, f"{OPERATOR_GROUP}:removed", id="0")
-    ids = [await r.xadd(EVENTS_STREAM, event(i)) for i in range(6)]
-    await r.xreadgroup(f"{OPERATOR_GROUP}:removed", "gone-op", {EVENTS_STREAM: ">"}, count=2)  # then it went away
+    await r.xgroup_create(STREAM, OPERATOR_GROUP, id="0", mkstream=True)
+    await r.xgroup_create(STREAM, f"{OPERATOR_GROUP}:removed", id="0")
+    ids = [await r.xadd(STREAM, event(i)) for i in range(6)]
+    await r.xreadgroup(f"{OPERATOR_GROUP}:removed", "gone-op", {STREAM: ">"}, count=2)  # then it went away
     await asyncio.sleep(0.3)  # the removed operator's consumer idles past the (shortened) bound
-    await r.xreadgroup(OPERATOR_GROUP, "op", {EVENTS_STREAM: ">"})
-    await r.xack(EVENTS_STREAM, OPERATOR_GROUP, *ids[:4])
+    await r.xreadgroup(OPERATOR_GROUP, "op", {STREAM: ">"})
+    await r.xack(STREAM, OPERATOR_GROUP, *ids[:4])
 
-    assert await trim_events(r, stale_after_seconds=0.2) == 4
-    assert [entry_id for entry_id, _ in await r.xrange(EVENTS_STREAM)] == ids[4:]
+    assert await trim_events(r, STREAM, stale_after_seconds=0.2) == 4
+    assert [entry_id for entry_id, _ in await r.xrange(STREAM)] == ids[4:]
     await r.aclose()
 
 
 async def test_a_group_with_a_consumer_active_within_the_bound_still_holds_the_trim_back(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
-    await r.xgroup_create(EVENTS_STREAM, OPERATOR_GROUP, id="0", mkstream=True)
-    await r.xgroup_create(EVENTS_STREAM, f"{OPERATOR_GROUP}:team-a", id="0")
-    ids = [await r.xadd(EVENTS_STREAM, event(i)) for i in range(6)]
-    await r.xreadgroup(f"{OPERATOR_GROUP}:team-a", "op-a", {EVENTS_STREAM: ">"}, count=2)
-    await r.xreadgroup(OPERATOR_GROUP, "op", {EVENTS_STREAM: ">"})
-    await r.xack(EVENTS_STREAM, OPERATOR_GROUP, *ids)
+    await r.xgroup_create(STREAM, OPERATOR_GROUP, id="0", mkstream=True)
+    await r.xgroup_create(STREAM, f"{OPERATOR_GROUP}:team-a", id="0")
+    ids = [await r.xadd(STREAM, event(i)) for i in range(6)]
+    await r.xreadgroup(f"{OPERATOR_GROUP}:team-a", "op-a", {STREAM: ">"}, count=2)
+    await r.xreadgroup(OPERATOR_GROUP, "op", {STREAM: ">"})
+    await r.xack(STREAM, OPERATOR_GROUP, *ids)
 
-    assert await trim_events(r, stale_after_seconds=3600) == 0  # team-a holds ids[0:2] pending
-    assert await r.xlen(EVENTS_STREAM) == 6
+    assert await trim_events(r, STREAM, stale_after_seconds=3600) == 0  # team-a holds ids[0:2] pending
+    assert await r.xlen(STREAM) == 6
     await r.aclose()
 
 
 async def test_the_trim_chore_reports_the_events_and_dead_letter_stream_lengths_per_pool(redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
     for i in range(3):
-        await r.xadd(EVENTS_STREAM, event(i))
+        await r.xadd(PoolKeys("team-a", "images").events, event(i))
     for i in range(2):
         await r.xadd(PoolKeys("team-a", "images").dead_letter, {"m": "{}", "reason": f"r{i}"})
     index = ClusterIndex()
@@ -131,7 +134,7 @@ async def test_the_trim_chore_reports_queued_and_in_flight_jobs_per_handler_as_k
         await client.submit_many("images", "thumb", [{}] * 2)
         await client.submit("images", "thumb", {}, delay=3600)
     taken = wire.parse_take(await scripts.call(r, "take", keys.streams, wire.take_args(
-        mode="read", group="workers", consumer="w", count=1, now="1", prefix=keys.prefix, events=EVENTS_STREAM,
+        mode="read", group="workers", consumer="w", count=1, now="1", prefix=keys.prefix, events=keys.events,
         pointer_prefix=job_pool_prefix("team-a"), result_ttl=60, default_max_attempts=3,
         handler_max_attempts="{}", dead_letter_maxlen=100,
     )))

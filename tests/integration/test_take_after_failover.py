@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, Registry, leases, scripts, wire
 from kubeworkers.client import AsyncClient
-from kubeworkers.protocol import EVENTS_STREAM, JobState, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import JobState, PoolKeys, job_pool_prefix
 from pydantic import BaseModel
 
 from tests.support.workers import record, start_worker, until
@@ -34,7 +34,7 @@ def _args(mode: str, consumer: str, given: list[wire.Given] = []) -> list[wire.A
     return wire.take_args(
         mode=mode,  # type: ignore[arg-type]
         group="workers", consumer=consumer, count=10, now="1", prefix=KEYS.prefix,
-        events=EVENTS_STREAM, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
+        events=KEYS.events, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
         default_max_attempts=3, handler_max_attempts="{}", dead_letter_maxlen=100, given=given,
     )
 

@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, Registry, scripts, wire
 from kubeworkers.client import AsyncClient
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobState, PoolKeys, Priority, job_pool_prefix
+from kubeworkers.protocol import JobEvent, JobState, PoolKeys, Priority, job_pool_prefix
 from kubeworkers.redis_ops import Command
 from pydantic import BaseModel
 
@@ -150,7 +150,7 @@ async def test_one_bad_write_in_a_batch_costs_the_other_writes_of_the_batch_noth
         ids = await client.submit_many("p", "h", [{}] * 3)
         taken = wire.parse_take(await scripts.call(r, "take", KEYS.streams, wire.take_args(
             mode="read", group="workers", consumer="w", count=10, now="1", prefix=KEYS.prefix,
-            events=EVENTS_STREAM, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
+            events=KEYS.events, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
             default_max_attempts=3, handler_max_attempts="{}", dead_letter_maxlen=100,
         )))
         assert [t.verdict for t in taken] == [wire.Verdict.RUN] * 3

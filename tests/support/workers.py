@@ -20,7 +20,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from kubeworkers import protocol, scripts
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, JobRecord, JobState, PoolKeys
+from kubeworkers.protocol import JobEvent, JobRecord, JobState, PoolKeys
 from kubeworkers.registry import Registry
 from kubeworkers.settings import WorkerSettings
 from kubeworkers.worker import Worker
@@ -88,16 +88,31 @@ def awaiting(task: asyncio.Task[Any]) -> str:
 until = wait_for_async
 
 
+#: The events streams of every pool (``PoolKeys.events``), for a ``SCAN``.
+EVENTS_STREAMS_PATTERN = "kw:{*}:events"
+
+
+def _oldest_first(entries: list[Any]) -> list[JobEvent]:
+    def at(entry: Any) -> tuple[int, int]:
+        ms, _, seq = (entry[0].decode() if isinstance(entry[0], bytes) else entry[0]).partition("-")
+        return int(ms), int(seq)
+    return [JobEvent.from_fields(f) for _, f in sorted(entries, key=at)]
+
+
 async def events(r: aioredis.Redis, job_id: str | None = None) -> list[JobEvent]:
-    """Every event on the events stream (of one job, if given), oldest first."""
-    entries: Any = await r.xrange(EVENTS_STREAM)
-    out = [JobEvent.from_fields(f) for _, f in entries]
+    """Every event on the events streams of every pool on ``r`` (of one job, if given), oldest first."""
+    entries: list[Any] = []
+    async for stream in r.scan_iter(match=EVENTS_STREAMS_PATTERN, _type="stream"):
+        entries += await r.xrange(stream)
+    out = _oldest_first(entries)
     return [e for e in out if job_id is None or e.job_id == job_id]
 
 
 def events_sync(r: redis.Redis) -> list[JobEvent]:
-    entries: Any = r.xrange(EVENTS_STREAM)
-    return [JobEvent.from_fields(f) for _, f in entries]
+    entries: list[Any] = []
+    for stream in r.scan_iter(match=EVENTS_STREAMS_PATTERN, _type="stream"):
+        entries += r.xrange(stream)  # type: ignore[operator]
+    return _oldest_first(entries)
 
 
 async def record(r: aioredis.Redis, job_id: str, pool: str = "p", namespace: str = "default") -> JobRecord:

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
 from kubeworkers import connection, protocol, queue, redis_ops, results, stats
+from kubeworkers.connection import is_cluster_client
 from kubeworkers.protocol import MAX_ATTEMPTS_LIMIT, JobMessage, JobRecord, Priority, RetryPolicy, Step
 from kubeworkers.redis_ops import Join, Pause, Plan, Start
 from kubeworkers.registry import Registry, check_timeouts
@@ -446,7 +447,8 @@ class _Client(Generic[C]):
     """What both clients hold: a connection (their own, or one given), a namespace, a registry.
 
     ``redis_url`` may be a ``redis+sentinel://`` URL (:mod:`kubeworkers.connection`): the client
-    then follows the master across failovers. With ``durable`` (a
+    then follows the master across failovers; or a ``redis+cluster://`` URL: every pool's keys are
+    on the master of the pool's slot, and the client follows slot moves and failovers. With ``durable`` (a
     :class:`~kubeworkers.queue.Durability`), every submit returns only once that many replicas
     have the jobs, else raises :class:`~kubeworkers.queue.NotReplicatedError`.
     """
@@ -463,6 +465,10 @@ class _Client(Generic[C]):
         if connection is None and redis_url is None:
             raise ValueError("give a redis_url or a connection")
         self.redis: C = connection if connection is not None else self._connect(str(redis_url))
+        if durable is not None and is_cluster_client(self.redis):
+            # WAIT has no key, so a cluster client has no node to send it to, and no connection
+            # that made the writes it would count (docs/scaling-out.md, *Redis Cluster*).
+            raise ValueError("a durable submit (WAIT for replicas) is not available on a Redis Cluster")
         self._owns_connection = connection is None
         self.namespace = namespace
         self._jobs = _Jobs(namespace, registry if registry is not None else default_registry, durable)

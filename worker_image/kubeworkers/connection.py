@@ -29,6 +29,21 @@ then it is a master that takes writes, and the failover loses them. So here:
   renewed there for those 10 s, and on the new master its running jobs' leases expired and were
   handed out again).
 
+- ``redis+cluster://[[user]:password@]host[:port][,host[:port]...]``: some nodes of a Redis
+  Cluster (port 6379 by default; the client learns the others with ``CLUSTER SLOTS``);
+  ``rediss+cluster://`` is the same with TLS. The client is redis-py's ``RedisCluster``: it sends
+  each command to the master of its key's slot, follows ``MOVED`` (a slot moved: it refreshes its
+  slot map) and ``ASK`` (a slot mid-migration) itself, and after a failover finds the promoted
+  replica from the nodes that still answer. What differs from one server (docs/scaling-out.md,
+  *Redis Cluster*): every command and script call of kubeworkers names keys of one pool (one
+  slot), so routing needs nothing from us; a pipeline is split per node (``ClusterPipeline``:
+  not a transaction, which kubeworkers never asks for); ``EVALSHA`` goes to the slot of its first
+  key, and ``NOSCRIPT`` from a promoted replica is answered by ``EVAL`` as on one server
+  (:mod:`kubeworkers.scripts`); ``PUBLISH`` reaches every node's subscribers (the cluster bus
+  forwards it); a durable submit's ``WAIT`` cannot be used (it has no key, so no node to go to).
+  The client is typed as ``redis.Redis`` (:data:`Client`): kubeworkers calls only the commands
+  both have, with the same signatures.
+
 A URL that is none of these is refused with :class:`~kubeworkers.redis_url.RedisUrlError`, one
 line that never contains the password (:func:`kubeworkers.redis_url.redacted`); the parsing is
 the pure :mod:`kubeworkers.redis_url`.
@@ -40,13 +55,39 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 import redis.asyncio.sentinel as aiosentinel
+import redis.cluster
 import redis.sentinel
+from redis.exceptions import RedisClusterException
 
 from kubeworkers import redis_url
-from kubeworkers.redis_url import RedisUrlError, SentinelUrl
+from kubeworkers.redis_url import ClusterUrl, RedisUrlError, SentinelUrl
 
-__all__ = ["RedisUrlError", "SentinelUrl", "aclose", "close", "connect", "connect_async", "follow_master"]
+__all__ = [
+    "ClusterUrl", "RedisUrlError", "SentinelUrl", "aclose", "close", "connect", "connect_async", "follow_master",
+    "is_cluster_client",
+]
+
+#: What :func:`connect` returns. A ``redis.cluster.RedisCluster`` is not a ``redis.Redis`` subclass,
+#: but every command kubeworkers sends has the same name and signature on both, and so does
+#: ``pipeline(transaction=False)``; the one alias keeps the callers' annotations one type
+#: (:func:`is_cluster_client` tells the two apart where they differ: blocking reads over many slots).
+Client = redis.Redis
+#: What :func:`connect_async` returns (see :data:`Client`).
+AsyncClient = aioredis.Redis
+
+
+def is_cluster_client(r: object) -> bool:
+    """Whether ``r`` is a Redis Cluster client (of a ``redis+cluster://`` URL)."""
+    return isinstance(r, redis.cluster.RedisCluster | aiocluster.RedisCluster)
+
+
+def _cluster_kwargs(parsed: ClusterUrl, options: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(options, username=parsed.username, password=parsed.password)
+    if parsed.tls:
+        kwargs["ssl"] = True
+    return kwargs
 
 
 def newest_master(answers: list[dict[str, Any]]) -> tuple[str, int] | None:
@@ -124,6 +165,15 @@ def _sentinel_kwargs(parsed: SentinelUrl, options: dict[str, Any]) -> tuple[dict
 def connect(url: str, **options: Any) -> redis.Redis:
     """A blocking client for ``url``; ``options`` are redis-py connection options (timeouts...)."""
     redis_url.check_url(url)
+    if redis_url.is_cluster(url):
+        nodes = redis_url.parse_cluster_url(url)
+        startup = [redis.cluster.ClusterNode(h, p) for h, p in nodes.nodes]  # type: ignore[no-untyped-call]
+        try:  # the blocking cluster client reads the slot map at once (the asyncio one at its first command)
+            cluster = redis.cluster.RedisCluster(startup_nodes=startup, **_cluster_kwargs(nodes, options))
+        except RedisClusterException as exc:  # not a RedisError: said as the ConnectionError every caller knows
+            cause = type(exc.__cause__ or exc).__name__  # AuthenticationError, ConnectionError...
+            raise redis.ConnectionError(f"no node of {redis_url.where(url)} could be used ({cause})") from None
+        return cast(Client, cluster)
     if not redis_url.is_sentinel(url):
         return redis.Redis.from_url(url, **options)
     parsed = redis_url.parse_sentinel_url(url)
@@ -135,6 +185,11 @@ def connect(url: str, **options: Any) -> redis.Redis:
 def connect_async(url: str, **options: Any) -> aioredis.Redis:
     """:func:`connect` for asyncio code."""
     redis_url.check_url(url)
+    if redis_url.is_cluster(url):
+        nodes = redis_url.parse_cluster_url(url)
+        cluster = aiocluster.RedisCluster(
+            startup_nodes=[aiocluster.ClusterNode(h, p) for h, p in nodes.nodes], **_cluster_kwargs(nodes, options))
+        return cast(AsyncClient, cluster)
     if not redis_url.is_sentinel(url):
         return aioredis.Redis.from_url(url, **options)
     parsed = redis_url.parse_sentinel_url(url)
@@ -149,14 +204,14 @@ async def follow_master(r: aioredis.Redis) -> None:
     """For a client of a ``redis+sentinel://`` URL: ask the Sentinels where the master is now, and
     if it moved, close the connections to the old one (idle ones at once, busy ones when they come
     back), so the next command reaches the new master. Nothing for any other URL."""
-    pool = r.connection_pool
+    pool = getattr(r, "connection_pool", None)  # a cluster client has one pool per node, and follows itself
     if isinstance(pool, aiosentinel.SentinelConnectionPool):
         await pool.get_master_address()  # type: ignore[no-untyped-call]
 
 
 def close(r: redis.Redis) -> None:
     """Close a client of :func:`connect`, and for a Sentinel URL its connections to the Sentinels."""
-    manager = getattr(r.connection_pool, "sentinel_manager", None)
+    manager = getattr(getattr(r, "connection_pool", None), "sentinel_manager", None)
     r.close()
     if manager is not None:
         manager.close()
@@ -164,7 +219,7 @@ def close(r: redis.Redis) -> None:
 
 async def aclose(r: aioredis.Redis) -> None:
     """:func:`close` for a client of :func:`connect_async`."""
-    manager = getattr(r.connection_pool, "sentinel_manager", None)
+    manager = getattr(getattr(r, "connection_pool", None), "sentinel_manager", None)
     await r.aclose()
     if manager is not None:
         await manager.aclose()

@@ -41,7 +41,7 @@ from kubeworkers.attempts import Delivery
 from kubeworkers.errors import cap_text
 from kubeworkers.holdings import Holdings
 from kubeworkers.metrics import WorkerMetrics
-from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, JobMessage, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import WORKER_GROUP, JobMessage, PoolKeys
 from kubeworkers.registry import DEFAULT_MAX_ATTEMPTS, Registry
 from kubeworkers.runner import AttemptRunner
 from kubeworkers.settings import WorkerSettings
@@ -145,7 +145,7 @@ class Consumer:
     def _take_args(self, mode: Literal["read", "given"], count: int, given: list[wire.Given]) -> list[wire.Arg]:
         return wire.take_args(
             mode=mode, group=WORKER_GROUP, consumer=self.name, count=count, now=repr(time.time()),
-            prefix=self.keys.prefix, events=EVENTS_STREAM, pointer_prefix=job_pool_prefix(self.keys.namespace),
+            prefix=self.keys.prefix, events=self.keys.events, pointer_prefix="",
             result_ttl=self.settings.result_ttl, default_max_attempts=DEFAULT_MAX_ATTEMPTS,
             handler_max_attempts=self.handler_max,
             handler_free=json.dumps(self.holdings.free_by_handler(self.limits)),

@@ -31,7 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from kubeworkers import redis_ops, scripts, wire
-from kubeworkers.protocol import EVENTS_STREAM, WORKER_GROUP, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import WORKER_GROUP, PoolKeys
 from kubeworkers.redis_ops import TRANSIENT_ERRORS
 
 log = logging.getLogger("kubeworkers.outbox")
@@ -220,8 +220,8 @@ async def settle(
     With ``wait_replicas``, ``WAIT`` follows in the same round trip and too few
     acknowledgements raise :class:`NotReplicatedError` (the writes are applied on the master)."""
     argv = wire.settle_args(
-        group=WORKER_GROUP, now=repr(time.time()), prefix=keys.prefix, events=EVENTS_STREAM,
-        pointer_prefix=job_pool_prefix(keys.namespace), result_ttl=result_ttl, worker=worker,
+        group=WORKER_GROUP, now=repr(time.time()), prefix=keys.prefix, events=keys.events,
+        pointer_prefix="", result_ttl=result_ttl, worker=worker,
         dead_letter_maxlen=dead_letter_maxlen, writes=bodies,
     )
     if not wait_replicas:

@@ -4,8 +4,9 @@ One module holds every key name and every message shape, so the three parties
 cannot drift apart. See ``docs/protocol.md`` for the prose version.
 
 Keys of one pool share the hash tag ``{<namespace>/<pool>}`` so that a Lua
-script touching a pool's stream, its job records and its dead-letter stream
-stays within one Redis Cluster slot.
+script touching a pool's streams, its job records, its dead-letter stream and its
+events stream stays within one Redis Cluster slot. The one key outside a pool's
+slot, the job id -> pools hint (:func:`job_pool_key`), is never touched by a script.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field
 WORKER_GROUP = "workers"
 #: Consumer group the operator's status sync reads the events stream through.
 OPERATOR_GROUP = "operator"
-#: The single events stream every worker appends state changes to.
-EVENTS_STREAM = "kw:events"
+#: The one events stream of the layout before per-pool streams (:attr:`PoolKeys.events`): nothing
+#: writes or reads it any more; named so the docs and an upgrade check can say so.
+LEGACY_EVENTS_STREAM = "kw:events"
 #: Pub/sub channel on which cancellations are announced (payload: record key).
 CANCEL_CHANNEL = "kw:cancel"
 #: Seconds a finished job's record (and its cancel flag) is kept before Redis expires it.
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
-#: Entries the events stream keeps, about: every script's ``XADD`` to it says ``MAXLEN ~`` this
+#: Seconds a job id -> pools hint (:func:`job_pool_key`) lives after its last write (an enqueue or a
+#: rerun of the job): what a lookup without a pool can find, then ``--pool`` is needed.
+JOB_HINT_TTL = 30 * 24 * 3600
+#: Entries each pool's events stream keeps, about: every script's ``XADD`` to it says ``MAXLEN ~`` this
 #: (``scripts.py`` hands it to the scripts as ``EVENTS_MAXLEN``), so it is bounded with no operator
 #: reading it. An operator that falls further behind loses the oldest events; its resync from the
 #: records repairs the Jobs' statuses (docs/protocol.md, *Bounds*).
@@ -117,6 +122,12 @@ class PoolKeys:
         return f"kw:{self.tag}:cancel:{job_id}"
 
     @property
+    def events(self) -> str:
+        """The pool's events stream: every state change of its jobs, appended by the scripts of the
+        pool (so in the pool's slot) and read by the operator's status sync (docs/protocol.md)."""
+        return f"kw:{self.tag}:events"
+
+    @property
     def dead_letter(self) -> str:
         """Stream of jobs that exhausted their attempts, with the reason."""
         return f"kw:{self.tag}:dlq"
@@ -199,10 +210,14 @@ def is_sdk_job(job_id: str, uid: str) -> bool:
 
 
 def job_pool_key(namespace: str, job_id: str) -> str:
-    """The set of pools a job id was enqueued to, so ``Client.get(job_id)`` needs no pool name.
+    """The hint of the pools a job id was enqueued to, so ``Client.get(job_id)`` needs no pool name.
 
-    A job is (namespace, pool, job_id): the same id on two pools is two jobs, so this is a set
-    (``enqueue.lua`` SADDs, :func:`kubeworkers.queue.delete_job` SREMs), not one pool.
+    A job is (namespace, pool, job_id): the same id on two pools is two jobs, so this is a set.
+    It is in the namespace's slot, not a pool's, so no script touches it: the clients write it
+    beside the script calls (:func:`kubeworkers.queue.enqueue` SADDs and sets its TTL,
+    :data:`JOB_HINT_TTL`, a rerun does it again, :func:`kubeworkers.queue.delete_job` SREMs). A
+    hint, not a truth: a reader checks that the record is in each pool it names, and one that
+    expired (or was never written: a crash between the script and it) leaves ``--pool`` to say.
     """
     return f"{job_pool_prefix(namespace)}{job_id}"
 
@@ -478,7 +493,7 @@ class ChildrenDone(BaseModel):
 
 
 class JobEvent(BaseModel):
-    """One state change appended by a worker to :data:`EVENTS_STREAM`.
+    """One state change appended by a script to its pool's events stream (:attr:`PoolKeys.events`).
 
     The operator's status sync folds these into ``Job.status``; the record in
     Redis stays the source of truth, the event is the notification.

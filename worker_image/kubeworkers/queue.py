@@ -22,13 +22,12 @@ from kubeworkers import redis_ops, scripts, wire
 from kubeworkers.protocol import (
     CANCEL_CHANNEL,
     DEFAULT_RESULT_TTL,
-    EVENTS_STREAM,
+    JOB_HINT_TTL,
     WORKER_GROUP,
     JobMessage,
     JobRecord,
     PoolKeys,
     job_pool_key,
-    job_pool_prefix,
     legacy_job_pool_key,
 )
 from kubeworkers.redis_ops import Command, Pipeline, Plan
@@ -116,6 +115,17 @@ class Enqueued:
     position: int | None
 
 
+def hint_commands(jobs: Iterable[tuple[str, str, str]]) -> list[Command]:
+    """The writes of the job id -> pools hints (:func:`~kubeworkers.protocol.job_pool_key`) of
+    ``(namespace, pool, job_id)``: outside the scripts, since the hint is in the namespace's slot,
+    not the pool's; sent in the scripts' round trip, after them."""
+    out: list[Command] = []
+    for namespace, pool, job_id in dict.fromkeys(jobs):
+        key = job_pool_key(namespace, job_id)
+        out += [Command("sadd", key, pool), Command("expire", key, JOB_HINT_TTL)]
+    return out
+
+
 def _position(value: object) -> int | None:
     return int(value) if isinstance(value, int) and value >= 0 else None
 
@@ -137,13 +147,17 @@ def enqueue_results_plan(msgs: Iterable[JobMessage], durable: Durability | None 
     positions: list[list[int]] = []
     for where, group in _by_pool(pending):
         for start in range(0, len(group), ENQUEUE_CHUNK):
-            calls.append(("enqueue", [], _enqueue_argv(group[start : start + ENQUEUE_CHUNK])))
+            chunk = group[start : start + ENQUEUE_CHUNK]
+            # The events stream is the routing key (a cluster client sends the call to the pool's
+            # slot); the script derives every key it writes from the pool prefix, all in that slot.
+            calls.append(("enqueue", [PoolKeys(chunk[0].namespace, chunk[0].pool).events], _enqueue_argv(chunk)))
             positions.append(where[start : start + ENQUEUE_CHUNK])
     results = [Enqueued(new=False, position=None)] * len(pending)
     refused: list[str] = []
     if calls:
+        hints = hint_commands((m.namespace, m.pool, m.job_id) for m in pending)
         tail = durable.commands() if durable is not None else []
-        replies = yield from scripts.pipeline_plan(calls, idempotent=True, then=tail)
+        replies = yield from scripts.pipeline_plan(calls, idempotent=True, then=[*hints, *tail])
         if durable is not None and (acked := int(replies[-1])) < durable.replicas:
             raise NotReplicatedError([m.job_id for m in pending], acked, durable)
         replies = replies[: len(calls)]
@@ -173,7 +187,7 @@ class Positions:
 def positions_plan(namespace: str, pool: str, job_ids: Sequence[str]) -> Plan[Positions]:
     """See :func:`positions`. A read, so repeated after connection errors."""
     keys = PoolKeys(namespace, pool)
-    reply = yield from scripts.call_plan("positions", [], [keys.prefix, *job_ids], idempotent=True)
+    reply = yield from scripts.call_plan("positions", [keys.events], [keys.prefix, *job_ids], idempotent=True)
     taken, found = reply
     return Positions(
         taken=_position(taken),
@@ -185,7 +199,7 @@ def _cancel_call(
     namespace: str, pool: str, job_id: str, result_ttl: int
 ) -> tuple[str, Sequence[str], Sequence[wire.Arg]]:
     keys = PoolKeys(namespace, pool)
-    return ("cancel", [keys.record(job_id), keys.cancel(job_id), EVENTS_STREAM, job_pool_key(namespace, job_id)],
+    return ("cancel", [keys.record(job_id), keys.cancel(job_id), keys.events],
             [repr(time.time()), CANCEL_CHANNEL, result_ttl])
 
 
@@ -263,8 +277,7 @@ def fail_lost_plan(
     keys = PoolKeys(namespace, pool)
     reply = yield from scripts.call_plan(
         "fail_lost",
-        [keys.record(job_id), keys.delayed, EVENTS_STREAM, job_pool_key(namespace, job_id), keys.dead_letter,
-         *keys.streams, keys.stats],
+        [keys.record(job_id), keys.delayed, keys.events, keys.dead_letter, *keys.streams, keys.stats],
         [repr(time.time()), repr(min_age_seconds), result_ttl, WORKER_GROUP],
     )
     return bool(reply)
@@ -294,8 +307,9 @@ def pools_plan(namespace: str, job_id: str) -> Plan[list[str]]:
 def delete_plan(namespace: str, pool: str, job_id: str) -> Plan[None]:
     """See :func:`delete_job`."""
     keys = PoolKeys(namespace, pool)
-    yield Pipeline([
-        Command("delete", keys.record(job_id), keys.cancel(job_id), legacy_job_pool_key(namespace, job_id)),
+    yield Pipeline([  # the record and flag in the pool's slot, the hint and legacy pointer in the namespace's
+        Command("delete", keys.record(job_id), keys.cancel(job_id)),
+        Command("delete", legacy_job_pool_key(namespace, job_id)),
         Command("srem", job_pool_key(namespace, job_id), pool),
     ])
 
@@ -304,12 +318,13 @@ def forget_plan(namespace: str, pool: str, job_id: str, *, uid: str, run: int) -
     """See :func:`forget_finished`."""
     keys = PoolKeys(namespace, pool)
     reply = yield from scripts.call_plan(
-        "forget",
-        [keys.record(job_id), keys.cancel(job_id), legacy_job_pool_key(namespace, job_id),
-         job_pool_key(namespace, job_id)],
-        [uid, str(run), pool],
-        idempotent=True,
+        "forget", [keys.record(job_id), keys.cancel(job_id)], [uid, str(run)], idempotent=True,
     )
+    if reply:  # the hint and the legacy pointer are in the namespace's slot: after the script, not in it
+        yield from redis_ops.retried(lambda: Pipeline([
+            Command("srem", job_pool_key(namespace, job_id), pool),
+            Command("delete", legacy_job_pool_key(namespace, job_id)),
+        ]), idempotent=True)
     return bool(reply)
 
 
@@ -317,7 +332,7 @@ def _enqueue_argv(msgs: Sequence[JobMessage]) -> list[wire.Arg]:
     """``enqueue.lua``'s arguments for messages of a single pool."""
     first = msgs[0]
     keys = PoolKeys(first.namespace, first.pool)
-    return [repr(time.time()), keys.prefix, job_pool_prefix(first.namespace), first.pool,
+    return [repr(time.time()), keys.prefix, "", first.pool,
             *(m.model_dump_json() for m in msgs)]
 
 

@@ -20,7 +20,16 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ReadOnlyError
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 T = TypeVar("T")
 
@@ -33,7 +42,14 @@ T = TypeVar("T")
 #: raises the same classes.)
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.ConnectionError, redis.TimeoutError, ReadOnlyError, ConnectionError, OSError,
+    # A Redis Cluster mid-failover or mid-migration: no master for a slot yet (CLUSTERDOWN, a slot
+    # not covered), redirections that did not settle within the client's budget, TRYAGAIN.
+    ClusterError, TryAgainError, SlotNotCoveredError,
 )
+
+
+#: The script calls (:mod:`kubeworkers.scripts`), by method name: sent as raw commands (:meth:`Command.send`).
+_SCRIPT_CALLS = {"evalsha": "EVALSHA", "eval": "EVAL"}
 
 
 class Command:
@@ -47,7 +63,13 @@ class Command:
         self.kwargs = kwargs
 
     def send(self, r: Any) -> Any:
-        """Issue the command on ``r`` (a client or a pipeline): the reply, or an awaitable of it."""
+        """Issue the command on ``r`` (a client or a pipeline): the reply, or an awaitable of it.
+
+        A script call goes through ``execute_command``, which is what redis-py's ``evalsha`` and
+        ``eval`` do: the blocking cluster pipeline refuses the ``evalsha`` method (it would send a
+        keyless script anywhere) but routes the command by its first key, as kubeworkers' are."""
+        if self.method in _SCRIPT_CALLS:
+            return r.execute_command(_SCRIPT_CALLS[self.method], *self.args)
         return getattr(r, self.method)(*self.args, **self.kwargs)
 
     def __repr__(self) -> str:
@@ -158,6 +180,21 @@ def retried(
 
 # --------------------------------------------------------------------------- drivers
 
+#: What a cluster pipeline answers, per command, when a node is gone or a slot has no master:
+#: with errors as replies redis-py neither retries nor refreshes its slot map for them.
+_NODE_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, SlotNotCoveredError)
+
+
+def _is_cluster(r: Any) -> bool:
+    return isinstance(r, redis.cluster.RedisCluster | aiocluster.RedisCluster)
+
+
+def _node_error(step: Step, reply: Any) -> Exception | None:
+    """A cluster pipeline's reply naming a lost node (see :data:`_NODE_ERRORS`), else None."""
+    if isinstance(step, Pipeline) and step.errors_as_replies and isinstance(reply, list):
+        return next((x for x in reply if isinstance(x, _NODE_ERRORS)), None)
+    return None
+
 
 @dataclass(slots=True)
 class _Done:
@@ -193,6 +230,11 @@ async def run(r: aioredis.Redis, plan: Plan[T]) -> T:
                     reply = await step.handle
                 else:
                     reply = await step.send(r)
+                    if _is_cluster(r) and (lost := _node_error(step, reply)) is not None:
+                        # A node died (a failover): drop the slot map, as redis-py's own pipeline
+                        # retry does, and fail the step as a lost connection (the plan retries).
+                        await r.aclose()
+                        raise lost
             except Exception as exc:
                 error = exc
         return step.value  # type: ignore[no-any-return]
@@ -223,6 +265,9 @@ def run_sync(r: redis.Redis, plan: Plan[T]) -> T:
                     reply = step.handle.value
                 else:
                     reply = step.send(r)
+                    if _is_cluster(r) and (lost := _node_error(step, reply)) is not None:
+                        r.nodes_manager.initialize()  # type: ignore[attr-defined]  # (see run)
+                        raise lost
             except Exception as exc:
                 error = exc
         return step.value  # type: ignore[no-any-return]

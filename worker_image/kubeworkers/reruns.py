@@ -24,7 +24,8 @@ from typing import Any
 import redis
 
 from kubeworkers import queue, redis_ops, scripts
-from kubeworkers.protocol import EVENTS_STREAM, JobMessage, JobState, PoolKeys, job_pool_key
+from kubeworkers.protocol import JobMessage, JobState, PoolKeys
+from kubeworkers.redis_ops import Pipeline
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,16 @@ def rerun_job(
         run = record.run if run is None else run
     reply = redis_ops.run_sync(r, scripts.call_plan(
         "rerun",
-        [keys.record(job_id), keys.cancel(job_id), keys.dead_letter, job_pool_key(keys.namespace, job_id),
-         EVENTS_STREAM],
+        [keys.record(job_id), keys.cancel(job_id), keys.dead_letter, keys.events],
         [repr(time.time()), keys.prefix, keys.pool, uid, "" if run is None else str(run), dead_letter_id, by,
          dead_letter_message],
     ))
     verdict, new_run, entry = _text(reply[0]), int(reply[1]), _text(reply[2])
     if verdict != "rerun":
         raise _refusal(job_id, verdict, new_run)
+    # The job -> pools hint, in the namespace's slot: restored after the script (a hint, see protocol.py).
+    redis_ops.run_sync(r, redis_ops.retried(
+        lambda: Pipeline(queue.hint_commands([(keys.namespace, keys.pool, job_id)])), idempotent=True))
     return Rerun(job_id, keys.pool, new_run, entry)
 
 

@@ -6,7 +6,7 @@ failover: a promoted replica's cache is empty) the call is made again as ``EVAL`
 script's source, which runs it and caches it; safe because a ``NOSCRIPT`` reply means the
 script did not run. In a pipeline only the calls that answered ``NOSCRIPT`` are sent again.
 Every script is sent with one line before its file: ``local EVENTS_MAXLEN = <n>``
-(:data:`~kubeworkers.protocol.EVENTS_MAXLEN`), the cap of every ``XADD`` to the events stream,
+(:data:`~kubeworkers.protocol.EVENTS_MAXLEN`), the cap of every ``XADD`` to a pool's events stream,
 so the number has one home (likewise ``DURATION_BUCKETS`` and ``STATS_TTL_S``, which ``lua/stats.lua``
 uses). A file whose first line is a Redis 7 shebang (``#!lua flags=...``)
 keeps it first: the scripts that only keep held work alive (``renew``, ``reap``) declare
@@ -37,7 +37,7 @@ from kubeworkers.wire import Arg
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 #: What every script's source starts with (its constants from :mod:`kubeworkers.protocol`).
 PRELUDE = (
-    f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}\nlocal EVENTS_STREAM = '{protocol.EVENTS_STREAM}'\n"
+    f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}\n"
     f"local JOB_INDEX_MAXLEN = {protocol.JOB_INDEX_MAXLEN}\nlocal ATTEMPT_LOG_MAX = {protocol.ATTEMPT_LOG_MAX}\n"
     f"local DURATION_BUCKETS = {{{', '.join(repr(b) for b in protocol.DURATION_BUCKETS_S)}}}\n"
     f"local STATS_TTL_S = {protocol.STATS_TTL_S}\n"

@@ -175,7 +175,9 @@ class RedisSignalReader:
         by activity.
         """
         ids = {s.name: (s.last_generated_id if s.exists else "0-0") for s in after.streams}
-        socket_timeout = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        pool = getattr(self.redis, "connection_pool", None)  # a cluster client keeps its options itself
+        options: dict[str, Any] = getattr(pool if pool is not None else self.redis, "connection_kwargs", {})
+        socket_timeout = options.get("socket_timeout")
         deadline = time.monotonic() + block_seconds
         while True:
             remaining = deadline - time.monotonic()

@@ -34,6 +34,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from kubeworkers import queue
+from kubeworkers.connection import is_cluster_client
 from kubeworkers.protocol import FINISHED_STATES, is_sdk_job, job_object_of, record_key_pattern
 from redis.exceptions import RedisError
 
@@ -130,11 +131,31 @@ class OrphanSweep:
     """Passes over every record completed so far."""
     _pattern: int = 0
     _cursor: int = 0
+    #: On a Redis Cluster: each master's SCAN cursor not yet back at 0 (by node name).
+    _node_cursors: dict[str, int] = field(default_factory=dict)
     _in_pass: bool = False
     _last_start: float = 0.0
 
     def __post_init__(self) -> None:
         self._last_start = self.clock()
+
+    async def _scan_cluster(self, r: aioredis.Redis, pattern: str) -> list[Any]:
+        """One ``SCAN`` step on a Redis Cluster, where each master has its own cursor: the first
+        step asks every master, the next ones the masters not done yet, one at a time.
+        ``_cursor`` is 0 once every master is done with ``pattern``."""
+        reply: Any  # a cluster client answers (cursor per node name, keys)
+        if not self._node_cursors:
+            reply = await r.scan(0, match=pattern, count=self.scan_count)
+            cursors: dict[str, Any] = dict(reply[0])
+        else:
+            name, at = next(iter(self._node_cursors.items()))
+            node = r.get_node(node_name=name)  # type: ignore[attr-defined]
+            reply = await r.scan(at, match=pattern, count=self.scan_count, target_nodes=node)
+            cursors = {**self._node_cursors, **dict(reply[0])}
+        keys = reply[1]
+        self._node_cursors = {name: int(c) for name, c in cursors.items() if int(c) != 0}
+        self._cursor = 1 if self._node_cursors else 0
+        return list(keys)
 
     def _due(self) -> bool:
         return self._in_pass or self.clock() - self._last_start >= self.period_seconds
@@ -147,9 +168,12 @@ class OrphanSweep:
         if not self._in_pass:
             self._in_pass, self._last_start = True, self.clock()
         while result.keys < self.keys_per_turn:
-            cursor, keys = await r.scan(self._cursor, match=self.patterns[self._pattern], count=self.scan_count)
+            if is_cluster_client(r):
+                keys = await self._scan_cluster(r, self.patterns[self._pattern])
+            else:
+                cursor, keys = await r.scan(self._cursor, match=self.patterns[self._pattern], count=self.scan_count)
+                self._cursor = int(cursor)
             result.calls += 1
-            self._cursor = int(cursor)
             if keys:
                 async with r.pipeline(transaction=False) as pipe:
                     for key in keys:

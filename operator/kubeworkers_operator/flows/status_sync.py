@@ -1,7 +1,11 @@
 """The status sync: one background task that mirrors worker events into ``Job.status``.
 
-It reads :data:`~kubeworkers.protocol.EVENTS_STREAM` through the operator's own
-consumer group, groups a batch by job, folds each job's events into one status
+It reads the events streams of the pools (:attr:`~kubeworkers.protocol.PoolKeys.events`, one
+per pool, in the pool's slot) through the operator's own consumer group, one consumer per
+Redis: on one server (plain or Sentinel) one blocking ``XREADGROUP`` over every pool's stream;
+on a Redis Cluster, where one command cannot span slots, one pipelined round of non-blocking
+reads per turn (split per node by the client), :data:`CLUSTER_POLL_SECONDS` apart while idle.
+It groups a batch by job, folds each job's events into one status
 (:mod:`kubeworkers_operator.model.job_status`) and writes it with one patch, with concurrency bounded by
 the API client. Entries are acked only after their patch landed (or turned out
 unnecessary, or the Job is gone), so a crash replays them, and folding makes
@@ -25,7 +29,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from kubeworkers import redis_ops, stats
-from kubeworkers.protocol import EVENTS_STREAM, JobEvent, PoolKeys, is_sdk_job, job_object_of
+from kubeworkers.connection import is_cluster_client
+from kubeworkers.protocol import JobEvent, PoolKeys, is_sdk_job, job_object_of
 from redis.exceptions import RedisError, ResponseError
 
 from kubeworkers_operator.adapters.status_writer import WriteResult
@@ -53,6 +58,25 @@ STALE_GROUP_SECONDS = 3600.0
 #: How often the :class:`SyncFleet` looks for Redis servers that came into use (a pool's Secret
 #: read for the first time) or went out of it (a Secret edited to another URL).
 FLEET_RECONCILE_SECONDS = 1.0
+#: How often a consumer looks again which pools (so which events streams) are on its Redis.
+STREAMS_REFRESH_SECONDS = 1.0
+#: On a Redis Cluster: the wait between two rounds of reads that found nothing (the latency a
+#: status may gain there, against one blocking read on one server).
+CLUSTER_POLL_SECONDS = 0.25
+
+
+def entry_ref(stream: str, entry_id: str) -> str:
+    """What the consumer calls one entry of one pool's events stream (ids repeat across streams)."""
+    return f"{stream}#{entry_id}"
+
+
+def _by_stream(refs: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for ref in refs:
+        stream, sep, entry_id = ref.rpartition("#")
+        if sep:
+            out[stream].append(entry_id)
+    return out
 
 
 def _text(value: bytes | str) -> str:
@@ -90,8 +114,8 @@ def trim_floor(groups: Iterable[tuple[str, str | None]]) -> str | None:
     return f"{floor[0]}-{floor[1]}"
 
 
-async def trim_events(r: aioredis.Redis, *, stale_after_seconds: float = STALE_GROUP_SECONDS) -> int:
-    """Trim the events stream below what every live consumer group has read and acked (a periodic chore).
+async def trim_events(r: aioredis.Redis, stream: str, *, stale_after_seconds: float = STALE_GROUP_SECONDS) -> int:
+    """Trim one pool's events stream below what every live consumer group has read and acked (a periodic chore).
 
     Never trims away an event a live group has yet to apply (:func:`trim_floor`). A group whose
     consumers have all been idle for over ``stale_after_seconds`` (a removed namespace-scoped
@@ -100,40 +124,36 @@ async def trim_events(r: aioredis.Redis, *, stale_after_seconds: float = STALE_G
     (:data:`~kubeworkers.protocol.EVENTS_MAXLEN`) bounds the stream. Returns entries removed.
     """
     try:
-        groups: list[dict[str, Any]] = await r.xinfo_groups(EVENTS_STREAM)
+        groups: list[dict[str, Any]] = await r.xinfo_groups(stream)
     except ResponseError:
         return 0  # no stream yet
     needs: list[tuple[str, str | None]] = []
     for group in groups:
         name = _text(group["name"])
-        if await _stale(r, name, int(group.get("consumers") or 0), stale_after_seconds):
+        if await _stale(r, stream, name, int(group.get("consumers") or 0), stale_after_seconds):
             continue
         oldest_pending: str | None = None
         if int(group.get("pending") or 0):
-            summary: Any = await r.xpending(EVENTS_STREAM, name)
+            summary: Any = await r.xpending(stream, name)
             oldest_pending = _text(summary["min"]) if summary.get("min") else None
         needs.append((_text(group["last-delivered-id"]), oldest_pending))
     floor = trim_floor(needs)
     if floor is None:
         return 0
-    removed: int = await r.xtrim(EVENTS_STREAM, minid=floor, approximate=False)
+    removed: int = await r.xtrim(stream, minid=floor, approximate=False)
     return removed
 
 
 async def trim_and_measure(rt: Runtime) -> int:
-    """The ``events-trim`` chore: :func:`trim_events` on every Redis in use, then the longest events
-    stream and every known pool's dead-letter stream length into the metrics (one pipelined round trip
-    per Redis), and each pool's queued and in-flight jobs by handler (one round trip per pool), each
+    """The ``events-trim`` chore: :func:`trim_events` on every known pool's events stream, on the pool's
+    Redis, then the longest events stream and every known pool's dead-letter stream length into the
+    metrics (one pipelined round trip per Redis), and each pool's queued and in-flight jobs by handler
+    (one round trip per pool), each
     read on the pool's own Redis. Returns entries trimmed. A Redis that is down is skipped (its pools'
     series are left out until it is back); the others go on."""
     pools = sorted(rt.index.pools)
     groups = await group_by_redis(rt, pools)
     clients = [client for client, _ in groups]
-    routes = getattr(rt, "pool_redis", None)
-    if routes is not None:  # a Redis no known pool is on (the operator's own, say) is trimmed too
-        clients += [c for _, c in routes.in_use() if all(c is not known for known in clients)]
-    elif not clients:
-        clients = [rt.redis]
     removed = 0
     longest = 0
     dead_letters: list[tuple[tuple[str, str], int]] = []
@@ -141,10 +161,11 @@ async def trim_and_measure(rt: Runtime) -> int:
     for client in clients:
         on_this = next((listed for known, listed in groups if known is client), [])
         try:
-            removed += await trim_events(client)
+            for namespace, pool in on_this:
+                removed += await trim_events(client, PoolKeys(namespace, pool).events)
             async with client.pipeline(transaction=False) as pipe:
-                pipe.xlen(EVENTS_STREAM)
                 for namespace, pool in on_this:
+                    pipe.xlen(PoolKeys(namespace, pool).events)
                     pipe.xlen(PoolKeys(namespace, pool).dead_letter)
                 lengths: list[int] = await pipe.execute()
             # Queued and in flight per handler: the numbers `kubeworkers stats` shows, read the same way.
@@ -152,8 +173,8 @@ async def trim_and_measure(rt: Runtime) -> int:
         except (RedisError, OSError) as exc:
             logger.warning("events trim and gauges of %s skipped: %s", redis_label(rt, client), type(exc).__name__)
             continue
-        longest = max(longest, lengths[0])
-        dead_letters.extend(zip(on_this, lengths[1:], strict=True))
+        longest = max([longest, *lengths[0::2]])
+        dead_letters.extend(zip(on_this, lengths[1::2], strict=True))
         measured.extend(found)
     rt.metrics.events_stream_length.set(longest)
     rt.metrics.dead_letter_length.clear()  # a deleted pool's series ends
@@ -170,11 +191,11 @@ async def trim_and_measure(rt: Runtime) -> int:
     return removed
 
 
-async def _stale(r: aioredis.Redis, group: str, consumers: int, stale_after_seconds: float) -> bool:
+async def _stale(r: aioredis.Redis, stream: str, group: str, consumers: int, stale_after_seconds: float) -> bool:
     """Whether every consumer of ``group`` has been idle (no read, claim or ack) for over the bound."""
     if consumers == 0:
         return False
-    listed: list[dict[str, Any]] = await r.xinfo_consumers(EVENTS_STREAM, group)
+    listed: list[dict[str, Any]] = await r.xinfo_consumers(stream, group)
     return bool(listed) and min(int(c.get("idle") or 0) for c in listed) > stale_after_seconds * 1000
 
 
@@ -199,89 +220,139 @@ class StatusSync:
         self._next_prune = 0.0
         #: Wall time of the consumer loop's last turn (liveness).
         self.consumer_turned_at = time.time()
+        self._streams: list[str] = []
+        self._streams_at = 0.0
+        self._seen: set[str] = set()
+        self._grouped: set[str] = set()
+        self._cursors: dict[str, str] = {}
+        """stream -> where the pass over our own pending entries is (empty: reading new entries)."""
 
     # ------------------------------------------------------------------ consumer
 
-    async def ensure_group(self) -> None:
-        """Create the operator's consumer group, from the stream's start (replays are harmless)."""
-        try:
-            await self.redis.xgroup_create(EVENTS_STREAM, self.rt.settings.events_group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    async def streams(self) -> list[str]:
+        """The events streams this consumer reads: those of the known pools on its Redis (of its
+        namespaces, for a namespace-scoped operator), looked up again every
+        :data:`STREAMS_REFRESH_SECONDS`. A stream new to it is read from its own pending entries first."""
+        now = time.monotonic()
+        if now >= self._streams_at:
+            namespaces = self.rt.settings.namespaces
+            pools = [p for p in sorted(self.rt.index.pools) if not namespaces or p[0] in namespaces]
+            mine = next((listed for client, listed in await group_by_redis(self.rt, pools) if client is self.redis), [])
+            self._streams = [PoolKeys(namespace, pool).events for namespace, pool in mine]
+            self._streams_at = now + STREAMS_REFRESH_SECONDS
+            for stream in self._streams:
+                if stream not in self._seen:
+                    self._seen.add(stream)
+                    self._cursors[stream] = "0"
+        return self._streams
+
+    async def ensure_group(self, streams: Iterable[str]) -> None:
+        """Create the operator's consumer group on each stream, from the stream's start (replays are harmless)."""
+        for stream in streams:
+            if stream in self._grouped:
+                continue
+            try:
+                await self.redis.xgroup_create(stream, self.rt.settings.events_group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._grouped.add(stream)
 
     async def run(self) -> None:
         """Consume forever; Redis outages are waited out, never fatal."""
         settings = self.rt.settings
-        cursor: str | None = "0"  # first our own pending entries (a previous life's), then new ones
         recheck_at = time.monotonic() + PENDING_RECHECK_SECONDS
-        group_ready = False
         while True:
             self.consumer_turned_at = time.time()
             self.rt.metrics.loop_heartbeat.set(self.consumer_turned_at)
             try:
-                if not group_ready:
-                    await self.ensure_group()
-                    group_ready = True
+                streams = await self.streams()
+                await self.ensure_group(streams)
                 if self._claim_at_start:
-                    await self._claim_abandoned(idle_seconds=0.0)
+                    await self._claim_abandoned(streams, idle_seconds=0.0)
                     self._claim_at_start = False
-                if cursor is None and time.monotonic() >= recheck_at:
-                    cursor = "0"
+                if not self._cursors and time.monotonic() >= recheck_at:
+                    self._cursors = dict.fromkeys(streams, "0")
                     recheck_at = time.monotonic() + PENDING_RECHECK_SECONDS
-                    await self._claim_abandoned()
-                if cursor is not None:
-                    entries = await self._read(cursor, block=None)
-                    cursor = entries[-1][0] if entries else None
+                    await self._claim_abandoned(streams)
+                if not streams:
+                    await asyncio.sleep(min(settings.sync_block_ms / 1000, STREAMS_REFRESH_SECONDS))
+                    entries = []
+                elif self._cursors:  # a pass over our own pending entries (a previous life's, failed patches)
+                    starts = {s: c for s, c in self._cursors.items() if s in set(streams)}
+                    entries = await self._read(starts, block=None)
+                    last: dict[str, str] = {}
+                    for ref, _ in entries:
+                        stream, _, entry_id = ref.rpartition("#")
+                        last[stream] = entry_id
+                    self._cursors = last
                 else:
                     wait = self._next_deferred_in()
                     block = settings.sync_block_ms
                     if wait is not None:
                         block = max(1, min(block, int(wait * 1000)))
-                    entries = await self._read(">", block=block)
+                    entries = await self._read(dict.fromkeys(streams, ">"), block=block)
                 if entries:
                     await self.process(entries)
                 await self._flush_due_deferred()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                logger.warning("events stream of %s unavailable (%s); retrying", redis_label(self.rt, self.redis),
+                logger.warning("events streams of %s unavailable (%s); retrying", redis_label(self.rt, self.redis),
                                type(exc).__name__)
-                group_ready = False
-                cursor = "0"
+                self._grouped.clear()
+                self._cursors = dict.fromkeys(self._streams, "0")
                 await asyncio.sleep(1.0)
             except Exception:
                 logger.exception("status sync turn failed; retrying")
-                cursor = "0"
+                self._cursors = dict.fromkeys(self._streams, "0")
                 await asyncio.sleep(1.0)
 
-    async def _read(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
-        reply: Any = await self.redis.xreadgroup(
-            self.rt.settings.events_group, self.rt.settings.consumer_name, {EVENTS_STREAM: start},
-            count=self.rt.settings.sync_batch_size, block=block,
-        )
+    async def _read(self, starts: dict[str, str], block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Entries of the streams from their starts (``>``: new ones; an id: our own pending after it),
+        as (:func:`entry_ref`, fields)."""
+        if not starts:
+            return []
+        group, consumer, count = self.rt.settings.events_group, self.rt.settings.consumer_name, \
+            self.rt.settings.sync_batch_size
+        replies: list[Any]
+        if len(starts) == 1 or not is_cluster_client(self.redis):
+            replies = [await self.redis.xreadgroup(group, consumer, starts, count=count, block=block)]  # type: ignore[arg-type]
+        else:  # one slot per stream: no command spans them, so a pipelined round (one batch per node)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream, start in starts.items():
+                    pipe.xreadgroup(group, consumer, {stream: start}, count=count)
+                replies = await pipe.execute()
+            if block is not None and not any(replies):
+                await asyncio.sleep(min(block / 1000, CLUSTER_POLL_SECONDS))
         out: list[tuple[str, dict[bytes, bytes]]] = []
-        for _stream, items in reply or []:
-            for entry_id, fields in items:
-                # A pending entry trimmed from the stream comes back with no fields: just ack it.
-                out.append((_text(entry_id), fields or {}))
+        for reply in replies:
+            for stream, items in reply or []:
+                for entry_id, fields in items:
+                    # A pending entry trimmed from the stream comes back with no fields: just ack it.
+                    out.append((entry_ref(_text(stream), _text(entry_id)), fields or {}))
         return out
 
-    async def _claim_abandoned(self, idle_seconds: float | None = None) -> None:
+    async def _ack(self, refs: Iterable[str]) -> None:
+        for stream, ids in _by_stream(refs).items():
+            await self.redis.xack(stream, self.rt.settings.events_group, *ids)
+
+    async def _claim_abandoned(self, streams: Iterable[str], idle_seconds: float | None = None) -> None:
         """Take over entries another consumer read but never acked (an operator pod that died)."""
         idle = self.rt.settings.claim_idle_seconds if idle_seconds is None else idle_seconds
         idle_ms = int(idle * 1000)
-        start = "0-0"
-        while True:
-            # Without JUSTID: redis-py drops the cursor from JUSTID replies. The claimed entries
-            # are then processed by the pass over our own pending entries that follows.
-            reply: Any = await self.redis.xautoclaim(
-                EVENTS_STREAM, self.rt.settings.events_group, self.rt.settings.consumer_name,
-                idle_ms, start, count=500,
-            )
-            start = _text(reply[0])
-            if start == "0-0" or not reply[1]:
-                return
+        for stream in streams:
+            start = "0-0"
+            while True:
+                # Without JUSTID: redis-py drops the cursor from JUSTID replies. The claimed entries
+                # are then processed by the pass over our own pending entries that follows.
+                reply: Any = await self.redis.xautoclaim(
+                    stream, self.rt.settings.events_group, self.rt.settings.consumer_name, idle_ms, start, count=500,
+                )
+                start = _text(reply[0])
+                if start == "0-0" or not reply[1]:
+                    break
+                self._cursors.setdefault(stream, "0")
 
     async def process(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
         """Fold and write one batch of stream entries; ack what is done."""
@@ -318,7 +389,7 @@ class StatusSync:
                 if result:
                     done.extend(entry_id for entry_id, _ in evs)
         if done:
-            await self.redis.xack(EVENTS_STREAM, self.rt.settings.events_group, *done)
+            await self._ack(done)
 
     async def _sync_job(self, job_id: str, entries: list[tuple[str, JobEvent]], *, force: bool = False) -> bool:
         """Write one job's folded events. False: deferred by the progress rate limit (not acked yet)."""
@@ -391,13 +462,13 @@ class StatusSync:
             for entry_id, _ in evs
         ]
         if acks:
-            await self.redis.xack(EVENTS_STREAM, self.rt.settings.events_group, *acks)
+            await self._ack(acks)
 
 
 class SyncFleet:
     """One :class:`StatusSync` per Redis some pool is on: every events stream in use is consumed.
 
-    Each pool's workers write their events to their own Redis's ``kw:events``; a Redis that comes
+    Each pool's workers write their events to the pool's stream on the pool's Redis; a Redis that comes
     into use gets its consumer within :data:`FLEET_RECONCILE_SECONDS`, one that goes out of use
     loses it (and its client is closed). The consumers are independent: one Redis down stalls only
     the statuses of the pools on it. Start with :meth:`run`.

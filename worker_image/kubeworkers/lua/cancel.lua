@@ -2,7 +2,7 @@
 -- reads its entry skips it); a running job gets the cancel flag plus a pub/sub
 -- message and its worker cancels the handler and records Cancelled.
 --
--- KEYS[1] record   KEYS[2] cancel flag   KEYS[3] events stream   KEYS[4] job->pools set
+-- KEYS[1] record   KEYS[2] cancel flag   KEYS[3] the pool's events stream
 -- ARGV[1] now   ARGV[2] cancel channel   ARGV[3] result TTL seconds
 -- Returns 1 when a cancellation was recorded, 0 when the job is unknown or finished.
 -- A Waiting parent (fan-out) is cancelled at once like a queued job; its children are
@@ -21,7 +21,6 @@ if state == 'Queued' or state == 'Pending' or state == 'Waiting' then
   redis.call('HSET', KEYS[1], 'state', 'Cancelled', 'finished_at', ARGV[1], 'updated_at', ARGV[1],
     'message', 'cancelled while queued', 'cancel_requested', '1')
   redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[4], ttl)
   local r = redis.call('HMGET', KEYS[1], 'job_id', 'uid', 'namespace', 'pool', 'attempts', 'run')
   local event = cjson.encode({
     job_id = r[1], uid = r[2], namespace = r[3], pool = r[4], state = 'Cancelled',

@@ -9,7 +9,8 @@
 --                           children_succeeded, children_failed, children_cancelled and, while
 --                           Waiting, continuation (a handler) and continuation_input (JSON)
 --   a parent's children     parent_prefix .. 'children:' .. parent: hash '<pool>/<child id>' -> state
---   the events stream       EVENTS_STREAM (the prelude's)
+--   the events stream       the parent pool's, parent_prefix .. 'events' (its slot: a parent and its
+--                           children share a slot only on one pool, so on a Redis Cluster they must)
 -- A parent's children hash expires with the parent's record when the parent finishes.
 --
 -- Functions:
@@ -34,6 +35,10 @@ local function kw_children_key(record)
   return string.sub(record, 1, at) .. 'children:' .. string.sub(record, at + 5)
 end
 
+local function kw_events_key(record)  -- the events stream of a record's pool: 'kw:{ns/pool}:events'
+  return string.sub(record, 1, string.find(record, ':job:', 1, true)) .. 'events'
+end
+
 local function kw_counts(parent_record)
   local c = redis.call('HMGET', parent_record, 'children_total', 'children_succeeded', 'children_failed',
     'children_cancelled')
@@ -48,7 +53,7 @@ local function kw_counts_event(parent_record, now)
   if not r[1] then
     return
   end
-  redis.call('XADD', EVENTS_STREAM, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
+  redis.call('XADD', kw_events_key(parent_record), 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
     job_id = r[1], uid = r[2], namespace = r[3], pool = r[4], state = r[5], attempt = tonumber(r[6]) or 0,
     run = tonumber(r[7]) or 0, at = tonumber(now), children = kw_counts(parent_record)}))
 end
@@ -137,7 +142,7 @@ local function kw_continue(parent_record, now)
   redis.call('HSET', parent_record, 'state', 'Queued', 'handler', r[5], 'msg', raw, 'entry', id,
     'max_attempts', max_attempts, 'updated_at', now, 'message', 'children finished; continuing with ' .. r[5])
   redis.call('HDEL', parent_record, 'continuation', 'continuation_input')
-  redis.call('XADD', EVENTS_STREAM, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
+  redis.call('XADD', kw_events_key(parent_record), 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({
     job_id = r[7], uid = r[8], namespace = r[9], pool = r[10], state = 'Queued', attempt = attempts,
     run = tonumber(redis.call('HGET', parent_record, 'run')) or 0, at = tonumber(now), message = 'children finished; continuing with ' .. r[5]}))
 end

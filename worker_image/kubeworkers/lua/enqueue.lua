@@ -13,7 +13,7 @@
 -- (score not_before), the same set and record shape as a retry waiting out its backoff (entry
 -- '', msg = the member), so the promoter moves it onto its stream when it is due.
 --
--- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] job->pools set prefix 'kw:{ns}:jobpools:'
+-- ARGV[1] now   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] unused (was the job->pools pointer prefix)
 -- ARGV[4] pool name   ARGV[5..] message JSON (protocol.JobMessage), one per job
 -- Returns one result per message: {1, position} enqueued, {0, position} already enqueued (same
 -- uid, or a different uid whose job has not finished yet), or 'invalid: <why>'. The position
@@ -25,7 +25,7 @@
 -- job->pools set), so one call can carry a thousand jobs.
 --! include children
 --! include position
-local now, prefix, pointer_prefix, pool = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, prefix, pool = ARGV[1], ARGV[2], ARGV[4]
 -- Same as kubeworkers.protocol.MAX_ATTEMPTS_LIMIT (a test keeps the two equal).
 local MAX_ATTEMPTS = 1000
 local PRIORITIES = {critical = true, high = true, normal = true, low = true}
@@ -93,6 +93,12 @@ for i = 5, #ARGV do
     local job_id, uid = msg['job_id'], msg['uid']
     local record = prefix .. 'job:' .. job_id
     local result, position = 1, -1
+    if text(msg['parent']) and text(msg['parent_pool']) and msg['parent_pool'] ~= pool then
+      -- A child of a parent on another pool: read the parent's record before this message writes
+      -- anything, so that on a Redis Cluster (the parent in another slot) the script is refused
+      -- here, with nothing of the child written (children.lua writes the parent's keys later).
+      redis.call('EXISTS', 'kw:{' .. msg['namespace'] .. '/' .. msg['parent_pool'] .. '}:job:' .. msg['parent'])
+    end
     local existing = redis.call('HGET', record, 'uid')
     if existing then
       if existing == uid then
@@ -152,10 +158,6 @@ for i = 5, #ARGV do
         redis.call('HSET', record, 'step', '{"index": ' .. string.format('%d', index) .. ', "names": ' ..
           cjson.encode(names) .. '}')
       end
-      -- A set: the same id on another pool is another job (docs/protocol.md). PERSIST: a live
-      -- job's pointer never expires with an earlier, finished one of the same id.
-      redis.call('SADD', pointer_prefix .. job_id, pool)
-      redis.call('PERSIST', pointer_prefix .. job_id)
       enqueued = enqueued + 1
       kw_child_enqueued(record, msg, now)  -- fan-out (children.lua): a child registers with its parent
       kw_index_live(record, now, msg['handler'])  -- jobs index (jobindex.lua)

@@ -1,9 +1,10 @@
--- Delete a finished job's record, cancel flag and pool pointer (the TTL deletion of its Job),
+-- Delete a finished job's record and cancel flag (the TTL deletion of its Job; the caller removes the
+-- job -> pools hint, in another slot),
 -- only while it is still the run the caller saw finish: a record rerun since (another run,
 -- lua/rerun.lua) or re-created (another uid) is left alone. A missing record: the rest goes.
 --
--- KEYS[1] record   KEYS[2] cancel flag   KEYS[3] legacy job->pool string   KEYS[4] job->pools set
--- ARGV[1] uid   ARGV[2] run   ARGV[3] pool name
+-- KEYS[1] record   KEYS[2] cancel flag
+-- ARGV[1] uid   ARGV[2] run
 -- Returns 1 when deleted, 0 when left alone.
 local rec = redis.call('HMGET', KEYS[1], 'uid', 'state', 'run')
 if rec[1] then
@@ -12,6 +13,5 @@ if rec[1] then
     return 0
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('SREM', KEYS[4], ARGV[3])
+redis.call('DEL', KEYS[1], KEYS[2])
 return 1

@@ -13,12 +13,11 @@
 -- or a later step of a sequence, that step's, never a reconstructed first message) with its
 -- `run` set to the record's run + 1, XADDed to the job's priority stream; the record Queued,
 -- attempts 0, run + 1, its previous outcome cleared, PERSISTed (a finished record had a TTL);
--- the job -> pools pointer restored (SADD + PERSIST); the cancel flag deleted; the job's
+-- (the job -> pools hint is the caller's); the cancel flag deleted; the job's
 -- dead-letter entry deleted (the one the record names, and ARGV[6] if given); a `Queued`
 -- event with the new run, which the operator folds into the Job CR (phase Queued, reason Rerun).
 --
--- KEYS[1] record   KEYS[2] cancel flag   KEYS[3] dead-letter stream   KEYS[4] job->pools set
--- KEYS[5] events stream
+-- KEYS[1] record   KEYS[2] cancel flag   KEYS[3] dead-letter stream   KEYS[4] the pool's events stream
 -- ARGV[1] now: unix seconds   ARGV[2] pool key prefix 'kw:{ns/pool}:'   ARGV[3] pool name
 -- ARGV[4] expected uid   ARGV[5] expected run ('' = whatever it is)
 -- ARGV[6] dead-letter entry id to remove as well ('' = none; for entries written before the
@@ -93,15 +92,13 @@ redis.call('PERSIST', KEYS[1])
 kw_index_live(KEYS[1], now)  -- jobs index (jobindex.lua)
 kw_index_flush()  -- jobindex.lua
 redis.call('DEL', KEYS[2])
-redis.call('SADD', KEYS[4], pool)
-redis.call('PERSIST', KEYS[4])
 if rec[10] and rec[10] ~= '' then
   redis.call('XDEL', KEYS[3], rec[10])
 end
 if ARGV[6] ~= '' then
   redis.call('XDEL', KEYS[3], ARGV[6])
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({job_id = rec[7], uid = rec[1],
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', cjson.encode({job_id = rec[7], uid = rec[1],
   namespace = rec[8], pool = pool, state = 'Queued', attempt = 0, run = new_run, at = tonumber(now),
   message = note}))
 return {'rerun', new_run, id}

@@ -11,8 +11,8 @@
 -- ARGV[1] group: the consumer group
 -- ARGV[2] now: unix seconds
 -- ARGV[3] prefix: the pool's key prefix 'kw:{ns/pool}:'
--- ARGV[4] events: the events stream
--- ARGV[5] pointer_prefix: the job->pools set prefix 'kw:{ns}:jobpools:'
+-- ARGV[4] events: the pool's events stream 'kw:{ns/pool}:events'
+-- ARGV[5] pointer_prefix: unused (the job->pools pointer is a hint the clients write, outside the scripts)
 -- ARGV[6] result_ttl: seconds a finished record is kept
 -- ARGV[7] worker: the worker (consumer) writing
 -- ARGV[8] dead_letter_maxlen: entries the pool's dead-letter stream keeps, about (MAXLEN ~)
@@ -42,7 +42,7 @@
 --! include children
 --! include stats
 local group, now, prefix, events = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local pointer_prefix, ttl, worker = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local ttl, worker = tonumber(ARGV[6]), ARGV[7]
 local dlq_maxlen = ARGV[8]
 local writes = cjson.decode(ARGV[9])
 local results = {}
@@ -206,7 +206,6 @@ local function finish(w, stream, record)
       'output', w.output, 'error', w.error, 'message', w.message}, log_text)))
   end
   redis.call('EXPIRE', record, ttl)
-  redis.call('EXPIRE', pointer_prefix .. w.job_id, ttl)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
   -- fan-out (children.lua), with the links read above
   kw_job_finished(record, w.state, now, ttl, {parent = rec[5], parent_prefix = rec[6], pool = rec[7],

@@ -22,8 +22,8 @@
 -- ARGV[4] count: most entries to read (mode 'read')
 -- ARGV[5] now: unix seconds
 -- ARGV[6] prefix: the pool's key prefix 'kw:{ns/pool}:'
--- ARGV[7] events: the events stream
--- ARGV[8] pointer_prefix: the job->pools set prefix 'kw:{ns}:jobpools:'
+-- ARGV[7] events: the pool's events stream 'kw:{ns/pool}:events'
+-- ARGV[8] pointer_prefix: unused (the job->pools pointer is a hint the clients write, outside the scripts)
 -- ARGV[9] result_ttl: seconds a finished record is kept
 -- ARGV[10] default_max_attempts: attempts of a job whose handler is unknown here
 -- ARGV[11] handler_max_attempts: JSON {handler: max attempts}
@@ -54,7 +54,7 @@
 --              worker as its own Running delivery, and the job would run twice under one attempt.)
 --! include children
 local group, consumer, now = ARGV[2], ARGV[3], ARGV[5]
-local prefix, events, pointer_prefix = ARGV[6], ARGV[7], ARGV[8]
+local prefix, events = ARGV[6], ARGV[7]
 local ttl = tonumber(ARGV[9])
 local default_max = tonumber(ARGV[10])
 local handler_max = cjson.decode(ARGV[11])
@@ -147,7 +147,6 @@ local function decide(index, id, raw, job_id, uid, handler, given)
       redis.call('HSET', record, 'error', err_json)
     end
     redis.call('EXPIRE', record, ttl)
-    redis.call('EXPIRE', pointer_prefix .. job_id, ttl)
     kw_job_finished(record, state, now, ttl)  -- fan-out (children.lua)
   end
   -- Cancelled: cancel.lua marks the record (cancel_requested) whenever it sets the cancel flag, so

@@ -1,0 +1,68 @@
+"""A WorkerPool on a real three-master Redis Cluster, on the real control plane: its Secret holds a
+``redis+cluster://`` URL; the operator enqueues the pool's Job CRs on the cluster, scales the pool
+from zero on its backlog there and syncs the statuses from the pool's events stream, beside a pool
+on the operator's own single Redis.
+
+The worker pods run as local processes (the kubelet stand-in), with the URL their pod's
+``secretKeyRef`` resolves to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubeworkers import connection
+from kubeworkers.protocol import PoolKeys
+
+from tests.e2e.operator_fixtures import OperatorProcess, pool_manifest, wait_for
+from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
+from tests.e2e.test_pools_on_two_redis import replicas
+from tests.support.cluster import Cluster
+from tests.support.pod_runner import PodRunner
+from tests.support.redis_cluster import RedisClusterNodes
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    nodes = RedisClusterNodes(masters=3)
+    try:
+        nodes.start()
+    except (RuntimeError, OSError) as exc:
+        nodes.cleanup()
+        pytest.fail(f"the Redis Cluster did not start: {exc}", pytrace=False)
+    yield nodes
+    nodes.cleanup()
+
+
+def test_job_crs_on_a_pool_on_a_redis_cluster_succeed_and_the_pool_scales_from_zero(  # noqa: PLR0917
+    cluster: Cluster, namespace: str, redis_url: str, operator: OperatorProcess, demo_pool: PodRunner,
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    cluster.kubectl("create", "secret", "generic", "gamma-redis", "-n", namespace,
+                    f"--from-literal=url={redis_cluster.url}")
+    cluster.apply(pool_manifest("alpha"), namespace)
+    cluster.apply(pool_manifest("gamma", redis={"secretName": "gamma-redis"}), namespace)
+    for pool in ("alpha", "gamma"):
+        wait_for(lambda p=pool: replicas(cluster, namespace, p) == 0, timeout=60,  # type: ignore[misc]
+                 what=f"pool {pool}'s Deployment, at zero replicas")
+
+    cluster.apply(job_yaml("count-a", "word_count", {"text": "a b a"}, pool="alpha"), namespace)
+    cluster.apply(job_yaml("count-g", "word_count", {"text": "g g h"}, pool="gamma"), namespace)
+    done: dict[str, dict[str, Any]] = {}
+    for name in ("count-a", "count-g"):
+        done[name] = wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=120)["status"]
+    assert done["count-a"]["phase"] == "Succeeded", done["count-a"]
+    assert done["count-g"]["phase"] == "Succeeded", done["count-g"]
+    assert done["count-g"]["output"]["counts"] == {"g": 2, "h": 1}
+    assert done["count-g"]["worker"].startswith("gamma-workers-")  # scaled from zero, its own pod ran it
+
+    # The Job ran on the cluster, on the master of the pool's slot.
+    r = connection.connect(redis_cluster.url)
+    try:
+        keys = PoolKeys(namespace, "gamma")
+        assert r.hget(keys.record(f"{namespace}/count-g"), "state") == b"Succeeded"
+        assert r.xlen(keys.events) >= 1
+    finally:
+        connection.close(r)
