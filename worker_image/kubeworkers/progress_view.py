@@ -10,11 +10,12 @@ line is erased and one final line says how the job ended.
 
 The job is watched by polling its record, not by reading the events stream: the record is the
 job's truth and stays for its result TTL, so a finished job is never missed however late a poll
-comes, while ``kw:events`` is one stream for every pool (a watcher would receive every other
-job's events too) trimmed to about 100,000 entries (under load it could lose the very event it
-waits for). Polls back off from 5 ms to :data:`POLL_MAX_S` with a sleep in between: about ten
-small reads a second, no spinning. A progress report and the next one within one poll interval
-show as the later one (the worker's outbox coalesces them the same way).
+comes, while a pool's events stream (``kw:{ns/pool}:events``) carries every job of the pool (a
+watcher would receive every other job's events too) and is trimmed to about 100,000 entries
+(under load it could lose the very event it waits for). Polls back off from 5 ms to
+:data:`POLL_MAX_S` with a sleep in between: about ten small reads a second, no spinning. A
+progress report and the next one within one poll interval show as the later one (the worker's
+outbox coalesces them the same way).
 
 Everything here is pure but :func:`watch`, which is given its reads, clock, sleep and output,
 and :func:`terminal_width`.

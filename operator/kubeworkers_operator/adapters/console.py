@@ -138,13 +138,11 @@ class OperatorBackend:
         return twin
 
     def _url_of(self, client: aioredis.Redis) -> str:
-        # RedisByPool keeps each URL private (by design: only it holds them). Until it offers a
-        # lookup of its own, find the URL of the client it gave; the URL stays in memory here too.
-        routes = self.rt.redises
-        for url, known in routes._clients.items():
-            if known is client:
-                return url
-        raise web.HTTPServiceUnavailable(reason="the pool's Redis client was retired: reload the page")
+        # The URL stays in memory (RedisByPool is the only other holder); it is never shown.
+        url = self.rt.redises.url_of(client)
+        if url is None:
+            raise web.HTTPServiceUnavailable(reason="the pool's Redis client was retired: reload the page")
+        return url
 
     # ------------------------------------------------------------------ authorisation
 

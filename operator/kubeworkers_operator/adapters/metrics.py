@@ -81,7 +81,8 @@ class OperatorMetrics:
             registry=r,
         )
         self.events_stream_length = Gauge(
-            p + "events_stream_entries", "Entries in the events stream (kw:events), after the last trim.",
+            p + "events_stream_entries",
+            "Entries in the longest pool events stream (kw:{ns/pool}:events), after the last trim.",
             registry=r,
         )
         self.dead_letter_length = Gauge(

@@ -175,6 +175,14 @@ class RedisByPool:
                 self._client(reading.url, source)
         return [(self._labels[url], self._clients[url]) for url in urls]
 
+    def url_of(self, client: aioredis.Redis) -> str | None:
+        """The URL ``client`` was made from (None: not one of these, or retired). For code that
+        needs a second client of the same Redis (the console's blocking reads); never logged."""
+        for url, known in self._clients.items():
+            if known is client:
+                return url
+        return None
+
     def label(self, client: aioredis.Redis) -> str:
         """What logs call ``client``: the Secret it came from, or the operator's own Redis."""
         for url, known in self._clients.items():
