@@ -22,18 +22,12 @@ from tests.e2e.test_pools_on_two_redis import replicas
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner
 from tests.support.redis_cluster import RedisClusterNodes
+from tests.support.redis_fixtures import private_cluster
 
 
 @pytest.fixture
 def redis_cluster() -> Iterator[RedisClusterNodes]:
-    nodes = RedisClusterNodes(masters=3)
-    try:
-        nodes.start()
-    except (RuntimeError, OSError) as exc:
-        nodes.cleanup()
-        pytest.fail(f"the Redis Cluster did not start: {exc}", pytrace=False)
-    yield nodes
-    nodes.cleanup()
+    yield from private_cluster(masters=3)
 
 
 def test_job_crs_on_a_pool_on_a_redis_cluster_succeed_and_the_pool_scales_from_zero(  # noqa: PLR0917

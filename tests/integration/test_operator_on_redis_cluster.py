@@ -34,19 +34,13 @@ from tests.integration.test_pools_on_their_own_redis import (
     submit_cr,
 )
 from tests.support.redis_cluster import RedisClusterNodes
+from tests.support.redis_fixtures import private_cluster
 from tests.support.workers import start_worker
 
 
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[RedisClusterNodes]:
-    cluster = RedisClusterNodes(masters=3)
-    try:
-        cluster.start()
-    except (RuntimeError, OSError) as exc:
-        cluster.cleanup()
-        pytest.fail(f"the Redis Cluster did not start: {exc}", pytrace=False)
-    yield cluster
-    cluster.cleanup()
+    yield from private_cluster(masters=3)
 
 
 def spread_pools(nodes: RedisClusterNodes) -> list[str]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from hack.polling import wait_for_async
 from tests.support.redis_cluster import RedisClusterNodes
+from tests.support.redis_fixtures import private_cluster
 from tests.support.workers import start_worker
 
 NS = "default"
@@ -92,14 +93,7 @@ def registry() -> Registry:
 
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[RedisClusterNodes]:
-    cluster = RedisClusterNodes(masters=3, replicas=1)
-    try:
-        cluster.start()
-    except (RuntimeError, OSError) as exc:
-        cluster.cleanup()
-        pytest.fail(f"the Redis Cluster did not start: {exc}", pytrace=False)
-    yield cluster
-    cluster.cleanup()
+    yield from private_cluster(masters=3, replicas=1)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""A private ``redis-server`` for a pytest fixture to yield (one helper, not a copy per file)."""
+"""A private ``redis-server`` or Redis Cluster for a pytest fixture to yield (one helper each, not
+a copy per file)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 
 
@@ -26,3 +28,18 @@ def private_redis(password: str | None = None, **options: object) -> Iterator[Re
         yield server
     finally:
         server.cleanup()
+
+
+def private_cluster(masters: int = 3, replicas: int = 0) -> Iterator[RedisClusterNodes]:
+    """Start a real Redis Cluster (:class:`RedisClusterNodes`), yield it, and remove it afterwards;
+    one that cannot start fails the test in one line."""
+    nodes = RedisClusterNodes(masters=masters, replicas=replicas)
+    try:
+        nodes.start()
+    except (RuntimeError, OSError) as exc:
+        nodes.cleanup()
+        pytest.fail(f"the Redis Cluster did not start: {exc}", pytrace=False)
+    try:
+        yield nodes
+    finally:
+        nodes.cleanup()
