@@ -10,15 +10,13 @@ The worker pods run as local processes (the kubelet stand-in), with the URL thei
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from kubeworkers import connection
 from kubeworkers.protocol import PoolKeys
 
-from tests.e2e.operator_fixtures import OperatorProcess, pool_manifest, wait_for
-from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
-from tests.e2e.test_pools_on_two_redis import replicas
+from tests.e2e.operator_fixtures import OperatorProcess
+from tests.e2e.test_pools_on_two_redis import run_a_job_on_each_of_two_pools
 from tests.support.cluster import Cluster
 from tests.support.pod_runner import PodRunner
 from tests.support.redis_cluster import RedisClusterNodes
@@ -34,19 +32,7 @@ def test_job_crs_on_a_pool_on_a_redis_cluster_succeed_and_the_pool_scales_from_z
     cluster: Cluster, namespace: str, redis_url: str, operator: OperatorProcess, demo_pool: PodRunner,
     redis_cluster: RedisClusterNodes,
 ) -> None:
-    cluster.kubectl("create", "secret", "generic", "gamma-redis", "-n", namespace,
-                    f"--from-literal=url={redis_cluster.url}")
-    cluster.apply(pool_manifest("alpha"), namespace)
-    cluster.apply(pool_manifest("gamma", redis={"secretName": "gamma-redis"}), namespace)
-    for pool in ("alpha", "gamma"):
-        wait_for(lambda p=pool: replicas(cluster, namespace, p) == 0, timeout=60,  # type: ignore[misc]
-                 what=f"pool {pool}'s Deployment, at zero replicas")
-
-    cluster.apply(job_yaml("count-a", "word_count", {"text": "a b a"}, pool="alpha"), namespace)
-    cluster.apply(job_yaml("count-g", "word_count", {"text": "g g h"}, pool="gamma"), namespace)
-    done: dict[str, dict[str, Any]] = {}
-    for name in ("count-a", "count-g"):
-        done[name] = wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=120)["status"]
+    done = run_a_job_on_each_of_two_pools(cluster, namespace, "gamma", redis_cluster.url, "g g h")
     assert done["count-a"]["phase"] == "Succeeded", done["count-a"]
     assert done["count-g"]["phase"] == "Succeeded", done["count-g"]
     assert done["count-g"]["output"]["counts"] == {"g": 2, "h": 1}

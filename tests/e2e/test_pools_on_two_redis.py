@@ -40,23 +40,32 @@ def replicas(cluster: Cluster, namespace: str, pool: str) -> int | None:
     return int(json.loads(proc.stdout)["spec"].get("replicas") or 0)
 
 
+def run_a_job_on_each_of_two_pools(
+    cluster: Cluster, namespace: str, other: str, other_url: str, text: str,
+) -> dict[str, dict[str, Any]]:
+    """Pool ``alpha`` on the operator's own Redis and pool ``other`` on ``other_url`` (through a
+    Secret ``<other>-redis``), both waited at zero replicas; then a word_count Job CR on each
+    (``count-a``, ``count-<first letter of other>``), waited to an end. Their statuses by name."""
+    cluster.kubectl("create", "secret", "generic", f"{other}-redis", "-n", namespace,
+                    f"--from-literal=url={other_url}")
+    cluster.apply(pool_manifest("alpha"), namespace)
+    cluster.apply(pool_manifest(other, redis={"secretName": f"{other}-redis"}), namespace)
+    for pool in ("alpha", other):
+        wait_for(lambda p=pool: replicas(cluster, namespace, p) == 0, timeout=60,  # type: ignore[misc]
+                 what=f"pool {pool}'s Deployment, at zero replicas")
+    jobs = {"count-a": ("alpha", "a b a"), f"count-{other[0]}": (other, text)}
+    for name, (pool, words) in jobs.items():
+        cluster.apply(job_yaml(name, "word_count", {"text": words}, pool=pool), namespace)
+    return {name: wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=120)["status"]
+            for name in jobs}
+
+
 def test_job_crs_on_two_pools_on_two_redis_servers_succeed_and_both_pools_scale_from_zero(  # noqa: PLR0917
     cluster: Cluster, namespace: str, redis_url: str, operator: OperatorProcess, demo_pool: PodRunner,
     beta_redis: RedisServer,
 ) -> None:
     beta_url = f"redis://:{PASSWORD}@127.0.0.1:{beta_redis.port}/0"
-    cluster.kubectl("create", "secret", "generic", "beta-redis", "-n", namespace, f"--from-literal=url={beta_url}")
-    cluster.apply(pool_manifest("alpha"), namespace)
-    cluster.apply(pool_manifest("beta", redis={"secretName": "beta-redis"}), namespace)
-    for pool in ("alpha", "beta"):
-        wait_for(lambda p=pool: replicas(cluster, namespace, p) == 0, timeout=60,  # type: ignore[misc]
-                 what=f"pool {pool}'s Deployment, at zero replicas")
-
-    cluster.apply(job_yaml("count-a", "word_count", {"text": "a b a"}, pool="alpha"), namespace)
-    cluster.apply(job_yaml("count-b", "word_count", {"text": "b b b c"}, pool="beta"), namespace)
-    done: dict[str, dict[str, Any]] = {}
-    for name in ("count-a", "count-b"):
-        done[name] = wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=120)["status"]
+    done = run_a_job_on_each_of_two_pools(cluster, namespace, "beta", beta_url, "b b b c")
     assert done["count-a"]["phase"] == "Succeeded", done["count-a"]
     assert done["count-b"]["phase"] == "Succeeded", done["count-b"]
     assert done["count-a"]["output"]["counts"] == {"a": 2, "b": 1}
