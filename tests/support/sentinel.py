@@ -96,16 +96,19 @@ class SentinelSet:
             raise RuntimeError(f"redis-sentinel not found on PATH: {INSTALL_HINT}")
         self.master_name = master_name
         self.password = password
-        auth = ("--requirepass", password, "--masterauth", password) if password else ()
-        master = RedisServer(extra_args=auth)
-        self.nodes: list[RedisServer] = [master] + [
-            RedisServer(extra_args=(*auth, "--replicaof", "127.0.0.1", str(master.port))) for _ in range(replicas)
-        ]
+        #: Every node's password arguments (it requires the password and replicates with it).
+        self.auth_args = ("--requirepass", password, "--masterauth", password) if password else ()
+        master = RedisServer(extra_args=self.auth_args)
+        self.nodes: list[RedisServer] = [master] + [RedisServer(extra_args=self._replica_of(master.port))
+                                                    for _ in range(replicas)]
         self.sentinels = [
             SentinelProcess(binary, master_name, master.port, quorum=2, down_after_ms=down_after_ms,
                             failover_timeout_ms=failover_timeout_ms, password=password)
             for _ in range(sentinels)
         ]
+
+    def _replica_of(self, port: int) -> tuple[str, ...]:
+        return (*self.auth_args, "--replicaof", "127.0.0.1", str(port))
 
     @property
     def url(self) -> str:
@@ -224,8 +227,7 @@ class SentinelSet:
         old.stop(kill=True)
         new = self._wait_new_master(old.port, timeout)
         if restart:
-            auth = ("--requirepass", self.password, "--masterauth", self.password) if self.password else ()
-            old.extra_args = (*auth, "--replicaof", "127.0.0.1", str(new))
+            old.extra_args = self._replica_of(new)
             old.start()
             self.wait_replicas_linked(timeout)
         return new
