@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 
 from hack import processes
@@ -61,12 +61,32 @@ class ConsoleProcess:
         self._log.close()
 
 
+# What chromedriver answers when the document an element belonged to was torn down (a navigation, a
+# form's POST answered with a new page) between finding the element and reading it: DevTools no longer
+# knows the element's JavaScript context. Seen in CI as "unknown error: unhandled inspector error:
+# {"code":-32000,"message":"Cannot find context with specified id"}". Like a stale element, it means
+# "read the new page again", never a fault of the page under test.
+SWAPPED_DOCUMENT = ("Cannot find context with specified id", "unhandled inspector error",
+                    "Execution context was destroyed")
+
+
+def swapped_away(exc: WebDriverException) -> bool:
+    """``exc`` says only that the element's page was replaced while it was read."""
+    if isinstance(exc, StaleElementReferenceException):
+        return True
+    message = exc.msg or ""
+    return any(sign in message for sign in SWAPPED_DOCUMENT)
+
+
 def fresh(read: Callable[[], T]) -> T:
-    """``read()`` again if the page's live refresh swapped the element away while it was read."""
+    """``read()`` again if the page's live refresh or a navigation swapped the element away while it
+    was read (:func:`swapped_away`); any other browser error is raised at once."""
     for _ in range(20):
         try:
             return read()
-        except StaleElementReferenceException:
+        except WebDriverException as exc:
+            if not swapped_away(exc):
+                raise
             time.sleep(0.05)
     return read()
 
