@@ -126,7 +126,8 @@ def test_pools_and_jobs_pages_show_the_pools_and_their_jobs(
                                  for r in browser.find_elements(By.CSS_SELECTOR, "svg.spark rect")])) == ["bad", "ok"]
     click(browser, row + f"//a[text()='{POOL}']")
 
-    assert browser.title.startswith(f"Jobs of {POOL}")
+    wait_for(lambda: fresh(lambda: str(browser.title)).startswith(f"Jobs of {POOL}"), 10, "the pool's jobs page",
+             every=0.1)
     ok_row = text_of(browser, f'tr[data-job="{ok}"]')
     assert "Succeeded" in ok_row and "word_count" in ok_row
     bad_row = text_of(browser, f'tr[data-job="{bad}"]')
@@ -135,8 +136,10 @@ def test_pools_and_jobs_pages_show_the_pools_and_their_jobs(
     # The filter form is the CLI's jobs list: only the failed one.
     browser.find_element(By.CSS_SELECTOR, "select[name=state] option[value=Failed]").click()
     browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    assert fresh(lambda: [el.get_attribute("data-job")
-                          for el in browser.find_elements(By.CSS_SELECTOR, "tr[data-job]")]) == [bad]
+    # The form's GET answers with a new page: read until it is that page (the old one lists both).
+    wait_for(lambda: fresh(lambda: [el.get_attribute("data-job")
+                                    for el in browser.find_elements(By.CSS_SELECTOR, "tr[data-job]")]) == [bad],
+             10, "the filtered page to list only the failed job", every=0.1)
 
     # The job page: input, output, attempts.
     browser.get(f"{console.url}/job?pool={POOL}&id={ok}")
