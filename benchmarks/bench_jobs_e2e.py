@@ -19,6 +19,9 @@ Measured:
   window holds everything: the operator's enqueue, its status sync reading and acking the events,
   its chores (resync, TTL, gauges, orphan sweep) and the workers' own scripts.
 
+The operator runs with the e2e fixture's flags (short chore intervals: resync and orphan sweep every
+5 s, progress writes 1 s apart); ``--operator-args '...'`` adds flags after them, e.g. the defaults
+``--resync-interval 60 --orphan-sweep-interval 300 --progress-interval 5 --pending-retry 10``.
 ``--operator-tree DIR`` runs the operator and the workers from another checkout (its ``operator``
 and ``worker_image`` first on ``PYTHONPATH``, this virtualenv's dependencies) against this tree's
 control plane, CRDs and benchmark: an A/B of the operator path (``benchmarks/bench_operator_ab.py``).
@@ -36,6 +39,7 @@ import collections
 import copy
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -158,7 +162,9 @@ def apply_concurrently(cluster: Cluster, namespace: str, manifests: list[str]) -
 
 
 def run(jobs: int, max_replicas: int, concurrency: int, parallel: int,
-        *, operator_tree: Path | None = None) -> dict[str, Any]:
+        *, operator_tree: Path | None = None, operator_args: list[str] | None = None) -> dict[str, Any]:
+    """One run. ``operator_args`` go after the e2e fixture's own (``OperatorProcess``: the short chore
+    intervals of the tests, e.g. ``--orphan-sweep-interval 5``), so the same flag given here wins."""
     cluster = Cluster.from_environment()
     code_env: dict[str, str] = {}
     if operator_tree is not None:
@@ -177,7 +183,7 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int,
     cluster.kubectl("create", "namespace", namespace)
     cluster.kubectl("create", "secret", "generic", "kubeworkers-redis", "-n", namespace,
                     f"--from-literal=url={redis.url}")
-    operator = OperatorProcess(operator_cluster, redis.url, [namespace], log_dir)
+    operator = OperatorProcess(operator_cluster, redis.url, [namespace], log_dir, list(operator_args or []))
     operator.start()
     runner = PodRunner(cluster, namespace, "workers.io/pool",
                        extra_env={"KUBEWORKERS_METRICS_PORT": "0", **code_env}, log_dir=log_dir / "pods")
@@ -255,6 +261,7 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int,
                 "operator_tree": str(operator_tree.resolve()) if operator_tree else None,
                 "operator_tree_commit": tree_commit(operator_tree) if operator_tree else None,
                 "imported_from": code_from,
+                "operator_args": list(operator_args or []),
                 "operator_rss_mib": operator_rss,
                 "operator_rss_before_mib": rss0,
                 "operator_peak_rss_mib": operator_peak_rss,
@@ -286,8 +293,11 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=8, help="kubectl apply processes at once")
     p.add_argument("--operator-tree", type=Path, metavar="DIR",
                    help="run the operator and the workers from this checkout (A/B of the operator path)")
+    p.add_argument("--operator-args", default="", metavar="ARGS",
+                   help="more operator flags, after the fixture's (e.g. '--orphan-sweep-interval 300')")
     args = p.parse_args()
-    result = run(args.jobs, args.max_replicas, args.concurrency, args.parallel, operator_tree=args.operator_tree)
+    result = run(args.jobs, args.max_replicas, args.concurrency, args.parallel, operator_tree=args.operator_tree,
+                 operator_args=shlex.split(args.operator_args))
     print(json.dumps(result, indent=2))
     out = REPO / "benchmarks" / "results" / f"bench_jobs_e2e-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,20 @@
 """The operator path before and after: Job CRs run by another checkout's operator and workers, then this one's.
 
-    python -m benchmarks.bench_operator_ab --before-tree DIR [--pairs 2] [--jobs 1000] [--quick]
+    python -m benchmarks.bench_operator_ab --before-tree DIR [--pairs 2] [--jobs 1000] [--quick] [--after-first]
+        [--operator-args ARGS]
 
 Each run is one ``benchmarks/bench_jobs_e2e.py`` run with the settings of the ``k8s-path`` suite
 (maxReplicas 4, concurrency 16 per pod, 8 ``kubectl apply`` processes) on the local control plane
 and a fresh private ``redis-server``: first with ``--operator-tree DIR`` ("before": that checkout's
 operator and workers, on this virtualenv), then with this tree's ("after"), ``--pairs`` times,
-alternately, so the machine's other tenants weigh on both alike. Per run: redis-server's CPU per
+alternately, so the machine's other tenants weigh on both alike
+(``--after-first`` swaps the order in each pair). Per run: redis-server's CPU per
 Job and the commands Redis executed per Job by command (``INFO commandstats``), the operator's CPU
 per Job, jobs/s, the cores Redis and the operator used (CPU seconds over wall seconds) and the
 1-minute load average, all over the window from the first apply to the
 last ``Succeeded``. The results go to ``benchmarks/results/bench_operator_ab-<time>.json``; the
-tables are printed as markdown (docs/scaling-out.md, *Measured figures*). ``--quick``: one pair of
+tables are printed as markdown (docs/scaling-out.md, *Measured figures*). ``--operator-args``: more
+operator flags for both sides, after the e2e fixture's short chore intervals (bench_jobs_e2e). ``--quick``: one pair of
 100 Jobs, a smoke run.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -84,13 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="one pair of 100 Jobs")
+    p.add_argument("--operator-args", default="", metavar="ARGS", help="more operator flags, both sides")
+    p.add_argument("--after-first", action="store_true",
+                   help="each pair runs this tree first (a session that mixes both orders evens out a drift)")
     args = p.parse_args(argv)
     pairs, jobs = (1, 100) if args.quick else (args.pairs, args.jobs)
     runs: list[dict[str, Any]] = []
     for pair in range(pairs):
-        for label in LABELS:
+        for label in reversed(LABELS) if args.after_first else LABELS:
             tree = args.before_tree if label == "before" else None
-            result = bench_jobs_e2e.run(jobs, max_replicas=4, concurrency=16, parallel=8, operator_tree=tree)
+            result = bench_jobs_e2e.run(jobs, max_replicas=4, concurrency=16, parallel=8, operator_tree=tree,
+                                        operator_args=shlex.split(args.operator_args))
             runs.append(result)
             print(f"[operator-ab] pair {pair + 1} {label}: {result['jobs_per_second']} Jobs/s, Redis "
                   f"{result['redis_cpu_us_per_job']} µs and {result['redis_commands_per_job']} commands/Job, "
@@ -98,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     out = REPO / "benchmarks" / "results" / f"bench_operator_ab-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"jobs": jobs, "before_tree": str(args.before_tree), "runs": runs}, indent=2) + "\n")
+    out.write_text(json.dumps({"jobs": jobs, "before_tree": str(args.before_tree), "operator_args": args.operator_args,
+                               "runs": runs}, indent=2) + "\n")
     print(table(runs) + "\n\n" + command_table(runs))
     print(f"written to {out}", file=sys.stderr)
     return 0
