@@ -81,6 +81,25 @@ def command_table(runs: Sequence[dict[str, Any]], least: float = 0.01) -> str:
     return markdown_table(["command", "before, calls/Job", "after, calls/Job"], rows)
 
 
+def split_cpu(runs: Sequence[dict[str, Any]], key: str = "redis_cpu_seconds") -> tuple[float, float] | None:
+    """(cores, µs per Job): the least-squares fit ``cpu = cores * wall seconds + per_job * jobs`` of one
+    process's CPU over ``runs`` (any trees), which splits what runs by the second (chores, blocking
+    reads, polls) from what each Job adds. None when the runs cannot tell the two apart (fewer than
+    two, or wall times proportional to the Jobs)."""
+    points = [(float(r["seconds_to_all_succeeded"]), float(r["jobs"]), float(r[key])) for r in runs]
+    sww = sum(w * w for w, _, _ in points)
+    sjj = sum(j * j for _, j, _ in points)
+    swj = sum(w * j for w, j, _ in points)
+    swc = sum(w * c for w, _, c in points)
+    sjc = sum(j * c for _, j, c in points)
+    det = sww * sjj - swj * swj
+    if len(points) < 2 or abs(det) <= 1e-9 * sww * sjj:
+        return None
+    cores = (swc * sjj - sjc * swj) / det
+    per_job = (sjc * sww - swc * swj) / det
+    return cores, per_job * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--before-tree", type=Path, required=True, metavar="DIR",
@@ -109,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"jobs": jobs, "before_tree": str(args.before_tree), "operator_args": args.operator_args,
                                "runs": runs}, indent=2) + "\n")
     print(table(runs) + "\n\n" + command_table(runs))
+    split = split_cpu(runs)
+    if split is not None:
+        print(f"\nredis-server, fitted over these {len(runs)} runs: {split[0]:.4f} cores by the second "
+              f"+ {split[1]:.0f} µs per Job")
     print(f"written to {out}", file=sys.stderr)
     return 0
 

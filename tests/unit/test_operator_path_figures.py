@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.bench_operator_ab import command_table, label_of, mean_calls, table
+from benchmarks.bench_operator_ab import command_table, label_of, mean_calls, split_cpu, table
 from benchmarks.measure import commandstats_counts, redis_per_job
 from benchmarks.suites import k8s_path
 
@@ -73,3 +73,19 @@ def test_the_k8s_path_doc_names_the_commands_run_at_least_the_threshold_busiest_
     by = {"hset": {"calls_per_job": 3.08}, "xadd": {"calls_per_job": 3.08}, "scan": {"calls_per_job": 0.004}}
     assert k8s_path.commands_line(by) == "`hset` 3.08, `xadd` 3.08"
 
+
+
+def test_split_cpu_separates_what_runs_by_the_second_from_what_each_job_adds() -> None:
+    # 20 ms of CPU per second of run plus 200 µs per Job, exactly.
+    runs = [{"seconds_to_all_succeeded": wall, "jobs": jobs, "redis_cpu_seconds": 0.02 * wall + 200e-6 * jobs}
+            for wall, jobs in [(20.0, 1000), (30.0, 1000), (25.0, 1000), (6.0, 100)]]
+    split = split_cpu(runs)
+    assert split is not None
+    assert split[0] == pytest.approx(0.02)
+    assert split[1] == pytest.approx(200.0)
+
+
+def test_split_cpu_cannot_tell_the_parts_apart_from_one_run_or_proportional_ones() -> None:
+    one = {"seconds_to_all_succeeded": 20.0, "jobs": 1000, "redis_cpu_seconds": 0.6}
+    assert split_cpu([one]) is None
+    assert split_cpu([one, {**one, "seconds_to_all_succeeded": 40.0, "jobs": 2000}]) is None
