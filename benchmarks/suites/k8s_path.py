@@ -48,7 +48,7 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
     return [[fmt(r["jobs"]), fmt(r["seconds_to_applied"], 1), fmt(r["seconds_to_all_succeeded"], 1),
              fmt(r["jobs_per_second"], 1), fmt(r["audit_writes_per_job"], 2), fmt(r["audit_status_writes_per_job"], 2),
              fmt(r["status_conflicts"]), fmt(r["operator_cpu_ms_per_job"], 1),
-             fmt(r.get("redis_cpu_us_per_job"), 1), fmt(r.get("redis_commands_per_job"), 1),
+             fmt(r.get("redis_cpu_us_per_job")), fmt(r.get("redis_commands_per_job"), 1),
              f"{r['operator_rss_before_mib']} / {r['operator_peak_rss_mib']}",
              fmt(r["operator_rss_growth_per_1000_jobs_mib"], 1)] for r in data["runs"]]
 
