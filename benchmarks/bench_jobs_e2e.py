@@ -12,9 +12,22 @@ Measured:
 * status writes per Job, counted twice: by the operator (``job_status_patches_total``)
   and independently by the apiserver's audit log (PATCH/UPDATE of ``jobs/status`` in the
   run's namespace, successful ones and conflicts);
-* that every Job's ``status.output`` is the handler's output.
+* that every Job's ``status.output`` is the handler's output;
+* the operator's and redis-server's CPU (user + system from ``/proc/<pid>/stat``) over the same
+  window, first apply to all ``Succeeded``, per Job, and the commands Redis executed per Job, by
+  command (two ``INFO commandstats`` readings, at the start and at the end of the window). The
+  window holds everything: the operator's enqueue, its status sync reading and acking the events,
+  its chores (resync, TTL, gauges, orphan sweep) and the workers' own scripts.
 
-    .venv/bin/python benchmarks/bench_jobs_e2e.py [--jobs 1000] [--max-replicas 4] [--concurrency 16]
+The operator runs with the e2e fixture's flags (short chore intervals: resync and orphan sweep every
+5 s, progress writes 1 s apart); ``--operator-args '...'`` adds flags after them, e.g. the defaults
+``--resync-interval 60 --orphan-sweep-interval 300 --progress-interval 5 --pending-retry 10``.
+``--operator-tree DIR`` runs the operator and the workers from another checkout (its ``operator``
+and ``worker_image`` first on ``PYTHONPATH``, this virtualenv's dependencies) against this tree's
+control plane, CRDs and benchmark: an A/B of the operator path (``benchmarks/bench_operator_ab.py``).
+
+    .venv/bin/python benchmarks/bench_jobs_e2e.py [--jobs 1000] [--max-replicas 4] [--concurrency 16] \
+        [--operator-tree DIR]
 
 Results go to ``benchmarks/results/bench_jobs_e2e-<time>.json``.
 """
@@ -23,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -32,9 +47,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import redis as redis_sync
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.measure import commandstats_counts, redis_per_job  # noqa: E402
 from tests.e2e.operator_fixtures import (  # noqa: E402
     LOG_ROOT,
     OperatorProcess,
@@ -101,6 +119,32 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def tree_pythonpath(tree: Path) -> str:
+    """``PYTHONPATH`` that makes this virtualenv import ``kubeworkers`` and ``kubeworkers_operator``
+    from checkout ``tree`` (the editable install's finder comes after ``PYTHONPATH``)."""
+    tree = tree.resolve()
+    for package in ("operator/kubeworkers_operator", "worker_image/kubeworkers"):
+        if not (tree / package / "__init__.py").is_file():
+            raise SystemExit(f"{tree} is no kubeworkers checkout: it has no {package}")
+    return os.pathsep.join([str(tree / "operator"), str(tree / "worker_image")])
+
+
+def imported_from(env: dict[str, str]) -> dict[str, str]:
+    """Where a process started with ``env`` imports the operator and worker packages from (a check
+    that ``--operator-tree`` took effect)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, kubeworkers, kubeworkers_operator as o;"
+         "print(json.dumps({'kubeworkers': kubeworkers.__file__, 'kubeworkers_operator': o.__file__}))"],
+        env=env, capture_output=True, text=True, check=True, cwd="/").stdout
+    found: dict[str, str] = json.loads(out)
+    return found
+
+
+def tree_commit(tree: Path) -> str:
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def apply_concurrently(cluster: Cluster, namespace: str, manifests: list[str]) -> None:
     """One ``kubectl apply`` per manifest, all at once, like many clients; raises if any fails."""
     procs = [
@@ -117,8 +161,21 @@ def apply_concurrently(cluster: Cluster, namespace: str, manifests: list[str]) -
             raise RuntimeError("kubectl apply failed")
 
 
-def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[str, Any]:
+def run(jobs: int, max_replicas: int, concurrency: int, parallel: int,
+        *, operator_tree: Path | None = None, operator_args: list[str] | None = None) -> dict[str, Any]:
+    """One run. ``operator_args`` go after the e2e fixture's own (``OperatorProcess``: the short chore
+    intervals of the tests, e.g. ``--orphan-sweep-interval 5``), so the same flag given here wins."""
     cluster = Cluster.from_environment()
+    code_env: dict[str, str] = {}
+    if operator_tree is not None:
+        code_env["PYTHONPATH"] = tree_pythonpath(operator_tree)
+    code_from = imported_from({**os.environ, **code_env})
+    if operator_tree is not None and not all(
+            Path(f).is_relative_to(operator_tree.resolve()) for f in code_from.values()):
+        raise SystemExit(f"PYTHONPATH={code_env['PYTHONPATH']} did not take: {code_from}")
+    # The operator's environment is its cluster's (OperatorProcess); a copy with the tree's path.
+    operator_cluster = copy.copy(cluster)
+    operator_cluster.env = {**cluster.env, **code_env}
     redis = RedisServer(aof=False).start()
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     log_dir = LOG_ROOT / namespace
@@ -126,10 +183,13 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
     cluster.kubectl("create", "namespace", namespace)
     cluster.kubectl("create", "secret", "generic", "kubeworkers-redis", "-n", namespace,
                     f"--from-literal=url={redis.url}")
-    operator = OperatorProcess(cluster, redis.url, [namespace], log_dir)
+    operator = OperatorProcess(operator_cluster, redis.url, [namespace], log_dir, list(operator_args or []))
     operator.start()
-    runner = PodRunner(cluster, namespace, "workers.io/pool", extra_env={"KUBEWORKERS_METRICS_PORT": "0"},
-                       log_dir=log_dir / "pods")
+    runner = PodRunner(cluster, namespace, "workers.io/pool",
+                       extra_env={"KUBEWORKERS_METRICS_PORT": "0", **code_env}, log_dir=log_dir / "pods")
+    assert redis.proc is not None
+    redis_pid = redis.proc.pid
+    r = redis_sync.Redis.from_url(redis.url)
     try:
         with runner:
             cluster.apply(pool_manifest(concurrency=concurrency, maxReplicas=max_replicas), namespace)
@@ -139,6 +199,9 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
             chunks = [names[i::parallel] for i in range(parallel)]
             manifests = [job_list_yaml(chunk, "demo", "word_count", {"text": TEXT}) for chunk in chunks if chunk]
             assert operator.proc is not None
+            load0 = os.getloadavg()[0]
+            stats0 = commandstats_counts(r.info("commandstats"))
+            redis_cpu0 = cpu_seconds(redis_pid)
             cpu0 = cpu_seconds(operator.proc.pid)
             rss0 = rss_mib(operator.proc.pid)
             t0 = time.monotonic()
@@ -160,6 +223,10 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
             wait_for(done, timeout=1800, every=1.0, what=f"{jobs} jobs Succeeded")
             wall = time.monotonic() - t0
             operator_cpu = cpu_seconds(operator.proc.pid) - cpu0
+            redis_cpu1 = cpu_seconds(redis_pid)
+            stats1 = commandstats_counts(r.info("commandstats"))
+            load1 = os.getloadavg()[0]
+            on_redis = redis_per_job(jobs, redis_cpu0, redis_cpu1, stats0, stats1)
             operator_rss = rss_mib(operator.proc.pid)
             operator_peak_rss = rss_mib(operator.proc.pid, "VmHWM")
 
@@ -183,6 +250,18 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
                 "seconds_to_all_succeeded": round(wall, 2),
                 "jobs_per_second": round(jobs / wall, 1),
                 "operator_cpu_seconds": round(operator_cpu, 1),
+                "operator_cpu_ms_per_job": round(operator_cpu / jobs * 1000, 3),
+                "redis_cpu_seconds": round(redis_cpu1 - redis_cpu0, 2),
+                "redis_cpu_us_per_job": round(on_redis["redis_cpu_us_per_job"], 1),
+                "redis_commands_per_job": round(on_redis["redis_commands_per_job"], 2),
+                "redis_commands_by_command": on_redis["redis_commands_by_command"],
+                "load_average_1m": [round(load0, 2), round(load1, 2)],
+                "redis_core_share": round((redis_cpu1 - redis_cpu0) / wall, 3),
+                "operator_core_share": round(operator_cpu / wall, 3),
+                "operator_tree": str(operator_tree.resolve()) if operator_tree else None,
+                "operator_tree_commit": tree_commit(operator_tree) if operator_tree else None,
+                "imported_from": code_from,
+                "operator_args": list(operator_args or []),
                 "operator_rss_mib": operator_rss,
                 "operator_rss_before_mib": rss0,
                 "operator_peak_rss_mib": operator_peak_rss,
@@ -200,6 +279,7 @@ def run(jobs: int, max_replicas: int, concurrency: int, parallel: int) -> dict[s
                 "worker_pods_started": len(list(Path(log_dir / "pods").glob("*"))),
             }
     finally:
+        r.close()
         operator.stop()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         redis.cleanup()
@@ -211,8 +291,13 @@ def main() -> None:
     p.add_argument("--max-replicas", type=int, default=4)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--parallel", type=int, default=8, help="kubectl apply processes at once")
+    p.add_argument("--operator-tree", type=Path, metavar="DIR",
+                   help="run the operator and the workers from this checkout (A/B of the operator path)")
+    p.add_argument("--operator-args", default="", metavar="ARGS",
+                   help="more operator flags, after the fixture's (e.g. '--orphan-sweep-interval 300')")
     args = p.parse_args()
-    result = run(args.jobs, args.max_replicas, args.concurrency, args.parallel)
+    result = run(args.jobs, args.max_replicas, args.concurrency, args.parallel, operator_tree=args.operator_tree,
+                 operator_args=shlex.split(args.operator_args))
     print(json.dumps(result, indent=2))
     out = REPO / "benchmarks" / "results" / f"bench_jobs_e2e-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,41 @@ def commandstats_delta(
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec_per_job"]))
 
 
+def commandstats_counts(info: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """``INFO commandstats`` as redis-py parses it (``cmdstat_<name>`` -> its fields) cut down to
+    ``calls`` and ``usec`` per line, the two :func:`commandstats_delta` subtracts."""
+    return {name: {"calls": float(fields.get("calls", 0)), "usec": float(fields.get("usec", 0))}
+            for name, fields in info.items() if name.startswith("cmdstat_")}
+
+
+#: Commands the benchmark itself sends to read Redis (not the system's work).
+MEASURING_COMMANDS = ("info",)
+
+
+def redis_per_job(
+    jobs: int, cpu_before: float, cpu_after: float,
+    stats_before: Mapping[str, Mapping[str, float]], stats_after: Mapping[str, Mapping[str, float]],
+    *, ignore: Sequence[str] = MEASURING_COMMANDS,
+) -> dict[str, Any]:
+    """Redis' side of a window in which ``jobs`` jobs went through: redis-server's CPU (user +
+    system seconds from ``/proc``, before and after) in µs per job, and from two ``INFO
+    commandstats`` readings the commands per job, in all and by command (busiest by calls first;
+    the benchmark's own ``ignore``d). Commands a Lua script issues count on their own lines too,
+    so the total counts what Redis executed, the ``evalsha`` line what clients sent as scripts.
+    """
+    n = max(1, jobs)
+    delta = {name: figures for name, figures in commandstats_delta(stats_before, stats_after, n).items()
+             if name not in ignore}
+    by_calls = dict(sorted(delta.items(), key=lambda kv: (-kv[1]["calls_per_job"], kv[0])))
+    return {
+        "redis_cpu_us_per_job": (cpu_after - cpu_before) / n * 1e6,
+        "redis_commands_per_job": sum(f["calls_per_job"] for f in by_calls.values()),
+        "redis_commands_by_command": {name: {"calls_per_job": round(f["calls_per_job"], 3),
+                                             "usec_per_job": round(f["usec_per_job"], 2)}
+                                      for name, f in by_calls.items()},
+    }
+
+
 def fmt(value: float | None, digits: int = 0) -> str:
     """A figure for a table: thousands separated, ``-`` when missing."""
     if value is None:

@@ -3,7 +3,9 @@
 Everything real (``benchmarks/bench_jobs_e2e.py`` does the work: control plane, private Redis,
 the operator process, one worker process per Running worker pod). Reported: wall time, jobs/s,
 apiserver writes per Job from the audit log (the local control plane audits ``workers.io``
-only), the operator's CPU and peak RSS. The second, larger run shows whether the operator's
+only), the operator's CPU and peak RSS, redis-server's CPU per Job and the commands Redis executed
+per Job (``INFO commandstats`` before and after), all over the window from the first apply to the
+last ``Succeeded``. The second, larger run shows whether the operator's
 memory stays bounded: its growth per 1,000 Jobs.
 """
 
@@ -25,7 +27,8 @@ def run(quick: bool) -> report.SuiteResult:
         result["operator_cpu_ms_per_job"] = round(result["operator_cpu_seconds"] / jobs * 1000, 2)
         runs.append(result)
         print(f"[k8s-path] {jobs} Jobs: {result['seconds_to_all_succeeded']} s, "
-              f"{result['audit_writes_per_job']} writes/Job, peak RSS {result['operator_peak_rss_mib']} MiB",
+              f"{result['audit_writes_per_job']} writes/Job, peak RSS {result['operator_peak_rss_mib']} MiB, "
+              f"Redis {result['redis_cpu_us_per_job']} µs and {result['redis_commands_per_job']} commands/Job",
               flush=True)
     data = {"suite": "k8s-path", "machine": report.machine(), "runs": runs}
     return render(data)
@@ -37,19 +40,27 @@ def render(data: dict[str, Any]) -> report.SuiteResult:
 
 
 HEADERS = ["Jobs", "applied s", "all Succeeded s", "Jobs/s", "apiserver writes/Job", "status writes/Job",
-           "conflicts", "operator CPU ms/Job", "operator RSS before / peak MiB", "(peak - before) per 1,000 Jobs MiB"]
+           "conflicts", "operator CPU ms/Job", "Redis CPU µs/Job", "Redis commands/Job",
+           "operator RSS before / peak MiB", "(peak - before) per 1,000 Jobs MiB"]
 
 
 def rows(data: dict[str, Any]) -> list[list[str]]:
     return [[fmt(r["jobs"]), fmt(r["seconds_to_applied"], 1), fmt(r["seconds_to_all_succeeded"], 1),
              fmt(r["jobs_per_second"], 1), fmt(r["audit_writes_per_job"], 2), fmt(r["audit_status_writes_per_job"], 2),
              fmt(r["status_conflicts"]), fmt(r["operator_cpu_ms_per_job"], 1),
+             fmt(r.get("redis_cpu_us_per_job")), fmt(r.get("redis_commands_per_job"), 1),
              f"{r['operator_rss_before_mib']} / {r['operator_peak_rss_mib']}",
              fmt(r["operator_rss_growth_per_1000_jobs_mib"], 1)] for r in data["runs"]]
 
 
 def text(data: dict[str, Any]) -> str:
     return "k8s-path: Job CRs applied at once -> all Succeeded\n" + text_table(HEADERS, rows(data))
+
+
+def commands_line(by_command: dict[str, dict[str, float]], least: float = 0.01) -> str:
+    """``name`` calls per Job for every command run at least ``least`` times per Job, busiest first."""
+    shown = [(k, v["calls_per_job"]) for k, v in by_command.items() if v["calls_per_job"] >= least]
+    return ", ".join(f"`{k}` {n:.2f}" for k, n in sorted(shown, key=lambda kv: (-kv[1], kv[0])))
 
 
 def marginal_rss_per_1000(runs: list[dict[str, Any]]) -> float | None:
@@ -81,6 +92,9 @@ def markdown(data: dict[str, Any]) -> str:
              "processes (8, or 16 for the large run).", "", markdown_table(HEADERS, rows(data)), "",
              "Writes per Job by kind (audit log), first run: "
              + ", ".join(f"`{k}` {v / first['jobs']:.2f}" for k, v in sorted(first["audit_writes"].items())) + "."]
+    if first.get("redis_commands_by_command"):
+        parts += ["", "Commands Redis executed per Job, first run (`INFO commandstats`; a script's own "
+                  "commands count on their lines too): " + commands_line(first["redis_commands_by_command"]) + "."]
     marginal = marginal_rss_per_1000(data["runs"])
     if marginal is not None:
         parts += ["", f"Operator memory: the peak RSS grows by {marginal:.1f} MiB per 1,000 Jobs between the "
