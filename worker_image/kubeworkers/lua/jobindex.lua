@@ -51,6 +51,42 @@ local function kw_index_by_handler(idx, state, handler)
   return idx .. state .. ':h:' .. handler
 end
 
+-- The index keys of one record key prefix, each built once per call (a batch finishes many jobs
+-- of one pool): {idx = prefix .. 'idx:', set = {state -> key}, by = {state -> {handler -> key}}}.
+local kw_index_keys_of = {}
+
+local function kw_index_keys(prefix)
+  local k = kw_index_keys_of[prefix]
+  if not k then
+    k = {idx = prefix .. 'idx:', set = {}, by = {}}
+    kw_index_keys_of[prefix] = k
+  end
+  return k
+end
+
+local function kw_index_set(k, state)  -- idx .. state
+  local key = k.set[state]
+  if not key then
+    key = k.idx .. state
+    k.set[state] = key
+  end
+  return key
+end
+
+local function kw_index_set_by_handler(k, state, handler)  -- kw_index_by_handler(idx, state, handler)
+  local by = k.by[state]
+  if not by then
+    by = {}
+    k.by[state] = by
+  end
+  local key = by[handler]
+  if not key then
+    key = kw_index_by_handler(k.idx, state, handler)
+    by[handler] = key
+  end
+  return key
+end
+
 -- JSON text of the hot paths built by hand: cjson.encode of a table formats every number with
 -- snprintf and costs about three times what the concatenation of its parts does. Numbers are
 -- formatted as cjson formats them (%.14g), so the text is the same JSON either way.
@@ -228,17 +264,26 @@ local function kw_index_handler(record, old, new)
 end
 
 -- known (optional): what the caller read of the record already: {handler = <its handler or
--- false>, log_closed = true when the caller ended the open attempt in this call}.
+-- false>, log_closed = true when the caller ended the open attempt in this call, and optionally
+-- prefix and job_id: the record key's prefix 'kw:{ns/pool}:' and the job id}.
 local function kw_index_finished(record, state, now, ttl, known)
-  local idx, job_id = kw_index_prefix(record)
-  local key = idx .. state
+  local prefix, job_id
+  if known and known.prefix then
+    prefix, job_id = known.prefix, known.job_id
+  else
+    local at = string.find(record, ':job:', 1, true)
+    prefix, job_id = string.sub(record, 1, at), string.sub(record, at + 5)
+  end
+  local k = kw_index_keys(prefix)
+  local idx = k.idx
+  local key = kw_index_set(k, state)
   local handler
   if known then
     handler = known.handler
   else
     handler = redis.call('HGET', record, 'handler')
   end
-  kw_index_note(kw_index_removed, idx .. 'live', job_id)
+  kw_index_note(kw_index_removed, kw_index_set(k, 'live'), job_id)
   if not (known and known.log_closed) then
     kw_attempt_ended(record, 'lost', now, nil, nil)  -- an attempt still open ended with its worker
   end
@@ -256,8 +301,8 @@ local function kw_index_finished(record, state, now, ttl, known)
   kw_index_longest[key] = longest
   kw_index_later(key, now, longest, false)
   if handler then
-    local by_handler = kw_index_by_handler(idx, state, handler)
-    kw_index_note(kw_index_removed, kw_index_by_handler(idx, 'live', handler), job_id)
+    local by_handler = kw_index_set_by_handler(k, state, handler)
+    kw_index_note(kw_index_removed, kw_index_set_by_handler(k, 'live', handler), job_id)
     kw_index_note(kw_index_added, by_handler, now, job_id)
     kw_index_later(by_handler, now, longest, true)
   end

@@ -188,6 +188,9 @@ local function settle_attempt(w, stream, record)
   return current, rec, log_text
 end
 
+-- What a finish tells kw_job_finished it read already (children.lua): filled in for each finish.
+local known = {log_closed = true, prefix = prefix}
+
 local function finish(w, stream, record)
   local current, rec, log_text = settle_attempt(w, stream, record)
   if not current then
@@ -207,9 +210,10 @@ local function finish(w, stream, record)
   end
   redis.call('EXPIRE', record, ttl)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
-  -- fan-out (children.lua), with the links read above
-  kw_job_finished(record, w.state, now, ttl, {parent = rec[5], parent_prefix = rec[6], pool = rec[7],
-    job_id = w.job_id, children = rec[8] ~= false, handler = rec[4], log_closed = true})
+  -- fan-out (children.lua), with the links read above (one table for every finish of the call)
+  known.parent, known.parent_prefix, known.pool, known.job_id = rec[5], rec[6], rec[7], w.job_id
+  known.children, known.handler = rec[8] ~= false, rec[4]
+  kw_job_finished(record, w.state, now, ttl, known)
   if w.dead_letter_reason ~= '' then
     local dead = redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm',
       redis.call('HGET', record, 'msg') or '',
