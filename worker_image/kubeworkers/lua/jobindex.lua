@@ -110,11 +110,27 @@ local function kw_json_time(now)  -- unix seconds as text -> the JSON number cjs
   return text
 end
 
+-- A string as JSON text, memoised for the values a call repeats (worker, namespace, pool,
+-- outcome): cjson.encode is a C call with a buffer of its own each time.
+local kw_json_strs = {}
+
+local function kw_json_str(v)
+  if v == nil then
+    return 'null'
+  end
+  local text = kw_json_strs[v]
+  if not text then
+    text = cjson.encode(v)
+    kw_json_strs[v] = text
+  end
+  return text
+end
+
 -- The history of a job whose one attempt is open: what kw_attempt_log_started writes for a
 -- job's first attempt, and what the end of that attempt recognises (to append its end as text).
 local function kw_attempt_log_first(attempt, run, worker, started_at)
   return '[{"attempt": ' .. kw_json_int(attempt) .. ', "run": ' .. kw_json_int(run) .. ', "worker": ' ..
-    cjson.encode(worker) .. ', "started_at": ' .. kw_json_time(started_at) .. '}]'
+    kw_json_str(worker) .. ', "started_at": ' .. kw_json_time(started_at) .. '}]'
 end
 
 -- The attempt history as a table, from the field's JSON text (nil, false or unreadable: none).
@@ -134,7 +150,7 @@ end
 -- raw is exactly that and the end carries no error or message, the end is appended as text.
 local function kw_attempt_log_ended(raw, outcome, now, err_json, message, first)
   if first and raw == first and (not err_json or err_json == '') and (not message or message == '') then
-    return string.sub(raw, 1, -3) .. ', "outcome": ' .. cjson.encode(outcome) .. ', "ended_at": ' ..
+    return string.sub(raw, 1, -3) .. ', "outcome": ' .. kw_json_str(outcome) .. ', "ended_at": ' ..
       kw_json_time(now) .. '}]'
   end
   local log = kw_attempt_log_of(raw)
