@@ -229,7 +229,9 @@ end
 local function kw_index_later(key, now, ttl, expire)
   local todo = kw_index_todo[key]
   if not todo then
-    kw_index_todo[key] = {now = tonumber(now), ttl = ttl, expire = expire}
+    kw_index_todo[key] = {now = tonumber(now), at = now, ttl = ttl, expire = expire}
+  elseif todo.at == now and todo.ttl >= ttl and (todo.expire or not expire) then
+    return  -- noted already with this time (a call's writes share it): nothing changes
   else
     todo.now, todo.ttl = math.max(todo.now, tonumber(now)), math.max(todo.ttl, ttl)
     todo.expire = todo.expire or expire

@@ -75,14 +75,15 @@ local function drop(stream, id)
   redis.call('XDEL', stream, id)
 end
 
-local function event(job_id, uid, rec, state, attempt, message, err)
+local function event(job_id, uid, rec, state, attempt, message, err, run)
   if state == 'Running' then
-    -- The hot path, as text: the same JSON as below (message and error are nil then).
+    -- The hot path, as text: the same JSON as below (message and error are nil then; run is
+    -- the record's, converted by the caller).
     local step = rec[9]
     redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', '{"job_id": ' .. cjson.encode(job_id) ..
       ', "uid": ' .. cjson.encode(uid) .. ', "namespace": ' .. kw_json_str(rec[5]) .. ', "pool": ' ..
       kw_json_str(rec[6]) .. ', "attempt": ' .. kw_json_int(attempt) .. ', "run": ' ..
-      kw_json_int(tonumber(rec[10]) or 0) .. running_tail ..
+      kw_json_int(run) .. running_tail ..
       (step and step ~= '' and ', "step": ' .. step or '') .. '}')  -- a sequence's StepRef, as recorded
     return
   end
@@ -194,7 +195,7 @@ local function decide(index, id, raw, job_id, uid, handler, given)
     'worker', consumer, 'started_at', now, 'updated_at', now, 'entry', id, 'progress', '', 'message', '',
     -- attempt history (jobindex.lua), from the record read above
     'attempt_log', kw_attempt_log_started(rec[12], attempts, run, consumer, now))
-  event(job_id, uid, rec, 'Running', attempts, nil, nil)
+  event(job_id, uid, rec, 'Running', attempts, nil, nil, run)
   return 'run', job_id, uid, handler, attempts, max
 end
 
