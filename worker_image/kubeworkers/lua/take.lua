@@ -80,8 +80,10 @@ local function event(job_id, uid, rec, state, attempt, message, err, run)
     -- The hot path, as text: the same JSON as below (message and error are nil then; run is
     -- the record's, converted by the caller).
     local step = rec[9]
-    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', '{"job_id": ' .. cjson.encode(job_id) ..
-      ', "uid": ' .. cjson.encode(uid) .. ', "namespace": ' .. kw_json_str(rec[5]) .. ', "pool": ' ..
+    local job_json = cjson.encode(job_id)
+    local uid_json = uid == job_id and job_json or cjson.encode(uid)  -- an SDK job's uid is its id
+    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', '{"job_id": ' .. job_json ..
+      ', "uid": ' .. uid_json .. ', "namespace": ' .. kw_json_str(rec[5]) .. ', "pool": ' ..
       kw_json_str(rec[6]) .. ', "attempt": ' .. kw_json_int(attempt) .. ', "run": ' ..
       kw_json_int(run) .. running_tail ..
       (step and step ~= '' and ', "step": ' .. step or '') .. '}')  -- a sequence's StepRef, as recorded
