@@ -19,8 +19,8 @@
 --   kw_job_finished(record, state, now, ttl[, known])  every place a record becomes Succeeded/Failed/
 --                                           Cancelled; known: {parent, parent_prefix, pool, job_id,
 --                                           children (the record has children_total), and what
---                                           kw_index_finished takes: handler, log_closed} when the
---                                           caller has read them (settle.lua), saving the reads
+--                                           kw_index_finished takes: handler, log_closed, prefix} when
+--                                           the caller has read them (settle.lua), saving the reads
 --   kw_wait(record, handler, input_json, now, message)   settle.lua's 'wait' write, after its checks
 -- Returns nothing: errors raise (the calling script's pcall, if any, reports them).
 --! include jobindex
@@ -155,6 +155,9 @@ local function kw_job_finished(record, state, now, ttl, known)
     -- children_total: kw_child_enqueued counts every child it registers) has no children hash.
     if known.children then
       redis.call('EXPIRE', kw_children_key(record), ttl)
+    end
+    if not known.parent or not known.parent_prefix then
+      return  -- no parent: the common case, without a table
     end
     r = {known.parent, known.parent_prefix, known.pool, known.job_id}
   else

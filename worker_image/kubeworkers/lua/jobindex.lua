@@ -51,6 +51,42 @@ local function kw_index_by_handler(idx, state, handler)
   return idx .. state .. ':h:' .. handler
 end
 
+-- The index keys of one record key prefix, each built once per call (a batch finishes many jobs
+-- of one pool): {idx = prefix .. 'idx:', set = {state -> key}, by = {state -> {handler -> key}}}.
+local kw_index_keys_of = {}
+
+local function kw_index_keys(prefix)
+  local k = kw_index_keys_of[prefix]
+  if not k then
+    k = {idx = prefix .. 'idx:', set = {}, by = {}}
+    kw_index_keys_of[prefix] = k
+  end
+  return k
+end
+
+local function kw_index_set(k, state)  -- idx .. state
+  local key = k.set[state]
+  if not key then
+    key = k.idx .. state
+    k.set[state] = key
+  end
+  return key
+end
+
+local function kw_index_set_by_handler(k, state, handler)  -- kw_index_by_handler(idx, state, handler)
+  local by = k.by[state]
+  if not by then
+    by = {}
+    k.by[state] = by
+  end
+  local key = by[handler]
+  if not key then
+    key = kw_index_by_handler(k.idx, state, handler)
+    by[handler] = key
+  end
+  return key
+end
+
 -- JSON text of the hot paths built by hand: cjson.encode of a table formats every number with
 -- snprintf and costs about three times what the concatenation of its parts does. Numbers are
 -- formatted as cjson formats them (%.14g), so the text is the same JSON either way.
@@ -74,11 +110,27 @@ local function kw_json_time(now)  -- unix seconds as text -> the JSON number cjs
   return text
 end
 
+-- A string as JSON text, memoised for the values a call repeats (worker, namespace, pool,
+-- outcome): cjson.encode is a C call with a buffer of its own each time.
+local kw_json_strs = {}
+
+local function kw_json_str(v)
+  if v == nil then
+    return 'null'
+  end
+  local text = kw_json_strs[v]
+  if not text then
+    text = cjson.encode(v)
+    kw_json_strs[v] = text
+  end
+  return text
+end
+
 -- The history of a job whose one attempt is open: what kw_attempt_log_started writes for a
 -- job's first attempt, and what the end of that attempt recognises (to append its end as text).
 local function kw_attempt_log_first(attempt, run, worker, started_at)
   return '[{"attempt": ' .. kw_json_int(attempt) .. ', "run": ' .. kw_json_int(run) .. ', "worker": ' ..
-    cjson.encode(worker) .. ', "started_at": ' .. kw_json_time(started_at) .. '}]'
+    kw_json_str(worker) .. ', "started_at": ' .. kw_json_time(started_at) .. '}]'
 end
 
 -- The attempt history as a table, from the field's JSON text (nil, false or unreadable: none).
@@ -98,7 +150,7 @@ end
 -- raw is exactly that and the end carries no error or message, the end is appended as text.
 local function kw_attempt_log_ended(raw, outcome, now, err_json, message, first)
   if first and raw == first and (not err_json or err_json == '') and (not message or message == '') then
-    return string.sub(raw, 1, -3) .. ', "outcome": ' .. cjson.encode(outcome) .. ', "ended_at": ' ..
+    return string.sub(raw, 1, -3) .. ', "outcome": ' .. kw_json_str(outcome) .. ', "ended_at": ' ..
       kw_json_time(now) .. '}]'
   end
   local log = kw_attempt_log_of(raw)
@@ -177,7 +229,9 @@ end
 local function kw_index_later(key, now, ttl, expire)
   local todo = kw_index_todo[key]
   if not todo then
-    kw_index_todo[key] = {now = tonumber(now), ttl = ttl, expire = expire}
+    kw_index_todo[key] = {now = tonumber(now), at = now, ttl = ttl, expire = expire}
+  elseif todo.at == now and todo.ttl >= ttl and (todo.expire or not expire) then
+    return  -- noted already with this time (a call's writes share it): nothing changes
   else
     todo.now, todo.ttl = math.max(todo.now, tonumber(now)), math.max(todo.ttl, ttl)
     todo.expire = todo.expire or expire
@@ -228,17 +282,26 @@ local function kw_index_handler(record, old, new)
 end
 
 -- known (optional): what the caller read of the record already: {handler = <its handler or
--- false>, log_closed = true when the caller ended the open attempt in this call}.
+-- false>, log_closed = true when the caller ended the open attempt in this call, and optionally
+-- prefix and job_id: the record key's prefix 'kw:{ns/pool}:' and the job id}.
 local function kw_index_finished(record, state, now, ttl, known)
-  local idx, job_id = kw_index_prefix(record)
-  local key = idx .. state
+  local prefix, job_id
+  if known and known.prefix then
+    prefix, job_id = known.prefix, known.job_id
+  else
+    local at = string.find(record, ':job:', 1, true)
+    prefix, job_id = string.sub(record, 1, at), string.sub(record, at + 5)
+  end
+  local k = kw_index_keys(prefix)
+  local idx = k.idx
+  local key = kw_index_set(k, state)
   local handler
   if known then
     handler = known.handler
   else
     handler = redis.call('HGET', record, 'handler')
   end
-  kw_index_note(kw_index_removed, idx .. 'live', job_id)
+  kw_index_note(kw_index_removed, kw_index_set(k, 'live'), job_id)
   if not (known and known.log_closed) then
     kw_attempt_ended(record, 'lost', now, nil, nil)  -- an attempt still open ended with its worker
   end
@@ -256,8 +319,8 @@ local function kw_index_finished(record, state, now, ttl, known)
   kw_index_longest[key] = longest
   kw_index_later(key, now, longest, false)
   if handler then
-    local by_handler = kw_index_by_handler(idx, state, handler)
-    kw_index_note(kw_index_removed, kw_index_by_handler(idx, 'live', handler), job_id)
+    local by_handler = kw_index_set_by_handler(k, state, handler)
+    kw_index_note(kw_index_removed, kw_index_set_by_handler(k, 'live', handler), job_id)
     kw_index_note(kw_index_added, by_handler, now, job_id)
     kw_index_later(by_handler, now, longest, true)
   end

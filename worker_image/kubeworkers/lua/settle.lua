@@ -75,7 +75,10 @@ for kind, fields in pairs(FIELDS) do
   FIELD_LISTS[kind] = list
 end
 
--- Why a write cannot be applied, or nil: checked before it changes anything.
+-- Why a write cannot be applied, or nil: checked before it changes anything. (type as a local:
+-- a global is looked up in the script's globals on every use.)
+local type = type
+
 local function malformed(w)
   if type(w) ~= 'table' then
     return 'not an object'
@@ -116,15 +119,23 @@ end
 -- script's commands that may grow memory only until its first write, so an end of attempt or a
 -- hand-back, whose first write is that XACK, is never refused (docs/reliability.md; a progress
 -- report first in the batch is, and costs nothing: tests/integration/test_worker_out_of_memory.py).
-local acks, acked = {}, {}  -- stream -> ids; stream .. ' ' .. id -> true (ids repeat across streams)
+local acks, acked = {}, {}  -- stream -> ids; stream -> {id -> true} (ids repeat across streams)
 local acked_one = false
 
+local function is_acked(stream, id)
+  local ids = acked[stream]
+  return ids ~= nil and ids[id] == true
+end
+
 local function ack(stream, id)
-  local key = stream .. ' ' .. id
-  if acked[key] then
+  local done = acked[stream]
+  if not done then
+    done = {}
+    acked[stream] = done
+  elseif done[id] then
     return
   end
-  acked[key] = true
+  done[id] = true
   if not acked_one then
     acked_one = true
     redis.call('XACK', stream, group, id)
@@ -168,16 +179,17 @@ end
 local function settle_attempt(w, stream, record)
   ack(stream, w.entry)
   local rec = redis.call('HMGET', record, unpack(SETTLE_FIELDS))
-  if rec[1] == w.entry and rec[2] == 'Queued' and tonumber(rec[3]) == w.attempt - 1 then
+  local attempts = rec[1] == w.entry and tonumber(rec[3])  -- (tonumber only for the current entry)
+  if attempts and rec[2] == 'Queued' and attempts == w.attempt - 1 then
     -- The take of this very delivery was lost: a failover promoted a replica that had the delivery
     -- (the blocking read's) but not the take that marked it Running. Nothing else leaves a record
     -- Queued on the entry it was enqueued with, so the attempt did run here: it is recorded as
     -- taken, and the write applies. (Before, the entry was acked and the job stayed Queued with
     -- no entry, run once and never finished.)
     redis.call('HSET', record, 'state', 'Running', 'attempts', w.attempt, 'worker', worker)
-    rec[2], rec[3] = 'Running', w.attempt
+    rec[2], rec[3], attempts = 'Running', w.attempt, w.attempt
   end
-  local current = rec[1] == w.entry and rec[2] == 'Running' and tonumber(rec[3]) == w.attempt
+  local current = attempts and rec[2] == 'Running' and attempts == w.attempt
   local log_text = nil
   if current then
     -- attempt history (jobindex.lua); a job's first attempt, as take.lua wrote it, is ended as text
@@ -188,16 +200,25 @@ local function settle_attempt(w, stream, record)
   return current, rec, log_text
 end
 
+-- What a finish tells kw_job_finished it read already (children.lua): filled in for each finish.
+local known = {log_closed = true, prefix = prefix}
+
 local function finish(w, stream, record)
   local current, rec, log_text = settle_attempt(w, stream, record)
   if not current then
     return 0
   end
-  kw_stats_finish(prefix, now, rec[4], w)  -- kubeworkers stats (stats.lua)
+  local seconds = kw_stats_finish(prefix, now, rec[4], w)  -- kubeworkers stats (stats.lua)
   local event = w.event
   if w.state == 'Succeeded' then
-    redis.call('HSET', record, unpack(with_log({'state', w.state, 'finished_at', now, 'updated_at', now,
-      'output', w.output, 'error', w.error, 'message', w.message, 'progress', '1.0'}, log_text)))
+    if log_text then
+      -- the hot path, without with_log's table of arguments
+      redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
+        'output', w.output, 'error', w.error, 'message', w.message, 'progress', '1.0', 'attempt_log', log_text)
+    else
+      redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
+        'output', w.output, 'error', w.error, 'message', w.message, 'progress', '1.0')
+    end
     if w.output ~= '' and w.output ~= 'null' then
       event = string.sub(event, 1, -2) .. ', "output": ' .. w.output .. '}'
     end
@@ -207,9 +228,10 @@ local function finish(w, stream, record)
   end
   redis.call('EXPIRE', record, ttl)
   redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
-  -- fan-out (children.lua), with the links read above
-  kw_job_finished(record, w.state, now, ttl, {parent = rec[5], parent_prefix = rec[6], pool = rec[7],
-    job_id = w.job_id, children = rec[8] ~= false, handler = rec[4], log_closed = true})
+  -- fan-out (children.lua), with the links read above (one table for every finish of the call)
+  known.parent, known.parent_prefix, known.pool, known.job_id = rec[5], rec[6], rec[7], w.job_id
+  known.children, known.handler = rec[8] ~= false, rec[4]
+  kw_job_finished(record, w.state, now, ttl, known)
   if w.dead_letter_reason ~= '' then
     local dead = redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm',
       redis.call('HGET', record, 'msg') or '',
@@ -219,10 +241,10 @@ local function finish(w, stream, record)
   end
   if w.state == 'Succeeded' then
     counts.completed = counts.completed + 1
-    duration = duration + tonumber(w.duration)
+    duration = duration + (seconds or tonumber(w.duration))
   elseif w.state == 'Failed' and w.ran then
     counts.failed = counts.failed + 1
-    duration = duration + tonumber(w.duration)
+    duration = duration + (seconds or tonumber(w.duration))
   elseif w.state == 'Failed' then
     counts.rejected = counts.rejected + 1
   else
@@ -246,7 +268,7 @@ local function retry(w, stream, record)
 end
 
 local function requeue(w, stream, record)
-  if acked[stream .. ' ' .. w.entry] then
+  if is_acked(stream, w.entry) then
     return 0  -- acknowledged earlier in this call: no longer held
   end
   local pending = redis.call('XPENDING', stream, group, w.entry, w.entry, 1)

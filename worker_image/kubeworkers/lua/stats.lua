@@ -12,7 +12,8 @@
 --                        DURATION_BUCKETS[i] (prelude constant, protocol.DURATION_BUCKETS_S), the
 --                        last index (#DURATION_BUCKETS) past the largest bound (+Inf)
 -- handler is the job's handler (read by the caller with the fields it checks anyway); duration is
--- decimal text, or '' (or nil) for an attempt whose handler never ran.
+-- decimal text, or '' (or nil) for an attempt whose handler never ran. kw_stats and kw_stats_finish
+-- return the duration as a number (nil: none), so the caller need not convert it again.
 --
 -- The counts are added up in the script and written by kw_stats_flush() once per call, at the
 -- end of settle.lua: one HINCRBY per field, one HINCRBYFLOAT per handler and one EXPIRE per
@@ -23,11 +24,19 @@ local kw_stats_seconds = {}  -- key -> {field -> seconds}
 local kw_stats_keys = {}     -- prefix .. now -> key, and handler -> its field names (built once per call)
 local kw_stats_fields = {}
 
+local kw_stats_last = {}     -- the last prefix, now and key (a call's writes share them)
+
 local function kw_stats(prefix, now, handler, outcome, duration)
-  local key = kw_stats_keys[prefix .. now]
-  if not key then
-    key = prefix .. 'stats:m:' .. math.floor(tonumber(now) / 60)
-    kw_stats_keys[prefix .. now] = key
+  local key
+  if kw_stats_last[1] == prefix and kw_stats_last[2] == now then
+    key = kw_stats_last[3]
+  else
+    key = kw_stats_keys[prefix .. now]
+    if not key then
+      key = prefix .. 'stats:m:' .. math.floor(tonumber(now) / 60)
+      kw_stats_keys[prefix .. now] = key
+    end
+    kw_stats_last[1], kw_stats_last[2], kw_stats_last[3] = prefix, now, key
   end
   handler = handler or ''
   local names = kw_stats_fields[handler]
@@ -47,8 +56,9 @@ local function kw_stats(prefix, now, handler, outcome, duration)
     names[outcome] = field
   end
   counts[field] = (counts[field] or 0) + 1
+  local seconds = nil
   if duration and duration ~= '' then
-    local seconds = tonumber(duration)
+    seconds = tonumber(duration)
     local bucket = #DURATION_BUCKETS
     for i = 1, bucket do
       if seconds <= DURATION_BUCKETS[i] then
@@ -65,6 +75,7 @@ local function kw_stats(prefix, now, handler, outcome, duration)
     end
     counts[field] = (counts[field] or 0) + 1
   end
+  return seconds
 end
 
 -- Write what kw_stats() counted in this call (settle.lua calls it once, last).
@@ -86,5 +97,5 @@ local KW_STATS_OUTCOMES = {Succeeded = 'succeeded', Failed = 'failed', Cancelled
 -- The end of a job (settle.lua's finish write w): its duration counts when a handler ran.
 local function kw_stats_finish(prefix, now, handler, w)
   local ran = w.state == 'Succeeded' or (w.state == 'Failed' and w.ran)
-  kw_stats(prefix, now, handler, KW_STATS_OUTCOMES[w.state] or 'failed', ran and w.duration or nil)
+  return kw_stats(prefix, now, handler, KW_STATS_OUTCOMES[w.state] or 'failed', ran and w.duration or nil)
 end

@@ -69,6 +69,45 @@ local function finished(state)
   return state == 'Succeeded' or state == 'Failed' or state == 'Cancelled'
 end
 
+-- The per-entry steps of decide(), defined once (not as closures per entry).
+local function drop(stream, id)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+end
+
+local function event(job_id, uid, rec, state, attempt, message, err, run)
+  if state == 'Running' then
+    -- The hot path, as text: the same JSON as below (message and error are nil then; run is
+    -- the record's, converted by the caller).
+    local step = rec[9]
+    local job_json = cjson.encode(job_id)
+    local uid_json = uid == job_id and job_json or cjson.encode(uid)  -- an SDK job's uid is its id
+    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', '{"job_id": ' .. job_json ..
+      ', "uid": ' .. uid_json .. ', "namespace": ' .. kw_json_str(rec[5]) .. ', "pool": ' ..
+      kw_json_str(rec[6]) .. ', "attempt": ' .. kw_json_int(attempt) .. ', "run": ' ..
+      kw_json_int(run) .. running_tail ..
+      (step and step ~= '' and ', "step": ' .. step or '') .. '}')  -- a sequence's StepRef, as recorded
+    return
+  end
+  local e = {job_id = job_id, uid = uid, namespace = rec[5], pool = rec[6],
+    state = state, attempt = attempt, run = tonumber(rec[10]) or 0, worker = consumer, at = tonumber(now),
+    message = message, error = err}
+  local text = cjson.encode(e)
+  if rec[9] and rec[9] ~= '' then
+    text = string.sub(text, 1, -2) .. ', "step": ' .. rec[9] .. '}'  -- a sequence's StepRef, as recorded
+  end
+  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', text)
+end
+
+local function close(record, state, message, err_json)
+  redis.call('HSET', record, 'state', state, 'finished_at', now, 'updated_at', now, 'message', message)
+  if err_json then
+    redis.call('HSET', record, 'error', err_json)
+  end
+  redis.call('EXPIRE', record, ttl)
+  kw_job_finished(record, state, now, ttl)  -- fan-out (children.lua)
+end
+
 local function decide(index, id, raw, job_id, uid, handler, given)
   local stream = KEYS[index]
   if given then
@@ -77,19 +116,15 @@ local function decide(index, id, raw, job_id, uid, handler, given)
       return 'undelivered', job_id or '', uid or '', handler or '', 0, 0
     end
   end
-  local function drop()
-    redis.call('XACK', stream, group, id)
-    redis.call('XDEL', stream, id)
-  end
   if not job_id or job_id == '' then
     local ok, msg = pcall(cjson.decode, raw)
     if not ok or type(msg) ~= 'table' or type(msg['job_id']) ~= 'string' then
-      drop()
+      drop(stream, id)
       return 'bad', '', '', '', 0, 0
     end
     job_id, uid, handler = msg['job_id'], msg['uid'], msg['handler']
     if type(uid) ~= 'string' or type(handler) ~= 'string' then
-      drop()
+      drop(stream, id)
       return 'bad', job_id, '', '', 0, 0
     end
   end
@@ -97,67 +132,38 @@ local function decide(index, id, raw, job_id, uid, handler, given)
   local rec = redis.call('HMGET', record, 'uid', 'state', 'attempts', 'max_attempts', 'namespace', 'pool',
     'entry', 'worker', 'step', 'run', 'cancel_requested', 'attempt_log')
   if not rec[1] then
-    drop()
+    drop(stream, id)
     return 'gone', job_id, uid, handler, 0, 0
   end
   if rec[1] ~= uid then
-    drop()
+    drop(stream, id)
     return 'stale', job_id, uid, handler, 0, 0
   end
   local attempts = tonumber(rec[3]) or 0
   local max = tonumber(rec[4]) or handler_max[handler] or default_max
   if finished(rec[2]) then
-    drop()
+    drop(stream, id)
     return 'done', job_id, uid, handler, attempts, max
   end
   if rec[7] and rec[7] ~= id then
     -- Another entry is the job's delivery (a producer wrote it twice, or a copy survived):
     -- only that one may run or fail the job.
-    drop()
+    drop(stream, id)
     return 'duplicate', job_id, uid, handler, attempts, max
   end
   if rec[2] == 'Running' and rec[8] == consumer then
     -- This worker took this delivery already and never heard back: run it, uncounted again.
     return 'run', job_id, uid, handler, attempts, max
   end
-  local function event(state, attempt, message, err)
-    if state == 'Running' then
-      -- The hot path, as text: the same JSON as below (message and error are nil then).
-      local text = '{"job_id": ' .. cjson.encode(job_id) .. ', "uid": ' .. cjson.encode(uid) .. ', "namespace": ' ..
-        cjson.encode(rec[5]) .. ', "pool": ' .. cjson.encode(rec[6]) .. ', "attempt": ' .. kw_json_int(attempt) ..
-        ', "run": ' .. kw_json_int(tonumber(rec[10]) or 0) .. running_tail
-      if rec[9] and rec[9] ~= '' then
-        text = text .. ', "step": ' .. rec[9]  -- a sequence's StepRef, as recorded
-      end
-      redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', text .. '}')
-      return
-    end
-    local e = {job_id = job_id, uid = uid, namespace = rec[5], pool = rec[6],
-      state = state, attempt = attempt, run = tonumber(rec[10]) or 0, worker = consumer, at = tonumber(now),
-      message = message, error = err}
-    local text = cjson.encode(e)
-    if rec[9] and rec[9] ~= '' then
-      text = string.sub(text, 1, -2) .. ', "step": ' .. rec[9] .. '}'  -- a sequence's StepRef, as recorded
-    end
-    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', text)
-  end
-  local function close(state, message, err_json)
-    redis.call('HSET', record, 'state', state, 'finished_at', now, 'updated_at', now, 'message', message)
-    if err_json then
-      redis.call('HSET', record, 'error', err_json)
-    end
-    redis.call('EXPIRE', record, ttl)
-    kw_job_finished(record, state, now, ttl)  -- fan-out (children.lua)
-  end
   -- Cancelled: cancel.lua marks the record (cancel_requested) whenever it sets the cancel flag, so
   -- the record read above tells without reading the flag. A queued job it made Cancelled at once
   -- was dropped as finished above; this is one cancelled while it ran, whose worker died.
   if rec[11] == '1' then
     local message = 'cancelled before it started'
-    close('Cancelled', message, nil)
-    event('Cancelled', attempts, message, nil)
+    close(record, 'Cancelled', message, nil)
+    event(job_id, uid, rec, 'Cancelled', attempts, message, nil)
     redis.call('HINCRBY', prefix .. 'stats', 'cancelled', 1)
-    drop()
+    drop(stream, id)
     return 'cancelled', job_id, uid, handler, attempts, max
   end
   if attempts >= max then
@@ -167,12 +173,12 @@ local function decide(index, id, raw, job_id, uid, handler, given)
     local dead = redis.call('XADD', prefix .. 'dlq', 'MAXLEN', '~', dlq_maxlen, '*', 'm', raw, 'reason', err.message,
       'error', err_json, 'attempts', attempts, 'at', now, 'worker', consumer)
     redis.call('HSET', record, 'dead_letter', dead)  -- so rerun.lua removes this entry
-    close('Failed', err.message, err_json)
-    event('Failed', attempts, err.message, err)
+    close(record, 'Failed', err.message, err_json)
+    event(job_id, uid, rec, 'Failed', attempts, err.message, err)
     -- Not 'failed': no run of known duration ended, so the duration estimate must not count it.
     redis.call('HINCRBY', prefix .. 'stats', 'rejected', 1)
     redis.call('HINCRBY', prefix .. 'stats', 'dead_lettered', 1)
-    drop()
+    drop(stream, id)
     return 'dead', job_id, uid, handler, attempts, max
   end
   local free = handler_free[handler]
@@ -180,17 +186,18 @@ local function decide(index, id, raw, job_id, uid, handler, given)
     if free <= 0 then
       local fresh = redis.call('XADD', stream, '*', 'v', '1', 'm', raw, 'j', job_id, 'u', uid, 'h', handler)
       redis.call('HSET', record, 'entry', fresh)
-      drop()
+      drop(stream, id)
       return 'deferred', job_id, uid, handler, attempts, max
     end
     handler_free[handler] = free - 1
   end
   attempts = attempts + 1
+  local run = tonumber(rec[10]) or 0
   redis.call('HSET', record, 'state', 'Running', 'attempts', attempts, 'max_attempts', max,
     'worker', consumer, 'started_at', now, 'updated_at', now, 'entry', id, 'progress', '', 'message', '',
     -- attempt history (jobindex.lua), from the record read above
-    'attempt_log', kw_attempt_log_started(rec[12], attempts, tonumber(rec[10]) or 0, consumer, now))
-  event('Running', attempts, nil, nil)
+    'attempt_log', kw_attempt_log_started(rec[12], attempts, run, consumer, now))
+  event(job_id, uid, rec, 'Running', attempts, nil, nil, run)
   return 'run', job_id, uid, handler, attempts, max
 end
 
@@ -212,11 +219,17 @@ local function deliver(index, reply)
   local n = 0
   if reply then
     for _, entry in ipairs(reply[1][2]) do
-      local fields, f = entry[2], {}
-      for j = 1, #fields, 2 do
-        f[fields[j]] = fields[j + 1]
+      local fields = entry[2]
+      if #fields == 10 and fields[3] == 'm' and fields[5] == 'j' and fields[7] == 'u' and fields[9] == 'h' then
+        -- The layout every writer of the streams uses (v, m, j, u, h): read in place.
+        take(index, entry[1], fields[4], fields[6], fields[8], fields[10])
+      else
+        local f = {}
+        for j = 1, #fields, 2 do
+          f[fields[j]] = fields[j + 1]
+        end
+        take(index, entry[1], f['m'] or '', f['j'], f['u'], f['h'])
       end
-      take(index, entry[1], f['m'] or '', f['j'], f['u'], f['h'])
       n = n + 1
     end
   end
