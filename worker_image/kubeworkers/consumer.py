@@ -91,6 +91,8 @@ class Consumer:
         self.in_blocking_read = False
         #: A read or take failed on the way back: this worker may hold deliveries it never heard of.
         self.recover = False
+        #: The last take decided what a blocking read brought (the worker was idle until then).
+        self.woke = False
 
     async def run(self) -> None:
         """Read and start jobs until stopping. Errors escape to the supervisor, which restarts it."""
@@ -112,6 +114,11 @@ class Consumer:
                 self._start(taken)
                 if taken and all(t.verdict is wire.Verdict.DEFERRED for t in taken):
                     await self._pause()
+                elif self.woke and taken:
+                    # Woken from idle: let the handlers just launched take their first step before
+                    # the next take is built and sent (a busy worker sends it first instead, so
+                    # Redis works on it while Python runs the batch).
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 if self.stopping.is_set():
                     return
@@ -185,6 +192,7 @@ class Consumer:
 
     async def _take(self, count: int) -> list[wire.Taken]:
         """Deliver and decide up to ``count`` entries (see ``lua/take.lua``)."""
+        self.woke = False
         if self.holdings.undecided:
             return await self._decide(list(self.holdings.undecided.values())[:count], count)
         taken = await self._take_call(self._take_args("read", count, []))
@@ -208,6 +216,7 @@ class Consumer:
         # A read over several streams returns up to `count` from *each*: the rest wait, undecided.
         for extra in given[count:]:
             self.holdings.undecided[str(extra.entry)] = extra
+        self.woke = True
         return await self._decide(given[:count], count)
 
     def _given(self, reply: Any) -> list[wire.Given]:
