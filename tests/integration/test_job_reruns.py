@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, Registry, dlq, queue, reruns
-from kubeworkers.protocol import JOB_HINT_TTL, JobMessage, JobState, PoolKeys, job_pool_key
+from kubeworkers.protocol import JOB_HINT_TTL, JobMessage, JobState, PoolKeys, Priority, job_pool_key
 from kubeworkers_operator.flows import jobs
 from kubeworkers_operator.model.index import TrackedJob
 from kubeworkers_operator.model.ttl import TtlQueue
@@ -230,7 +230,7 @@ async def test_jobs_retry_and_cancel_commands_answer_per_job_with_exit_codes(
 async def test_a_rerun_goes_back_to_the_stream_of_its_priority(
     r: aioredis.Redis, redis_sync: redis.Redis, redis_url: str, priority: str
 ) -> None:
-    msg = message("prio", handler="always_fails").model_copy(update={"priority": priority})
+    msg = message("prio", handler="always_fails").model_copy(update={"priority": Priority(priority)})
     await failed_job(r, redis_url, msg)
     await asyncio.to_thread(reruns.rerun_job, redis_sync, KEYS, "prio")
     lengths = {p: await r.xlen(KEYS.stream(p)) for p in ("critical", "high", "normal", "low")}
