@@ -313,11 +313,13 @@ class _Jobs:
                 self._build.message(pool, handler, v, job_ids[start + i] if job_ids is not None else None, options)
                 for i, v in enumerate(values[start : start + queue.ENQUEUE_CHUNK])
             ]
-            # One chunk in flight while the next is built: Redis and Python work at the
-            # same time (when awaited), and chunks still arrive in order.
+            # One chunk in flight while the next is built: Redis runs it while Python builds the
+            # next (when awaited), and as the next is sent only once it answered, chunks arrive
+            # in order (and none after a chunk that failed).
             if sending is not None:
                 collect(sent, (yield Join(sending)))
             sending = yield Start(queue.enqueue_results_plan(chunk, self.durable))
+            yield Pause(0)  # the event loop sends the started chunk before the next is built
             sent = chunk
         if sending is not None:
             collect(sent, (yield Join(sending)))
