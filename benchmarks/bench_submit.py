@@ -76,9 +76,9 @@ def main() -> None:
         print(json.dumps(child(a.child, a.url, a.jobs, a.redis_pid)))
         return
 
-    from benchmarks.rig import REPO, Rig
-
     import kubeworkers
+
+    from benchmarks.rig import REPO, Rig
 
     print(f"kubeworkers from {Path(kubeworkers.__file__).parent}", flush=True)
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in PEERS}
