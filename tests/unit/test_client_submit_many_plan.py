@@ -1,7 +1,8 @@
 """The plan behind ``submit_many``, read as plain Python (plans do no I/O): one chunk of
-:data:`~kubeworkers.queue.ENQUEUE_CHUNK` jobs in flight at a time, handed to the event loop
-(``Pause(0)``) as soon as it is started so Redis runs it while the next chunk is built, and the
-next chunk started only once the previous one answered (chunks reach Redis in order)."""
+:data:`~kubeworkers.queue.ENQUEUE_CHUNK` jobs in flight at a time, the event loop given a turn
+(``Pause(0)``) every :data:`~kubeworkers.queue.SUBMIT_BUILD_SLICE` messages of the next chunk's
+build so it sends the one in flight meanwhile, and the next chunk started only once the previous
+one answered (chunks reach Redis in order)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from kubeworkers.redis_ops import Join, Pause, Start
 from kubeworkers.registry import Registry
 
 
-def test_each_started_chunk_is_handed_to_the_event_loop_and_joined_before_the_next_starts() -> None:
+def test_the_event_loop_gets_turns_while_the_next_chunk_is_built_and_one_chunk_is_in_flight() -> None:
     jobs = 2 * queue.ENQUEUE_CHUNK + 3
     plan = _Jobs("ns", Registry()).submit_many("p", "h", [{"n": i} for i in range(jobs)])
     steps: list[str] = []
@@ -36,7 +37,9 @@ def test_each_started_chunk_is_handed_to_the_event_loop_and_joined_before_the_ne
                 reply = [queue.Enqueued(new=True, position=step.handle * queue.ENQUEUE_CHUNK + i) for i in range(size)]
             else:
                 raise AssertionError(step)
-    assert steps == ["Start", "Pause", "Join", "Start", "Pause", "Join", "Start", "Pause", "Join"]
+    turns = ["Pause"] * (queue.ENQUEUE_CHUNK // queue.SUBMIT_BUILD_SLICE)
+    # Nothing to send while the first chunk is built; the short last one (3 jobs) gives one turn.
+    assert steps == ["Start", *turns, "Join", "Start", "Pause", "Join", "Start", "Join"]
     ids = end.value.value
     assert len(ids) == jobs and [s.position for s in ids] == list(range(jobs))
     for p in started:

@@ -99,6 +99,9 @@ DURABLE_FENCE_CHANNEL = "kw:durable-fence"
 
 #: Messages per enqueue script call in :func:`enqueue_many` (bounds the time Redis spends in one call).
 ENQUEUE_CHUNK = 500
+#: Messages a bulk submit (``submit_many``) builds between two turns of the event loop while a
+#: chunk is in flight, so the loop writes that chunk to Redis as the socket takes it.
+SUBMIT_BUILD_SLICE = 50
 
 
 # --------------------------------------------------------------------------- the operations, once
