@@ -309,12 +309,17 @@ class _Jobs:
             ids.extend(Submitted(m.job_id, new=r.new, position=r.position) for m, r in zip(msgs, results, strict=True))
 
         for start in range(0, len(values), queue.ENQUEUE_CHUNK):
-            chunk = [
-                self._build.message(pool, handler, v, job_ids[start + i] if job_ids is not None else None, options)
-                for i, v in enumerate(values[start : start + queue.ENQUEUE_CHUNK])
-            ]
-            # One chunk in flight while the next is built: Redis and Python work at the
-            # same time (when awaited), and chunks still arrive in order.
+            chunk: list[JobMessage] = []
+            for i, v in enumerate(values[start : start + queue.ENQUEUE_CHUNK]):
+                if sending is not None and i % queue.SUBMIT_BUILD_SLICE == 0:
+                    # The event loop's turn: it sends the chunk in flight (a few hundred kB that
+                    # the socket takes in parts) while this one is built, so Redis runs it now.
+                    yield Pause(0)
+                chunk.append(self._build.message(
+                    pool, handler, v, job_ids[start + i] if job_ids is not None else None, options))
+            # One chunk in flight while the next is built: Redis runs it while Python builds the
+            # next (when awaited), and as the next is sent only once it answered, chunks arrive
+            # in order (and none after a chunk that failed).
             if sending is not None:
                 collect(sent, (yield Join(sending)))
             sending = yield Start(queue.enqueue_results_plan(chunk, self.durable))
