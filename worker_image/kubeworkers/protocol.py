@@ -6,7 +6,8 @@ cannot drift apart. See ``docs/protocol.md`` for the prose version.
 Keys of one pool share the hash tag ``{<namespace>/<pool>}`` so that a Lua
 script touching a pool's streams, its job records, its dead-letter stream and its
 events stream stays within one Redis Cluster slot. The one key outside a pool's
-slot, the job id -> pools hint (:func:`job_pool_key`), is never touched by a script.
+slot, the job id -> pools hint (:func:`job_pool_key`), is never touched by a pool's script: the
+clients write it, a bulk enqueue with ``lua/hints.lua`` (a script of the namespace's slot).
 """
 
 from __future__ import annotations
@@ -213,8 +214,9 @@ def job_pool_key(namespace: str, job_id: str) -> str:
     """The hint of the pools a job id was enqueued to, so ``Client.get(job_id)`` needs no pool name.
 
     A job is (namespace, pool, job_id): the same id on two pools is two jobs, so this is a set.
-    It is in the namespace's slot, not a pool's, so no script touches it: the clients write it
-    beside the script calls (:func:`kubeworkers.queue.enqueue` SADDs and sets its TTL,
+    It is in the namespace's slot, not a pool's, so no pool's script touches it: the clients write
+    it beside the script calls (:func:`kubeworkers.queue.enqueue` SADDs and sets its TTL, a bulk
+    enqueue of several jobs through one ``lua/hints.lua`` call per namespace and chunk,
     :data:`JOB_HINT_TTL`, a rerun does it again, :func:`kubeworkers.queue.delete_job` SREMs). A
     hint, not a truth: a reader checks that the record is in each pool it names, and one that
     expired (or was never written: a crash between the script and it) leaves ``--pool`` to say.
