@@ -27,7 +27,7 @@ from selenium.webdriver.common.by import By
 from hack.net import free_port
 from tests.e2e.operator_fixtures import LOG_ROOT, OperatorProcess, pool_manifest, wait_for
 from tests.e2e.test_job_lifecycle import job_yaml, wait_phase
-from tests.support.browser import click, text_of, wait_text
+from tests.support.browser import click, fresh, text_of, wait_text
 from tests.support.cluster import Cluster
 from tests.support.console import headless_chrome
 from tests.support.pod_runner import PodRunner
@@ -114,7 +114,9 @@ def sign_in(browser: Any, url: str, token: str, *, answers: tuple[str, ...] = ("
     click(browser, "//form[@action='/login']/button")
 
     def answered() -> str | None:
-        body = text_of(browser, "body")
+        # Mid-navigation (the POST, its 303, the next page) the document may have no <body> yet:
+        # that is "not answered yet", never an error, so find_elements rather than find_element.
+        body = "".join(fresh(lambda: [str(el.text) for el in browser.find_elements(By.TAG_NAME, "body")]))
         return body if any(a in body for a in answers) else None
 
     return wait_for(answered, timeout=30, what="the sign-in's answer")

@@ -64,10 +64,11 @@ class ConsoleProcess:
 # What chromedriver answers when the document an element belonged to was torn down (a navigation, a
 # form's POST answered with a new page) between finding the element and reading it: DevTools no longer
 # knows the element's JavaScript context. Seen in CI as "unknown error: unhandled inspector error:
-# {"code":-32000,"message":"Cannot find context with specified id"}". Like a stale element, it means
-# "read the new page again", never a fault of the page under test.
+# {"code":-32000,"message":"Cannot find context with specified id"}", or, when the read's script is
+# cut off by the unload, "javascript error: document unloaded while waiting for result". Like a
+# stale element, it means "read the new page again", never a fault of the page under test.
 SWAPPED_DOCUMENT = ("Cannot find context with specified id", "unhandled inspector error",
-                    "Execution context was destroyed")
+                    "Execution context was destroyed", "document unloaded while waiting for result")
 
 
 def swapped_away(exc: WebDriverException) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from selenium.common.exceptions import (
+    JavascriptException,
     NoSuchElementException,
     StaleElementReferenceException,
     WebDriverException,
@@ -20,6 +21,7 @@ INSPECTOR = ('unknown error: unhandled inspector error: {"code":-32000,'
 def test_a_torn_down_document_and_a_stale_element_count_as_swapped_away() -> None:
     assert swapped_away(WebDriverException(INSPECTOR))
     assert swapped_away(StaleElementReferenceException("stale element reference"))
+    assert swapped_away(JavascriptException("javascript error: document unloaded while waiting for result"))
 
 
 def test_other_browser_errors_do_not() -> None:
