@@ -178,8 +178,9 @@ def connect(url: str, **options: Any) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     parsed = redis_url.parse_sentinel_url(url)
     master, sentinel_kwargs = _sentinel_kwargs(parsed, options)
-    manager = _Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
-    return cast(redis.Redis, manager.master_for(parsed.master_name, **master))  # type: ignore[no-untyped-call]
+    # Through Any: redis-py before 8.2 leaves these untyped, 8.2 types them (one spelling for both).
+    manager = cast(Any, _Sentinel)(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
+    return cast(redis.Redis, manager.master_for(parsed.master_name, **master))
 
 
 def connect_async(url: str, **options: Any) -> aioredis.Redis:
@@ -194,7 +195,7 @@ def connect_async(url: str, **options: Any) -> aioredis.Redis:
         return aioredis.Redis.from_url(url, **options)
     parsed = redis_url.parse_sentinel_url(url)
     master, sentinel_kwargs = _sentinel_kwargs(parsed, options)
-    manager = _AsyncSentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    manager = cast(Any, _AsyncSentinel)(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # as in connect
     return cast(aioredis.Redis, manager.master_for(
         parsed.master_name, connection_pool_class=_AsyncSentinelPool, **master,
     ))
