@@ -13,6 +13,7 @@ from kubeworkers.client import Client
 from tests.chaos.harness import RESULTS, table
 from tests.support.redis_fixtures import private_redis
 from tests.support.redis_server import RedisServer
+from tests.support.workers import as_job_objects
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -50,4 +51,4 @@ def admin(redis_always: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def sdk(redis_always: RedisServer) -> Iterator[Client]:
     with Client(redis_always.url, registry=Registry()) as client:
-        yield client
+        yield as_job_objects(client)  # the ledger reads the events (tests/chaos/harness.py)

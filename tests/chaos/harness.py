@@ -3,7 +3,10 @@ a mixed workload, faults injected on a schedule, and the ledger that judges ever
 
 A scenario submits a few hundred jobs of mixed duration (most short, some longer than the
 lease), injects its fault for a bounded time, waits for the backlog to drain and then reads
-the truth from Redis — the job records and the events stream every worker appends to:
+the truth from Redis — the job records and the events stream every worker appends to (the
+scenarios submit through :func:`~tests.support.workers.as_job_objects`, as the operator enqueues
+Job objects: the worker path writes no events for an SDK job, docs/protocol.md, *Events*; the
+scripts' other writes are the same for both):
 
 - **lost**: an acknowledged submit whose job never reached a terminal state (or vanished);
 - **duplicated**: a job whose handler started more than once;

@@ -31,7 +31,7 @@ from tests.chaos.harness import (
     workload,
 )
 from tests.support.redis_server import RedisServer
-from tests.support.workers import LEASE
+from tests.support.workers import LEASE, as_job_objects
 
 
 def run_with_worker_signals(
@@ -96,7 +96,8 @@ def test_redis_crash_with_aof_everysec_loses_at_most_the_last_second_of_writes(
     fleet = Fleet(redis_everysec.url)
     stamps: list[tuple[float, list[str]]] = []
     crashes: list[float] = []
-    with Client(redis_everysec.url, registry=Registry()) as sdk:
+    with Client(redis_everysec.url, registry=Registry()) as plain:
+        sdk = as_job_objects(plain)  # the ledger reads the events (harness.py)
         try:
             ids = sdk.submit_many(POOL, "slow", workload(rng, 200), max_attempts=ATTEMPTS)
             time.sleep(1.5)  # these are older than the fsync window when Redis crashes

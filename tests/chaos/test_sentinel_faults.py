@@ -31,6 +31,7 @@ from kubeworkers.connection import close, connect
 
 from tests.chaos.harness import ATTEMPTS, POOL, Fleet, judge, settle, workload
 from tests.support.sentinel import SentinelSet
+from tests.support.workers import as_job_objects
 
 JOBS = 250
 BATCH = 25
@@ -67,7 +68,7 @@ class BatchSubmitter:
 
     def _run(self) -> None:
         for first in range(0, JOBS, BATCH):
-            ids = [f"s{n}" for n in range(first, first + BATCH)]
+            ids = [f"default/s{n}" for n in range(first, first + BATCH)]  # Job objects' ids (as_job_objects)
             while True:
                 try:
                     self.client.submit_many(POOL, "slow", self.inputs[first:first + BATCH], job_ids=ids,
@@ -89,7 +90,8 @@ def test_sentinel_failovers_mid_run_lose_no_durable_submit_and_rerun_nothing(
     sentinels: SentinelSet, rng: random.Random
 ) -> None:
     fleet = Fleet(sentinels.url, extra_args=["--durable-replicas", "1"])
-    with Client(sentinels.url, registry=Registry(), durable=Durability(replicas=1, timeout_s=1.0)) as sdk:
+    with Client(sentinels.url, registry=Registry(), durable=Durability(replicas=1, timeout_s=1.0)) as plain:
+        sdk = as_job_objects(plain)  # the ledger reads the events (harness.py)
         try:
             submitter = BatchSubmitter(sdk, rng).start()
             time.sleep(1.5)

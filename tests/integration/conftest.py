@@ -8,12 +8,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 from kubeworkers import Registry
+from kubeworkers import client as client_module
 from kubeworkers.client import AsyncClient
+from kubeworkers.protocol import JobMessage
+
+from tests.support.workers import as_job_object, as_job_objects
 
 
 @pytest.fixture
@@ -29,6 +34,27 @@ async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
     (modules testing the client itself define their own)."""
     async with AsyncClient(redis_url, registry=Registry()) as c:
         yield c
+
+
+@pytest.fixture
+async def job_object_client(redis_url: str) -> AsyncIterator[AsyncClient]:
+    """:func:`client`, submitting as the operator enqueues Job objects (``as_job_objects``): for the
+    tests that read the events stream, which the worker path writes only for such jobs."""
+    async with AsyncClient(redis_url, registry=Registry()) as c:
+        yield as_job_objects(c)
+
+
+@pytest.fixture
+def submits_as_job_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SDK client of the test submits as :func:`~tests.support.workers.as_job_objects` does:
+    for the modules that read the events stream (``pytestmark``), which the worker path writes
+    only for jobs a Job object stands behind (docs/protocol.md, *Events*)."""
+    plain = client_module._Builder.message
+
+    def message(self: Any, *args: Any) -> JobMessage:  # (pool, handler, value, job_id, options)
+        return as_job_object(plain(self, *args), args[3])
+
+    monkeypatch.setattr(client_module._Builder, "message", message)
 
 
 @pytest.fixture

@@ -66,18 +66,19 @@ async def failed_job(r: aioredis.Redis, redis_url: str, msg: JobMessage) -> None
 async def test_rerun_of_a_dead_lettered_job_runs_it_again_as_run_1(
     r: aioredis.Redis, redis_sync: redis.Redis, redis_url: str
 ) -> None:
-    await failed_job(r, redis_url, message("j1"))
+    J1 = "default/j1"  # a Job object's job: its events are written (docs/protocol.md, *Events*)
+    await failed_job(r, redis_url, message("default/j1", uid="uid-j1"))
     assert await r.xlen(KEYS.dead_letter) == 1
-    done = await asyncio.to_thread(reruns.rerun_job, redis_sync, KEYS, "j1")
+    done = await asyncio.to_thread(reruns.rerun_job, redis_sync, KEYS, J1)
     assert (done.run, done.pool) == (1, "p")
-    queued = await record(r, "j1")
+    queued = await record(r, J1)
     assert (queued.state, queued.run, queued.attempts, queued.error) == (JobState.QUEUED, 1, 0, None)
     assert await r.xlen(KEYS.dead_letter) == 0  # its dead-letter entry went with the same call
     async with start_worker(redis_url, registry()):
-        ok = await wait_state(r, "j1", {JobState.SUCCEEDED})
+        ok = await wait_state(r, J1, {JobState.SUCCEEDED})
     assert (ok.run, ok.attempts, ok.output) == (1, 1, {"run": 1, "attempt": 1})
     assert ok.input == {"x": 0.1234567890123}  # the message was rewritten, not re-encoded
-    runs = [(e.state.value, e.attempt, e.run) for e in await events(r, "j1")]
+    runs = [(e.state.value, e.attempt, e.run) for e in await events(r, J1)]
     assert runs == [("Running", 1, 0), ("Failed", 1, 0), ("Queued", 0, 1), ("Running", 1, 1), ("Succeeded", 1, 1)]
 
 

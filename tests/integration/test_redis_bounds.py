@@ -18,6 +18,10 @@ from pydantic import BaseModel
 
 from tests.support.workers import start_worker
 
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
+
 NODE = 10
 
 

@@ -22,6 +22,10 @@ from pydantic import BaseModel
 
 from tests.support.workers import REPO, WorkerProcess, events, record, start_worker, until
 
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
+
 
 class Numbers(BaseModel):
     values: list[int] = []

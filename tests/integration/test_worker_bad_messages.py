@@ -21,6 +21,10 @@ from pydantic import BaseModel
 
 from tests.support.workers import events, start_worker
 
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
+
 KEYS = PoolKeys("default", "p")
 
 
@@ -89,21 +93,24 @@ async def test_a_message_a_worker_cannot_read_fails_its_job_once_with_the_reason
     async def h(inp: Item) -> dict[str, int]:
         return {"n": inp.n}
 
+    # Job objects' jobs (ids <ns>/<name>, uids of their own), so their events are written to check.
+    BAD = ("default/bad-utf8", "default/input-list")
     # Bytes that are not UTF-8 inside the input pass the script (it does not decode strings).
-    raw = json.dumps(message("bad-utf8")).encode().replace(b'"input": {}', b'"input": {"s": "\xff\xfe"}')
+    raw = json.dumps(message("default/bad-utf8", uid="u-1")).encode()
+    raw = raw.replace(b'"input": {}', b'"input": {"s": "\xff\xfe"}')
     assert await raw_enqueue(r, raw) == [[1, 0]]
     # An older or foreign writer, straight to the stream: an input that is not an object.
-    listed = json.dumps(message("input-list", input=[1]))
-    entry = await r.xadd(KEYS.stream("normal"), {"v": "1", "m": listed, "j": "input-list", "u": "input-list",
+    listed = json.dumps(message("default/input-list", uid="u-2", input=[1]))
+    entry = await r.xadd(KEYS.stream("normal"), {"v": "1", "m": listed, "j": "default/input-list", "u": "u-2",
                                                  "h": "h"})
-    await r.hset(KEYS.record("input-list"), mapping={
-        "job_id": "input-list", "uid": "input-list", "namespace": "default", "pool": "p", "handler": "h",
+    await r.hset(KEYS.record("default/input-list"), mapping={
+        "job_id": "default/input-list", "uid": "u-2", "namespace": "default", "pool": "p", "handler": "h",
         "state": "Queued", "attempts": "0", "entry": entry, "msg": listed,
     })
     async with AsyncClient(redis_url, registry=Registry()) as client, start_worker(redis_url, reg):
         good = await client.submit("p", "h", {"n": 3})
-        done = {job_id: await client.wait(job_id, 30, pool="p") for job_id in ("bad-utf8", "input-list", good)}
-    for job_id in ("bad-utf8", "input-list"):
+        done = {job_id: await client.wait(job_id, 30, pool="p") for job_id in (*BAD, good)}
+    for job_id in BAD:
         rec = done[job_id]
         assert rec.state is JobState.FAILED, job_id
         assert rec.error is not None and rec.error.type == "InvalidMessage" and not rec.error.retryable, rec

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,10 @@ from kubeworkers.protocol import JobRecord, JobState
 from pydantic import BaseModel
 
 from tests.support.workers import events, start_worker, until
+
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
 
 #: Seconds a blocking behaviour may run before its job's timeout stops it.
 TIMEOUT = 0.3

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, Registry, leases, outbox, scripts, wire
 from kubeworkers.client import AsyncClient
@@ -19,6 +20,10 @@ from redis.exceptions import OutOfMemoryError
 
 from tests.support.redis_server import RedisServer
 from tests.support.workers import LEASE, events, start_worker, until
+
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
 
 KEYS = PoolKeys("default", "p")
 

@@ -22,6 +22,10 @@ from redis.exceptions import ResponseError
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.workers import LEASE, events, fast_settings, start_worker, until
 
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
+
 
 class Item(BaseModel):
     n: int = 0

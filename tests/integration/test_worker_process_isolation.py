@@ -13,6 +13,10 @@ from kubeworkers.protocol import JobState
 from tests.integration.isolated_handlers import isolated
 from tests.support.workers import events, start_worker, until, wait_state
 
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
+
 
 async def _child_pid(r: aioredis.Redis, job_id: str) -> int:
     found: list[int] = []

@@ -18,6 +18,10 @@ from kubeworkers.protocol import JobEvent, JobState, PoolKeys
 
 from tests.support.workers import LEASE, REPO, WorkerProcess, events_sync
 
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
+
 FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
 

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+import pytest
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, PermanentError, Registry
 from kubeworkers.client import AsyncClient
@@ -13,6 +14,10 @@ from kubeworkers.protocol import JobState, PoolKeys, Priority, WorkerHeartbeat
 from pydantic import BaseModel
 
 from tests.support.workers import events, record, start_worker, until
+
+#: These tests read the events stream, which the worker path writes only for a Job object's jobs
+#: (docs/protocol.md, *Events*): their SDK clients submit as the operator enqueues those.
+pytestmark = pytest.mark.usefixtures("submits_as_job_objects")
 
 
 class Numbers(BaseModel):

@@ -11,16 +11,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
 import redis.asyncio as aioredis
-from kubeworkers import protocol, scripts
-from kubeworkers.protocol import JobEvent, JobRecord, JobState, PoolKeys
+from kubeworkers import protocol, queue, redis_ops, scripts
+from kubeworkers.client import AsyncClient, Client
+from kubeworkers.protocol import JobEvent, JobMessage, JobRecord, JobState, PoolKeys
 from kubeworkers.registry import Registry
 from kubeworkers.settings import WorkerSettings
 from kubeworkers.worker import Worker
@@ -86,6 +88,59 @@ def awaiting(task: asyncio.Task[Any]) -> str:
 
 #: The tests' one polling helper for coroutines, under the name the worker tests know it by.
 until = wait_for_async
+
+
+C = TypeVar("C", AsyncClient, Client)
+
+
+def as_job_objects(client: C) -> C:
+    """``client``, submitting its jobs as the operator enqueues a Job object's: each generated id
+    becomes ``<namespace>/<id>`` and the uid a fresh one, so the worker path writes their events
+    (``take.lua`` and ``settle.lua`` write none for an SDK job: docs/protocol.md, *Events*). For the
+    tests that read those events. A job id passed explicitly with a ``/`` in it (``<ns>/<name>``) gets
+    the uid ``uid:<id>``, the same on every submit, as a Job object's is; one without stays an SDK
+    job's."""
+    build = client._jobs._build
+    plain = build.message
+
+    def message(pool: str, handler: str, value: Any, job_id: str | None, options: Any) -> JobMessage:
+        return as_job_object(plain(pool, handler, value, job_id, options), job_id)
+
+    build.message = message  # type: ignore[method-assign]
+    return client
+
+
+def as_job_object(msg: JobMessage, job_id: str | None) -> JobMessage:
+    """An SDK client's message (``job_id``: the id it was given, None for a generated one) as
+    :func:`as_job_objects` turns it."""
+    if job_id is None:
+        return msg.model_copy(update={"job_id": f"{msg.namespace}/{msg.job_id}", "uid": uuid.uuid4().hex})
+    if "/" in job_id:
+        return msg.model_copy(update={"uid": f"uid:{job_id}"})
+    return msg
+
+
+def cr_message(job_id: str, handler: str, input: dict[str, Any] | None = None, *, pool: str = "p",
+               namespace: str = "default", **fields: Any) -> JobMessage:
+    """The message the operator enqueues for the Job object ``<namespace>/<job_id>`` (a uid of its own)."""
+    return JobMessage(job_id=f"{namespace}/{job_id}", uid=uuid.uuid4().hex, namespace=namespace, pool=pool,
+                      handler=handler, input=input or {}, **fields)
+
+
+async def submit_cr(r: aioredis.Redis, job_id: str, handler: str, input: dict[str, Any] | None = None,
+                    **fields: Any) -> str:
+    """Enqueue :func:`cr_message` and return its job id (``<namespace>/<job_id>``)."""
+    msg = cr_message(job_id, handler, input, **fields)
+    assert await queue.enqueue(r, msg)
+    return msg.job_id
+
+
+def submit_cr_sync(r: redis.Redis, job_id: str, handler: str, input: dict[str, Any] | None = None,
+                   **fields: Any) -> str:
+    """:func:`submit_cr` with a blocking client."""
+    msg = cr_message(job_id, handler, input, **fields)
+    assert redis_ops.run_sync(r, queue.enqueue_plan([msg])) == [True]
+    return msg.job_id
 
 
 #: The events streams of every pool (``PoolKeys.events``), for a ``SCAN``.

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from kubeworkers import wire
 from kubeworkers.context import JobContext
 from kubeworkers.errors import cap_text
-from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobMessage, JobState, RetryPolicy
+from kubeworkers.protocol import DEFAULT_RETRY, JobError, JobMessage, JobState, RetryPolicy, is_sdk_job
 from kubeworkers.registry import DEFAULT_MAX_ATTEMPTS
 
 #: Characters of an over-limit output's JSON kept in its marker, so one can see what it was.
@@ -60,10 +60,15 @@ class Delivery:
 
 
 def event_json(job: Delivery, state: JobState, worker: str, **extra: Any) -> str:
-    """A :class:`~kubeworkers.protocol.JobEvent` as JSON, built without a model round trip.
+    """A :class:`~kubeworkers.protocol.JobEvent` as JSON, built without a model round trip;
+    ``""`` for an SDK job (:func:`~kubeworkers.protocol.is_sdk_job`): only the operator reads
+    the events stream, to copy a Job object's life into its status, so ``settle.lua`` writes
+    none for a job no object stands behind.
 
     A finished job's output is not in it: ``settle.lua`` splices it in from the write.
     """
+    if is_sdk_job(job.job_id, job.uid):
+        return ""
     body: dict[str, Any] = {
         "job_id": job.job_id,
         "uid": job.uid,
@@ -262,13 +267,16 @@ def advance_write(job: Delivery, worker: str, duration: float, output: Output) -
     message = f"{ref.describe()}: {msg.steps[msg.step].name} succeeded; queued {ref.name}"
     if output.note:
         message = f"{message} ({output.note})"
-    event = json.loads(event_json(job, JobState.QUEUED, worker, message=message))
-    event.update(attempt=0, step=ref.model_dump())
+    event = event_json(job, JobState.QUEUED, worker, message=message)
+    if event:
+        body = json.loads(event)
+        body.update(attempt=0, step=ref.model_dump())
+        event = json.dumps(body)
     return wire.AdvanceWrite(
         kind="advance", stream=job.index, entry=job.entry, job_id=job.job_id, output=output.json,
         next=after.model_dump_json(exclude_none=True), handler=after.handler, step=ref.model_dump_json(),
         index=msg.step, max_attempts=str(after.max_attempts or ""), message=message, duration=f"{duration:.6f}",
-        event=json.dumps(event), attempt=job.attempt,
+        event=event, attempt=job.attempt,
     )
 
 

@@ -5,10 +5,12 @@ Redis answers ``NOSCRIPT`` (first use, after a restart flushed the script cache,
 failover: a promoted replica's cache is empty) the call is made again as ``EVAL`` with the
 script's source, which runs it and caches it; safe because a ``NOSCRIPT`` reply means the
 script did not run. In a pipeline only the calls that answered ``NOSCRIPT`` are sent again.
-Every script is sent with one line before its file: ``local EVENTS_MAXLEN = <n>``
+Every script is sent with a few lines before its file: ``local EVENTS_MAXLEN = <n>``
 (:data:`~kubeworkers.protocol.EVENTS_MAXLEN`), the cap of every ``XADD`` to a pool's events stream,
 so the number has one home (likewise ``DURATION_BUCKETS`` and ``STATS_TTL_S``, which ``lua/stats.lua``
-uses). A file whose first line is a Redis 7 shebang (``#!lua flags=...``)
+uses), and ``kw_has_job_object(job_id, uid)``, :func:`~kubeworkers.protocol.is_sdk_job` negated, so
+the rule of which jobs have events written on the worker path has one home on each side.
+A file whose first line is a Redis 7 shebang (``#!lua flags=...``)
 keeps it first: the scripts that only keep held work alive (``renew``, ``reap``) declare
 ``allow-oom``, so a Redis at ``maxmemory`` still takes the heartbeats that stop live workers'
 jobs from being handed out again (it refuses new work, not the upkeep of work already taken).
@@ -41,6 +43,11 @@ PRELUDE = (
     f"local JOB_INDEX_MAXLEN = {protocol.JOB_INDEX_MAXLEN}\nlocal ATTEMPT_LOG_MAX = {protocol.ATTEMPT_LOG_MAX}\n"
     f"local DURATION_BUCKETS = {{{', '.join(repr(b) for b in protocol.DURATION_BUCKETS_S)}}}\n"
     f"local STATS_TTL_S = {protocol.STATS_TTL_S}\n"
+    # protocol.is_sdk_job, negated: only a job a Job object stands behind has its events written
+    # by the worker path (take, settle); the operator has nothing to copy an SDK job's events to.
+    "local function kw_has_job_object(job_id, uid)\n"
+    "  return uid ~= job_id and string.find(job_id, '/', 1, true) ~= nil\n"
+    "end\n"
 )
 #: The line that splices a library file in (see the module docstring).
 INCLUDE = "--! include "

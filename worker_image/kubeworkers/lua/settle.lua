@@ -31,7 +31,8 @@
 --             and a fresh entry on the same stream, attempts reset to 0, step the record's
 --             StepRef JSON, max_attempts the next step's limit as text or '')
 -- (output and error are JSON text or ''; event is JobEvent JSON without the output, which
--- is spliced in here so it crosses the wire once; ran is false for a job that failed before
+-- is spliced in here so it crosses the wire once, or '' for a job no Job object stands behind
+-- (an SDK job: protocol.is_sdk_job), whose events nobody reads and which are not written; ran is false for a job that failed before
 -- any handler ran, which the duration statistics leave out (a retry's duration is '' then); dead_letter_reason '' = none;
 -- due is unix seconds; uncount true gives the attempt back; owner is the consumer that must
 -- hold the entry, usually ARGV[7])
@@ -100,6 +101,13 @@ local function malformed(w)
     end
   end
   return nil
+end
+
+-- Append an event the worker built ('' for an SDK job: none).
+local function emit(text)
+  if text ~= '' then
+    redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', text)
+  end
 end
 
 -- An event table as JSON, with the record's sequence step (StepRef JSON, '' or false for none)
@@ -219,7 +227,7 @@ local function finish(w, stream, record)
       redis.call('HSET', record, 'state', w.state, 'finished_at', now, 'updated_at', now,
         'output', w.output, 'error', w.error, 'message', w.message, 'progress', '1.0')
     end
-    if w.output ~= '' and w.output ~= 'null' then
+    if event ~= '' and w.output ~= '' and w.output ~= 'null' then
       event = string.sub(event, 1, -2) .. ', "output": ' .. w.output .. '}'
     end
   else
@@ -227,7 +235,7 @@ local function finish(w, stream, record)
       'output', w.output, 'error', w.error, 'message', w.message}, log_text)))
   end
   redis.call('EXPIRE', record, ttl)
-  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', event)
+  emit(event)
   -- fan-out (children.lua), with the links read above (one table for every finish of the call)
   known.parent, known.parent_prefix, known.pool, known.job_id = rec[5], rec[6], rec[7], w.job_id
   known.children, known.handler = rec[8] ~= false, rec[4]
@@ -262,7 +270,7 @@ local function retry(w, stream, record)
     'message', w.message, 'entry', ''}, log_text)))
   redis.call('ZADD', prefix .. 'delayed', w.due, redis.call('HGET', record, 'msg'))
   kw_stats(prefix, now, rec[4], 'retried', w.duration)  -- kubeworkers stats (stats.lua)
-  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
+  emit(w.event)
   counts.retried = counts.retried + 1
   return 1
 end
@@ -291,6 +299,8 @@ local function requeue(w, stream, record)
     'updated_at', now, 'message', w.message)
   if state == 'Running' then
     kw_attempt_settled(record, w, now)  -- attempt history (jobindex.lua)
+  end
+  if state == 'Running' and kw_has_job_object(w.job_id, rec[5]) then
     redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', with_step({job_id = w.job_id, uid = rec[5],
       namespace = rec[6], pool = rec[7], state = 'Queued', attempt = attempts, run = tonumber(rec[10]) or 0,
       worker = worker, at = tonumber(now), message = w.message}, rec[9]))
@@ -304,7 +314,7 @@ local function progress(w, stream, record)
     return 0
   end
   redis.call('HSET', record, 'progress', w.progress, 'message', w.message, 'updated_at', now)
-  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
+  emit(w.event)
   return 1
 end
 
@@ -317,7 +327,7 @@ local function wait(w, stream, record)
   if log_text then
     redis.call('HSET', record, 'attempt_log', log_text)
   end
-  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
+  emit(w.event)
   kw_stats(prefix, now, rec[4], 'waiting', w.duration)  -- kubeworkers stats (stats.lua)
   kw_wait(record, w['then'], w.input, now, w.message)
   return 1
@@ -337,7 +347,7 @@ local function advance(w, stream, record)
   redis.call('HSET', record, unpack(with_log({'step_output:' .. w.index, w.output, 'msg', w['next'],
     'handler', w.handler, 'step', w.step, 'state', 'Queued', 'attempts', 0, 'max_attempts', w.max_attempts,
     'entry', id, 'updated_at', now, 'message', w.message, 'progress', '', 'error', ''}, log_text)))
-  redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', w.event)
+  emit(w.event)
   counts.completed = counts.completed + 1
   duration = duration + tonumber(w.duration)
   return 1

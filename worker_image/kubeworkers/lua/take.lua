@@ -75,13 +75,18 @@ local function drop(stream, id)
   redis.call('XDEL', stream, id)
 end
 
+-- Events are written only for jobs a Job object stands behind (kw_has_job_object, in the prelude):
+-- the operator copies them to the object's status and has nothing to copy an SDK job's to.
 local function event(job_id, uid, rec, state, attempt, message, err, run)
+  if not kw_has_job_object(job_id, uid) then
+    return
+  end
   if state == 'Running' then
     -- The hot path, as text: the same JSON as below (message and error are nil then; run is
     -- the record's, converted by the caller).
     local step = rec[9]
     local job_json = cjson.encode(job_id)
-    local uid_json = uid == job_id and job_json or cjson.encode(uid)  -- an SDK job's uid is its id
+    local uid_json = cjson.encode(uid)
     redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', '{"job_id": ' .. job_json ..
       ', "uid": ' .. uid_json .. ', "namespace": ' .. kw_json_str(rec[5]) .. ', "pool": ' ..
       kw_json_str(rec[6]) .. ', "attempt": ' .. kw_json_int(attempt) .. ', "run": ' ..
