@@ -135,7 +135,7 @@ for i = 5, #ARGV do
         if seq then
           entry_seq = id .. ' ' .. seq
         end
-        position = kw_position(prefix, 'Queued', priority, id, entry_seq)
+        position = kw_tail_position(prefix, priority)  -- position.lua: it is the stream's last entry
       end
       -- Delayed jobs (end) -----------------------------------------------------------------
       redis.call('HSET', record,

@@ -95,6 +95,21 @@ local function kw_ahead(s, entry, seq)
   return math.max(KW_POSITION_COUNT, math.min(s.undelivered - 1 - KW_POSITION_COUNT, guess))
 end
 
+-- The position of the entry enqueue.lua just added to the `level` stream (the stream read after
+-- the XADD, or kept true by kw_stream_added): every undelivered entry of its stream is ahead of
+-- it, as of the higher levels', so it is counted without reading the entry's number back.
+local function kw_tail_position(prefix, level)
+  local total = 0
+  for _, l in ipairs(KW_LEVELS) do
+    local s = kw_stream(prefix, l)
+    if l == level then
+      return total + math.max(0, s.undelivered - 1)
+    end
+    total = total + s.undelivered
+  end
+  return -1
+end
+
 -- The position of a job whose record says it is Queued on `entry` of the `priority` stream
 -- (`entry_seq` as enqueue.lua wrote it, or false); -1 when it is not waiting on a stream.
 local function kw_position(prefix, state, priority, entry, entry_seq)
