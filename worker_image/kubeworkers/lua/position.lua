@@ -95,19 +95,28 @@ local function kw_ahead(s, entry, seq)
   return math.max(KW_POSITION_COUNT, math.min(s.undelivered - 1 - KW_POSITION_COUNT, guess))
 end
 
--- The position of the entry enqueue.lua just added to the `level` stream (the stream read after
--- the XADD, or kept true by kw_stream_added): every undelivered entry of its stream is ahead of
--- it, as of the higher levels', so it is counted without reading the entry's number back.
-local function kw_tail_position(prefix, level)
+-- The undelivered entries of the levels above `level`, and `level`'s stream (nil for no such level).
+local function kw_above(prefix, level)
   local total = 0
   for _, l in ipairs(KW_LEVELS) do
     local s = kw_stream(prefix, l)
     if l == level then
-      return total + math.max(0, s.undelivered - 1)
+      return total, s
     end
     total = total + s.undelivered
   end
-  return -1
+  return total, nil
+end
+
+-- The position of the entry enqueue.lua just added to the `level` stream (the stream read after
+-- the XADD, or kept true by kw_stream_added): every undelivered entry of its stream is ahead of
+-- it, as of the higher levels', so it is counted without reading the entry's number back.
+local function kw_tail_position(prefix, level)
+  local total, s = kw_above(prefix, level)
+  if not s then
+    return -1
+  end
+  return total + math.max(0, s.undelivered - 1)
 end
 
 -- The position of a job whose record says it is Queued on `entry` of the `priority` stream
@@ -116,20 +125,16 @@ local function kw_position(prefix, state, priority, entry, entry_seq)
   if state ~= 'Queued' or not entry or entry == '' then
     return -1
   end
-  local level = priority or 'normal'
-  local total = 0
-  for _, l in ipairs(KW_LEVELS) do
-    if l == level then
-      local seq = nil
-      if entry_seq then
-        local at, n = string.match(entry_seq, '^(%S+) (%d+)$')
-        if at == entry then
-          seq = tonumber(n)
-        end
-      end
-      return total + kw_ahead(kw_stream(prefix, l), entry, seq)
-    end
-    total = total + kw_stream(prefix, l).undelivered
+  local total, s = kw_above(prefix, priority or 'normal')
+  if not s then
+    return -1
   end
-  return -1
+  local seq = nil
+  if entry_seq then
+    local at, n = string.match(entry_seq, '^(%S+) (%d+)$')
+    if at == entry then
+      seq = tonumber(n)
+    end
+  end
+  return total + kw_ahead(s, entry, seq)
 end
