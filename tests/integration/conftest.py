@@ -18,7 +18,7 @@ from kubeworkers import client as client_module
 from kubeworkers.client import AsyncClient
 from kubeworkers.protocol import JobMessage
 
-from tests.support.workers import as_job_object, as_job_objects
+from tests.support.workers import as_job_object
 
 
 @pytest.fixture
@@ -34,14 +34,6 @@ async def client(redis_url: str) -> AsyncIterator[AsyncClient]:
     (modules testing the client itself define their own)."""
     async with AsyncClient(redis_url, registry=Registry()) as c:
         yield c
-
-
-@pytest.fixture
-async def job_object_client(redis_url: str) -> AsyncIterator[AsyncClient]:
-    """:func:`client`, submitting as the operator enqueues Job objects (``as_job_objects``): for the
-    tests that read the events stream, which the worker path writes only for such jobs."""
-    async with AsyncClient(redis_url, registry=Registry()) as c:
-        yield as_job_objects(c)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 import redis.asyncio as aioredis
-from kubeworkers import protocol, queue, redis_ops, scripts
+from kubeworkers import protocol, queue, scripts
 from kubeworkers.client import AsyncClient, Client
 from kubeworkers.protocol import JobEvent, JobMessage, JobRecord, JobState, PoolKeys
 from kubeworkers.registry import Registry
@@ -120,26 +120,13 @@ def as_job_object(msg: JobMessage, job_id: str | None) -> JobMessage:
     return msg
 
 
-def cr_message(job_id: str, handler: str, input: dict[str, Any] | None = None, *, pool: str = "p",
-               namespace: str = "default", **fields: Any) -> JobMessage:
-    """The message the operator enqueues for the Job object ``<namespace>/<job_id>`` (a uid of its own)."""
-    return JobMessage(job_id=f"{namespace}/{job_id}", uid=uuid.uuid4().hex, namespace=namespace, pool=pool,
-                      handler=handler, input=input or {}, **fields)
-
-
 async def submit_cr(r: aioredis.Redis, job_id: str, handler: str, input: dict[str, Any] | None = None,
-                    **fields: Any) -> str:
-    """Enqueue :func:`cr_message` and return its job id (``<namespace>/<job_id>``)."""
-    msg = cr_message(job_id, handler, input, **fields)
+                    *, pool: str = "p", namespace: str = "default") -> str:
+    """Enqueue the message the operator enqueues for the Job object ``<namespace>/<job_id>`` (a uid
+    of its own); returns its job id."""
+    msg = JobMessage(job_id=f"{namespace}/{job_id}", uid=uuid.uuid4().hex, namespace=namespace, pool=pool,
+                     handler=handler, input=input or {})
     assert await queue.enqueue(r, msg)
-    return msg.job_id
-
-
-def submit_cr_sync(r: redis.Redis, job_id: str, handler: str, input: dict[str, Any] | None = None,
-                   **fields: Any) -> str:
-    """:func:`submit_cr` with a blocking client."""
-    msg = cr_message(job_id, handler, input, **fields)
-    assert redis_ops.run_sync(r, queue.enqueue_plan([msg])) == [True]
     return msg.job_id
 
 

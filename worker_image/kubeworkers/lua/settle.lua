@@ -32,8 +32,8 @@
 --             StepRef JSON, max_attempts the next step's limit as text or '')
 -- (output and error are JSON text or ''; event is JobEvent JSON without the output, which
 -- is spliced in here so it crosses the wire once, or '' for a job no Job object stands behind
--- (an SDK job: protocol.is_sdk_job), whose events nobody reads and which are not written; ran is false for a job that failed before
--- any handler ran, which the duration statistics leave out (a retry's duration is '' then); dead_letter_reason '' = none;
+-- (an SDK job: protocol.is_sdk_job), whose events nobody reads and which are not written;
+-- ran is false for a job that failed before any handler ran, which the duration statistics leave out (a retry's duration is '' then); dead_letter_reason '' = none;
 -- due is unix seconds; uncount true gives the attempt back; owner is the consumer that must
 -- hold the entry, usually ARGV[7])
 -- Returns one result per write: 1 applied, 0 not applied (another delivery is current, or
