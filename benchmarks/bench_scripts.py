@@ -129,7 +129,7 @@ async def _take_all(r: aioredis.Redis, keys: PoolKeys, jobs: int, batch: int) ->
     while len(taken) < jobs:
         args = wire.take_args(
             mode="read", group=WORKER_GROUP, consumer=WORKER, count=batch, now=repr(time.time()), prefix=keys.prefix,
-            events=keys.events, pointer_prefix="", result_ttl=RESULT_TTL,
+            events=keys.events, result_ttl=RESULT_TTL,
             default_max_attempts=3, handler_max_attempts=handler_max, dead_letter_maxlen=10_000,
         )
         got = wire.parse_take(await scripts.call(r, "take", keys.streams, args))

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from kubeworkers import queue, scripts, wire
-from kubeworkers.protocol import WORKER_GROUP, JobEvent, JobMessage, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import WORKER_GROUP, JobEvent, JobMessage, PoolKeys
 from kubeworkers_operator.adapters.metrics import OperatorMetrics
 from kubeworkers_operator.flows import orphans
 from kubeworkers_operator.model.index import ClusterIndex
@@ -36,7 +36,7 @@ async def age(r: aioredis.Redis, job_id: str, seconds: float = 2 * AGE) -> None:
 async def take(r: aioredis.Redis, count: int) -> list[wire.Taken]:
     return wire.parse_take(await scripts.call(r, "take", KEYS.streams, wire.take_args(
         mode="read", group=WORKER_GROUP, consumer="w", count=count, now=repr(time.time()), prefix=KEYS.prefix,
-        events=KEYS.events, pointer_prefix=job_pool_prefix("default"), result_ttl=60, default_max_attempts=3,
+        events=KEYS.events, result_ttl=60, default_max_attempts=3,
         handler_max_attempts="{}", dead_letter_maxlen=100,
     )))
 

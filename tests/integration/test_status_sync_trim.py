@@ -124,7 +124,6 @@ async def test_the_trim_chore_reports_queued_and_in_flight_jobs_per_handler_as_k
 ) -> None:
     from kubeworkers import Registry, leases, redis_ops, scripts, stats, wire
     from kubeworkers.client import AsyncClient
-    from kubeworkers.protocol import job_pool_prefix
 
     r = aioredis.Redis.from_url(redis_url)
     keys = PoolKeys("team-a", "images")
@@ -135,7 +134,7 @@ async def test_the_trim_chore_reports_queued_and_in_flight_jobs_per_handler_as_k
         await client.submit("images", "thumb", {}, delay=3600)
     taken = wire.parse_take(await scripts.call(r, "take", keys.streams, wire.take_args(
         mode="read", group="workers", consumer="w", count=1, now="1", prefix=keys.prefix, events=keys.events,
-        pointer_prefix=job_pool_prefix("team-a"), result_ttl=60, default_max_attempts=3,
+        result_ttl=60, default_max_attempts=3,
         handler_max_attempts="{}", dead_letter_maxlen=100,
     )))
     assert [(t.handler, t.verdict) for t in taken] == [("resize", wire.Verdict.RUN)]

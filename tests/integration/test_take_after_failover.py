@@ -1,12 +1,15 @@
 """A take whose read reached another Redis master runs nothing twice.
 
-A worker's blocking ``XREADGROUP`` and the ``take.lua`` call that decides what it returned are two
-calls; a Sentinel failover can fall between them. The new master then has the entry (its ``XADD``
-was replicated) but not the delivery (the old master's group state was lost with it). Before the
-fix, the take marked such a job Running; the new master later delivered the same entry again, to
-the same worker, as that worker's own Running delivery, and the job ran twice under one attempt
-(the durable-mode double run of test_sentinel_failover.py). Here the state of the new master is
-made on one real server: the entry is in the stream, never delivered through the group.
+A worker that lost a take's reply reads its own pending entries (``XREADGROUP`` from 0) and passes
+the ones it does not know to ``take.lua`` in mode 'given': two calls, and a Sentinel failover can
+fall between them. (So could it between a blocking ``XREADGROUP`` and the take that decided what it
+returned, when an idle worker waited that way; it now waits in an ``XREAD`` with the take behind it
+on the same connection.) The new master then has the entry (its ``XADD`` was replicated) but not
+the delivery (the old master's group state was lost with it). Before the fix, the take marked such
+a job Running; the new master later delivered the same entry again, to the same worker, as that
+worker's own Running delivery, and the job ran twice under one attempt (the durable-mode double
+run of test_sentinel_failover.py). Here the state of the new master is made on one real server:
+the entry is in the stream, never delivered through the group.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, Registry, leases, scripts, wire
 from kubeworkers.client import AsyncClient
-from kubeworkers.protocol import JobState, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import JobState, PoolKeys
 from pydantic import BaseModel
 
 from tests.support.workers import record, start_worker, until
@@ -34,7 +37,7 @@ def _args(mode: str, consumer: str, given: list[wire.Given] = []) -> list[wire.A
     return wire.take_args(
         mode=mode,  # type: ignore[arg-type]
         group="workers", consumer=consumer, count=10, now="1", prefix=KEYS.prefix,
-        events=KEYS.events, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
+        events=KEYS.events, result_ttl=60,
         default_max_attempts=3, handler_max_attempts="{}", dead_letter_maxlen=100, given=given,
     )
 
@@ -77,44 +80,47 @@ async def test_an_entry_this_server_never_delivered_is_left_for_its_own_delivery
     assert (rec.state, rec.attempts, rec.worker) == (JobState.RUNNING, 1, "w")
 
 
-async def test_a_worker_whose_read_reached_the_old_master_runs_the_job_once(
+async def test_a_worker_whose_recovery_read_reached_the_old_master_runs_the_job_once(
     redis_url: str, r: aioredis.Redis, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reg = Registry()
-    runs: list[int] = []
+    runs: list[tuple[str, int]] = []
 
     @reg.handler("once", max_attempts=3)
     async def once(inp: Item, ctx: JobContext) -> dict[str, int]:
-        runs.append(ctx.attempt)
-        await asyncio.sleep(0.5)  # long enough for the entry to be delivered again meanwhile
+        runs.append((ctx.job_id, ctx.attempt))
+        await asyncio.sleep(0.5)  # the first job holds the one slot while the second is submitted
         return {"attempt": ctx.attempt}
 
     real = aioredis.Redis.xreadgroup
     stale: list[Any] = []
+    second: list[str] = []
 
     async def xreadgroup(self: aioredis.Redis, groupname: Any, consumername: Any, streams: Any,
                          *args: Any, **kwargs: Any) -> Any:
-        # The first blocking read that finds the job answers from the "old master": the entry, as
-        # that server delivered it, without this server's group having delivered it.
-        block = kwargs.get("block")
-        if not stale and block is not None and all(v == ">" for v in streams.values()):
-            for _ in range(max(1, block // 20)):
-                entries = await self.xrange(KEYS.stream("normal"))
-                if entries:
-                    stale.append(entries)
-                    return [[KEYS.stream("normal").encode(), entries]]
-                await asyncio.sleep(0.02)
-            return []
+        # The recovery read (this worker's own pending entries, from 0) answers from the "old
+        # master": the second job's entry, as that server delivered it to this worker, without
+        # this server's group having delivered it.
+        if second and not stale and all(v == "0" for v in streams.values()):
+            entries = [(i, f) for i, f in await self.xrange(KEYS.stream("normal")) if f[b"j"] == second[0].encode()]
+            if entries:
+                stale.append(entries)
+                return [[KEYS.stream("normal").encode(), entries]]
         return await real(self, groupname, consumername, streams, *args, **kwargs)
 
     monkeypatch.setattr(aioredis.Redis, "xreadgroup", xreadgroup)
-    async with start_worker(redis_url, reg):
-        job_id = await client.submit("p", "once", {})
-        done = await client.wait(job_id, 30)
-        await until(lambda: bool(stale), 10, "the stale read to be answered")
+    async with start_worker(redis_url, reg, concurrency=1) as worker:
+        first = await client.submit("p", "once", {})
+        await until(lambda: bool(runs), 10, "the first job to start")
+        # The slot is taken, so the consumer reads nothing until the first job ends; then it
+        # recovers first (as after a lost take reply), and its recovery read meets the old master.
+        worker.consumer.recover = True
+        second.append(await client.submit("p", "once", {}))
+        done = [await client.wait(job_id, 30) for job_id in (first, second[0])]
         await asyncio.sleep(0.5)  # a second run, had there been one, would have started by now
-    assert (done.state, done.attempts, done.output) == (JobState.SUCCEEDED, 1, {"attempt": 1})
-    assert runs == [1]
+    assert stale, "the recovery read was not answered by the old master"
+    assert [(d.state, d.attempts, d.output) for d in done] == [(JobState.SUCCEEDED, 1, {"attempt": 1})] * 2
+    assert runs == [(first, 1), (second[0], 1)]
 
 
 async def test_a_settle_whose_take_the_failover_lost_finishes_the_job_it_ran(

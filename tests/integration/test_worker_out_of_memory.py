@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from kubeworkers import JobContext, Registry, leases, outbox, scripts, wire
 from kubeworkers.client import AsyncClient
-from kubeworkers.protocol import WORKER_GROUP, JobState, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import WORKER_GROUP, JobState, PoolKeys
 from pydantic import BaseModel
 from redis.exceptions import OutOfMemoryError
 
@@ -97,7 +97,7 @@ async def test_a_hand_back_at_maxmemory_lands_and_a_refused_progress_report_cost
         job_ids = await client.submit_many("p", "h", [{}, {}])
     taken = wire.parse_take(await scripts.call(r, "take", KEYS.streams, wire.take_args(
         mode="read", group=WORKER_GROUP, consumer="w", count=10, now="1", prefix=KEYS.prefix,
-        events=KEYS.events, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
+        events=KEYS.events, result_ttl=60,
         default_max_attempts=3, handler_max_attempts="{}", dead_letter_maxlen=100,
     )))
     assert [t.verdict for t in taken] == [wire.Verdict.RUN] * 2

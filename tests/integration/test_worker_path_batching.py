@@ -16,7 +16,7 @@ import time
 import redis.asyncio as aioredis
 from kubeworkers import leases, outbox, queue, scripts, wire
 from kubeworkers.client import AsyncClient
-from kubeworkers.protocol import DURATION_BUCKETS_S, JobEvent, JobState, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import DURATION_BUCKETS_S, JobEvent, JobState, PoolKeys
 
 from tests.support.workers import record
 
@@ -26,7 +26,7 @@ KEYS = PoolKeys("default", "p")
 def _take_args(consumer: str, count: int) -> list[wire.Arg]:
     return wire.take_args(
         mode="read", group="workers", consumer=consumer, count=count, now=repr(time.time()), prefix=KEYS.prefix,
-        events=KEYS.events, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
+        events=KEYS.events, result_ttl=60,
         default_max_attempts=3, handler_max_attempts="{}", dead_letter_maxlen=100,
     )
 

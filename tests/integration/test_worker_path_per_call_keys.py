@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from kubeworkers import attempts, leases, scripts, wire
 from kubeworkers.client import AsyncClient
-from kubeworkers.protocol import JobEvent, JobMessage, JobState, PoolKeys, job_pool_prefix
+from kubeworkers.protocol import JobEvent, JobMessage, JobState, PoolKeys
 
 from tests.support.workers import record
 
@@ -31,7 +31,7 @@ KEYS = PoolKeys("default", "p")
 async def _take(r: aioredis.Redis, consumer: str = "w") -> list[wire.Taken]:
     args = wire.take_args(
         mode="read", group="workers", consumer=consumer, count=100, now=repr(time.time()), prefix=KEYS.prefix,
-        events=KEYS.events, pointer_prefix=job_pool_prefix("default"), result_ttl=60,
+        events=KEYS.events, result_ttl=60,
         default_max_attempts=3, handler_max_attempts="{}", dead_letter_maxlen=100,
     )
     return wire.parse_take(await scripts.call(r, "take", KEYS.streams, args))

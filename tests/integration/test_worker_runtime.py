@@ -523,38 +523,34 @@ async def test_entries_with_only_the_message_field_are_still_run(
     assert (done.state, done.output) == (JobState.SUCCEEDED, {"total": 3})
 
 
-async def test_a_stop_that_arrives_during_a_take_is_not_followed_by_a_blocking_read(redis_url: str) -> None:
-    from kubeworkers import scripts
-
+async def test_a_stop_that_arrives_during_a_take_is_not_followed_by_a_blocking_read(
+    redis_url: str, client: AsyncClient
+) -> None:
     reg = Registry()
 
     @reg.handler("add")
     async def add(inp: Numbers) -> Sum:
+        await asyncio.sleep(0.05)
         return Sum(total=inp.a + inp.b)
 
-    blocking_reads_after_stop: list[int] = []
+    blocking_reads_after_stop: list[list[str]] = []
     stopped = asyncio.Event()
-    async with start_worker(redis_url, reg, block_ms=2000) as worker:
-        real_call = scripts.call
-        real_read = worker.redis.xreadgroup
+    async with start_worker(redis_url, reg, block_ms=2000, concurrency=1) as worker:
+        real_take = worker.consumer._take_call
 
-        async def take_then_sigterm(*args: object, **kwargs: object) -> object:
-            reply = await real_call(*args, **kwargs)  # type: ignore[arg-type]
-            if args[1] == "take":
+        async def take_then_sigterm(args: list[object], wake_from: list[str] | None = None) -> object:
+            if stopped.is_set() and wake_from is not None:
+                blocking_reads_after_stop.append(wake_from)
+            taken = await real_take(args, wake_from)  # type: ignore[arg-type]
+            if wake_from is None and not stopped.is_set():
                 worker.stop()  # SIGTERM while the (non-blocking) take is in flight
                 stopped.set()
-            return reply
+            return taken
 
-        async def read(*args: object, **kwargs: object) -> object:
-            if stopped.is_set() and kwargs.get("block"):
-                blocking_reads_after_stop.append(int(kwargs["block"]))  # type: ignore[call-overload]
-            return await real_read(*args, **kwargs)  # type: ignore[arg-type]
-
-        scripts.call = take_then_sigterm  # type: ignore[assignment]
-        worker.redis.xreadgroup = read  # type: ignore[method-assign]
-        try:
-            await until(stopped.is_set, 10, "the stop to arrive during a take")
-            await asyncio.sleep(0.5)
-        finally:
-            scripts.call = real_call  # type: ignore[assignment]
+        worker.consumer._take_call = take_then_sigterm  # type: ignore[assignment,method-assign]
+        # One free slot: the blocked read's take starts the job and fills the slot, so the next
+        # take, once the job is done, reads without blocking (and finds nothing).
+        await client.submit("p", "add", {"a": 1, "b": 2})
+        await until(stopped.is_set, 10, "the stop to arrive during a take")
+        await asyncio.sleep(0.5)
     assert blocking_reads_after_stop == [], "the worker blocked for new jobs after it was told to stop"

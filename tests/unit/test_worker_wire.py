@@ -99,8 +99,11 @@ def test_take_args_are_the_scripts_argv_in_its_order() -> None:
     names = argv_names("take")
     assert parameters(wire.take_args) == names
     given = wire.Given(*wire.Given._fields)  # type: ignore[arg-type]
-    args = wire.take_args(**{n: n for n in names if n != "given"}, given=[given])  # type: ignore[arg-type]
-    assert args == [*names[:-1], *wire.Given._fields]
+    args = wire.take_args(**{n: n for n in names if n not in ("given", "wake")}, wake=True,  # type: ignore[arg-type]
+                          given=[given])
+    wake = names.index("wake")
+    assert args == [*names[:wake], "1", *names[wake + 1:-1], *wire.Given._fields]
+    assert wire.take_args(**{n: n for n in names if n not in ("given", "wake")})[wake] == ""  # type: ignore[arg-type]
 
 
 def test_given_entries_carry_the_fields_the_script_expects() -> None:
@@ -114,6 +117,15 @@ def test_take_reply_is_parsed_in_the_order_the_script_returns_it() -> None:
         wire.Taken(2, "1-0", "j1", "u1", "h", b"{}", wire.Verdict.RUN, 1, 3),
         wire.Taken(1, "2-0", "", "", "", b"{}", wire.Verdict.BAD, 0, 0),
     ]
+
+
+def test_a_woken_take_reply_ends_with_the_ids_to_block_from_or_none() -> None:
+    entry = [2, b"1-0", b"j1", b"u1", b"h", b"{}", b"run", 1, 3]
+    assert wire.parse_take_woken([*entry, [b"0-0", b"5-1"]]) == (
+        [wire.Taken(2, "1-0", "j1", "u1", "h", b"{}", wire.Verdict.RUN, 1, 3)], ["0-0", "5-1"])
+    assert wire.parse_take_woken([*entry, []]) == (
+        [wire.Taken(2, "1-0", "j1", "u1", "h", b"{}", wire.Verdict.RUN, 1, 3)], None)
+    assert wire.parse_take_woken([[b"0-0"]]) == ([], ["0-0"])
 
 
 def test_verdicts_are_the_ones_the_script_returns() -> None:

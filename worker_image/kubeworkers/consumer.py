@@ -1,18 +1,22 @@
 """The consumer: reads a pool's streams through the consumer group and starts what ``take.lua`` says runs.
 
-It reads up to the free slots at a time (priority order, then a blocking read when idle); one
-``take.lua`` call delivers a batch and decides each entry (run, or why not) in the same round
-trip, and the runnable ones are handed to the :class:`~kubeworkers.runner.AttemptRunner`.
+It reads up to the free slots at a time, in priority order; one ``take.lua`` call delivers a
+batch and decides each entry (run, or why not) in the same round trip, and the runnable ones
+are handed to the :class:`~kubeworkers.runner.AttemptRunner`.
 
-Two things keep "an attempt counts only when its handler starts" true here:
+Idle, it sends the take right behind a blocking ``XREAD`` of the streams from the ids the last
+take returned when it read them all to their end: Redis runs the take the moment an entry
+arrives, so waking up costs no round trip of its own. The ``XREAD`` (no group) delivers
+nothing; only the take does, so nothing is delivered beyond the free slots.
 
-- a blocking read over several streams may return more entries than free slots; the extra
-  ones stay *undecided* (still Queued, their lease renewed) and are decided by the next take,
-  instead of being marked Running and handed back;
-- a take whose reply was lost (Redis timed out, the connection dropped) may have marked jobs
-  Running for this worker that it never heard of: before reading anything new, the consumer
-  reads its own pending entries again and passes the unknown ones to ``take.lua``, which runs a
-  delivery that is already Running for this worker without counting another attempt.
+A take whose reply was lost (Redis timed out, the connection dropped, the read was cancelled
+after Redis ran the take behind it) may have marked jobs Running for this worker that it never
+heard of. This keeps "an attempt counts only when its handler starts" true: before reading
+anything new, the consumer reads its own pending entries again and passes the unknown ones to
+``take.lua``, which runs a delivery that is already Running for this worker without counting
+another attempt (on shutdown, :func:`kubeworkers.drain.hand_back_unstarted` hands them back
+uncounted instead). Those beyond the free slots stay *undecided* (still Queued, their lease
+renewed) until the next take.
 
 With ``durable_replicas`` (a Redis with replicas, e.g. under Sentinel) a take is followed, in
 the same round trip, by ``WAIT``: its jobs start only once that many replicas have the attempt
@@ -86,13 +90,17 @@ class Consumer:
         self.limits = {spec.name: spec.concurrency for spec in registry if spec.concurrency is not None}
         #: Every handler has a limit: then the free slots are at most the sum of theirs.
         self.all_limited = len(registry) > 0 and len(self.limits) == len(registry)
-        #: True while a blocking XREADGROUP waits: the only time the loop may be cancelled
-        #: (a batch being started must finish starting, or its jobs would be Running without running).
+        #: True while a blocking read (and the take behind it) waits: the only time the loop may be
+        #: cancelled (a batch being started must finish starting, or its jobs would be Running
+        #: without running; a take whose reply is lost that way is recovered as any lost reply).
         self.in_blocking_read = False
         #: A read or take failed on the way back: this worker may hold deliveries it never heard of.
         self.recover = False
-        #: The last take decided what a blocking read brought (the worker was idle until then).
+        #: The last take ran behind a blocking read and brought jobs (the worker was idle until then).
         self.woke = False
+        #: Where the last take left every stream read to its end (the group's last delivered id of
+        #: each): the next take waits behind a blocking read from them. None: read without blocking.
+        self.wake_from: list[str] | None = None
 
     async def run(self) -> None:
         """Read and start jobs until stopping. Errors escape to the supervisor, which restarts it."""
@@ -149,10 +157,14 @@ class Consumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.holdings.slot_free.wait(), self.settings.block_ms / 1000)
 
-    def _take_args(self, mode: Literal["read", "given"], count: int, given: list[wire.Given]) -> list[wire.Arg]:
+    def _take_args(
+        self, mode: Literal["read", "given"], count: int, given: list[wire.Given], *, clock: bool = True,
+    ) -> list[wire.Arg]:
+        """``take.lua``'s arguments; ``clock=False``: the take runs by Redis' clock (it waits
+        behind a blocking read, so the time it was sent at would be stale by then)."""
         return wire.take_args(
-            mode=mode, group=WORKER_GROUP, consumer=self.name, count=count, now=repr(time.time()),
-            prefix=self.keys.prefix, events=self.keys.events, pointer_prefix="",
+            mode=mode, group=WORKER_GROUP, consumer=self.name, count=count, now=repr(time.time()) if clock else "",
+            prefix=self.keys.prefix, events=self.keys.events, wake=mode == "read",
             result_ttl=self.settings.result_ttl, default_max_attempts=DEFAULT_MAX_ATTEMPTS,
             handler_max_attempts=self.handler_max,
             handler_free=json.dumps(self.holdings.free_by_handler(self.limits)),
@@ -160,15 +172,29 @@ class Consumer:
             aging_ms=round(self.settings.priority_aging_seconds * 1000), given=given,
         )
 
-    async def _take_call(self, args: list[wire.Arg]) -> list[wire.Taken]:
-        """One ``take.lua`` call; with ``durable_replicas``, only what enough replicas acknowledged."""
+    async def _take_call(self, args: list[wire.Arg], wake_from: list[str] | None = None) -> list[wire.Taken]:
+        """One ``take.lua`` call, behind a blocking ``XREAD`` from ``wake_from`` when given; with
+        ``durable_replicas``, only what enough replicas acknowledged. A take in mode 'read' sets
+        :attr:`wake_from` for the next one."""
         wanted = self.settings.durable_replicas
+        before = [] if wake_from is None else [redis_ops.Command(
+            "xread", dict(zip(self.streams, wake_from, strict=True)), count=1, block=self.settings.block_ms,
+        )]
+        then = [redis_ops.Command("wait", wanted, DURABLE_TAKE_WAIT_MS)] if wanted else []
+        if not before and not then:
+            reply = await scripts.call(self.redis, "take", self.streams, args)
+        else:
+            replies = await redis_ops.run(self.redis, scripts.pipeline_plan(
+                [("take", self.streams, args)], before=before, then=then,
+            ))
+            reply = replies[len(before)]
+        if args[0] == "read":
+            taken, self.wake_from = wire.parse_take_woken(reply)
+        else:
+            taken = wire.parse_take(reply)
         if not wanted:
-            return wire.parse_take(await scripts.call(self.redis, "take", self.streams, args))
-        replies = await redis_ops.run(self.redis, scripts.pipeline_plan(
-            [("take", self.streams, args)], then=[redis_ops.Command("wait", wanted, DURABLE_TAKE_WAIT_MS)],
-        ))
-        taken, acknowledged = wire.parse_take(replies[0]), int(replies[1])
+            return taken
+        acknowledged = int(replies[-1])
         runnable = [t for t in taken if t.verdict is wire.Verdict.RUN]
         if acknowledged >= wanted or not runnable:
             return taken
@@ -195,29 +221,22 @@ class Consumer:
         self.woke = False
         if self.holdings.undecided:
             return await self._decide(list(self.holdings.undecided.values())[:count], count)
-        taken = await self._take_call(self._take_args("read", count, []))
-        if taken:
-            return taken
+        if self.wake_from is None:
+            taken = await self._take_call(self._take_args("read", count, []))
+            if taken or self.wake_from is None:
+                return taken
         # A stop that came while the take above was in flight could not interrupt it (only a
         # blocking read is cancelled), so it is honoured here, before blocking for block_ms.
         if self.stopping.is_set():
             return []
-        # Nothing waiting: block until something arrives, then decide on what came.
+        # Every stream read to its end: wait for the next entry, with the take right behind.
         self.in_blocking_read = True
         try:
-            reply: Any = await self.redis.xreadgroup(
-                WORKER_GROUP, self.name, dict.fromkeys(self.streams, ">"), count=count, block=self.settings.block_ms,
-            )
+            taken = await self._take_call(self._take_args("read", count, [], clock=False), self.wake_from)
         finally:
             self.in_blocking_read = False
-        given = self._given(reply)
-        if not given:
-            return []
-        # A read over several streams returns up to `count` from *each*: the rest wait, undecided.
-        for extra in given[count:]:
-            self.holdings.undecided[str(extra.entry)] = extra
-        self.woke = True
-        return await self._decide(given[:count], count)
+        self.woke = bool(taken)
+        return taken
 
     def _given(self, reply: Any) -> list[wire.Given]:
         given: list[wire.Given] = []

@@ -113,14 +113,16 @@ def pipeline_plan(
     *,
     idempotent: bool = False,
     then: Sequence[Command] = (),
+    before: Sequence[Command] = (),
 ) -> Plan[list[Any]]:
-    """Run many script calls ``(name, keys, argv)``, then the commands ``then``, in one round
-    trip; one reply per call and command.
+    """Run the commands ``before``, many script calls ``(name, keys, argv)``, then the commands
+    ``then``, in one round trip; one reply per command and call, in that order.
 
     The calls that answered ``NOSCRIPT`` did not run (the others of the batch may have: a batch
     can mix known and unknown scripts), so only they are sent again, as ``EVAL``, followed by
     ``then`` again (it is meant for commands about the writes before them on the connection,
-    such as ``WAIT``). With ``idempotent=True`` the whole batch is also sent again after a
+    such as ``WAIT``); ``before`` is sent once (it is meant for a blocking read the calls wait
+    behind, which has returned by then). With ``idempotent=True`` the whole batch is also sent again after a
     transient error. Any other error reply is raised once the batch has answered. Transient
     errors and ``NOSCRIPT`` have budgets of their own (see :func:`redis_ops.retried`).
     """
@@ -129,15 +131,18 @@ def pipeline_plan(
     todo = list(range(len(calls)))
     sending = [script(name).command(keys, argv) for name, keys, argv in calls]
     failures = unknown_rounds = 0
+    first: list[Any] = []
     while True:
         try:
-            got = yield Pipeline([*(sending[i] for i in todo), *then], errors_as_replies=True)
+            got = yield Pipeline([*before, *(sending[i] for i in todo), *then], errors_as_replies=True)
         except redis_ops.TRANSIENT_ERRORS:
             failures += 1
             if not idempotent or failures > policy.retries:
                 raise
             yield redis_ops.Pause(policy.pause(failures))
             continue
+        if before:
+            first, got, before = list(got[: len(before)]), got[len(before) :], ()
         unknown = [i for i, reply in zip(todo, got, strict=False) if isinstance(reply, NoScriptError)]
         for i, reply in zip(todo, got, strict=False):
             if not isinstance(reply, NoScriptError):
@@ -152,10 +157,10 @@ def pipeline_plan(
             name, keys, argv = calls[i]
             sending[i] = script(name).with_source(keys, argv)
         todo = unknown
-    errors = [r for r in (*replies, *tail) if isinstance(r, Exception)]
+    errors = [r for r in (*first, *replies, *tail) if isinstance(r, Exception)]
     if errors:
         raise errors[0]
-    return [*replies, *tail]
+    return [*first, *replies, *tail]
 
 
 async def call(

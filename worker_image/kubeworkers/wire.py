@@ -208,7 +208,8 @@ class Verdict(enum.StrEnum):
 
 
 class Given(NamedTuple):
-    """One entry a blocking ``XREADGROUP`` delivered, passed to ``take.lua`` in mode 'given'."""
+    """One entry pending for this worker that no take decided (a take whose reply was lost),
+    passed to ``take.lua`` in mode 'given'."""
 
     stream: int
     entry: bytes | str
@@ -244,7 +245,7 @@ def take_args(
     now: str,
     prefix: str,
     events: str,
-    pointer_prefix: str,
+    wake: bool = False,
     result_ttl: int,
     default_max_attempts: int,
     handler_max_attempts: str,
@@ -255,9 +256,10 @@ def take_args(
 ) -> list[Arg]:
     """``take.lua``'s ARGV, in its order (``handler_max_attempts``: JSON ``{handler: max}``;
     ``handler_free``: JSON ``{handler: free slots}`` of the handlers with a concurrency limit;
-    ``aging_ms``: the priority aging period, 0 for strict priority order)."""
+    ``aging_ms``: the priority aging period, 0 for strict priority order; ``wake``: the reply
+    ends with the ids to block from, :func:`parse_take_woken`)."""
     args: list[Arg] = [
-        mode, group, consumer, count, now, prefix, events, pointer_prefix, result_ttl, default_max_attempts,
+        mode, group, consumer, count, now, prefix, events, "1" if wake else "", result_ttl, default_max_attempts,
         handler_max_attempts, handler_free, dead_letter_maxlen, aging_ms,
     ]
     for entry in given:
@@ -285,6 +287,14 @@ def parse_take(flat: Sequence[Any]) -> list[Taken]:
         )
         for i in range(0, len(flat), TAKEN_WIDTH)
     ]
+
+
+def parse_take_woken(reply: Sequence[Any]) -> tuple[list[Taken], list[str] | None]:
+    """Decode a ``take.lua`` reply of mode 'read' with ``wake``: the entries, and the ids a
+    blocking ``XREAD`` of the streams starts from (None when the take did not read every stream
+    to its end: the next take reads without blocking)."""
+    ids = reply[-1]
+    return parse_take(reply[:-1]), [i.decode() for i in ids] if ids else None
 
 
 # --------------------------------------------------------------------------- reap.lua

@@ -2,8 +2,10 @@
 -- per entry, whether it runs; runnable jobs are marked Running in the same call.
 --
 -- Mode 'read' reads up to COUNT new entries strictly in priority order (critical, high,
--- then normal, then low); it never blocks (the worker falls back to a blocking
--- XREADGROUP and then calls mode 'given' with what that returned).
+-- then normal, then low); it never blocks. An idle worker sends it right behind a blocking
+-- XREAD from the ids this script returned when it last read every stream to its end (ARGV[8]
+-- wake): Redis runs the take as soon as the read returns, in the same round trip. Mode 'given'
+-- decides entries the worker already has pending (a take whose reply was lost: see below).
 --
 -- Priority aging (aging_ms > 0): an entry that has waited aging_ms on its stream (by its id's
 -- time) ranks one level higher, one more level per further aging_ms, up to the top; among
@@ -20,10 +22,10 @@
 -- ARGV[2] group: the consumer group
 -- ARGV[3] consumer: the worker taking the jobs
 -- ARGV[4] count: most entries to read (mode 'read')
--- ARGV[5] now: unix seconds
+-- ARGV[5] now: unix seconds, or '' for Redis' clock (a take sent behind a blocking read runs when it returns)
 -- ARGV[6] prefix: the pool's key prefix 'kw:{ns/pool}:'
 -- ARGV[7] events: the pool's events stream 'kw:{ns/pool}:events'
--- ARGV[8] pointer_prefix: unused (the job->pools pointer is a hint the clients write, outside the scripts)
+-- ARGV[8] wake: '1' (mode 'read'): after the entries, one more item: the ids to block from
 -- ARGV[9] result_ttl: seconds a finished record is kept
 -- ARGV[10] default_max_attempts: attempts of a job whose handler is unknown here
 -- ARGV[11] handler_max_attempts: JSON {handler: max attempts}
@@ -35,6 +37,9 @@
 -- j, u, h, so reading needs no JSON decoding; entries without them are decoded)
 --
 -- Returns a flat list, per entry: stream, entry, job_id, uid, handler, message, verdict, attempt, max_attempts
+-- With wake '1' it ends with one more item: when the call read every stream to its end, the
+-- group's last delivered id of each stream (KEYS order; '0-0' for a stream not there), so an
+-- XREAD BLOCK from them returns at the first entry no worker was handed yet; else an empty list.
 -- Verdicts:
 --   run        the worker runs attempt `attempt` (record now Running)
 --   gone       no record (deleted): entry dropped
@@ -48,12 +53,16 @@
 --              stream (a fresh entry, still Queued, attempt uncounted) for any worker to take
 --   undelivered  (mode 'given') the entry is not pending for this worker on this server: the
 --              read that returned it reached another master (a Sentinel failover fell between
---              the blocking XREADGROUP and this call), or another worker holds it. Nothing is
+--              the worker's read of its pending entries and this call), or another worker holds it. Nothing is
 --              changed: the entry stays for this master's own delivery, which decides it then.
 --              (Marking it Running here would let this master deliver it again later, to this
 --              worker as its own Running delivery, and the job would run twice under one attempt.)
 --! include children
 local group, consumer, now = ARGV[2], ARGV[3], ARGV[5]
+if now == '' then
+  local t = redis.call('TIME')
+  now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
 local prefix, events = ARGV[6], ARGV[7]
 local ttl = tonumber(ARGV[9])
 local default_max = tonumber(ARGV[10])
@@ -255,23 +264,29 @@ local function before(a, b)  -- {level, ms, index}: does a go first?
   return a[3] < b[3]
 end
 
+-- The last entry of `stream` the group has handed out ('0-0' before the first), or false when
+-- there is no stream.
+local function delivered_up_to(stream)
+  if redis.call('EXISTS', stream) == 0 then
+    return false
+  end
+  local last = '0-0'
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local f = {}
+    for i = 1, #g, 2 do
+      f[g[i]] = g[i + 1]
+    end
+    if f['name'] == group then
+      last = f['last-delivered-id']
+    end
+  end
+  return last
+end
+
 local function take_aged(remaining)
   local last = {}
   for index, stream in ipairs(KEYS) do
-    last[index] = '0-0'
-    if redis.call('EXISTS', stream) == 1 then
-      for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-        local f = {}
-        for i = 1, #g, 2 do
-          f[g[i]] = g[i + 1]
-        end
-        if f['name'] == group then
-          last[index] = f['last-delivered-id']
-        end
-      end
-    else
-      last[index] = false  -- no stream, nothing waits on it
-    end
+    last[index] = delivered_up_to(stream)  -- false: no stream, nothing waits on it
   end
   local heads = {}
   while remaining > 0 do
@@ -317,18 +332,21 @@ local function take_aged(remaining)
     end
     remaining = remaining - math.max(1, got)
   end
+  return remaining
 end
 
+-- Slots left after a read: more than 0 only when every stream was read to its end.
+local left = 0
 if ARGV[1] == 'read' and aging_ms > 0 then
-  take_aged(tonumber(ARGV[4]))
+  left = take_aged(tonumber(ARGV[4]))
 elseif ARGV[1] == 'read' then
-  local remaining = tonumber(ARGV[4])
+  left = tonumber(ARGV[4])
   for index, stream in ipairs(KEYS) do
-    if remaining <= 0 then
+    if left <= 0 then
       break
     end
-    local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', remaining, 'STREAMS', stream, '>')
-    remaining = remaining - deliver(index, reply)
+    local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', left, 'STREAMS', stream, '>')
+    left = left - deliver(index, reply)
   end
 else
   for i = 15, #ARGV, 6 do
@@ -336,4 +354,15 @@ else
   end
 end
 kw_index_flush()  -- jobindex.lua: the trims of what this call finished (cancelled, dead)
+if ARGV[8] == '1' then
+  -- Every stream read to its end: nothing was waiting beyond what this call took. (An entry
+  -- a 'deferred' verdict put back is beyond these ids: the next read wakes for it at once.)
+  local ids = {}
+  if left > 0 then
+    for index, stream in ipairs(KEYS) do
+      ids[index] = delivered_up_to(stream) or '0-0'
+    end
+  end
+  out[#out + 1] = ids
+end
 return out
