@@ -554,3 +554,46 @@ async def test_a_stop_that_arrives_during_a_take_is_not_followed_by_a_blocking_r
         await until(stopped.is_set, 10, "the stop to arrive during a take")
         await asyncio.sleep(0.5)
     assert blocking_reads_after_stop == [], "the worker blocked for new jobs after it was told to stop"
+
+
+async def test_a_stop_that_cancels_the_idle_read_after_its_take_ran_hands_the_job_back_uncounted(
+    redis_url: str, r: aioredis.Redis, client: AsyncClient
+) -> None:
+    """An idle worker's take waits in Redis behind its blocking read, so a stop (which cancels
+    that read) can land after Redis ran the take: the job is then Running for this worker, its
+    attempt counted, and the worker never heard of it. The drain hands it back, uncounted."""
+    reg = Registry()
+    runs: list[int] = []
+
+    @reg.handler("add")
+    async def add(inp: Numbers) -> Sum:
+        runs.append(inp.a)
+        return Sum(total=inp.a + inp.b)
+
+    async with start_worker(redis_url, reg) as worker:
+        real_take = worker.consumer._take_call
+        waiting: list[bool] = []
+        taken_unheard: list[object] = []
+
+        async def take_then_stop(args: list[object], wake_from: list[str] | None = None) -> object:
+            if wake_from is not None:
+                waiting.append(True)
+            taken = await real_take(args, wake_from)  # type: ignore[arg-type]
+            if wake_from is not None and taken and not taken_unheard:
+                taken_unheard.extend(taken)
+                worker.stop()  # SIGTERM: the blocking read is cancelled ...
+                raise asyncio.CancelledError  # ... after Redis ran the take behind it
+            return taken
+
+        worker.consumer._take_call = take_then_stop  # type: ignore[assignment,method-assign]
+        # The read in flight is the unpatched one: a first job ends it, and the next waits patched.
+        first = await client.submit("p", "add", {"a": 1, "b": 2})
+        await client.wait(first, 10)
+        await until(lambda: bool(waiting), 10, "the worker to wait in its next blocking read")
+        job_id = await client.submit("p", "add", {"a": 3, "b": 4})
+        await until(lambda: bool(taken_unheard), 10, "the take behind the blocking read")
+    rec = await record(r, job_id)
+    assert (rec.state, rec.attempts, runs) == (JobState.QUEUED, 0, [1])
+    assert await r.xlen(PoolKeys("default", "p").stream("normal")) == 1, "the job is back on its stream"
+    assert await r.xpending(PoolKeys("default", "p").stream("normal"), "workers") == {
+        "pending": 0, "min": None, "max": None, "consumers": []}

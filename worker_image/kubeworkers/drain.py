@@ -96,8 +96,9 @@ async def _leave(redis: aioredis.Redis, keys: PoolKeys, name: str) -> None:
 
 
 async def hand_back_unstarted(redis: aioredis.Redis, keys: PoolKeys, name: str, holdings: Holdings) -> None:
-    """Hand back every entry still pending for this worker that no handler ran: delivered by a
-    read beyond the free slots, or by a take whose reply was lost. Their attempts do not count."""
+    """Hand back every entry still pending for this worker that no handler ran: found by a
+    recovery read beyond the free slots, or delivered by a take whose reply was lost (also one
+    behind a blocking read the stop cancelled). Their attempts do not count."""
     unstarted = [e for e in await leases.own_pending(redis, keys, name) if e[1] not in holdings.held]
     await leases.requeue(
         redis, keys, unstarted, name, uncount_attempt=True,

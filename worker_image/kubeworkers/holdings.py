@@ -26,8 +26,8 @@ class Holdings:
         self._by_record: dict[str, Delivery] = {}
         #: Running handlers, by handler name (per-handler concurrency limits count these).
         self.running_by_handler: Counter[str] = Counter()
-        #: Delivered to us by a read, not yet decided by ``take.lua`` (more than the free slots
-        #: came, or a take's reply was lost): decided first by the next take.
+        #: Pending for us, found by a recovery read (a take's reply was lost), not yet decided by
+        #: ``take.lua`` (more than the free slots came): decided first by the next take.
         self.undecided: dict[str, wire.Given] = {}
         #: Set whenever a running job ends (the consumer waits on it when every slot is busy).
         self.slot_free = asyncio.Event()
