@@ -3,7 +3,8 @@
     python -m benchmarks.worker_instructions [--jobs 1000 6000] [--concurrency 200]
 
 CPU time per job on a shared machine moves by ±30 % from run to run (docs/benchmarks.md); the
-instructions a worker executes do not. This drains each number of no-op jobs with one worker
+instructions a worker executes move by about 1 % (how many jobs one take or settle batches
+follows the timing). This drains each number of no-op jobs with one worker
 process (as the throughput suite does) run under ``valgrind --tool=callgrind``, and reports the
 difference of the totals per job between the drains, so the start-up (the imports, about 1.4 billion
 instructions) cancels out. About 20 s per 1,000 jobs. For an A/B of another tree, run it with that
