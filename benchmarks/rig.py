@@ -150,15 +150,18 @@ class Rig:
 
     # ------------------------------------------------------------------ one drain
 
-    def drain(self, system: System, jobs: int, timeout: float = 600) -> dict[str, Any]:
-        """Submit ``jobs`` no-op jobs, then start one worker process and time how it drains them."""
+    def drain(self, system: System, jobs: int, timeout: float = 600, *, argv: list[str] | None = None,
+              stop_grace: float = 10) -> dict[str, Any]:
+        """Submit ``jobs`` no-op jobs, then start one worker process and time how it drains them
+        (``argv``: another command line for the worker, e.g. under valgrind, which also needs a
+        longer ``stop_grace`` to write its output)."""
         self.ensure(system)
         self.flush()
         self.drain_socket()
         submit_s = self.submit(system, jobs)
         stats0 = self.commandstats()
         spawned = time.time()
-        proc = self.start_worker(system, "drain", jobs)
+        proc = self.start_worker(system, "drain", jobs, argv=argv)
         try:
             first = Snapshot.of(self.receive(timeout))
             stats1 = self.commandstats()
@@ -168,7 +171,7 @@ class Rig:
             raise RuntimeError(f"{system.key}: the drain of {jobs} jobs did not finish in {timeout} s "
                                f"(worker log: {self.logs / (system.key + '-w1.log')})") from exc
         finally:
-            self.stop(proc)
+            self.stop(proc, stop_grace)
         figures: dict[str, Any] = drain_figures(jobs, spawned, first, last)
         figures["submit_per_s"] = jobs / submit_s
         figures["commands"] = commandstats_delta(stats1, stats2, max(1, last.n - first.n))

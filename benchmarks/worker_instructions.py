@@ -28,15 +28,9 @@ def instructions(jobs: int, concurrency: int) -> int:
     """Instructions the worker process executed (start-up included) to drain ``jobs`` no-op jobs."""
     system = systems.kubeworkers(concurrency)
     with Rig() as rig, tempfile.TemporaryDirectory() as tmp:
-        rig.flush()
-        rig.drain_socket()
-        rig.submit(system, jobs)
         out = Path(tmp) / "callgrind.out"
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *system.worker_argv(rig.url)]
-        proc = rig.start_worker(system, "drain", jobs, argv=argv)
-        rig.receive(600)  # the first job
-        rig.receive(1800)  # the last
-        rig.stop(proc, grace=120)
+        rig.drain(system, jobs, timeout=1800, argv=argv, stop_grace=120)
         for line in out.read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
