@@ -121,14 +121,18 @@ class AttemptRunner:
         self.abandoned: dict[str, Delivery] = {}
         #: Threads of sync handlers whose job ended while they still ran, and their job ids.
         self.stray_threads: dict[threading.Thread, str] = {}
+        #: The event loop the jobs run in (a runner serves one worker's loop), kept from the first
+        #: launch: on Python 3.11 every ``asyncio.get_running_loop()`` (so ``asyncio.create_task``
+        #: and ``asyncio.current_task()``) makes a ``getpid`` system call, three per job before.
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def launch(self, job: Delivery) -> None:
         """Start running ``job`` (already held) as its own task."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         self.holdings.start(job)
-        job.task = asyncio.create_task(self._run(job), name=f"kw-job {job.job_id}")
+        job.task = loop.create_task(self._run(job), name=f"kw-job {job.job_id}")
 
     def stop_job(self, job: Delivery, reason: str) -> None:
         """Stop a running handler: 'timeout', 'cancelled', 'shutdown' or 'lost' (the lease went elsewhere)."""
@@ -194,14 +198,15 @@ class AttemptRunner:
         return await self._invoke(job, spec, inp)
 
     async def _invoke(self, job: Delivery, spec: HandlerSpec, inp: BaseModel) -> Ending:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # set by launch, which started this task
         isolated = spec.isolation == "process"
         kwargs: dict[str, Any] = {}
         if spec.context_param is not None and not isolated:
             job.ctx = self._context(job, loop)
             kwargs[spec.context_param] = job.ctx
         expiry = loop.call_later(job.timeout, self.stop_job, job, "timeout") if job.timeout is not None else None
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         assert task is not None
         soft = None
         if job.soft_timeout is not None and not isolated:  # an isolated handler's child keeps its own
