@@ -111,6 +111,12 @@ class Output:
     note: str = ""
 
 
+#: A handler's output as JSON text: ``json.dumps(output, allow_nan=False)``, without building an
+#: encoder per call as ``json.dumps`` does for any argument other than its defaults.
+_OUTPUT_JSON = json.JSONEncoder(allow_nan=False)
+_NO_OUTPUT = Output("null")
+
+
 def encode_output(result: Any, limit: int) -> Output:
     """The output as JSON text, at most ``limit`` bytes.
 
@@ -118,8 +124,10 @@ def encode_output(result: Any, limit: int) -> Output:
     raises :class:`InvalidOutputError`. An output over the limit is replaced by a marker object
     ``{"truncated": true, "size_bytes": ..., "limit_bytes": ..., "preview": "<its first characters>"}``.
     """
+    if result is None:  # the most common output: no JSON encoder for it
+        return _NO_OUTPUT
     try:
-        text = json.dumps(output_of(result), allow_nan=False)
+        text = _OUTPUT_JSON.encode(output_of(result))
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidOutputError(f"the output is not JSON: {cap_text(_describe(exc), 500)}") from None
     size = len(text.encode())
