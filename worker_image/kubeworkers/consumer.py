@@ -270,11 +270,12 @@ class Consumer:
     def _start(self, taken: list[wire.Taken]) -> None:
         """Launch the runnable entries of a take; log (and count) the others."""
         for t in taken:
-            extra = {"job_id": t.job_id, "handler": t.handler, "attempt": t.attempt}
             verdict = t.verdict
             if verdict is wire.Verdict.RUN:
                 self.runner.launch(self._delivery(t))
-            elif verdict is wire.Verdict.CANCELLED:
+                continue
+            extra = {"job_id": t.job_id, "handler": t.handler, "attempt": t.attempt}
+            if verdict is wire.Verdict.CANCELLED:
                 self.metrics.outcome(t.handler, "cancelled")
                 job_log(INFO, "job cancelled before it started", {**extra, "state": "Cancelled"})
             elif verdict is wire.Verdict.DEAD:

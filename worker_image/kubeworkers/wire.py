@@ -271,19 +271,30 @@ def take_args(
 TAKEN_WIDTH = len(Taken._fields)
 
 
+#: Each :class:`Verdict` by its bytes in the reply (an enum call per entry costs more than the rest
+#: of its decoding).
+_VERDICTS: dict[bytes, Verdict] = {v.value.encode(): v for v in Verdict}
+
+
+def _verdict(raw: bytes) -> Verdict:
+    verdict = _VERDICTS.get(raw)
+    return verdict if verdict is not None else Verdict(raw.decode())  # ValueError: not a verdict
+
+
 def parse_take(flat: Sequence[Any]) -> list[Taken]:
-    """Decode ``take.lua``'s flat reply into one :class:`Taken` per entry."""
+    """Decode ``take.lua``'s flat reply into one :class:`Taken` per entry (fields in
+    :class:`Taken`'s order)."""
     return [
         Taken(
-            stream=int(flat[i]),
-            entry=flat[i + 1].decode(),
-            job_id=flat[i + 2].decode(errors="replace"),
-            uid=flat[i + 3].decode(errors="replace"),
-            handler=flat[i + 4].decode(errors="replace"),
-            message=flat[i + 5],
-            verdict=Verdict(flat[i + 6].decode()),
-            attempt=int(flat[i + 7]),
-            max_attempts=int(flat[i + 8]),
+            int(flat[i]),  # stream
+            flat[i + 1].decode(),  # entry
+            flat[i + 2].decode(errors="replace"),  # job_id
+            flat[i + 3].decode(errors="replace"),  # uid
+            flat[i + 4].decode(errors="replace"),  # handler
+            flat[i + 5],  # message
+            _verdict(flat[i + 6]),
+            int(flat[i + 7]),  # attempt
+            int(flat[i + 8]),  # max_attempts
         )
         for i in range(0, len(flat), TAKEN_WIDTH)
     ]
