@@ -130,9 +130,10 @@ class UsageError(Exception):
 def _run_worker(settings: WorkerSettings) -> int:
     """Run a worker until SIGTERM; its exit code. Handlers that ignored being stopped do not keep
     the process alive: it exits anyway (they run on daemon threads or as abandoned tasks)."""
-    from kubeworkers.worker import Worker
+    from kubeworkers.worker import Worker, tune_gc
 
     worker = Worker(settings)
+    tune_gc()
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
