@@ -102,6 +102,9 @@ def stored_series(tmp_path: Path) -> tuple[dict[str, list[Series]], dict[str, li
     operator_target, worker_target = targets(tmp_path)
     operator = OperatorMetrics()  # the autoscaler's metrics share the operator's registry, as in the operator
     worker = WorkerMetrics(POOL, POOL_NAMESPACE)
+    # The jobs' counts and durations are a collector of the worker's own (no label children): one job.
+    worker.outcome(app_value("handler"), app_value("outcome"))
+    worker.observe(app_value("handler"), 0.1)
     scraped = [
         (operator_target, exported_series(operator.registry, operator, AutoscalerMetrics(operator.registry))),
         (worker_target, exported_series(worker.registry, worker)),

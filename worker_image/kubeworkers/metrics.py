@@ -7,24 +7,104 @@ live in one process (tests do that) without colliding.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from kubeworkers import protocol
 
 log = logging.getLogger("kubeworkers.metrics")
+
+#: A bucket bound as prometheus_client writes its ``le`` label (untyped there).
+_le_text: Callable[[float], str] = floatToGoString
+
+
+class _JobCounts(Collector):
+    """``kubeworkers_jobs_total`` (by handler and outcome) and ``kubeworkers_job_duration_seconds``
+    (by handler), counted in plain numbers on the event loop and turned into samples at scrape time.
+
+    Every job ends with one count and one duration; through ``prometheus_client``'s ``Counter`` and
+    ``Histogram`` those are three locked increments and the checks around them, per job. Only the
+    event loop counts (sync handlers' threads never do) and the probe server scrapes on the loop
+    too, so nothing here needs a lock. The samples are the ones the two client classes export,
+    ``_created`` included.
+    """
+
+    def __init__(self, namespace: str, pool: str) -> None:
+        self.namespace = namespace
+        self.pool = pool
+        #: (handler, outcome) -> [count, created].
+        self.counts: dict[tuple[str, str], list[float]] = {}
+        #: handler -> [count per bucket (not cumulative; the last one +Inf), sum, created].
+        self.durations: dict[str, tuple[list[int], list[float]]] = {}
+        self._bounds = protocol.DURATION_BUCKETS_S
+        self._les = [_le_text(b) for b in self._bounds] + ["+Inf"]
+
+    def outcome(self, handler: str, outcome: str) -> None:
+        count = self.counts.get((handler, outcome))
+        if count is None:
+            count = self.counts[handler, outcome] = [0.0, time.time()]
+        count[0] += 1
+
+    def observe(self, handler: str, seconds: float) -> None:
+        tally = self.durations.get(handler)
+        if tally is None:
+            tally = self.durations[handler] = ([0] * len(self._les), [0.0, time.time()])
+        # The first bucket whose bound is >= seconds (a bound is inclusive: le), +Inf past the last.
+        tally[0][bisect.bisect_left(self._bounds, seconds)] += 1
+        tally[1][0] += seconds
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        jobs, durations = self._families()
+        base = (self.namespace, self.pool)
+        for (handler, outcome), (count, created) in list(self.counts.items()):
+            jobs.add_metric((*base, handler, outcome), count, created=created)
+        for handler, (buckets, (total, created)) in list(self.durations.items()):
+            labels = (*base, handler)
+            cumulative, running = [], 0
+            for le, n in zip(self._les, buckets, strict=True):
+                running += n
+                cumulative.append((le, float(running)))
+            durations.add_metric(labels, cumulative, total)
+            durations.samples.append(Sample(
+                durations.name + "_created", dict(zip(("namespace", "pool", "handler"), labels, strict=True)),
+                created, None,
+            ))
+        yield jobs
+        yield durations
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "kubeworkers_jobs",
+                "Attempts that ended, each counted once, by handler and outcome (succeeded, failed, retried, "
+                "cancelled, timed_out, handed_back, lost, waiting: waits for its children).",
+                labels=["namespace", "pool", "handler", "outcome"],
+            ),
+            HistogramMetricFamily(
+                "kubeworkers_job_duration_seconds", "Wall time of one attempt of a handler.",
+                labels=["namespace", "pool", "handler"],
+            ),
+        )
 
 
 class WorkerMetrics:
@@ -36,20 +116,9 @@ class WorkerMetrics:
         # must be visible before it runs out.
         ProcessCollector(registry=self.registry)
         labels = {"namespace": namespace, "pool": pool}
-        self.jobs = Counter(
-            "kubeworkers_jobs",
-            "Attempts that ended, each counted once, by handler and outcome (succeeded, failed, retried, "
-            "cancelled, timed_out, handed_back, lost, waiting: waits for its children).",
-            ["namespace", "pool", "handler", "outcome"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "kubeworkers_job_duration_seconds",
-            "Wall time of one attempt of a handler.",
-            ["namespace", "pool", "handler"],
-            buckets=protocol.DURATION_BUCKETS_S,
-            registry=self.registry,
-        )
+        #: ``kubeworkers_jobs_total`` and ``kubeworkers_job_duration_seconds``: see :class:`_JobCounts`.
+        self.jobs = _JobCounts(namespace, pool)
+        self.registry.register(self.jobs)
         self.in_flight = Gauge(
             "kubeworkers_jobs_in_flight", "Jobs this worker is running.", ["namespace", "pool"],
             registry=self.registry,
@@ -64,22 +133,9 @@ class WorkerMetrics:
         )
         self.namespace = namespace
         self.pool = pool
-
-        # labels() costs microseconds; a busy worker calls these for every job.
-        self._outcomes: dict[tuple[str, str], Any] = {}
-        self._durations: dict[str, Any] = {}
-
-    def outcome(self, handler: str, outcome: str) -> None:
-        child = self._outcomes.get((handler, outcome))
-        if child is None:
-            child = self._outcomes[handler, outcome] = self.jobs.labels(self.namespace, self.pool, handler, outcome)
-        child.inc()
-
-    def observe(self, handler: str, seconds: float) -> None:
-        child = self._durations.get(handler)
-        if child is None:
-            child = self._durations[handler] = self.duration.labels(self.namespace, self.pool, handler)
-        child.observe(seconds)
+        # A busy worker calls these two for every job.
+        self.outcome = self.jobs.outcome
+        self.observe = self.jobs.observe
 
     def retried(self, handler: str) -> None:
         self.retries.labels(self.namespace, self.pool, handler).inc()
