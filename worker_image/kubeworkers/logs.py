@@ -138,6 +138,11 @@ class JobLog:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
 
+    def enabled(self, level: int) -> bool:
+        """Whether a line of ``level`` is written: callers on every job's path ask first, so that a
+        worker logging at WARNING does not build the fields of lines nobody writes."""
+        return self.logger.isEnabledFor(level)
+
     def __call__(self, level: int, msg: str, fields: dict[str, Any]) -> None:
         if not self.logger.isEnabledFor(level):
             return

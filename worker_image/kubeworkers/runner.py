@@ -48,6 +48,11 @@ log = logging.getLogger("kubeworkers.worker")
 job_log = logs.JobLog(log)
 
 
+def _log_fields(job: Delivery) -> dict[str, Any]:
+    """The fields every line about one of a job's attempts carries."""
+    return {"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt}
+
+
 @dataclass(frozen=True)
 class Succeeded:
     output: Output
@@ -193,8 +198,8 @@ class AttemptRunner:
         if job.soft_timeout is not None and job.timeout is not None and job.soft_timeout >= job.timeout:
             job.soft_timeout = None  # the hard timeout comes first: there is nothing to tell
         job.retry = msg.retry.over(spec.retry) if msg.retry is not None else spec.retry
-        job_log(INFO, "job running", {"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt,
-                                      "state": "Running"})
+        if job_log.enabled(INFO):
+            job_log(INFO, "job running", {**_log_fields(job), "state": "Running"})
         return await self._invoke(job, spec, inp)
 
     async def _invoke(self, job: Delivery, spec: HandlerSpec, inp: BaseModel) -> Ending:
@@ -370,18 +375,20 @@ class AttemptRunner:
             self.write(job, attempts.unwritten_write(job, self.name, f"{type(exc).__name__}", 0.0))
 
     def _record_ending(self, job: Delivery, ending: Ending) -> None:
-        extra: dict[str, Any] = {"job_id": job.job_id, "handler": job.handler, "attempt": job.attempt}
         duration = ending.duration
-        if isinstance(ending, Succeeded) and job.msg is not None and not job.msg.last_step:
-            self._advance(job, ending, extra)
-            return
         if isinstance(ending, Succeeded):
+            if job.msg is not None and not job.msg.last_step:
+                self._advance(job, ending, _log_fields(job))
+                return
             self.metrics.outcome(job.handler, "succeeded")
             self.metrics.observe(job.handler, duration)
-            job_log(INFO, "job succeeded", {**extra, "state": "Succeeded", "duration": round(duration, 6)})
+            if job_log.enabled(INFO):
+                job_log(INFO, "job succeeded",
+                        {**_log_fields(job), "state": "Succeeded", "duration": round(duration, 6)})
             self._finish(job, JobState.SUCCEEDED, duration, out_json=ending.output.json,
                          message=ending.output.note)
             return
+        extra = _log_fields(job)
         if isinstance(ending, Failed):
             self._record_failure(job, ending, extra)
             return
