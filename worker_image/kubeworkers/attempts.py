@@ -282,7 +282,7 @@ def advance_write(job: Delivery, worker: str, duration: float, output: Output) -
         event = json.dumps(body)
     return wire.AdvanceWrite(
         kind="advance", stream=job.index, entry=job.entry, job_id=job.job_id, output=output.json,
-        next=after.model_dump_json(exclude_none=True), handler=after.handler, step=ref.model_dump_json(),
+        next=after.wire_json(), handler=after.handler, step=ref.model_dump_json(),
         index=msg.step, max_attempts=str(after.max_attempts or ""), message=message, duration=f"{duration:.6f}",
         event=event, attempt=job.attempt,
     )

@@ -431,10 +431,17 @@ class JobMessage(BaseModel):
         description="Which run of the job this is: 0 the first, n after n reruns (``kubeworkers jobs retry``).",
     )
 
+    def wire_json(self) -> str:
+        """The message as it is stored (stream entry, record, dead letters): JSON without the fields
+        that are unset (None), which every reader, Python or Lua, takes as the same None. For a
+        no-op SDK job that is about 210 bytes instead of 375, less for Redis to store and decode
+        and for a worker to parse. ``run`` stays the last key (``lua/rerun.lua`` rewrites it)."""
+        return self.model_dump_json(exclude_none=True)
+
     def to_fields(self) -> dict[str, str]:
         """Stream entry fields: the message as one JSON field ``m`` (versioned by ``v``), plus
         ``j``/``u``/``h`` (job id, uid, handler) so Lua scripts need not decode the JSON."""
-        return {"v": "1", "m": self.model_dump_json(), "j": self.job_id, "u": self.uid, "h": self.handler}
+        return {"v": "1", "m": self.wire_json(), "j": self.job_id, "u": self.uid, "h": self.handler}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> JobMessage:

@@ -364,7 +364,7 @@ def _enqueue_argv(msgs: Sequence[JobMessage]) -> list[wire.Arg]:
     first = msgs[0]
     keys = PoolKeys(first.namespace, first.pool)
     return [repr(time.time()), keys.prefix, "", first.pool,
-            *(m.model_dump_json() for m in msgs)]
+            *(m.wire_json() for m in msgs)]
 
 
 def _by_pool(msgs: Sequence[JobMessage]) -> list[tuple[list[int], list[JobMessage]]]:

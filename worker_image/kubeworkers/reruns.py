@@ -115,7 +115,7 @@ def rerun_dead_letter(
 ) -> Rerun:
     """Rerun the job of one dead-letter entry: the uid and run it was dead-lettered with are expected."""
     return rerun_job(r, keys, message.job_id, uid=message.uid, run=message.run, dead_letter_id=entry_id,
-                     dead_letter_message=message.model_dump_json(), by=by)
+                     dead_letter_message=message.wire_json(), by=by)
 
 
 def rerun_jobs(
