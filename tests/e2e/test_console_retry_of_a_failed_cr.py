@@ -40,7 +40,7 @@ def test_a_retry_from_the_console_moves_a_failed_job_cr_back_to_queued_and_then_
         row = text_of(browser, f'tr[data-job="{job_id}"]')
         assert "Failed" in row and "fails_first_run" in row
         click(browser, f"//a[text()='{job_id}']")
-        assert f"Job CR {job_id}" in text_of(browser, "dl.facts")
+        wait_text(browser, "dl.facts", f"Job CR {job_id}")  # the link's page may still be loading
 
         # Pause the pool (maxReplicas 0) so that the rerun waits, Queued, where the test can see it.
         cluster.kubectl("patch", "wp", "demo", "-n", namespace, "--type=merge", "-p", '{"spec": {"maxReplicas": 0}}')

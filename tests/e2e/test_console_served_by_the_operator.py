@@ -159,7 +159,7 @@ def test_the_operator_serves_the_console_and_authorises_each_action_with_the_api
     browser.get(f"{url}/jobs?pool=demo")
     assert "Failed" in text_of(browser, f'tr[data-job="{job_id}"]')
     click(browser, f"//a[text()='{job_id}']")
-    assert f"Job CR {job_id}" in text_of(browser, "dl.facts")
+    wait_text(browser, "dl.facts", f"Job CR {job_id}")  # the link's page may still be loading
     events = text_of(browser, "section.kube-events")
     assert f"Events of Job CR {job_id}" in events and "no Events" not in events, events
     shoot(browser, f"{url}/job?pool=demo&id={job_id}", "operator-job.png")

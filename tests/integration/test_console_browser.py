@@ -225,7 +225,7 @@ def test_a_retry_from_the_page_moves_a_failed_job_back_to_queued_then_succeeded(
     click(browser, "//form[@action='/actions/retry']/button")
 
     assert browser.title.startswith("Job to-retry"), text_of(browser, "main")
-    assert "Queued again as a new run." in text_of(browser, "p.notice")
+    wait_text(browser, "p.notice", "Queued again as a new run.")  # the POST's redirect may still be loading
     assert "Queued" in text_of(browser, "p.big")
     rec = record(redis_sync, "to-retry")
     assert rec is not None and rec.state is JobState.QUEUED and rec.run == 1
@@ -300,7 +300,7 @@ def test_cancel_and_replay_from_the_pages(
     browser.get(f"{console.url}/job?pool={POOL}&id=long-one")
     assert not browser.find_elements(By.XPATH, "//form[@action='/actions/retry']")  # not failed: no retry
     click(browser, "//form[@action='/actions/cancel']/button")
-    assert "Cancel requested." in text_of(browser, "p.notice")
+    wait_text(browser, "p.notice", "Cancel requested.")  # the POST's redirect may still be loading
     mark_page(browser)
     wait_text(browser, "p.big", "Cancelled")
     assert_not_reloaded(browser)
@@ -312,7 +312,7 @@ def test_cancel_and_replay_from_the_pages(
     row = "//tbody/tr[td/a[text()='dead-one']]"
     assert "fails_first_run" in text_of(browser, row, By.XPATH) and "run 0 fails" in text_of(browser, row, By.XPATH)
     click(browser, row + "//form[@action='/actions/replay']/button")
-    assert "Replayed" in text_of(browser, "p.notice")
+    wait_text(browser, "p.notice", "Replayed")  # the POST's redirect may still be loading
     rec = wait_state(redis_sync, "dead-one", JobState.SUCCEEDED)
     assert rec.run == 1
     wait_text(browser, "#live", "no dead letters")
