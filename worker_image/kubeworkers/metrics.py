@@ -33,6 +33,9 @@ log = logging.getLogger("kubeworkers.metrics")
 #: A bucket bound as prometheus_client writes its ``le`` label (untyped there).
 _le_text: Callable[[float], str] = floatToGoString
 
+#: The labels of ``kubeworkers_job_duration_seconds``.
+_DURATION_LABELS = ("namespace", "pool", "handler")
+
 
 class _JobCounts(Collector):
     """``kubeworkers_jobs_total`` (by handler and outcome) and ``kubeworkers_job_duration_seconds``
@@ -50,7 +53,7 @@ class _JobCounts(Collector):
         self.pool = pool
         #: (handler, outcome) -> [count, created].
         self.counts: dict[tuple[str, str], list[float]] = {}
-        #: handler -> [count per bucket (not cumulative; the last one +Inf), sum, created].
+        #: handler -> (count per bucket (not cumulative; the last one +Inf), [sum, created]).
         self.durations: dict[str, tuple[list[int], list[float]]] = {}
         self._bounds = protocol.DURATION_BUCKETS_S
         self._les = [_le_text(b) for b in self._bounds] + ["+Inf"]
@@ -85,7 +88,7 @@ class _JobCounts(Collector):
                 cumulative.append((le, float(running)))
             durations.add_metric(labels, cumulative, total)
             durations.samples.append(Sample(
-                durations.name + "_created", dict(zip(("namespace", "pool", "handler"), labels, strict=True)),
+                durations.name + "_created", dict(zip(_DURATION_LABELS, labels, strict=True)),
                 created, None,
             ))
         yield jobs
@@ -102,7 +105,7 @@ class _JobCounts(Collector):
             ),
             HistogramMetricFamily(
                 "kubeworkers_job_duration_seconds", "Wall time of one attempt of a handler.",
-                labels=["namespace", "pool", "handler"],
+                labels=_DURATION_LABELS,
             ),
         )
 
